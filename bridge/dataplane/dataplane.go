@@ -1,0 +1,102 @@
+// Package dataplane is the boundary between the control plane (bridge) and
+// the DPDK fast path: the interface the fast path implements and the plain
+// Go types that cross it. It has no cgo, so the bridge and its tests never
+// link DPDK (see bridge/nocgo_test.go).
+package dataplane
+
+import (
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/swanpath/swanpath/bridge/model"
+)
+
+// Dataplane is the fast path as the control plane sees it. Every table
+// change is published to the packet loop without locking it.
+type Dataplane interface {
+	// AddSA creates the SA in the fast path. The key bytes are wiped from
+	// sa once they have been handed over.
+	AddSA(sa *model.SA) error
+	DelSA(id model.SAID) error
+	// SetPolicies replaces the whole policy table.
+	SetPolicies(b []Binding) error
+	// SetFIB replaces the forwarding tables (routes, neighbours).
+	SetFIB(f FIB) error
+	SAStats(id model.SAID) (SACounters, bool)
+	Ports() []PortInfo
+	PortStats() []PortStats
+	// Misses returns next hops the fast path had no neighbour for since
+	// the last call, so the kernel can be asked to resolve them.
+	Misses() []Miss
+}
+
+// Binding is a policy with the SA that protects its traffic (outbound), if
+// one is installed.
+type Binding struct {
+	Policy *model.Policy
+	SA     model.SAID
+	HasSA  bool
+}
+
+// Route is one FIB entry. Port is the fast path port index.
+type Route struct {
+	Dst       netip.Prefix
+	Port      int
+	Gateway   netip.Addr // invalid = on link
+	Local     bool       // addressed to the gateway: hand to the kernel
+	Blackhole bool
+}
+
+// Neigh is a resolved next hop on a port.
+type Neigh struct {
+	Port int
+	IP   netip.Addr
+	MAC  net.HardwareAddr
+}
+
+// FIB is the complete forwarding state.
+type FIB struct {
+	Routes []Route
+	Neighs []Neigh
+}
+
+// PortInfo describes one fast path port and its exception interface.
+type PortInfo struct {
+	Index  int
+	Name   string
+	Device string
+	Tap    string
+	MAC    net.HardwareAddr
+}
+
+// PortStats are the counters of one port, by name (see CounterNames).
+type PortStats struct {
+	Name     string
+	Counters map[string]uint64
+}
+
+// SACounters are an SA's traffic and drop counters.
+type SACounters struct {
+	Bytes, Packets uint64
+	LastUse        time.Time
+	DropAuth       uint64
+	DropReplay     uint64
+	DropMalformed  uint64
+	DropPolicy     uint64
+	Crypto         string // crypto device that runs it
+}
+
+// Miss is a next hop without neighbour entry.
+type Miss struct {
+	Port int
+	IP   netip.Addr
+}
+
+// CounterNames lists the per-port counters in display order.
+var CounterNames = []string{
+	"rx", "tx", "tap_rx", "tap_tx", "esp_in", "esp_out",
+	"drop_unknown_spi", "drop_auth", "drop_replay", "drop_malformed",
+	"drop_policy", "drop_no_neigh", "drop_no_route", "drop_no_sa",
+	"drop_crypto", "drop_tx", "drop_nomem",
+}

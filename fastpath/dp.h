@@ -1,0 +1,203 @@
+/*
+ * swanpath fast path: the C half. Go owns lifecycle and builds the tables;
+ * this code runs the per-packet loop on a worker lcore and reads the tables
+ * through pointers that Go publishes atomically (sp_publish_*) and frees
+ * only after the worker has passed a quiescent state (rte_rcu_qsbr).
+ *
+ * Every struct here that Go fills has a Go mirror in fastpath/cstructs.go;
+ * a test there checks the sizes match.
+ */
+#ifndef SP_DP_H
+#define SP_DP_H
+
+#include <stdint.h>
+#include <rte_config.h>
+#include <rte_common.h>
+#include <rte_ether.h>
+#include <rte_ipsec.h>
+#include <rte_ipsec_sad.h>
+#include <rte_lpm.h>
+#include <rte_hash.h>
+#include <rte_rcu_qsbr.h>
+#include <rte_mempool.h>
+
+#define SP_MAX_PORTS 8
+#define SP_BURST 32
+
+/* Drop and exception reasons, counted per port. Keep in step with
+ * dropNames in fastpath/stats.go. */
+enum sp_cnt {
+	SP_CNT_RX = 0,		/* frames received from the wire */
+	SP_CNT_TX,		/* frames sent to the wire */
+	SP_CNT_TAP_RX,		/* frames the kernel sent through the TAP */
+	SP_CNT_TAP_TX,		/* frames handed to the kernel */
+	SP_CNT_ESP_IN,		/* ESP packets decrypted */
+	SP_CNT_ESP_OUT,		/* packets encrypted */
+	SP_CNT_DROP_UNKNOWN_SPI,
+	SP_CNT_DROP_AUTH,	/* ICV / integrity check failed */
+	SP_CNT_DROP_REPLAY,
+	SP_CNT_DROP_MALFORMED,	/* bad lengths, bad padding, truncated */
+	SP_CNT_DROP_POLICY,	/* inbound policy mismatch, drop policy */
+	SP_CNT_DROP_NO_NEIGH,
+	SP_CNT_DROP_NO_ROUTE,
+	SP_CNT_DROP_NO_SA,	/* policy matched but no SA installed yet */
+	SP_CNT_DROP_CRYPTO,	/* crypto device refused or lost an op */
+	SP_CNT_DROP_TX,		/* TX queue full */
+	SP_CNT_DROP_NOMEM,	/* out of crypto ops / mbuf room */
+	SP_CNT_MAX
+};
+
+struct sp_port_stats {
+	uint64_t cnt[SP_CNT_MAX];
+} __rte_cache_aligned;
+
+/* Parameters of one SA, filled by Go (mirror: cSAParams). Addresses and
+ * ports in network byte order, keys raw. */
+struct sp_sa_params {
+	uint32_t spi;		/* host order */
+	uint32_t reqid;
+	uint32_t src;		/* outer IPv4 source, network order */
+	uint32_t dst;
+	uint16_t sport;		/* NAT-T ports, host order */
+	uint16_t dport;
+	uint8_t inbound;
+	uint8_t encap;
+	uint8_t esn;
+	uint8_t icv_len;
+	uint32_t replay_window;
+	uint32_t salt;		/* as on the wire (network order bytes) */
+	uint8_t key_len;
+	uint8_t cdev_id;
+	uint16_t pad;
+	uint8_t key[32];
+};
+
+struct sp_sa_stats {
+	uint64_t packets;
+	uint64_t bytes;
+	uint64_t last_use;	/* rte_get_tsc_cycles() of the last packet */
+	uint64_t drop_auth;
+	uint64_t drop_replay;
+	uint64_t drop_malformed;
+	uint64_t drop_policy;
+} __rte_cache_aligned;
+
+/* One SA: rte_ipsec session plus what the loop needs beside it. Lives
+ * until Go frees it after a quiescent period. */
+struct sp_sa {
+	struct rte_ipsec_session ss;	/* cache aligned, first */
+	struct rte_ipsec_sa *sa;
+	void *cses;			/* cryptodev sym session */
+	uint8_t cdev_id;
+	uint8_t inbound;
+	uint8_t encap;
+	uint32_t spi;
+	uint32_t reqid;
+	uint32_t dst;			/* outer destination (network order) */
+	struct sp_sa_stats st;
+};
+
+/* One policy selector (IPv4). Addresses/masks network order, ports host. */
+struct sp_policy {
+	uint32_t src;
+	uint32_t src_mask;
+	uint32_t dst;
+	uint32_t dst_mask;
+	uint16_t sport_lo, sport_hi;
+	uint16_t dport_lo, dport_hi;
+	uint8_t proto;		/* 0 = any */
+	uint8_t action;		/* 0 ipsec, 1 pass, 2 drop */
+	uint16_t pad;
+	uint32_t reqid;
+	struct sp_sa *sa;	/* out: the SA to use; NULL = none yet */
+};
+
+/* IPsec tables, immutable once published. */
+struct sp_ipsec_tables {
+	struct rte_ipsec_sad *sad;	/* inbound SPI -> struct sp_sa */
+	uint32_t n_out;
+	uint32_t n_in;			/* in + fwd policies */
+	struct sp_policy *out;		/* ordered by priority */
+	struct sp_policy *in;
+};
+
+/* Next hop of a route. */
+enum { SP_NH_UNICAST = 0, SP_NH_LOCAL = 1, SP_NH_BLACKHOLE = 2 };
+
+struct sp_nexthop {
+	uint32_t gw;		/* network order; 0 = on link */
+	uint8_t port;		/* fast path port index */
+	uint8_t kind;
+	uint16_t pad;
+};
+
+struct sp_neigh_key {
+	uint32_t ip;		/* network order */
+	uint32_t port;
+};
+
+/* Forwarding tables (mirror of the kernel), immutable once published. */
+struct sp_fib {
+	struct rte_lpm *lpm;		/* dst -> index into nh */
+	struct sp_nexthop *nh;
+	uint32_t n_nh;
+	struct rte_hash *neigh;		/* sp_neigh_key -> index into macs */
+	struct rte_ether_addr *macs;
+};
+
+/* Neighbour misses, for Go to ask the kernel to resolve. Single
+ * producer (the worker), single consumer (Go); lossy when full. */
+#define SP_MISS_RING 64
+struct sp_miss {
+	uint32_t ip;
+	uint32_t port;
+};
+
+struct sp_port {
+	uint16_t phys;		/* ethdev port id of the wire side */
+	uint16_t tap;		/* ethdev port id of the TAP */
+	struct rte_ether_addr mac;
+};
+
+struct sp_dp {
+	/* published tables; read by the worker with acquire loads */
+	struct sp_ipsec_tables *ipsec;
+	struct sp_fib *fib;
+
+	struct rte_rcu_qsbr *qsv;
+	struct rte_mempool *cop_pool;
+	uint32_t n_ports;
+	struct sp_port ports[SP_MAX_PORTS];
+	struct sp_port_stats stats[SP_MAX_PORTS];
+	uint16_t natt_port;	/* local UDP port for ESP-in-UDP, host order */
+	uint32_t idle_sleep_us;	/* sleep when idle; 0 = busy poll */
+	volatile uint32_t stop;
+	volatile uint32_t running;
+
+	volatile uint32_t miss_head;	/* written by worker */
+	volatile uint32_t miss_tail;	/* written by Go */
+	struct sp_miss miss[SP_MISS_RING];
+} __rte_cache_aligned;
+
+/* dp_sa.c */
+struct sp_sa *sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
+	char *err, size_t errlen);
+void sp_sa_free(struct sp_sa *sa);
+
+/* dp_tables.c */
+struct sp_ipsec_tables *sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_sa);
+int sp_ipsec_tables_add_sa(struct sp_ipsec_tables *t, struct sp_sa *sa);
+void sp_ipsec_tables_free(struct sp_ipsec_tables *t);
+struct sp_fib *sp_fib_new(uint32_t n_routes, uint32_t n_neigh);
+int sp_fib_add_route(struct sp_fib *f, uint32_t dst, uint8_t depth, uint32_t nh_idx);
+int sp_fib_add_neigh(struct sp_fib *f, uint32_t ip, uint32_t port, const uint8_t *mac, uint32_t idx);
+void sp_fib_free(struct sp_fib *f);
+void sp_publish_ipsec(struct sp_dp *dp, struct sp_ipsec_tables *t);
+void sp_publish_fib(struct sp_dp *dp, struct sp_fib *f);
+void sp_synchronize(struct sp_dp *dp);
+
+/* dp_loop.c */
+int sp_worker_run(struct sp_dp *dp);
+uint32_t sp_miss_pop(struct sp_dp *dp, struct sp_miss *out, uint32_t max);
+
+#endif

@@ -1,0 +1,198 @@
+/*
+ * Device setup: ethdev ports (wire and TAP) and cryptodevs. Called from Go
+ * once at start; errors come back as negative errno plus a message.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <rte_cryptodev.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_malloc.h>
+
+#include "dp.h"
+
+#define SP_RX_DESC 1024
+#define SP_TX_DESC 1024
+
+int
+sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, char *err, size_t errlen)
+{
+	struct rte_eth_conf conf;
+	struct rte_eth_dev_info info;
+	uint16_t nrx = SP_RX_DESC, ntx = SP_TX_DESC;
+	int rc;
+
+	memset(&conf, 0, sizeof(conf));
+	rc = rte_eth_dev_info_get(port, &info);
+	if (rc != 0) {
+		snprintf(err, errlen, "port %u: dev_info: %s", port, strerror(-rc));
+		return rc;
+	}
+	rc = rte_eth_dev_configure(port, 1, 1, &conf);
+	if (rc != 0) {
+		snprintf(err, errlen, "port %u (%s): configure: %s", port, info.driver_name, strerror(-rc));
+		return rc;
+	}
+	rc = rte_eth_dev_adjust_nb_rx_tx_desc(port, &nrx, &ntx);
+	if (rc != 0) {
+		snprintf(err, errlen, "port %u: descriptors: %s", port, strerror(-rc));
+		return rc;
+	}
+	rc = rte_eth_rx_queue_setup(port, 0, nrx, rte_eth_dev_socket_id(port), NULL, pool);
+	if (rc != 0) {
+		snprintf(err, errlen, "port %u: rx queue: %s", port, strerror(-rc));
+		return rc;
+	}
+	rc = rte_eth_tx_queue_setup(port, 0, ntx, rte_eth_dev_socket_id(port), NULL);
+	if (rc != 0) {
+		snprintf(err, errlen, "port %u: tx queue: %s", port, strerror(-rc));
+		return rc;
+	}
+	if (mtu != 0) {
+		rc = rte_eth_dev_set_mtu(port, mtu);
+		if (rc != 0 && rc != -ENOTSUP) {
+			snprintf(err, errlen, "port %u: mtu %u: %s", port, mtu, strerror(-rc));
+			return rc;
+		}
+	}
+	rc = rte_eth_dev_start(port);
+	if (rc != 0) {
+		snprintf(err, errlen, "port %u: start: %s", port, strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+int
+sp_port_mac(uint16_t port, uint8_t *mac)
+{
+	return rte_eth_macaddr_get(port, (struct rte_ether_addr *)mac);
+}
+
+int
+sp_port_set_mac(uint16_t port, uint8_t *mac)
+{
+	return rte_eth_dev_default_mac_addr_set(port, (struct rte_ether_addr *)mac);
+}
+
+int
+sp_port_by_name(const char *name, uint16_t *port)
+{
+	return rte_eth_dev_get_port_by_name(name, port);
+}
+
+void
+sp_port_stop(uint16_t port)
+{
+	rte_eth_dev_stop(port);
+	rte_eth_dev_close(port);
+}
+
+/* Session pool big enough for every device's private session data. */
+struct rte_mempool *
+sp_session_pool(uint32_t n, char *err, size_t errlen)
+{
+	struct rte_mempool *mp;
+	unsigned int sz = 0, s;
+	uint8_t d;
+
+	for (d = 0; d < rte_cryptodev_count(); d++) {
+		s = rte_cryptodev_sym_get_private_session_size(d);
+		if (s > sz)
+			sz = s;
+	}
+	mp = rte_cryptodev_sym_session_pool_create("sp_sess", n, sz, 0, 0, SOCKET_ID_ANY);
+	if (mp == NULL)
+		snprintf(err, errlen, "crypto session pool: %s", rte_strerror(rte_errno));
+	return mp;
+}
+
+struct rte_mempool *
+sp_cop_pool(uint32_t n, char *err, size_t errlen)
+{
+	struct rte_mempool *mp;
+
+	/* room for the AES-GCM IV behind each op (see SP_IV_OFFSET) */
+	mp = rte_crypto_op_pool_create("sp_cop", RTE_CRYPTO_OP_TYPE_SYMMETRIC, n, 128,
+		16, SOCKET_ID_ANY);
+	if (mp == NULL)
+		snprintf(err, errlen, "crypto op pool: %s", rte_strerror(rte_errno));
+	return mp;
+}
+
+int
+sp_cdev_setup(const char *name, struct rte_mempool *sess_pool, int *id, char *err, size_t errlen)
+{
+	struct rte_cryptodev_config conf;
+	struct rte_cryptodev_qp_conf qp;
+	int dev, rc;
+
+	dev = rte_cryptodev_get_dev_id(name);
+	if (dev < 0) {
+		snprintf(err, errlen, "crypto device %s not found", name);
+		return -ENODEV;
+	}
+	memset(&conf, 0, sizeof(conf));
+	conf.socket_id = rte_cryptodev_socket_id(dev);
+	conf.nb_queue_pairs = 1;
+	rc = rte_cryptodev_configure(dev, &conf);
+	if (rc != 0) {
+		snprintf(err, errlen, "crypto device %s: configure: %d", name, rc);
+		return rc;
+	}
+	memset(&qp, 0, sizeof(qp));
+	qp.nb_descriptors = 2048;
+	qp.mp_session = sess_pool;
+	rc = rte_cryptodev_queue_pair_setup(dev, 0, &qp, conf.socket_id);
+	if (rc != 0) {
+		snprintf(err, errlen, "crypto device %s: queue pair: %d", name, rc);
+		return rc;
+	}
+	rc = rte_cryptodev_start(dev);
+	if (rc != 0) {
+		snprintf(err, errlen, "crypto device %s: start: %d", name, rc);
+		return rc;
+	}
+	*id = dev;
+	return 0;
+}
+
+void
+sp_cdev_stop_all(void)
+{
+	uint8_t d;
+
+	for (d = 0; d < rte_cryptodev_count(); d++) {
+		rte_cryptodev_stop(d);
+		rte_cryptodev_close(d);
+	}
+}
+
+struct sp_dp *
+sp_dp_new(uint32_t max_threads)
+{
+	struct sp_dp *dp;
+	size_t sz;
+
+	dp = rte_zmalloc("sp_dp", sizeof(*dp), RTE_CACHE_LINE_SIZE);
+	if (dp == NULL)
+		return NULL;
+	sz = rte_rcu_qsbr_get_memsize(max_threads);
+	dp->qsv = rte_zmalloc("sp_qsbr", sz, RTE_CACHE_LINE_SIZE);
+	if (dp->qsv == NULL || rte_rcu_qsbr_init(dp->qsv, max_threads) != 0) {
+		rte_free(dp->qsv);
+		rte_free(dp);
+		return NULL;
+	}
+	return dp;
+}
+
+void
+sp_dp_free(struct sp_dp *dp)
+{
+	if (dp == NULL)
+		return;
+	rte_free(dp->qsv);
+	rte_free(dp);
+}

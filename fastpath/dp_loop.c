@@ -1,0 +1,679 @@
+/*
+ * The per-packet loop of one worker lcore, run to completion per burst:
+ *
+ *   rx (wire port)  -> classify: ESP / ESP-in-UDP | plaintext
+ *     ESP           -> SAD by SPI -> crypto (rte_ipsec + cryptodev) ->
+ *                      inbound policy check -> route/neighbour -> tx | TAP
+ *     plaintext     -> outbound policy -> encrypt -> route -> tx
+ *                      | inbound policy says protected -> drop
+ *                      | no policy -> TAP (the kernel handles it)
+ *   rx (TAP)        -> outbound policy -> encrypt -> route -> tx
+ *                      | no policy -> wire port of the same pair
+ *
+ * Every mbuf ends in exactly one tx queue or is freed and counted.
+ */
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+
+#include <rte_cryptodev.h>
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_ip.h>
+#include <rte_udp.h>
+#include <rte_esp.h>
+#include <rte_mbuf.h>
+
+#include "dp.h"
+
+#define ETH_HLEN ((uint16_t)sizeof(struct rte_ether_hdr))
+
+/* Per-iteration output buffers: one per wire port and one per TAP. */
+struct sp_txq {
+	uint16_t n;
+	struct rte_mbuf *m[SP_BURST * 4];
+};
+
+struct sp_ctx {
+	struct sp_dp *dp;
+	struct sp_ipsec_tables *t;
+	struct sp_fib *f;
+	uint64_t now;
+	struct sp_txq wire[SP_MAX_PORTS];
+	struct sp_txq tap[SP_MAX_PORTS];
+};
+
+static inline void
+cnt(struct sp_ctx *c, uint32_t port, enum sp_cnt k)
+{
+	c->dp->stats[port].cnt[k]++;
+}
+
+static inline void
+drop(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, enum sp_cnt k)
+{
+	cnt(c, port, k);
+	rte_pktmbuf_free(m);
+}
+
+static inline void
+txq_put(struct sp_ctx *c, struct sp_txq *q, uint32_t port, struct rte_mbuf *m)
+{
+	if (q->n == RTE_DIM(q->m)) {
+		drop(c, port, m, SP_CNT_DROP_TX);
+		return;
+	}
+	q->m[q->n++] = m;
+}
+
+static inline void
+to_tap(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m)
+{
+	txq_put(c, &c->tap[port], port, m);
+}
+
+static void
+flush(struct sp_ctx *c)
+{
+	struct sp_dp *dp = c->dp;
+	uint16_t sent, i;
+	uint32_t p;
+
+	for (p = 0; p < dp->n_ports; p++) {
+		struct sp_txq *q = &c->wire[p];
+		if (q->n) {
+			sent = rte_eth_tx_burst(dp->ports[p].phys, 0, q->m, q->n);
+			dp->stats[p].cnt[SP_CNT_TX] += sent;
+			for (i = sent; i < q->n; i++)
+				drop(c, p, q->m[i], SP_CNT_DROP_TX);
+			q->n = 0;
+		}
+		q = &c->tap[p];
+		if (q->n) {
+			sent = rte_eth_tx_burst(dp->ports[p].tap, 0, q->m, q->n);
+			dp->stats[p].cnt[SP_CNT_TAP_TX] += sent;
+			for (i = sent; i < q->n; i++)
+				drop(c, p, q->m[i], SP_CNT_DROP_TX);
+			q->n = 0;
+		}
+	}
+}
+
+static void
+miss_push(struct sp_dp *dp, uint32_t ip, uint32_t port)
+{
+	uint32_t h = dp->miss_head;
+
+	if (h - __atomic_load_n(&dp->miss_tail, __ATOMIC_ACQUIRE) >= SP_MISS_RING)
+		return;	/* Go is behind; the next miss asks again */
+	dp->miss[h % SP_MISS_RING].ip = ip;
+	dp->miss[h % SP_MISS_RING].port = port;
+	__atomic_store_n(&dp->miss_head, h + 1, __ATOMIC_RELEASE);
+}
+
+uint32_t
+sp_miss_pop(struct sp_dp *dp, struct sp_miss *out, uint32_t max)
+{
+	uint32_t t = dp->miss_tail, h = __atomic_load_n(&dp->miss_head, __ATOMIC_ACQUIRE);
+	uint32_t n = 0;
+
+	while (t != h && n < max)
+		out[n++] = dp->miss[t++ % SP_MISS_RING];
+	__atomic_store_n(&dp->miss_tail, t, __ATOMIC_RELEASE);
+	return n;
+}
+
+/*
+ * Send an IPv4 packet (mbuf data starts at the IP header) towards its
+ * destination: local -> TAP of in_port, else route + neighbour -> wire.
+ * forwarded: decrement TTL (we act as a router for it).
+ */
+static void
+route_out(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded)
+{
+	struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod(m, struct rte_ipv4_hdr *);
+	struct sp_fib *f = c->f;
+	struct sp_nexthop *nh;
+	struct sp_neigh_key k;
+	struct rte_ether_hdr *eh;
+	uint32_t idx;
+	void *data;
+	int rc;
+
+	if (f == NULL || rte_lpm_lookup(f->lpm, rte_be_to_cpu_32(ip->dst_addr), &idx) != 0 ||
+			idx >= f->n_nh) {
+		drop(c, in_port, m, SP_CNT_DROP_NO_ROUTE);
+		return;
+	}
+	nh = &f->nh[idx];
+	if (nh->kind == SP_NH_BLACKHOLE || nh->port >= c->dp->n_ports) {
+		drop(c, in_port, m, SP_CNT_DROP_NO_ROUTE);
+		return;
+	}
+	eh = (struct rte_ether_hdr *)rte_pktmbuf_prepend(m, ETH_HLEN);
+	if (eh == NULL) {
+		drop(c, in_port, m, SP_CNT_DROP_NOMEM);
+		return;
+	}
+	eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	if (nh->kind == SP_NH_LOCAL) {
+		/* addressed to the gateway itself: the kernel takes it */
+		rte_ether_addr_copy(&c->dp->ports[in_port].mac, &eh->dst_addr);
+		rte_ether_addr_copy(&c->dp->ports[in_port].mac, &eh->src_addr);
+		to_tap(c, in_port, m);
+		return;
+	}
+	if (forwarded) {
+		if (ip->time_to_live <= 1) {
+			/* let the kernel send the ICMP time exceeded */
+			rte_ether_addr_copy(&c->dp->ports[in_port].mac, &eh->dst_addr);
+			rte_ether_addr_copy(&c->dp->ports[in_port].mac, &eh->src_addr);
+			to_tap(c, in_port, m);
+			return;
+		}
+		ip->time_to_live--;
+		/* RFC 1624 incremental update for a TTL decrement */
+		uint32_t sum = ip->hdr_checksum + rte_cpu_to_be_16(0x0100);
+		ip->hdr_checksum = (uint16_t)(sum + (sum >> 16));
+	}
+	k.ip = nh->gw ? nh->gw : ip->dst_addr;
+	k.port = nh->port;
+	rc = rte_hash_lookup_data(f->neigh, &k, &data);
+	if (rc < 0) {
+		miss_push(c->dp, k.ip, k.port);
+		drop(c, nh->port, m, SP_CNT_DROP_NO_NEIGH);
+		return;
+	}
+	rte_ether_addr_copy(&f->macs[(uintptr_t)data], &eh->dst_addr);
+	rte_ether_addr_copy(&c->dp->ports[nh->port].mac, &eh->src_addr);
+	txq_put(c, &c->wire[nh->port], nh->port, m);
+}
+
+static inline int
+port_in(uint16_t p, uint16_t lo, uint16_t hi)
+{
+	return p >= lo && p <= hi;
+}
+
+/* First policy whose selector matches; NULL if none. ports: host order. */
+static struct sp_policy *
+spd_lookup(struct sp_policy *tab, uint32_t n, uint32_t src, uint32_t dst,
+	uint8_t proto, uint16_t sport, uint16_t dport)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		struct sp_policy *p = &tab[i];
+		if ((src & p->src_mask) != p->src || (dst & p->dst_mask) != p->dst)
+			continue;
+		if (p->proto && p->proto != proto)
+			continue;
+		if (!port_in(sport, p->sport_lo, p->sport_hi) ||
+				!port_in(dport, p->dport_lo, p->dport_hi))
+			continue;
+		return p;
+	}
+	return NULL;
+}
+
+/* Extract the 5-tuple of an IPv4 packet at ip. Ports are 0 when absent. */
+static inline void
+five_tuple(const struct rte_ipv4_hdr *ip, uint32_t len, uint16_t *sport, uint16_t *dport)
+{
+	uint32_t ihl = (ip->version_ihl & 0xf) * 4;
+	const uint16_t *l4 = (const uint16_t *)((const uint8_t *)ip + ihl);
+
+	*sport = *dport = 0;
+	if ((ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP ||
+			ip->next_proto_id == IPPROTO_SCTP) && len >= ihl + 4 &&
+			(ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_OFFSET_MASK)) == 0) {
+		*sport = rte_be_to_cpu_16(l4[0]);
+		*dport = rte_be_to_cpu_16(l4[1]);
+	}
+}
+
+/* Sanity of an IPv4 header at offset off of m; returns header length. */
+static inline uint32_t
+ipv4_ok(struct rte_mbuf *m, uint32_t off)
+{
+	const struct rte_ipv4_hdr *ip;
+	uint32_t ihl;
+
+	if (rte_pktmbuf_data_len(m) < off + sizeof(*ip))
+		return 0;
+	ip = rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, off);
+	ihl = (ip->version_ihl & 0xf) * 4;
+	if ((ip->version_ihl >> 4) != 4 || ihl < sizeof(*ip) ||
+			rte_be_to_cpu_16(ip->total_length) < ihl ||
+			rte_pktmbuf_data_len(m) < off + rte_be_to_cpu_16(ip->total_length))
+		return 0;
+	return ihl;
+}
+
+/* Drop bytes beyond the IP total length (Ethernet padding). */
+static inline void
+trim_to_ip(struct rte_mbuf *m, uint32_t off)
+{
+	const struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, off);
+	uint32_t want = off + rte_be_to_cpu_16(ip->total_length);
+
+	if (rte_pktmbuf_pkt_len(m) > want)
+		rte_pktmbuf_trim(m, rte_pktmbuf_pkt_len(m) - want);
+}
+
+/*
+ * Run crypto for n mbufs of one SA: prepare, enqueue, dequeue, process.
+ * On return mb[0..ok) are processed; the rest have been freed and counted.
+ */
+static uint16_t
+sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
+{
+	struct rte_crypto_op *cop[SP_BURST];
+	struct rte_mbuf *done[SP_BURST];
+	uint16_t k, enq, deq, i, ok, spins;
+
+	if (rte_crypto_op_bulk_alloc(c->dp->cop_pool, RTE_CRYPTO_OP_TYPE_SYMMETRIC, cop, n) == 0) {
+		for (i = 0; i < n; i++)
+			drop(c, port, mb[i], SP_CNT_DROP_NOMEM);
+		return 0;
+	}
+	k = rte_ipsec_pkt_crypto_prepare(&sa->ss, mb, cop, n);
+	/* prepare refuses packets that fail the replay window or are too short */
+	for (i = k; i < n; i++) {
+		if (sa->inbound) {
+			sa->st.drop_replay++;
+			drop(c, port, mb[i], SP_CNT_DROP_REPLAY);
+		} else {
+			drop(c, port, mb[i], SP_CNT_DROP_NOMEM);
+		}
+	}
+	if (k < n)
+		rte_mempool_put_bulk(c->dp->cop_pool, (void **)&cop[k], n - k);
+	if (k == 0)
+		return 0;
+
+	enq = rte_cryptodev_enqueue_burst(sa->cdev_id, 0, cop, k);
+	for (i = enq; i < k; i++)
+		drop(c, port, mb[i], SP_CNT_DROP_CRYPTO);
+	if (enq < k)
+		rte_mempool_put_bulk(c->dp->cop_pool, (void **)&cop[enq], k - enq);
+
+	/* Software PMDs finish in enqueue; the bound keeps a broken device
+	 * from hanging the loop. */
+	deq = 0;
+	for (spins = 0; deq < enq && spins < 1000; spins++)
+		deq += rte_cryptodev_dequeue_burst(sa->cdev_id, 0, &cop[deq], enq - deq);
+
+	ok = 0;
+	for (i = 0; i < deq; i++) {
+		struct rte_mbuf *m = cop[i]->sym->m_src;
+		if (cop[i]->status != RTE_CRYPTO_OP_STATUS_SUCCESS) {
+			if (sa->inbound)
+				sa->st.drop_auth++;
+			drop(c, port, m, sa->inbound ? SP_CNT_DROP_AUTH : SP_CNT_DROP_CRYPTO);
+			continue;
+		}
+		done[ok++] = m;
+	}
+	rte_mempool_put_bulk(c->dp->cop_pool, (void **)cop, deq);
+	/* ops still in the device after the bound: their mbufs are lost to
+	 * us; count them (this does not happen with software PMDs) */
+	for (i = deq; i < enq; i++)
+		cnt(c, port, SP_CNT_DROP_CRYPTO);
+
+	k = rte_ipsec_pkt_process(&sa->ss, done, ok);
+	for (i = k; i < ok; i++) {
+		/* after a good ICV: bad padding or a replay raced in the burst */
+		sa->st.drop_malformed++;
+		drop(c, port, done[i], SP_CNT_DROP_MALFORMED);
+	}
+	memcpy(mb, done, k * sizeof(mb[0]));
+	return k;
+}
+
+static void
+sa_count(struct sp_ctx *c, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
+{
+	uint16_t i;
+
+	for (i = 0; i < n; i++)
+		sa->st.bytes += rte_pktmbuf_pkt_len(mb[i]);
+	sa->st.packets += n;
+	if (n)
+		sa->st.last_use = c->now;
+}
+
+/* Does a decrypted packet match an inbound policy of its SA's reqid? */
+static int
+inbound_policy_ok(struct sp_ctx *c, struct sp_sa *sa, struct rte_mbuf *m)
+{
+	struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod(m, struct rte_ipv4_hdr *);
+	uint16_t sport, dport;
+	uint32_t i;
+
+	five_tuple(ip, rte_pktmbuf_data_len(m), &sport, &dport);
+	for (i = 0; i < c->t->n_in; i++) {
+		struct sp_policy *p = &c->t->in[i];
+		if (p->action != 0 || p->reqid != sa->reqid)
+			continue;
+		if ((ip->src_addr & p->src_mask) != p->src || (ip->dst_addr & p->dst_mask) != p->dst)
+			continue;
+		if (p->proto && p->proto != ip->next_proto_id)
+			continue;
+		if (port_in(sport, p->sport_lo, p->sport_hi) && port_in(dport, p->dport_lo, p->dport_hi))
+			return 1;
+	}
+	return 0;
+}
+
+/* Inbound: n ESP packets (l2_len/l3_len point at the ESP header). */
+static void
+esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
+{
+	const union rte_ipsec_sad_key *kp[SP_BURST];
+	union rte_ipsec_sad_key keys[SP_BURST];
+	void *sas[SP_BURST];
+	struct rte_mbuf *grp[SP_BURST];
+	uint16_t i, j, g, k;
+
+	if (n == 0)
+		return;
+	for (i = 0; i < n; i++) {
+		const uint32_t *spi = rte_pktmbuf_mtod_offset(mb[i], const uint32_t *,
+			mb[i]->l2_len + mb[i]->l3_len);
+		memset(&keys[i], 0, sizeof(keys[i]));
+		keys[i].v4.spi = *spi;
+		kp[i] = &keys[i];
+	}
+	if (c->t == NULL) {
+		for (i = 0; i < n; i++)
+			drop(c, port, mb[i], SP_CNT_DROP_UNKNOWN_SPI);
+		return;
+	}
+	rte_ipsec_sad_lookup(c->t->sad, kp, sas, n);
+
+	for (i = 0; i < n; ) {
+		struct sp_sa *sa = sas[i];
+		if (sa == NULL || !sa->inbound) {
+			drop(c, port, mb[i], SP_CNT_DROP_UNKNOWN_SPI);
+			i++;
+			continue;
+		}
+		/* a run of packets for the same SA */
+		g = 0;
+		for (j = i; j < n && sas[j] == sa; j++)
+			grp[g++] = mb[j];
+		i = j;
+
+		k = sa_crypto(c, port, sa, grp, g);
+		for (j = 0; j < k; j++) {
+			struct rte_mbuf *m = grp[j];
+			if (ipv4_ok(m, 0) == 0) {
+				sa->st.drop_malformed++;
+				drop(c, port, m, SP_CNT_DROP_MALFORMED);
+				continue;
+			}
+			if (!inbound_policy_ok(c, sa, m)) {
+				sa->st.drop_policy++;
+				drop(c, port, m, SP_CNT_DROP_POLICY);
+				continue;
+			}
+			sa->st.bytes += rte_pktmbuf_pkt_len(m);
+			sa->st.packets++;
+			sa->st.last_use = c->now;
+			cnt(c, port, SP_CNT_ESP_IN);
+			route_out(c, port, m, 1);
+		}
+	}
+}
+
+/* Outbound: n packets (data at the inner IP header) for one SA. */
+static void
+esp_outbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
+{
+	uint16_t i, k;
+
+	for (i = 0; i < n; i++) {
+		mb[i]->l2_len = 0;
+		mb[i]->l3_len = 0;
+	}
+	/* count the plaintext, as the kernel counts SA bytes */
+	sa_count(c, sa, mb, n);
+	k = sa_crypto(c, port, sa, mb, n);
+	for (i = 0; i < k; i++) {
+		struct rte_ipv4_hdr *oh = rte_pktmbuf_mtod(mb[i], struct rte_ipv4_hdr *);
+		/* rte_ipsec leaves the outer header checksum to us */
+		oh->hdr_checksum = 0;
+		oh->hdr_checksum = rte_ipv4_cksum(oh);
+		cnt(c, port, SP_CNT_ESP_OUT);
+		route_out(c, port, mb[i], 0);
+	}
+}
+
+/*
+ * Plaintext IPv4 (data at the Ethernet header): protect, drop, or pass.
+ * Returns 1 when the packet was consumed, 0 when it takes the default path.
+ * out[]/outsa collect packets to encrypt, in order.
+ */
+static int
+plaintext(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, int from_wire,
+	struct rte_mbuf **outm, struct sp_sa **outsa, uint16_t *nout)
+{
+	struct rte_ipv4_hdr *ip;
+	struct sp_policy *p;
+	uint16_t sport, dport;
+	uint32_t ihl;
+
+	if (c->t == NULL || (c->t->n_out == 0 && c->t->n_in == 0))
+		return 0;
+	ihl = ipv4_ok(m, ETH_HLEN);
+	if (ihl == 0)
+		return 0;
+	ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, ETH_HLEN);
+	five_tuple(ip, rte_pktmbuf_data_len(m) - ETH_HLEN, &sport, &dport);
+
+	p = spd_lookup(c->t->out, c->t->n_out, ip->src_addr, ip->dst_addr,
+		ip->next_proto_id, sport, dport);
+	if (p != NULL) {
+		if (p->action == 1)
+			return 0;
+		if (p->action == 2) {
+			drop(c, port, m, SP_CNT_DROP_POLICY);
+			return 1;
+		}
+		if (p->sa == NULL) {
+			drop(c, port, m, SP_CNT_DROP_NO_SA);
+			return 1;
+		}
+		trim_to_ip(m, ETH_HLEN);
+		rte_pktmbuf_adj(m, ETH_HLEN);
+		if (from_wire) {
+			/* forwarded: the TTL drops here, as in the kernel */
+			if (ip->time_to_live <= 1) {
+				rte_pktmbuf_prepend(m, ETH_HLEN);
+				to_tap(c, port, m);
+				return 1;
+			}
+			ip->time_to_live--;
+			uint32_t sum = ip->hdr_checksum + rte_cpu_to_be_16(0x0100);
+			ip->hdr_checksum = (uint16_t)(sum + (sum >> 16));
+		}
+		outm[*nout] = m;
+		outsa[*nout] = p->sa;
+		(*nout)++;
+		return 1;
+	}
+	if (from_wire) {
+		/* plaintext that policy says must arrive protected */
+		p = spd_lookup(c->t->in, c->t->n_in, ip->src_addr, ip->dst_addr,
+			ip->next_proto_id, sport, dport);
+		if (p != NULL && p->action == 0) {
+			drop(c, port, m, SP_CNT_DROP_POLICY);
+			return 1;
+		}
+		if (p != NULL && p->action == 2) {
+			drop(c, port, m, SP_CNT_DROP_POLICY);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void
+encrypt_collected(struct sp_ctx *c, uint32_t port, struct rte_mbuf **m, struct sp_sa **sa, uint16_t n)
+{
+	uint16_t i, j;
+
+	for (i = 0; i < n; i = j) {
+		for (j = i; j < n && sa[j] == sa[i]; j++)
+			;
+		esp_outbound(c, port, sa[i], &m[i], j - i);
+	}
+}
+
+/* A burst from the wire side of port p. */
+static void
+wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
+{
+	struct rte_mbuf *esp[SP_BURST], *outm[SP_BURST];
+	struct sp_sa *outsa[SP_BURST];
+	uint16_t ne = 0, no = 0, i;
+
+	c->dp->stats[p].cnt[SP_CNT_RX] += n;
+	for (i = 0; i < n; i++) {
+		struct rte_mbuf *m = mb[i];
+		struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+		struct rte_ipv4_hdr *ip;
+		uint32_t ihl;
+
+		if (rte_pktmbuf_data_len(m) < ETH_HLEN ||
+				eh->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
+			to_tap(c, p, m);
+			continue;
+		}
+		ihl = ipv4_ok(m, ETH_HLEN);
+		if (ihl == 0) {
+			to_tap(c, p, m);
+			continue;
+		}
+		ip = (struct rte_ipv4_hdr *)(eh + 1);
+		if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_OFFSET_MASK | RTE_IPV4_HDR_MF_FLAG)) {
+			/* fragments: the kernel reassembles (no ESP in it, so
+			 * fragmented ESP is lost; noted as a known limit) */
+			to_tap(c, p, m);
+			continue;
+		}
+		if (ip->next_proto_id == IPPROTO_ESP) {
+			uint32_t plen = rte_be_to_cpu_16(ip->total_length) - ihl;
+			if (plen < sizeof(struct rte_esp_hdr) + 8) {
+				drop(c, p, m, SP_CNT_DROP_MALFORMED);
+				continue;
+			}
+			trim_to_ip(m, ETH_HLEN);
+			m->l2_len = ETH_HLEN;
+			m->l3_len = ihl;
+			esp[ne++] = m;
+			continue;
+		}
+		if (ip->next_proto_id == IPPROTO_UDP) {
+			const struct rte_udp_hdr *uh = (const struct rte_udp_hdr *)((uint8_t *)ip + ihl);
+			uint32_t plen = rte_be_to_cpu_16(ip->total_length) - ihl;
+			if (plen >= sizeof(*uh) && uh->dst_port == rte_cpu_to_be_16(c->dp->natt_port)) {
+				const uint32_t *marker = (const uint32_t *)(uh + 1);
+				uint32_t ulen = rte_be_to_cpu_16(uh->dgram_len);
+				/* RFC 3948 §2.2: a zero SPI field is the non-ESP
+				 * marker (IKE); a 1-byte 0xff is a keepalive. */
+				if (plen >= sizeof(*uh) + 4 && *marker != 0) {
+					if (ulen != plen || plen < sizeof(*uh) + sizeof(struct rte_esp_hdr) + 8) {
+						drop(c, p, m, SP_CNT_DROP_MALFORMED);
+						continue;
+					}
+					trim_to_ip(m, ETH_HLEN);
+					m->l2_len = ETH_HLEN;
+					m->l3_len = ihl + sizeof(*uh);
+					esp[ne++] = m;
+					continue;
+				}
+				to_tap(c, p, m);
+				continue;
+			}
+		}
+		if (!plaintext(c, p, m, 1, outm, outsa, &no))
+			to_tap(c, p, m);
+	}
+	esp_inbound(c, p, esp, ne);
+	encrypt_collected(c, p, outm, outsa, no);
+}
+
+/* A burst the kernel sent through the TAP of port p. */
+static void
+tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
+{
+	struct rte_mbuf *outm[SP_BURST];
+	struct sp_sa *outsa[SP_BURST];
+	uint16_t no = 0, i;
+
+	c->dp->stats[p].cnt[SP_CNT_TAP_RX] += n;
+	for (i = 0; i < n; i++) {
+		struct rte_mbuf *m = mb[i];
+		struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+
+		if (rte_pktmbuf_data_len(m) >= ETH_HLEN &&
+				eh->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) &&
+				plaintext(c, p, m, 0, outm, outsa, &no))
+			continue;
+		txq_put(c, &c->wire[p], p, m);
+	}
+	encrypt_collected(c, p, outm, outsa, no);
+}
+
+int
+sp_worker_run(struct sp_dp *dp)
+{
+	static struct sp_ctx ctx;	/* one worker; too big for the stack */
+	struct sp_ctx *c = &ctx;
+	struct rte_mbuf *mb[SP_BURST];
+	unsigned int tid = rte_lcore_id();
+	uint64_t idle = 0;
+	uint32_t p;
+	uint16_t n, got;
+
+	memset(c, 0, sizeof(*c));
+	c->dp = dp;
+	rte_rcu_qsbr_thread_register(dp->qsv, tid);
+	rte_rcu_qsbr_thread_online(dp->qsv, tid);
+	__atomic_store_n(&dp->running, 1, __ATOMIC_RELEASE);
+
+	while (!__atomic_load_n(&dp->stop, __ATOMIC_ACQUIRE)) {
+		c->t = __atomic_load_n(&dp->ipsec, __ATOMIC_ACQUIRE);
+		c->f = __atomic_load_n(&dp->fib, __ATOMIC_ACQUIRE);
+		c->now = rte_get_tsc_cycles();
+		got = 0;
+		for (p = 0; p < dp->n_ports; p++) {
+			n = rte_eth_rx_burst(dp->ports[p].phys, 0, mb, SP_BURST);
+			if (n) {
+				wire_burst(c, p, mb, n);
+				got += n;
+			}
+			n = rte_eth_rx_burst(dp->ports[p].tap, 0, mb, SP_BURST);
+			if (n) {
+				tap_burst(c, p, mb, n);
+				got += n;
+			}
+		}
+		flush(c);
+		/* tables read above are no longer referenced */
+		rte_rcu_qsbr_quiescent(dp->qsv, tid);
+		if (got == 0 && dp->idle_sleep_us) {
+			/* on a shared box, give the core back when idle */
+			if (++idle > 64)
+				usleep(dp->idle_sleep_us);
+		} else {
+			idle = 0;
+		}
+	}
+	rte_rcu_qsbr_thread_offline(dp->qsv, tid);
+	rte_rcu_qsbr_thread_unregister(dp->qsv, tid);
+	__atomic_store_n(&dp->running, 0, __ATOMIC_RELEASE);
+	return 0;
+}

@@ -1,0 +1,340 @@
+// Package fastpath is swanpath's DPDK data plane: EAL, ports, crypto devices
+// and the worker lcore running the C packet loop (dp_loop.c). It is the only
+// package with cgo. The control plane drives it through
+// bridge/dataplane.Dataplane; tables are built here, published to the loop
+// with an atomic store and reclaimed after an RCU quiescent period.
+package fastpath
+
+/*
+#cgo pkg-config: libdpdk
+#cgo CFLAGS: -O3 -DALLOW_EXPERIMENTAL_API -Wno-deprecated-declarations
+#include <stdlib.h>
+#include "dp.h"
+
+int sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, char *err, size_t errlen);
+int sp_port_mac(uint16_t port, uint8_t *mac);
+int sp_port_set_mac(uint16_t port, uint8_t *mac);
+int sp_port_by_name(const char *name, uint16_t *port);
+void sp_port_stop(uint16_t port);
+struct rte_mempool *sp_session_pool(uint32_t n, char *err, size_t errlen);
+struct rte_mempool *sp_cop_pool(uint32_t n, char *err, size_t errlen);
+int sp_cdev_setup(const char *name, struct rte_mempool *sess_pool, int *id, char *err, size_t errlen);
+void sp_cdev_stop_all(void);
+struct sp_dp *sp_dp_new(uint32_t max_threads);
+void sp_dp_free(struct sp_dp *dp);
+static inline uint32_t sp_load_u32(volatile uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void sp_store_u32(volatile uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/yerden/go-dpdk/eal"
+	"github.com/yerden/go-dpdk/mempool"
+
+	"github.com/swanpath/swanpath/bridge/dataplane"
+	"github.com/swanpath/swanpath/bridge/model"
+)
+
+// PortConfig is one fast path port: a DPDK device (vdev arguments such as
+// "net_af_packet0,iface=eth1", or a PCI address) and the name of the TAP
+// interface that carries its exception traffic to the kernel.
+type PortConfig struct {
+	Name   string
+	Device string
+	Tap    string
+	MTU    int
+}
+
+// Config is what Open needs.
+type Config struct {
+	// EAL arguments besides devices (lcores, memory, --file-prefix ...).
+	EALArgs []string
+	Ports   []PortConfig
+	// Crypto PMD: "aesni_gcm" (default), "aesni_mb" or "openssl".
+	Crypto    string
+	NATTPort  uint16
+	IdleSleep time.Duration
+	Mbufs     uint32
+	Log       *slog.Logger
+}
+
+// cryptoDrivers maps a config name to the vdev driver.
+var cryptoDrivers = map[string]string{
+	"aesni_gcm": "crypto_aesni_gcm",
+	"aesni_mb":  "crypto_aesni_mb",
+	"openssl":   "crypto_openssl",
+}
+
+// CryptoNames lists the accepted values of Config.Crypto.
+func CryptoNames() []string { return []string{"aesni_gcm", "aesni_mb", "openssl"} }
+
+type saEntry struct {
+	c      *C.struct_sp_sa
+	sa     model.SA // without keys
+	crypto string
+}
+
+// Fastpath is a running data plane.
+type Fastpath struct {
+	log      *slog.Logger
+	dp       *C.struct_sp_dp
+	ports    []dataplane.PortInfo
+	sessPool *C.struct_rte_mempool
+	cdev     C.int
+	cdevName string
+	worker   uint
+	done     chan error
+	tscHz    float64
+	tscBase  uint64
+	wallBase time.Time
+
+	mu struct {
+		sync.Mutex
+		sas      map[model.SAID]*saEntry
+		bindings []dataplane.Binding
+		ipsec    *C.struct_sp_ipsec_tables
+		fib      *C.struct_sp_fib
+	}
+}
+
+var _ dataplane.Dataplane = (*Fastpath)(nil)
+
+func cerr(buf []C.char) string { return C.GoString(&buf[0]) }
+
+// vdevName is the device name DPDK registers for a device argument.
+func vdevName(dev string) string {
+	name, _, _ := strings.Cut(dev, ",")
+	return name
+}
+
+func isVdev(dev string) bool { return strings.HasPrefix(dev, "net_") }
+
+// Open initialises EAL, the ports, their TAPs and the crypto device, and
+// starts the worker lcore. EAL can be initialised once per process.
+func Open(cfg Config) (*Fastpath, error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if len(cfg.Ports) == 0 || len(cfg.Ports) > C.SP_MAX_PORTS {
+		return nil, fmt.Errorf("fastpath: %d ports (need 1..%d)", len(cfg.Ports), C.SP_MAX_PORTS)
+	}
+	if cfg.Crypto == "" {
+		cfg.Crypto = "aesni_gcm"
+	}
+	drv, ok := cryptoDrivers[cfg.Crypto]
+	if !ok {
+		return nil, fmt.Errorf("fastpath: unknown crypto PMD %q (want one of %s)", cfg.Crypto, strings.Join(CryptoNames(), ", "))
+	}
+	if cfg.NATTPort == 0 {
+		cfg.NATTPort = 4500
+	}
+	if cfg.Mbufs == 0 {
+		cfg.Mbufs = 8191
+	}
+
+	args := append([]string{"swanpathd"}, cfg.EALArgs...)
+	for i, p := range cfg.Ports {
+		if isVdev(p.Device) {
+			args = append(args, "--vdev", p.Device)
+		} else {
+			args = append(args, "-a", p.Device)
+		}
+		// persist: the kernel interface (with its addresses and routes)
+		// survives a restart of swanpathd, so charon sees no change
+		args = append(args, "--vdev", fmt.Sprintf("net_tap%d,iface=%s,persist", i, p.Tap))
+	}
+	cdevName := drv + "0"
+	args = append(args, "--vdev", cdevName)
+	log.Info("starting EAL", "args", strings.Join(args[1:], " "))
+	if _, err := eal.Init(args); err != nil {
+		return nil, fmt.Errorf("fastpath: EAL init: %w", err)
+	}
+	workers := eal.LcoresWorker()
+	if len(workers) == 0 {
+		eal.Cleanup()
+		return nil, errors.New("fastpath: no worker lcore: give EAL at least two lcores (-l 0,1)")
+	}
+
+	f := &Fastpath{log: log, worker: workers[0], done: make(chan error, 1), cdevName: cdevName}
+	f.mu.sas = make(map[model.SAID]*saEntry)
+	if err := f.setup(cfg); err != nil {
+		f.teardown()
+		return nil, err
+	}
+	f.tscHz = float64(C.rte_get_tsc_hz())
+	f.tscBase = uint64(C.rte_get_tsc_cycles())
+	f.wallBase = time.Now()
+
+	eal.ExecOnLcoreAsync(f.worker, f.done, func(*eal.LcoreCtx) {
+		C.sp_worker_run(f.dp)
+	})
+	// READY means forwarding: wait until the loop runs
+	deadline := time.Now().Add(10 * time.Second)
+	for C.sp_load_u32(&f.dp.running) == 0 {
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, errors.New("fastpath: worker lcore did not start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	log.Info("fast path forwarding", "lcore", f.worker, "ports", len(f.ports), "crypto", cdevName)
+	return f, nil
+}
+
+func (f *Fastpath) setup(cfg Config) error {
+	var ebuf [256]C.char
+	f.dp = C.sp_dp_new(C.RTE_MAX_LCORE)
+	if f.dp == nil {
+		return errors.New("fastpath: out of memory for the data plane state")
+	}
+	f.dp.natt_port = C.uint16_t(cfg.NATTPort)
+	f.dp.idle_sleep_us = C.uint32_t(cfg.IdleSleep / time.Microsecond)
+
+	mp, err := mempool.CreateMbufPool("sp_mbuf", cfg.Mbufs, 2048+128,
+		mempool.OptCacheSize(256), mempool.OptSocket(-1))
+	if err != nil {
+		return fmt.Errorf("fastpath: mbuf pool: %w", err)
+	}
+	pool := (*C.struct_rte_mempool)(unsafe.Pointer(mp))
+
+	f.sessPool = C.sp_session_pool(4096, &ebuf[0], C.size_t(len(ebuf)))
+	if f.sessPool == nil {
+		return fmt.Errorf("fastpath: %s", cerr(ebuf[:]))
+	}
+	f.dp.cop_pool = C.sp_cop_pool(4096, &ebuf[0], C.size_t(len(ebuf)))
+	if f.dp.cop_pool == nil {
+		return fmt.Errorf("fastpath: %s", cerr(ebuf[:]))
+	}
+	cname := C.CString(f.cdevName)
+	defer C.free(unsafe.Pointer(cname))
+	if rc := C.sp_cdev_setup(cname, f.sessPool, &f.cdev, &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
+		return fmt.Errorf("fastpath: %s", cerr(ebuf[:]))
+	}
+
+	for i, p := range cfg.Ports {
+		phys, err := portByName(vdevName(p.Device))
+		if err != nil {
+			return fmt.Errorf("fastpath: port %s (%s): %w", p.Name, p.Device, err)
+		}
+		tap, err := portByName(fmt.Sprintf("net_tap%d", i))
+		if err != nil {
+			return fmt.Errorf("fastpath: port %s: TAP %s: %w", p.Name, p.Tap, err)
+		}
+		if rc := C.sp_port_setup(phys, pool, C.uint16_t(p.MTU), &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
+			return fmt.Errorf("fastpath: port %s: %s", p.Name, cerr(ebuf[:]))
+		}
+		var mac [6]byte
+		C.sp_port_mac(phys, (*C.uint8_t)(&mac[0]))
+		// the kernel's interface carries the wire port's MAC, so what it
+		// resolves and answers (ARP) is true on the wire
+		if rc := C.sp_port_set_mac(tap, (*C.uint8_t)(&mac[0])); rc != 0 {
+			return fmt.Errorf("fastpath: port %s: set TAP %s MAC: errno %d", p.Name, p.Tap, -rc)
+		}
+		if rc := C.sp_port_setup(tap, pool, C.uint16_t(p.MTU), &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
+			return fmt.Errorf("fastpath: port %s: TAP: %s", p.Name, cerr(ebuf[:]))
+		}
+		f.dp.ports[i].phys = phys
+		f.dp.ports[i].tap = tap
+		C.memcpy(unsafe.Pointer(&f.dp.ports[i].mac), unsafe.Pointer(&mac[0]), 6)
+		f.ports = append(f.ports, dataplane.PortInfo{
+			Index: i, Name: p.Name, Device: p.Device, Tap: p.Tap,
+			MAC: net.HardwareAddr(append([]byte(nil), mac[:]...)),
+		})
+		f.log.Info("port up", "port", p.Name, "device", p.Device, "tap", p.Tap, "mac", net.HardwareAddr(mac[:]).String())
+	}
+	f.dp.n_ports = C.uint32_t(len(cfg.Ports))
+	return nil
+}
+
+func portByName(name string) (C.uint16_t, error) {
+	cn := C.CString(name)
+	defer C.free(unsafe.Pointer(cn))
+	var id C.uint16_t
+	if rc := C.sp_port_by_name(cn, &id); rc != 0 {
+		return 0, fmt.Errorf("no DPDK port named %q", name)
+	}
+	return id, nil
+}
+
+// Close stops the worker, frees every SA (wiping keys in the PMD) and
+// releases EAL.
+func (f *Fastpath) Close() error {
+	if f.dp != nil && C.sp_load_u32(&f.dp.running) != 0 {
+		C.sp_store_u32(&f.dp.stop, 1)
+		<-f.done
+	}
+	f.teardown()
+	return nil
+}
+
+func (f *Fastpath) teardown() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dp != nil {
+		C.sp_publish_ipsec(f.dp, nil)
+		C.sp_publish_fib(f.dp, nil)
+	}
+	C.sp_ipsec_tables_free(f.mu.ipsec)
+	C.sp_fib_free(f.mu.fib)
+	f.mu.ipsec, f.mu.fib = nil, nil
+	for id, e := range f.mu.sas {
+		C.sp_sa_free(e.c)
+		delete(f.mu.sas, id)
+	}
+	if f.dp != nil {
+		for i := 0; i < int(f.dp.n_ports); i++ {
+			C.sp_port_stop(f.dp.ports[i].phys)
+			C.sp_port_stop(f.dp.ports[i].tap)
+		}
+	}
+	C.sp_cdev_stop_all()
+	C.sp_dp_free(f.dp)
+	f.dp = nil
+	eal.StopLcores()
+	eal.Cleanup()
+}
+
+// Ports describes the ports.
+func (f *Fastpath) Ports() []dataplane.PortInfo { return f.ports }
+
+// PortStats reads the per-port counters.
+func (f *Fastpath) PortStats() []dataplane.PortStats {
+	out := make([]dataplane.PortStats, len(f.ports))
+	for i, p := range f.ports {
+		m := make(map[string]uint64, len(dataplane.CounterNames))
+		for k, name := range dataplane.CounterNames {
+			m[name] = uint64(f.dp.stats[i].cnt[k])
+		}
+		out[i] = dataplane.PortStats{Name: p.Name, Counters: m}
+	}
+	return out
+}
+
+// Misses drains the neighbour-miss ring.
+func (f *Fastpath) Misses() []dataplane.Miss {
+	var buf [C.SP_MISS_RING]C.struct_sp_miss
+	n := C.sp_miss_pop(f.dp, &buf[0], C.SP_MISS_RING)
+	out := make([]dataplane.Miss, 0, n)
+	for _, m := range buf[:n] {
+		out = append(out, dataplane.Miss{Port: int(m.port), IP: addrFromBE(uint32(m.ip))})
+	}
+	return out
+}
+
+func (f *Fastpath) tscToTime(tsc uint64) time.Time {
+	if tsc == 0 {
+		return time.Time{}
+	}
+	d := time.Duration(float64(int64(tsc-f.tscBase)) / f.tscHz * float64(time.Second))
+	return f.wallBase.Add(d)
+}

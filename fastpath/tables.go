@@ -1,0 +1,312 @@
+package fastpath
+
+/*
+#include <stdlib.h>
+#include <string.h>
+#include "dp.h"
+*/
+import "C"
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"unsafe"
+
+	"github.com/swanpath/swanpath/bridge/dataplane"
+	"github.com/swanpath/swanpath/bridge/model"
+)
+
+func beFromAddr(a netip.Addr) C.uint32_t {
+	b := a.As4()
+	// network order in memory = the bytes as they are
+	return C.uint32_t(binary.NativeEndian.Uint32(b[:]))
+}
+
+func addrFromBE(v uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
+// gcmICV maps the IKEv2 AES-GCM transform IDs to their ICV length.
+var gcmICV = map[uint16]uint8{model.EncrAESGCM8: 8, model.EncrAESGCM12: 12, model.EncrAESGCM16: 16}
+
+// checkSA says whether this build of the fast path can carry sa.
+func checkSA(sa *model.SA) error {
+	if err := sa.Validate(); err != nil {
+		return err
+	}
+	if sa.Mode != model.ModeTunnel {
+		return fmt.Errorf("%s mode: %w (tunnel only in this version)", sa.Mode, model.ErrUnsupported)
+	}
+	if !sa.Src.Is4() {
+		return fmt.Errorf("IPv6 outer addresses: %w (IPv4 only in this version)", model.ErrUnsupported)
+	}
+	if _, ok := gcmICV[sa.EncAlg]; !ok || sa.IntAlg != model.IntegNone {
+		return fmt.Errorf("encryption %d / integrity %d: %w (AES-GCM only in this version)", sa.EncAlg, sa.IntAlg, model.ErrUnsupported)
+	}
+	if n := len(sa.EncKey); n != 20 && n != 28 && n != 36 {
+		return fmt.Errorf("AES-GCM key material of %d bytes (want key + 4-byte salt): %w", n, model.ErrInvalid)
+	}
+	return nil
+}
+
+// AddSA creates the SA and publishes it to the loop. The key crosses into C
+// once; sa's key bytes are wiped before AddSA returns.
+func (f *Fastpath) AddSA(sa *model.SA) error {
+	defer sa.Wipe()
+	if err := checkSA(sa); err != nil {
+		return fmt.Errorf("add SA %s: %w", sa.SAID, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, dup := f.mu.sas[sa.SAID]; dup {
+		return fmt.Errorf("add SA %s: %w", sa.SAID, model.ErrExists)
+	}
+
+	// parameters (with the key) in C memory, wiped right after use
+	p := (*C.struct_sp_sa_params)(C.calloc(1, C.sizeof_struct_sp_sa_params))
+	defer func() {
+		C.memset(unsafe.Pointer(p), 0, C.sizeof_struct_sp_sa_params)
+		C.free(unsafe.Pointer(p))
+	}()
+	keyLen := len(sa.EncKey) - 4
+	p.spi = C.uint32_t(sa.SPI)
+	p.reqid = C.uint32_t(sa.Reqid)
+	p.src = beFromAddr(sa.Src)
+	p.dst = beFromAddr(sa.Dst)
+	p.sport = C.uint16_t(sa.SrcPort)
+	p.dport = C.uint16_t(sa.DstPort)
+	p.inbound = boolC(sa.Inbound)
+	p.encap = boolC(sa.Encap)
+	p.esn = boolC(sa.ESN)
+	p.icv_len = C.uint8_t(gcmICV[sa.EncAlg])
+	p.replay_window = C.uint32_t(sa.ReplayWindow)
+	C.memcpy(unsafe.Pointer(&p.salt), unsafe.Pointer(&sa.EncKey[keyLen]), 4)
+	p.key_len = C.uint8_t(keyLen)
+	C.memcpy(unsafe.Pointer(&p.key[0]), unsafe.Pointer(&sa.EncKey[0]), C.size_t(keyLen))
+	p.cdev_id = C.uint8_t(f.cdev)
+
+	var ebuf [256]C.char
+	c := C.sp_sa_create(p, f.sessPool, &ebuf[0], C.size_t(len(ebuf)))
+	if c == nil {
+		return fmt.Errorf("add SA %s: %s", sa.SAID, cerr(ebuf[:]))
+	}
+	e := &saEntry{c: c, sa: *sa, crypto: f.cdevName}
+	e.sa.EncKey, e.sa.IntKey = nil, nil
+	f.mu.sas[sa.SAID] = e
+	if err := f.publishIPsecLocked(); err != nil {
+		delete(f.mu.sas, sa.SAID)
+		C.sp_sa_free(c)
+		return fmt.Errorf("add SA %s: %w", sa.SAID, err)
+	}
+	return nil
+}
+
+// DelSA unpublishes the SA, waits until the loop cannot see it and frees it.
+func (f *Fastpath) DelSA(id model.SAID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.mu.sas[id]
+	if !ok {
+		return fmt.Errorf("delete SA %s: %w", id, model.ErrNotFound)
+	}
+	delete(f.mu.sas, id)
+	err := f.publishIPsecLocked() // synchronizes before returning
+	C.sp_sa_free(e.c)
+	return err
+}
+
+// SetPolicies replaces the policy tables.
+func (f *Fastpath) SetPolicies(b []dataplane.Binding) error {
+	for _, x := range b {
+		if !x.Policy.Sel.Src.Addr().Is4() || !x.Policy.Sel.Dst.Addr().Is4() {
+			return fmt.Errorf("set policies: %s: %w (IPv4 selectors only in this version)", x.Policy.Sel, model.ErrUnsupported)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mu.bindings = slices.Clone(b)
+	return f.publishIPsecLocked()
+}
+
+func boolC(b bool) C.uint8_t {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func maskBE(p netip.Prefix) C.uint32_t {
+	if p.Bits() == 0 {
+		return 0
+	}
+	m := ^uint32(0) << (32 - p.Bits())
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], m)
+	return C.uint32_t(binary.NativeEndian.Uint32(b[:]))
+}
+
+func fillPolicy(dst *C.struct_sp_policy, p *model.Policy, sa *C.struct_sp_sa) {
+	s := p.Sel
+	dst.src = beFromAddr(s.Src.Masked().Addr())
+	dst.src_mask = maskBE(s.Src)
+	dst.dst = beFromAddr(s.Dst.Masked().Addr())
+	dst.dst_mask = maskBE(s.Dst)
+	dst.sport_lo, dst.sport_hi = C.uint16_t(s.SrcPortLo), C.uint16_t(s.SrcPortHi)
+	dst.dport_lo, dst.dport_hi = C.uint16_t(s.DstPortLo), C.uint16_t(s.DstPortHi)
+	if s.SrcPortHi == 0 {
+		dst.sport_hi = 0xffff
+	}
+	if s.DstPortHi == 0 {
+		dst.dport_hi = 0xffff
+	}
+	dst.proto = C.uint8_t(s.Proto)
+	dst.action = C.uint8_t(p.Action)
+	dst.reqid = C.uint32_t(p.Reqid)
+	dst.sa = sa
+}
+
+// publishIPsecLocked builds new IPsec tables from the SAs and bindings,
+// publishes them and frees the previous ones after a grace period.
+func (f *Fastpath) publishIPsecLocked() error {
+	var out, in []dataplane.Binding
+	for _, b := range f.mu.bindings {
+		switch b.Policy.Dir {
+		case model.DirOut:
+			out = append(out, b)
+		default:
+			in = append(in, b)
+		}
+	}
+	// lower priority value wins, as in XFRM
+	byPrio := func(a, b dataplane.Binding) int { return cmp.Compare(a.Policy.Priority, b.Policy.Priority) }
+	slices.SortStableFunc(out, byPrio)
+	slices.SortStableFunc(in, byPrio)
+
+	nin := 0
+	for _, e := range f.mu.sas {
+		if e.sa.Inbound {
+			nin++
+		}
+	}
+	t := C.sp_ipsec_tables_new(C.uint32_t(len(out)), C.uint32_t(len(in)), C.uint32_t(nin))
+	if t == nil {
+		return fmt.Errorf("build IPsec tables: out of memory")
+	}
+	for _, e := range f.mu.sas {
+		if !e.sa.Inbound {
+			continue
+		}
+		if rc := C.sp_ipsec_tables_add_sa(t, e.c); rc != 0 {
+			C.sp_ipsec_tables_free(t)
+			return fmt.Errorf("SAD add spi=0x%08x: errno %d", e.sa.SPI, -rc)
+		}
+	}
+	outs := unsafe.Slice(t.out, len(out)+1)
+	for i, b := range out {
+		var c *C.struct_sp_sa
+		if b.HasSA {
+			if e, ok := f.mu.sas[b.SA]; ok {
+				c = e.c
+			}
+		}
+		fillPolicy(&outs[i], b.Policy, c)
+	}
+	ins := unsafe.Slice(t.in, len(in)+1)
+	for i, b := range in {
+		fillPolicy(&ins[i], b.Policy, nil)
+	}
+	old := f.mu.ipsec
+	C.sp_publish_ipsec(f.dp, t)
+	f.mu.ipsec = t
+	C.sp_synchronize(f.dp)
+	C.sp_ipsec_tables_free(old)
+	return nil
+}
+
+// SetFIB replaces the forwarding tables.
+func (f *Fastpath) SetFIB(fib dataplane.FIB) error {
+	var routes []dataplane.Route
+	for _, r := range fib.Routes {
+		if r.Dst.Addr().Is4() {
+			routes = append(routes, r)
+		}
+	}
+	var neighs []dataplane.Neigh
+	for _, n := range fib.Neighs {
+		if n.IP.Is4() && len(n.MAC) == 6 && n.Port >= 0 && n.Port < len(f.ports) {
+			neighs = append(neighs, n)
+		}
+	}
+	t := C.sp_fib_new(C.uint32_t(len(routes)), C.uint32_t(len(neighs)))
+	if t == nil {
+		return fmt.Errorf("build FIB: out of memory")
+	}
+	nhs := unsafe.Slice(t.nh, len(routes)+1)
+	for i, r := range routes {
+		nh := &nhs[i]
+		nh.port = C.uint8_t(r.Port)
+		switch {
+		case r.Local:
+			nh.kind = C.SP_NH_LOCAL
+		case r.Blackhole || r.Port < 0 || r.Port >= len(f.ports):
+			nh.kind = C.SP_NH_BLACKHOLE
+		default:
+			nh.kind = C.SP_NH_UNICAST
+		}
+		if r.Gateway.IsValid() && r.Gateway.Is4() {
+			nh.gw = beFromAddr(r.Gateway)
+		}
+		// rte_lpm takes depths 1..32: a default route is two /1s
+		pfx := r.Dst.Masked()
+		parts := []netip.Prefix{pfx}
+		if pfx.Bits() == 0 {
+			parts = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
+		}
+		for _, p := range parts {
+			if rc := C.sp_fib_add_route(t, beFromAddr(p.Addr()), C.uint8_t(p.Bits()), C.uint32_t(i)); rc != 0 {
+				C.sp_fib_free(t)
+				return fmt.Errorf("FIB add %s: errno %d", p, -rc)
+			}
+		}
+	}
+	for i, n := range neighs {
+		if rc := C.sp_fib_add_neigh(t, beFromAddr(n.IP), C.uint32_t(n.Port), (*C.uint8_t)(unsafe.Pointer(&n.MAC[0])), C.uint32_t(i)); rc != 0 {
+			C.sp_fib_free(t)
+			return fmt.Errorf("neighbour add %s: errno %d", n.IP, -rc)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := f.mu.fib
+	C.sp_publish_fib(f.dp, t)
+	f.mu.fib = t
+	C.sp_synchronize(f.dp)
+	C.sp_fib_free(old)
+	return nil
+}
+
+// SAStats reads an SA's counters.
+func (f *Fastpath) SAStats(id model.SAID) (dataplane.SACounters, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.mu.sas[id]
+	if !ok {
+		return dataplane.SACounters{}, false
+	}
+	st := &e.c.st
+	return dataplane.SACounters{
+		Bytes:         uint64(st.bytes),
+		Packets:       uint64(st.packets),
+		LastUse:       f.tscToTime(uint64(st.last_use)),
+		DropAuth:      uint64(st.drop_auth),
+		DropReplay:    uint64(st.drop_replay),
+		DropMalformed: uint64(st.drop_malformed),
+		DropPolicy:    uint64(st.drop_policy),
+		Crypto:        e.crypto,
+	}, true
+}
