@@ -25,7 +25,7 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 {
 	struct rte_crypto_sym_xform xf;
 	struct rte_ipsec_sa_prm prm;
-	struct rte_ipv4_hdr *oh;
+	struct rte_ipv4_hdr oh;
 	struct sp_sa *s;
 	int sz, rc;
 
@@ -89,13 +89,14 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 		prm.ipsec_xform.options.udp_encap = p->encap ? 1 : 0;
 		prm.ipsec_xform.udp.sport = p->sport;
 		prm.ipsec_xform.udp.dport = p->dport;
-		oh = (struct rte_ipv4_hdr *)prm.tun.hdr;
-		oh->version_ihl = RTE_IPV4_VHL_DEF;
-		oh->time_to_live = 64;
-		oh->next_proto_id = p->encap ? IPPROTO_UDP : IPPROTO_ESP;
-		oh->src_addr = p->src;
-		oh->dst_addr = p->dst;
-		prm.tun.hdr_len = sizeof(*oh);
+		memset(&oh, 0, sizeof(oh));
+		oh.version_ihl = RTE_IPV4_VHL_DEF;
+		oh.time_to_live = 64;
+		oh.next_proto_id = p->encap ? IPPROTO_UDP : IPPROTO_ESP;
+		oh.src_addr = p->src;
+		oh.dst_addr = p->dst;
+		prm.tun.hdr = &oh;
+		prm.tun.hdr_len = sizeof(oh);
 		prm.tun.hdr_l3_off = 0;
 	}
 

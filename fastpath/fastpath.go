@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -143,6 +144,10 @@ func Open(cfg Config) (*Fastpath, error) {
 	}
 
 	args := append([]string{"swanpathd"}, cfg.EALArgs...)
+	if !slices.ContainsFunc(cfg.Ports, func(p PortConfig) bool { return !isVdev(p.Device) }) {
+		// never probe (and take) the machine's own NICs
+		args = append(args, "--no-pci")
+	}
 	for i, p := range cfg.Ports {
 		if isVdev(p.Device) {
 			args = append(args, "--vdev", p.Device)

@@ -1,0 +1,312 @@
+// Package engine is swanpathd's control plane core: the model of SAs and
+// policies as the IKE daemon installed them, SPI allocation, the binding of
+// outbound policies to their newest SA (by reqid, so a rekey switches without
+// a gap), and the translation of the kernel's routes and neighbours into the
+// fast path's FIB. It implements pluginsock.Handler on top of a
+// dataplane.Dataplane.
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/swanpath/swanpath/bridge/dataplane"
+	"github.com/swanpath/swanpath/bridge/model"
+	"github.com/swanpath/swanpath/bridge/pluginsock"
+)
+
+// SPIs handed out by GetSPI come from this range, as kernel-netlink does
+// for the kernel (0xc0000000-0xcfffffff).
+const (
+	spiMin = 0xc0000000
+	spiMax = 0xcfffffff
+)
+
+type saEntry struct {
+	sa  model.SA // keys wiped
+	seq uint64   // install order: the newest outbound SA of a reqid wins
+}
+
+type policyEntry struct {
+	p    model.Policy
+	refs int // charon installs the same policy once per CHILD_SA using it
+}
+
+// Engine holds the IPsec model and pushes it into the data plane.
+type Engine struct {
+	log *slog.Logger
+	dp  dataplane.Dataplane
+
+	mu struct {
+		sync.Mutex
+		sas      map[model.SAID]*saEntry
+		policies map[model.PolicyID]*policyEntry
+		spis     map[uint32]bool // allocated by GetSPI, not yet (or still) used
+		seq      uint64
+	}
+}
+
+var _ pluginsock.Handler = (*Engine)(nil)
+
+// New returns an engine driving dp.
+func New(log *slog.Logger, dp dataplane.Dataplane) *Engine {
+	e := &Engine{log: log, dp: dp}
+	e.mu.sas = make(map[model.SAID]*saEntry)
+	e.mu.policies = make(map[model.PolicyID]*policyEntry)
+	e.mu.spis = make(map[uint32]bool)
+	return e
+}
+
+// GetSPI allocates a random unused SPI.
+func (e *Engine) GetSPI(ctx context.Context, src, dst netip.Addr, proto uint8) (uint32, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var b [4]byte
+	for range 1000 {
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("get SPI: %w", err)
+		}
+		spi := spiMin + binary.BigEndian.Uint32(b[:])%(spiMax-spiMin+1)
+		if !e.mu.spis[spi] {
+			e.mu.spis[spi] = true
+			return spi, nil
+		}
+	}
+	return 0, fmt.Errorf("get SPI: no free SPI found")
+}
+
+// AddSA installs sa in the data plane and the model.
+func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
+	defer sa.Wipe()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.mu.sas[sa.SAID]; ok {
+		return fmt.Errorf("add SA %s: %w", sa.SAID, model.ErrExists)
+	}
+	info := *sa
+	info.EncKey, info.IntKey = nil, nil
+	if err := e.dp.AddSA(sa); err != nil {
+		return err
+	}
+	e.mu.seq++
+	e.mu.sas[sa.SAID] = &saEntry{sa: info, seq: e.mu.seq}
+	if info.Inbound {
+		e.mu.spis[info.SPI] = true
+	}
+	e.log.Info("SA added", "spi", fmt.Sprintf("0x%08x", info.SPI), "dir", info.Direction(),
+		"src", info.Src, "dst", info.Dst, "reqid", info.Reqid, "encap", info.Encap)
+	return e.rebindLocked()
+}
+
+// UpdateSA is not supported yet: the SA would have to be recreated with
+// its keys, which the fast path no longer holds in Go.
+func (e *Engine) UpdateSA(ctx context.Context, id model.SAID, src netip.Addr, newSrc, newDst netip.Addr, newSport, newDport uint16, encap bool) error {
+	return fmt.Errorf("update SA %s: %w", id, model.ErrUnsupported)
+}
+
+// QuerySA reports an SA's counters.
+func (e *Engine) QuerySA(ctx context.Context, id model.SAID) (model.SAStats, error) {
+	c, ok := e.dp.SAStats(id)
+	if !ok {
+		return model.SAStats{}, fmt.Errorf("query SA %s: %w", id, model.ErrNotFound)
+	}
+	return model.SAStats{Bytes: c.Bytes, Packets: c.Packets, LastUse: c.LastUse}, nil
+}
+
+// DelSA removes an SA.
+func (e *Engine) DelSA(ctx context.Context, id model.SAID) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, ok := e.mu.sas[id]
+	if !ok {
+		return fmt.Errorf("delete SA %s: %w", id, model.ErrNotFound)
+	}
+	delete(e.mu.sas, id)
+	// unbind first so no policy points at the SA being freed
+	if err := e.rebindLocked(); err != nil {
+		e.log.Warn("rebind after SA delete", "spi", fmt.Sprintf("0x%08x", id.SPI), "err", err)
+	}
+	if err := e.dp.DelSA(id); err != nil {
+		return err
+	}
+	if ent.sa.Inbound {
+		delete(e.mu.spis, id.SPI)
+	}
+	e.log.Info("SA deleted", "spi", fmt.Sprintf("0x%08x", id.SPI), "dir", ent.sa.Direction())
+	return nil
+}
+
+// FlushSAs removes every SA.
+func (e *Engine) FlushSAs(ctx context.Context) error {
+	e.mu.Lock()
+	ids := make([]model.SAID, 0, len(e.mu.sas))
+	for id := range e.mu.sas {
+		ids = append(ids, id)
+	}
+	e.mu.Unlock()
+	for _, id := range ids {
+		if err := e.DelSA(ctx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddPolicy installs or refreshes a policy.
+func (e *Engine) AddPolicy(ctx context.Context, p *model.Policy) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if pe, ok := e.mu.policies[p.PolicyID]; ok {
+		pe.refs++
+		pe.p = *p // the newer CHILD_SA's template wins, as in kernel-netlink
+	} else {
+		e.mu.policies[p.PolicyID] = &policyEntry{p: *p, refs: 1}
+		e.log.Info("policy added", "sel", p.Sel.String(), "dir", p.Dir.String(), "action", p.Action.String(), "reqid", p.Reqid)
+	}
+	return e.rebindLocked()
+}
+
+// QueryPolicy reports the last use of the policy's SA.
+func (e *Engine) QueryPolicy(ctx context.Context, id model.PolicyID) (model.SAStats, error) {
+	e.mu.Lock()
+	pe, ok := e.mu.policies[id]
+	var best model.SAStats
+	if ok {
+		for said, s := range e.mu.sas {
+			if s.sa.Reqid != pe.p.Reqid {
+				continue
+			}
+			if c, ok := e.dp.SAStats(said); ok && c.LastUse.After(best.LastUse) {
+				best.LastUse = c.LastUse
+			}
+		}
+	}
+	e.mu.Unlock()
+	if !ok {
+		return model.SAStats{}, fmt.Errorf("query policy %s %s: %w", id.Sel, id.Dir, model.ErrNotFound)
+	}
+	return best, nil
+}
+
+// DelPolicy drops one reference; the policy goes with the last one.
+func (e *Engine) DelPolicy(ctx context.Context, id model.PolicyID) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	pe, ok := e.mu.policies[id]
+	if !ok {
+		return fmt.Errorf("delete policy %s %s: %w", id.Sel, id.Dir, model.ErrNotFound)
+	}
+	if pe.refs--; pe.refs > 0 {
+		return nil
+	}
+	delete(e.mu.policies, id)
+	e.log.Info("policy deleted", "sel", id.Sel.String(), "dir", id.Dir.String())
+	return e.rebindLocked()
+}
+
+// FlushPolicies removes every policy.
+func (e *Engine) FlushPolicies(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	clear(e.mu.policies)
+	return e.rebindLocked()
+}
+
+// rebindLocked recomputes which SA protects each outbound policy and
+// publishes the policy table: the newest outbound SA with the policy's
+// reqid (and tunnel destination, when the template names one).
+func (e *Engine) rebindLocked() error {
+	bs := make([]dataplane.Binding, 0, len(e.mu.policies))
+	for _, pe := range e.mu.policies {
+		p := pe.p
+		b := dataplane.Binding{Policy: &p}
+		if best := e.outSALocked(&p); best != nil {
+			b.SA, b.HasSA = best.sa.SAID, true
+		}
+		bs = append(bs, b)
+	}
+	// deterministic order for equal priorities: most specific first
+	slices.SortStableFunc(bs, func(a, b dataplane.Binding) int {
+		return (b.Policy.Sel.Src.Bits() + b.Policy.Sel.Dst.Bits()) - (a.Policy.Sel.Src.Bits() + a.Policy.Sel.Dst.Bits())
+	})
+	return e.dp.SetPolicies(bs)
+}
+
+// outSALocked is the SA that protects an outbound IPsec policy: the newest
+// outbound SA with its reqid (and tunnel destination, when the template
+// names one). nil for other policies or when none is installed yet.
+func (e *Engine) outSALocked(p *model.Policy) *saEntry {
+	if p.Dir != model.DirOut || p.Action != model.ActionIPsec {
+		return nil
+	}
+	var best *saEntry
+	for _, s := range e.mu.sas {
+		if s.sa.Inbound || s.sa.Reqid != p.Reqid {
+			continue
+		}
+		if p.TmplDst.IsValid() && s.sa.Dst != p.TmplDst {
+			continue
+		}
+		if best == nil || s.seq > best.seq {
+			best = s
+		}
+	}
+	return best
+}
+
+// SA is one row of ListSAs: the SA (without keys) and its counters.
+type SA struct {
+	model.SA
+	dataplane.SACounters
+}
+
+// ListSAs returns every SA with counters, ordered by install.
+func (e *Engine) ListSAs() []SA {
+	e.mu.Lock()
+	ents := make([]*saEntry, 0, len(e.mu.sas))
+	for _, s := range e.mu.sas {
+		ents = append(ents, s)
+	}
+	e.mu.Unlock()
+	slices.SortFunc(ents, func(a, b *saEntry) int { return int(a.seq) - int(b.seq) })
+	out := make([]SA, 0, len(ents))
+	for _, s := range ents {
+		c, _ := e.dp.SAStats(s.sa.SAID)
+		out = append(out, SA{SA: s.sa, SACounters: c})
+	}
+	return out
+}
+
+// Policy is one row of ListPolicies.
+type Policy struct {
+	model.Policy
+	SPI  uint32 // SA bound to an outbound policy, 0 if none
+	Refs int
+}
+
+// ListPolicies returns every policy with its bound SA.
+func (e *Engine) ListPolicies() []Policy {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Policy, 0, len(e.mu.policies))
+	for _, pe := range e.mu.policies {
+		row := Policy{Policy: pe.p, Refs: pe.refs}
+		if best := e.outSALocked(&pe.p); best != nil {
+			row.SPI = best.sa.SPI
+		}
+		out = append(out, row)
+	}
+	slices.SortFunc(out, func(a, b Policy) int {
+		if a.Dir != b.Dir {
+			return int(a.Dir) - int(b.Dir)
+		}
+		return int(a.Priority) - int(b.Priority)
+	})
+	return out
+}

@@ -1,0 +1,183 @@
+package engine
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"testing"
+
+	"github.com/swanpath/swanpath/bridge/dataplane"
+	"github.com/swanpath/swanpath/bridge/model"
+)
+
+// fakeDP records what the engine publishes.
+type fakeDP struct {
+	sas      map[model.SAID]bool
+	bindings []dataplane.Binding
+	keysSeen [][]byte
+}
+
+var _ dataplane.Dataplane = (*fakeDP)(nil)
+
+func newFake() *fakeDP { return &fakeDP{sas: map[model.SAID]bool{}} }
+
+func (f *fakeDP) AddSA(sa *model.SA) error {
+	f.sas[sa.SAID] = true
+	f.keysSeen = append(f.keysSeen, sa.EncKey)
+	return nil
+}
+func (f *fakeDP) DelSA(id model.SAID) error               { delete(f.sas, id); return nil }
+func (f *fakeDP) SetPolicies(b []dataplane.Binding) error { f.bindings = b; return nil }
+func (f *fakeDP) SetFIB(dataplane.FIB) error              { return nil }
+func (f *fakeDP) SAStats(id model.SAID) (dataplane.SACounters, bool) {
+	return dataplane.SACounters{Bytes: 100, Packets: 2}, f.sas[id]
+}
+func (f *fakeDP) Ports() []dataplane.PortInfo      { return nil }
+func (f *fakeDP) PortStats() []dataplane.PortStats { return nil }
+func (f *fakeDP) Misses() []dataplane.Miss         { return nil }
+
+var (
+	gw   = netip.MustParseAddr("192.0.2.1")
+	peer = netip.MustParseAddr("192.0.2.2")
+)
+
+func outSA(spi, reqid uint32) *model.SA {
+	return &model.SA{
+		SAID: model.SAID{Dst: peer, SPI: spi, Proto: model.ProtoESP}, Src: gw,
+		Reqid: reqid, Mode: model.ModeTunnel, EncAlg: model.EncrAESGCM16,
+		EncKey: model.Key{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20},
+	}
+}
+
+func outPolicy(reqid uint32) *model.Policy {
+	return &model.Policy{PolicyID: model.PolicyID{Sel: model.Selector{
+		Src: netip.MustParsePrefix("10.1.0.0/24"), Dst: netip.MustParsePrefix("10.2.0.0/24"),
+	}, Dir: model.DirOut}, Reqid: reqid, Mode: model.ModeTunnel, TmplSrc: gw, TmplDst: peer}
+}
+
+func newEngine() (*Engine, *fakeDP) {
+	dp := newFake()
+	return New(slog.New(slog.NewTextHandler(io.Discard, nil)), dp), dp
+}
+
+func boundSPI(t *testing.T, dp *fakeDP) uint32 {
+	t.Helper()
+	if len(dp.bindings) != 1 {
+		t.Fatalf("published %d bindings, want 1", len(dp.bindings))
+	}
+	if !dp.bindings[0].HasSA {
+		return 0
+	}
+	return dp.bindings[0].SA.SPI
+}
+
+func TestPolicyBindsNewestSAOfReqid(t *testing.T) {
+	ctx := context.Background()
+	e, dp := newEngine()
+	if err := e.AddPolicy(ctx, outPolicy(7)); err != nil {
+		t.Fatal(err)
+	}
+	if spi := boundSPI(t, dp); spi != 0 {
+		t.Fatalf("policy bound to 0x%x before any SA", spi)
+	}
+	if err := e.AddSA(ctx, outSA(0x100, 7)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.AddSA(ctx, outSA(0x999, 8)); err != nil { // other reqid
+		t.Fatal(err)
+	}
+	if spi := boundSPI(t, dp); spi != 0x100 {
+		t.Fatalf("bound 0x%x, want 0x100", spi)
+	}
+	// rekey: the new SA takes over before the old one goes
+	if err := e.AddSA(ctx, outSA(0x200, 7)); err != nil {
+		t.Fatal(err)
+	}
+	if spi := boundSPI(t, dp); spi != 0x200 {
+		t.Fatalf("after rekey bound 0x%x, want 0x200", spi)
+	}
+	if err := e.DelSA(ctx, model.SAID{Dst: peer, SPI: 0x200, Proto: model.ProtoESP}); err != nil {
+		t.Fatal(err)
+	}
+	if spi := boundSPI(t, dp); spi != 0x100 {
+		t.Fatalf("after deleting the new SA bound 0x%x, want 0x100", spi)
+	}
+}
+
+func TestPolicyRefcount(t *testing.T) {
+	ctx := context.Background()
+	e, dp := newEngine()
+	p := outPolicy(1)
+	for range 2 {
+		if err := e.AddPolicy(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.DelPolicy(ctx, p.PolicyID); err != nil {
+		t.Fatal(err)
+	}
+	if len(dp.bindings) != 1 {
+		t.Fatalf("policy gone after one of two deletes")
+	}
+	if err := e.DelPolicy(ctx, p.PolicyID); err != nil {
+		t.Fatal(err)
+	}
+	if len(dp.bindings) != 0 {
+		t.Fatalf("policy still published after the last delete")
+	}
+	if err := e.DelPolicy(ctx, p.PolicyID); err == nil {
+		t.Fatal("deleting an absent policy succeeded")
+	}
+}
+
+func TestKeysWipedAfterAdd(t *testing.T) {
+	ctx := context.Background()
+	e, dp := newEngine()
+	sa := outSA(0x100, 1)
+	if err := e.AddSA(ctx, sa); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range sa.EncKey {
+		if b != 0 {
+			t.Fatalf("key not wiped after AddSA: %v", []byte(sa.EncKey))
+		}
+	}
+	for _, r := range e.ListSAs() {
+		if r.EncKey != nil || r.IntKey != nil {
+			t.Fatal("ListSAs carries key material")
+		}
+	}
+	if len(dp.keysSeen) != 1 || len(dp.keysSeen[0]) != 20 {
+		t.Fatalf("data plane did not get the key")
+	}
+}
+
+func TestGetSPIUniqueAndInRange(t *testing.T) {
+	e, _ := newEngine()
+	seen := map[uint32]bool{}
+	for range 2000 {
+		spi, err := e.GetSPI(context.Background(), peer, gw, model.ProtoESP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if spi < spiMin || spi > spiMax || seen[spi] {
+			t.Fatalf("SPI 0x%08x out of range or repeated", spi)
+		}
+		seen[spi] = true
+	}
+}
+
+func TestQuerySA(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newEngine()
+	if _, err := e.QuerySA(ctx, model.SAID{Dst: peer, SPI: 5, Proto: 50}); err == nil {
+		t.Fatal("query of an absent SA succeeded")
+	}
+	sa := outSA(0x100, 1)
+	_ = e.AddSA(ctx, sa)
+	st, err := e.QuerySA(ctx, sa.SAID)
+	if err != nil || st.Bytes != 100 || st.Packets != 2 {
+		t.Fatalf("query = %+v, %v", st, err)
+	}
+}
