@@ -61,9 +61,9 @@ func (d Dir) String() string {
 type PolicyAction uint8
 
 const (
-	ActionIPsec  PolicyAction = 0 // protect with the SA of the policy's reqid
-	ActionPass   PolicyAction = 1 // bypass IPsec
-	ActionDrop   PolicyAction = 2 // discard
+	ActionIPsec PolicyAction = 0 // protect with the SA of the policy's reqid
+	ActionPass  PolicyAction = 1 // bypass IPsec
+	ActionDrop  PolicyAction = 2 // discard
 )
 
 func (a PolicyAction) String() string {
@@ -82,17 +82,17 @@ func (a PolicyAction) String() string {
 // "Transform Type 1/3"), which is also what strongSwan's
 // encryption_algorithm_t and integrity_algorithm_t use.
 const (
-	EncrNull       uint16 = 11
-	EncrAESCBC     uint16 = 12
-	EncrAESCTR     uint16 = 13
-	EncrAESGCM8    uint16 = 18
-	EncrAESGCM12   uint16 = 19
-	EncrAESGCM16   uint16 = 20
-	EncrNullAESGMAC uint16 = 21
+	EncrNull             uint16 = 11
+	EncrAESCBC           uint16 = 12
+	EncrAESCTR           uint16 = 13
+	EncrAESGCM8          uint16 = 18
+	EncrAESGCM12         uint16 = 19
+	EncrAESGCM16         uint16 = 20
+	EncrNullAESGMAC      uint16 = 21
 	EncrChaCha20Poly1305 uint16 = 28
 
-	IntegNone         uint16 = 0
-	IntegHMACSHA1_96  uint16 = 2
+	IntegNone           uint16 = 0
+	IntegHMACSHA1_96    uint16 = 2
 	IntegHMACSHA256_128 uint16 = 12
 	IntegHMACSHA384_192 uint16 = 13
 	IntegHMACSHA512_256 uint16 = 14
@@ -137,23 +137,23 @@ func (id SAID) String() string {
 // SA is one IPsec security association.
 type SA struct {
 	SAID
-	Src     netip.Addr
+	Src      netip.Addr
 	MarkMask uint32
-	IfID    uint32
-	Reqid   uint32
-	Mode    Mode
-	Inbound bool
+	IfID     uint32
+	Reqid    uint32
+	Mode     Mode
+	Inbound  bool
 
 	// UDP encapsulation (RFC 3948) with the real ports of the SA.
 	Encap   bool
 	SrcPort uint16
 	DstPort uint16
 
-	EncAlg  uint16 // IKEv2 transform ID
-	EncKey  Key    // for AEAD and CTR, includes the salt/nonce at the end
-	IntAlg  uint16
-	IntKey  Key
-	ICVLen  uint8 // bytes; derived from the algorithm when zero
+	EncAlg uint16 // IKEv2 transform ID
+	EncKey Key    // for AEAD and CTR, includes the salt/nonce at the end
+	IntAlg uint16
+	IntKey Key
+	ICVLen uint8 // bytes; derived from the algorithm when zero
 
 	ReplayWindow uint32 // packets; 0 disables anti-replay
 	ESN          bool
@@ -181,8 +181,8 @@ func (sa *SA) Direction() string {
 // Selector is a traffic selector: one prefix each side, an IP protocol
 // (0 = any) and port ranges (0-65535 = any).
 type Selector struct {
-	Src, Dst         netip.Prefix
-	Proto            uint8
+	Src, Dst             netip.Prefix
+	Proto                uint8
 	SrcPortLo, SrcPortHi uint16
 	DstPortLo, DstPortHi uint16
 }
@@ -203,11 +203,11 @@ func (s Selector) String() string {
 
 // PolicyID identifies a policy: selector, direction, mark and if_id.
 type PolicyID struct {
-	Sel  Selector
-	Dir  Dir
-	Mark uint32
+	Sel      Selector
+	Dir      Dir
+	Mark     uint32
 	MarkMask uint32
-	IfID uint32
+	IfID     uint32
 }
 
 // Policy is one security policy.
