@@ -33,6 +33,7 @@ type SA struct {
 	Aead         string `json:"aead,omitempty"`
 	Enc          string `json:"enc,omitempty"`
 	Auth         string `json:"auth,omitempty"`
+	KeyBits      int    `json:"key_bits,omitempty"`
 	ICVBits      int    `json:"icv_bits,omitempty"`
 	ReplayWindow uint32 `json:"replay_window"`
 	ESN          bool   `json:"esn"`

@@ -29,8 +29,9 @@ const (
 )
 
 type saEntry struct {
-	sa  model.SA // keys wiped
-	seq uint64   // install order: the newest outbound SA of a reqid wins
+	sa      model.SA // keys wiped
+	seq     uint64   // install order: the newest outbound SA of a reqid wins
+	keyBits int      // cipher key length, for display
 }
 
 type policyEntry struct {
@@ -91,11 +92,15 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	}
 	info := *sa
 	info.EncKey, info.IntKey = nil, nil
+	keyBits := len(sa.EncKey) * 8
+	if sa.EncAlg == model.EncrAESGCM8 || sa.EncAlg == model.EncrAESGCM12 || sa.EncAlg == model.EncrAESGCM16 {
+		keyBits -= 32 // the salt is not key
+	}
 	if err := e.dp.AddSA(sa); err != nil {
 		return err
 	}
 	e.mu.seq++
-	e.mu.sas[sa.SAID] = &saEntry{sa: info, seq: e.mu.seq}
+	e.mu.sas[sa.SAID] = &saEntry{sa: info, seq: e.mu.seq, keyBits: keyBits}
 	if info.Inbound {
 		e.mu.spis[info.SPI] = true
 	}
@@ -264,6 +269,7 @@ func (e *Engine) outSALocked(p *model.Policy) *saEntry {
 type SA struct {
 	model.SA
 	dataplane.SACounters
+	KeyBits int
 }
 
 // ListSAs returns every SA with counters, ordered by install.
@@ -278,7 +284,7 @@ func (e *Engine) ListSAs() []SA {
 	out := make([]SA, 0, len(ents))
 	for _, s := range ents {
 		c, _ := e.dp.SAStats(s.sa.SAID)
-		out = append(out, SA{SA: s.sa, SACounters: c})
+		out = append(out, SA{SA: s.sa, SACounters: c, KeyBits: s.keyBits})
 	}
 	return out
 }

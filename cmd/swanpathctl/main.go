@@ -98,10 +98,10 @@ func printSAs(w io.Writer, sas []ctl.SA) {
 		}
 		fmt.Fprintln(w)
 		if s.Aead != "" {
-			fmt.Fprintf(w, "\taead %s %d\n", s.Aead, s.ICVBits)
+			fmt.Fprintf(w, "\taead %s key %d icv %d\n", s.Aead, s.KeyBits, s.ICVBits)
 		}
 		if s.Enc != "" {
-			fmt.Fprintf(w, "\tenc %s\n", s.Enc)
+			fmt.Fprintf(w, "\tenc %s key %d\n", s.Enc, s.KeyBits)
 		}
 		if s.Auth != "" {
 			fmt.Fprintf(w, "\tauth %s\n", s.Auth)
