@@ -1,0 +1,270 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/strongswan/govici/vici"
+)
+
+// CharonBin is Debian's charon.
+const CharonBin = "/usr/lib/ipsec/charon"
+
+// basePlugins are always loaded. kernel-netlink stays for kernel_net
+// (addresses, routes, interfaces) even when another plugin provides
+// kernel_ipsec.
+var basePlugins = []string{
+	"random", "nonce", "openssl", "aes", "sha1", "sha2", "hmac", "gcm", "kdf",
+	"pem", "pkcs1", "pubkey", "x509", "socket-default", "kernel-netlink", "vici",
+}
+
+// Plugin is an extra charon plugin with its settings, e.g.
+// {Name: "kernel-swanpath", Settings: []string{"socket = /path"}}.
+type Plugin struct {
+	Name     string
+	Settings []string // lines inside charon.plugins.<Name> { }
+}
+
+// CharonOptions configure one charon.
+type CharonOptions struct {
+	// Plugins are loaded in addition to basePlugins, e.g. kernel-libipsec or
+	// kernel-swanpath.
+	Plugins []Plugin
+	// Settings are extra lines inside charon { }, e.g. "install_routes = no".
+	Settings []string
+	// Swanctl is the content of swanctl.conf (see TunnelConfig).
+	Swanctl string
+	// RunBinds are directories under /run (e.g. "/run/swanpath") that stay
+	// visible to charon although it gets a private /run. They must exist.
+	RunBinds []string
+	// LogLevels override the file logger's levels per subsystem.
+	LogLevels map[string]int
+}
+
+var defaultLogLevels = map[string]int{
+	"default": 1, "ike": 1, "cfg": 1, "knl": 2, "net": 1, "esp": 1, "chd": 1, "enc": 0, "lib": 1, "job": 0, "mgr": 0,
+}
+
+// Charon is a running charon in one namespace.
+type Charon struct {
+	ns      *NS
+	dir     string // config, logs
+	runDir  string // mounted over /run inside charon's mount namespace
+	conf    string // strongswan.conf
+	swanctl string // swanctl.conf
+	logPath string
+	sock    string // VICI unix socket path
+	proc    *Proc
+}
+
+// StartCharon writes a strongswan.conf and swanctl.conf for namespace role
+// and starts charon there with a private /run (Debian's charon hard-codes
+// /var/run/charon.pid), its own VICI socket and file log. It returns once
+// VICI answers. The config is not loaded yet: call LoadAll.
+func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
+	ns := l.NS(role)
+	dir := filepath.Join(l.dir, "charon-"+role)
+	c := &Charon{
+		ns:      ns,
+		dir:     dir,
+		runDir:  filepath.Join(dir, "run"),
+		conf:    filepath.Join(dir, "strongswan.conf"),
+		swanctl: filepath.Join(dir, "swanctl.conf"),
+		logPath: filepath.Join(dir, "charon.log"),
+	}
+	c.sock = filepath.Join(dir, "charon.vici")
+	if len(c.sock) > 100 { // sun_path is 108 bytes
+		short, err := os.MkdirTemp("", "spv")
+		if err != nil {
+			return nil, err
+		}
+		l.t.Cleanup(func() { os.RemoveAll(short) })
+		c.sock = filepath.Join(short, "charon.vici")
+	}
+	if err := os.MkdirAll(c.runDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(c.conf, []byte(c.strongswanConf(opts)), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(c.swanctl, []byte(opts.Swanctl), 0o600); err != nil {
+		return nil, err
+	}
+
+	// ip netns exec already gives a slave mount namespace; unshare makes a
+	// private one of our own so the /run overmount stays with charon.
+	var script strings.Builder
+	script.WriteString("set -e\n")
+	args := []string{"unshare", "-m", "--propagation", "private", "sh", "-c", "", "sh", c.runDir}
+	for i, b := range opts.RunBinds {
+		if !strings.HasPrefix(b, "/run/") {
+			return nil, fmt.Errorf("start charon in %s: RunBinds %q is not under /run", ns.Name, b)
+		}
+		// $1 is the private run dir, $2... are the bind targets inside it.
+		fmt.Fprintf(&script, "mkdir -p \"$%d\"\nmount --bind %q \"$%d\"\n", i+2, b, i+2)
+		args = append(args, filepath.Join(c.runDir, strings.TrimPrefix(b, "/run/")))
+	}
+	script.WriteString("mount --rbind \"$1\" /run\nexec " + CharonBin + "\n")
+	args[6] = script.String()
+	p, err := ns.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, args...)
+	if err != nil {
+		return nil, err
+	}
+	c.proc = p
+	l.mu.Lock()
+	l.mu.charons = append(l.mu.charons, c)
+	l.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err = poll(ctx, 50*time.Millisecond, func() (bool, error) {
+		select {
+		case <-p.Done():
+			return false, errors.New("charon exited")
+		default:
+		}
+		s, err := vici.NewSession(vici.WithSocketPath(c.sock))
+		if err != nil {
+			return false, err
+		}
+		s.Close()
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start charon in %s: %w\noutput: %s\nlog:\n%s", ns.Name, err, p.Output(), tail(c.Log(), 50))
+	}
+	return c, nil
+}
+
+func (c *Charon) strongswanConf(opts CharonOptions) string {
+	levels := map[string]int{}
+	for k, v := range defaultLogLevels {
+		levels[k] = v
+	}
+	for k, v := range opts.LogLevels {
+		levels[k] = v
+	}
+	var b strings.Builder
+	b.WriteString("# generated by swanpath lab\ncharon {\n\tload_modular = yes\n")
+	for _, s := range opts.Settings {
+		fmt.Fprintf(&b, "\t%s\n", s)
+	}
+	fmt.Fprintf(&b, "\tfilelog {\n\t\tlab {\n\t\t\tpath = %s\n\t\t\ttime_format = %%H:%%M:%%S\n"+
+		"\t\t\tike_name = yes\n\t\t\tappend = no\n\t\t\tflush_line = yes\n", c.logPath)
+	for _, k := range sortedKeys(levels) {
+		fmt.Fprintf(&b, "\t\t\t%s = %d\n", k, levels[k])
+	}
+	b.WriteString("\t\t}\n\t}\n\tsyslog {\n\t\tdaemon {\n\t\t\tdefault = -1\n\t\t}\n\t}\n")
+	b.WriteString("\tplugins {\n")
+	seen := map[string]bool{}
+	for _, p := range basePlugins {
+		seen[p] = true
+		var settings []string
+		if p == "vici" {
+			settings = []string{"socket = unix://" + c.sock}
+		}
+		writePlugin(&b, p, settings)
+	}
+	for _, p := range opts.Plugins {
+		if seen[p.Name] {
+			continue
+		}
+		seen[p.Name] = true
+		writePlugin(&b, p.Name, p.Settings)
+	}
+	b.WriteString("\t}\n}\n")
+	b.WriteString("swanctl {\n\tload = random nonce openssl pem pkcs1 pkcs8 x509 pubkey\n}\n")
+	return b.String()
+}
+
+func writePlugin(b *strings.Builder, name string, settings []string) {
+	fmt.Fprintf(b, "\t\t%s {\n\t\t\tload = yes\n", name)
+	for _, s := range settings {
+		fmt.Fprintf(b, "\t\t\t%s\n", s)
+	}
+	b.WriteString("\t\t}\n")
+}
+
+// Log returns charon's log file.
+func (c *Charon) Log() string {
+	b, err := os.ReadFile(c.logPath)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	return string(b)
+}
+
+// LogPath is the path of charon's log file.
+func (c *Charon) LogPath() string { return c.logPath }
+
+// VICISocket is the path of charon's VICI socket.
+func (c *Charon) VICISocket() string { return c.sock }
+
+// Dir holds strongswan.conf, swanctl.conf and the log.
+func (c *Charon) Dir() string { return c.dir }
+
+// Proc is charon's process.
+func (c *Charon) Proc() *Proc { return c.proc }
+
+// Stop terminates charon (SIGTERM, then SIGKILL after 5 s).
+func (c *Charon) Stop() error { return c.proc.Stop() }
+
+// Swanctl runs swanctl against this charon's VICI socket and its
+// swanctl.conf. Returns stdout.
+func (c *Charon) Swanctl(ctx context.Context, args ...string) (string, error) {
+	if len(args) == 0 {
+		return "", errors.New("swanctl: no command")
+	}
+	// The command comes first; its options, --uri included, after it.
+	full := append([]string{args[0], "--uri", "unix://" + c.sock}, args[1:]...)
+	cmd := exec.CommandContext(ctx, "swanctl", full...)
+	// SWANCTL_DIR points the load commands at our swanctl.conf (5.9.8's
+	// swanctl has no working --file for --load-all); the swanctl section
+	// of our strongswan.conf keeps it from probing absent plugins.
+	cmd.Env = append(os.Environ(), "SWANCTL_DIR="+c.dir, "STRONGSWAN_CONF="+c.conf)
+	var out, errb syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("swanctl %s (%s): %w: %s%s", strings.Join(args, " "), c.ns.Name, err,
+			strings.TrimSpace(errb.String()), strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// LoadAll loads connections and secrets from swanctl.conf.
+func (c *Charon) LoadAll(ctx context.Context) error {
+	_, err := c.Swanctl(ctx, "--load-all", "--noprompt")
+	return err
+}
+
+// Initiate initiates CHILD_SA child and waits for the result (charon
+// retransmits on its own; ctx bounds the wait).
+func (c *Charon) Initiate(ctx context.Context, child string) error {
+	timeout := 30 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	m := vici.NewMessage()
+	_ = m.Set("child", child)
+	_ = m.Set("timeout", fmt.Sprint(timeout.Milliseconds()))
+	_, err := c.call(ctx, "initiate", m)
+	if err != nil {
+		return fmt.Errorf("initiate %s in %s: %w", child, c.ns.Name, err)
+	}
+	return nil
+}
+
+func (c *Charon) call(ctx context.Context, cmd string, in *vici.Message) (*vici.Message, error) {
+	s, err := vici.NewSession(vici.WithSocketPath(c.sock))
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.Call(ctx, cmd, in)
+}

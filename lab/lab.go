@@ -1,0 +1,359 @@
+// Package lab builds the end-to-end test topology: four network namespaces
+// joined by veths, real daemons (charon, tcpdump, iperf3) started inside them,
+// and helpers to drive traffic and read captures.
+//
+//	h1 (10.1.0.10) ── gw ──── WAN 192.0.2.0/24 ──── pr ── h2 (10.2.0.10)
+//	         eth0 ─ lan  wan ─────────────────── wan  lan ─ eth0
+//
+// The gateway's veth ends `lan` and `wan` are left without addresses, because
+// in the real tests swanpathd takes them as DPDK ports and puts the gateway's
+// addresses on its TAP interfaces (ConfigureGateway). Options.GatewayAddrs puts
+// them straight on the veths instead (the lab's self-test).
+//
+// Every namespace, process and file a lab makes is removed by its t.Cleanup,
+// also when the test fails or panics; SIGINT/SIGTERM to the test binary runs
+// the same cleanup before exiting, and RemoveStale (called by New) removes
+// what an earlier, killed, test binary left behind.
+//
+// A swanpath gateway test looks like:
+//
+//	l := lab.New(t, lab.Options{})                  // gw veths unaddressed
+//	d, _ := l.NS(lab.GW).Start("swanpathd", ...)     // takes lan/wan, makes tlan/twan
+//	// poll until tlan/twan exist, then:
+//	l.ConfigureGateway("tlan", "twan")
+//	tun := lab.Tunnel{ESPProposals: "aes256gcm16", Encap: true}
+//	gw, _ := l.StartCharon(lab.GW, lab.CharonOptions{
+//		Plugins:  []lab.Plugin{{Name: "kernel-swanpath", Settings: []string{"socket = /run/swanpath/charon.sock"}}},
+//		RunBinds: []string{"/run/swanpath"},       // charon gets a private /run
+//		Swanctl:  tun.GatewayConf(),
+//	})
+//	gw.LoadAll(ctx)
+//	pr, _ := l.StartPeer(ctx, tun)                   // charon + kernel-libipsec in pr
+//	wan, _ := l.Capture(lab.GW, lab.GWWan, "ip")
+//	gw.Initiate(ctx, lab.ChildName)
+//	gw.WaitEstablished(ctx, lab.ChildName)
+//	l.Ping(ctx, lab.H1, lab.H2Addr, 5)
+//	l.Iperf3(ctx, lab.H2, lab.H2Addr, lab.H1, 3, false)
+//	pkts, _ := wan.Stop()
+//	lab.CheckWAN(pkts)
+package lab
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Namespace roles, passed to (*Lab).NS.
+const (
+	H1 = "h1" // LAN host behind the gateway
+	GW = "gw" // the gateway (swanpathd + charon in the real tests)
+	PR = "pr" // the IPsec peer (charon + kernel-libipsec)
+	H2 = "h2" // host behind the peer
+)
+
+// Addresses of the topology. Nothing outside these ranges is ever used.
+const (
+	H1Addr    = "10.1.0.10"
+	GWLanAddr = "10.1.0.1"
+	GWWanAddr = "192.0.2.1"
+	PRWanAddr = "192.0.2.2"
+	PRLanAddr = "10.2.0.1"
+	H2Addr    = "10.2.0.10"
+
+	LeftNet  = "10.1.0.0/24" // behind the gateway
+	RightNet = "10.2.0.0/24" // behind the peer
+	WANNet   = "192.0.2.0/24"
+)
+
+// Interface names inside the namespaces.
+const (
+	GWLan  = "lan"  // gw's veth towards h1
+	GWWan  = "wan"  // gw's veth towards pr
+	PRWan  = "wan"  // pr's veth towards gw
+	PRLan  = "lan"  // pr's veth towards h2
+	HostIf = "eth0" // h1's and h2's veth
+)
+
+// Options shape a lab.
+type Options struct {
+	// GatewayAddrs puts 10.1.0.1/24 and 192.0.2.1/24 on the gateway's veths
+	// (lan, wan) right away. Leave it false when swanpathd takes the veths
+	// and call ConfigureGateway on its TAP interfaces later.
+	GatewayAddrs bool
+}
+
+// Lab is one instance of the topology.
+type Lab struct {
+	t      testing.TB
+	prefix string // e.g. "sp1a2b3c"; namespaces are prefix-role
+	dir    string // per-test working dir for configs, logs, captures
+
+	mu struct {
+		sync.Mutex
+		procs   []*Proc
+		charons []*Charon
+	}
+	closeOnce sync.Once
+	downOnce  sync.Once
+	downErr   error
+}
+
+// New builds the topology and registers its removal with t.Cleanup. It skips
+// the test when not run as root or with -short.
+func New(t testing.TB, opts Options) *Lab {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("lab: skipped with -short (needs root and network namespaces)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("lab: needs root (network namespaces, veths, charon)")
+	}
+	for _, bin := range []string{"ip", "unshare"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("lab: %s not found: %v", bin, err)
+		}
+	}
+	if err := RemoveStale(); err != nil {
+		t.Logf("lab: removing stale namespaces: %v", err)
+	}
+	installSignalHandler()
+
+	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir()}
+	if err := writeMarker(l.prefix); err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	register(l)
+	t.Cleanup(l.Close)
+
+	if err := l.build(opts); err != nil {
+		t.Fatalf("lab %s: build topology: %v", l.prefix, err)
+	}
+	return l
+}
+
+func newPrefix() string {
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return namePrefix + hex.EncodeToString(b)
+}
+
+// Prefix is the lab's unique name prefix; namespaces are Prefix()+"-"+role.
+func (l *Lab) Prefix() string { return l.prefix }
+
+// Dir is the lab's working directory (configs, logs, captures).
+func (l *Lab) Dir() string { return l.dir }
+
+// NS returns the handle of a namespace by role (H1, GW, PR, H2).
+func (l *Lab) NS(role string) *NS {
+	return &NS{lab: l, Name: l.prefix + "-" + role}
+}
+
+func (l *Lab) roles() []string { return []string{H1, GW, PR, H2} }
+
+func (l *Lab) build(opts Options) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	for _, r := range l.roles() {
+		name := l.NS(r).Name
+		if err := run(ctx, "ip", "netns", "add", name); err != nil {
+			return err
+		}
+		if err := run(ctx, "ip", "-n", name, "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+	}
+	h1, gw, pr, h2 := l.NS(H1), l.NS(GW), l.NS(PR), l.NS(H2)
+
+	// veths are created directly inside the namespaces: no names in the
+	// root namespace, so concurrent labs never collide.
+	links := []struct {
+		a   *NS
+		aIf string
+		b   *NS
+		bIf string
+	}{
+		{gw, GWLan, h1, HostIf},
+		{gw, GWWan, pr, PRWan},
+		{pr, PRLan, h2, HostIf},
+	}
+	for _, lk := range links {
+		if err := run(ctx, "ip", "-n", lk.a.Name, "link", "add", lk.aIf, "type", "veth",
+			"peer", "name", lk.bIf, "netns", lk.b.Name); err != nil {
+			return err
+		}
+		for _, end := range []struct {
+			ns *NS
+			If string
+		}{{lk.a, lk.aIf}, {lk.b, lk.bIf}} {
+			if err := run(ctx, "ip", "-n", end.ns.Name, "link", "set", end.If, "up"); err != nil {
+				return err
+			}
+		}
+	}
+
+	cmds := [][]string{
+		{"ip", "-n", h1.Name, "addr", "add", H1Addr + "/24", "dev", HostIf},
+		{"ip", "-n", h1.Name, "route", "add", "default", "via", GWLanAddr},
+		{"ip", "-n", pr.Name, "addr", "add", PRWanAddr + "/24", "dev", PRWan},
+		{"ip", "-n", pr.Name, "addr", "add", PRLanAddr + "/24", "dev", PRLan},
+		{"ip", "-n", h2.Name, "addr", "add", H2Addr + "/24", "dev", HostIf},
+		{"ip", "-n", h2.Name, "route", "add", "default", "via", PRLanAddr},
+	}
+	for _, c := range cmds {
+		if err := run(ctx, c...); err != nil {
+			return err
+		}
+	}
+	for _, ns := range []*NS{gw, pr} {
+		if err := ns.Sysctl(ctx, "net.ipv4.ip_forward", "1"); err != nil {
+			return err
+		}
+	}
+	if opts.GatewayAddrs {
+		return l.ConfigureGateway(GWLan, GWWan)
+	}
+	return nil
+}
+
+// ConfigureGateway puts the gateway's addresses on lanIf (10.1.0.1/24) and
+// wanIf (192.0.2.1/24) in the gw namespace and brings them up. With swanpathd
+// these are its TAP interfaces, called after swanpathd created them. Routes:
+// both networks are connected; 10.2.0.0/24 is reached by IPsec policy.
+func (l *Lab) ConfigureGateway(lanIf, wanIf string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gw := l.NS(GW)
+	for _, c := range [][]string{
+		{"link", "set", lanIf, "up"},
+		{"link", "set", wanIf, "up"},
+		{"addr", "replace", GWLanAddr + "/24", "dev", lanIf},
+		{"addr", "replace", GWWanAddr + "/24", "dev", wanIf},
+	} {
+		if err := run(ctx, append([]string{"ip", "-n", gw.Name}, c...)...); err != nil {
+			return fmt.Errorf("configure gateway: %w", err)
+		}
+	}
+	return gw.Sysctl(ctx, "net.ipv4.ip_forward", "1")
+}
+
+// Close stops every process the lab started, kills whatever else still runs
+// in its namespaces and deletes them. It is registered with t.Cleanup by New
+// and safe to call more than once. On test failure it logs charon's logs.
+func (l *Lab) Close() {
+	l.closeOnce.Do(func() {
+		if l.t.Failed() {
+			l.mu.Lock()
+			charons := append([]*Charon(nil), l.mu.charons...)
+			l.mu.Unlock()
+			for _, c := range charons {
+				l.t.Logf("lab: charon log of %s:\n%s", c.ns.Name, tail(c.Log(), 200))
+			}
+		}
+		if err := l.teardown(); err != nil {
+			l.t.Errorf("lab %s: cleanup: %v", l.prefix, err)
+		}
+		unregister(l)
+	})
+}
+
+// teardown does the work of Close exactly once, whether called by Close or
+// by the signal handler (which must not use testing.TB); a second caller
+// waits for the first and gets its result.
+func (l *Lab) teardown() error {
+	l.downOnce.Do(func() {
+		l.mu.Lock()
+		procs := append([]*Proc(nil), l.mu.procs...)
+		l.mu.Unlock()
+		for i := len(procs) - 1; i >= 0; i-- {
+			procs[i].Stop()
+		}
+		l.downErr = errors.Join(destroy(l.prefix, l.roles())...)
+	})
+	return l.downErr
+}
+
+// destroy kills every process left in the namespaces prefix-role and
+// deletes them, then removes the owner marker.
+func destroy(prefix string, roles []string) []error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var errs []error
+	for _, r := range roles {
+		name := prefix + "-" + r
+		if !netnsExists(name) {
+			continue
+		}
+		killNetnsPids(ctx, name)
+		if err := run(ctx, "ip", "netns", "del", name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	removeMarker(prefix)
+	return errs
+}
+
+// killNetnsPids SIGKILLs every process in namespace name and waits (polling)
+// until none is left, so that the namespace really goes away on delete.
+func killNetnsPids(ctx context.Context, name string) {
+	for {
+		out, err := output(ctx, "ip", "netns", "pids", name)
+		if err != nil || strings.TrimSpace(out) == "" {
+			return
+		}
+		for _, f := range strings.Fields(out) {
+			var pid int
+			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 && pid != os.Getpid() {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func netnsExists(name string) bool {
+	_, err := os.Stat("/run/netns/" + name)
+	return err == nil
+}
+
+// run runs a command in the root namespace; the error carries its stderr.
+func run(ctx context.Context, args ...string) error {
+	_, err := output(ctx, args...)
+	return err
+}
+
+func output(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err,
+			strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+func tail(s string, lines int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(ls) > lines {
+		ls = append([]string{fmt.Sprintf("[... %d lines cut ...]", len(ls)-lines)}, ls[len(ls)-lines:]...)
+	}
+	return strings.Join(ls, "\n")
+}

@@ -1,0 +1,121 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// Ping sends pings from namespace role fromNS to toIP until count replies
+// arrived (ping -c count -w deadline); it fails if fewer did before ctx's
+// deadline (default 10 s + 1 s per ping).
+func (l *Lab) Ping(ctx context.Context, fromNS, toIP string, count int) error {
+	deadline := 10 + count
+	if dl, ok := ctx.Deadline(); ok {
+		if s := int(time.Until(dl).Seconds()); s >= 1 && s < deadline {
+			deadline = s
+		}
+	}
+	out, err := l.NS(fromNS).Exec(ctx, "ping", "-n", "-q", "-i", "0.2", "-W", "1",
+		"-c", strconv.Itoa(count), "-w", strconv.Itoa(deadline), toIP)
+	if m := pingStats.FindStringSubmatch(out); m != nil {
+		rx, _ := strconv.Atoi(m[2])
+		if rx >= count {
+			return nil
+		}
+		return fmt.Errorf("ping %s -> %s: %s of %d replies: %s", fromNS, toIP, m[2], count, strings.TrimSpace(out))
+	}
+	if err != nil {
+		return fmt.Errorf("ping %s -> %s: %w", fromNS, toIP, err)
+	}
+	return fmt.Errorf("ping %s -> %s: unexpected output: %s", fromNS, toIP, out)
+}
+
+// IperfResult is the summary of an iperf3 TCP run, from the receiver's view.
+type IperfResult struct {
+	Seconds     float64
+	SentBytes   uint64
+	Bytes       uint64 // received
+	BitsPerSec  float64
+	Retransmits int
+}
+
+// Iperf3 runs an iperf3 server in serverNS bound to serverIP and a client in
+// clientNS for seconds seconds (reverse: server sends). The server is a
+// one-off (-1) and is stopped afterwards.
+func (l *Lab) Iperf3(ctx context.Context, serverNS, serverIP, clientNS string, seconds int, reverse bool) (IperfResult, error) {
+	srvNS := l.NS(serverNS)
+	srv, err := srvNS.Start("iperf3", "-s", "-1", "-B", serverIP, "-p", "5201")
+	if err != nil {
+		return IperfResult{}, err
+	}
+	defer srv.Stop()
+
+	// Wait until the server listens (poll ss in its namespace).
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err = poll(wctx, 20*time.Millisecond, func() (bool, error) {
+		select {
+		case <-srv.Done():
+			return false, fmt.Errorf("iperf3 server exited: %s", srv.Output())
+		default:
+		}
+		out, err := srvNS.Exec(wctx, "ss", "-Hltn", "sport = :5201")
+		return err == nil && strings.Contains(out, "5201"), err
+	})
+	if err != nil {
+		return IperfResult{}, fmt.Errorf("iperf3 server in %s: %w", serverNS, err)
+	}
+
+	args := []string{"iperf3", "--json", "-c", serverIP, "-p", "5201", "-t", strconv.Itoa(seconds),
+		"--connect-timeout", "5000"}
+	if reverse {
+		args = append(args, "-R")
+	}
+	out, err := l.NS(clientNS).Exec(ctx, args...)
+	var rep struct {
+		Error string `json:"error"`
+		End   struct {
+			SumSent struct {
+				Seconds     float64 `json:"seconds"`
+				Bytes       uint64  `json:"bytes"`
+				BitsPerSec  float64 `json:"bits_per_second"`
+				Retransmits int     `json:"retransmits"`
+			} `json:"sum_sent"`
+			SumReceived struct {
+				Seconds    float64 `json:"seconds"`
+				Bytes      uint64  `json:"bytes"`
+				BitsPerSec float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil {
+		if err != nil {
+			return IperfResult{}, fmt.Errorf("iperf3 %s -> %s: %w", clientNS, serverIP, err)
+		}
+		return IperfResult{}, fmt.Errorf("iperf3 %s -> %s: parse json: %w", clientNS, serverIP, jerr)
+	}
+	if rep.Error != "" {
+		return IperfResult{}, fmt.Errorf("iperf3 %s -> %s: %s", clientNS, serverIP, rep.Error)
+	}
+	if err != nil {
+		return IperfResult{}, fmt.Errorf("iperf3 %s -> %s: %w", clientNS, serverIP, err)
+	}
+	r := IperfResult{
+		Seconds:     rep.End.SumReceived.Seconds,
+		SentBytes:   rep.End.SumSent.Bytes,
+		Bytes:       rep.End.SumReceived.Bytes,
+		BitsPerSec:  rep.End.SumReceived.BitsPerSec,
+		Retransmits: rep.End.SumSent.Retransmits,
+	}
+	if r.Bytes == 0 {
+		return r, fmt.Errorf("iperf3 %s -> %s: no bytes received", clientNS, serverIP)
+	}
+	return r, nil
+}
