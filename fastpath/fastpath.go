@@ -90,6 +90,7 @@ type Fastpath struct {
 	dp       *C.struct_sp_dp
 	ports    []dataplane.PortInfo
 	sessPool *C.struct_rte_mempool
+	mbufPool *C.struct_rte_mempool
 	cdev     C.int
 	cdevName string
 	worker   uint
@@ -211,6 +212,7 @@ func (f *Fastpath) setup(cfg Config) error {
 		return fmt.Errorf("fastpath: mbuf pool: %w", err)
 	}
 	pool := (*C.struct_rte_mempool)(unsafe.Pointer(mp))
+	f.mbufPool = pool
 
 	f.sessPool = C.sp_session_pool(4096, &ebuf[0], C.size_t(len(ebuf)))
 	if f.sessPool == nil {
@@ -323,6 +325,12 @@ func (f *Fastpath) PortStats() []dataplane.PortStats {
 		out[i] = dataplane.PortStats{Name: p.Name, Counters: m}
 	}
 	return out
+}
+
+// MbufsAvailable is the number of free mbufs (in the pool and the
+// per-lcore caches); with no traffic in flight it must not shrink.
+func (f *Fastpath) MbufsAvailable() int {
+	return int(C.rte_mempool_avail_count(f.mbufPool))
 }
 
 // Misses drains the neighbour-miss ring.

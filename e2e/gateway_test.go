@@ -1,0 +1,280 @@
+// Package e2e holds the end-to-end tests: a real swanpath gateway (swanpathd
+// + charon with the kernel-swanpath plugin) against Debian's charon with
+// kernel-libipsec, in network namespaces built by package lab.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/swanpath/swanpath/bridge/ctl"
+	"github.com/swanpath/swanpath/lab"
+)
+
+// gateway is one lab with a swanpath gateway and a kernel-libipsec peer
+// whose tunnel is up.
+type gateway struct {
+	l      *lab.Lab
+	d      *lab.Swanpathd
+	gw, pr *lab.Charon
+}
+
+func bringUp(t *testing.T, ctx context.Context, esp string) *gateway {
+	t.Helper()
+	l := lab.New(t, lab.Options{})
+	g, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, lab.Tunnel{ESPProposals: esp, Encap: true})
+	if g != nil && g.D != nil {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("swanpathd output:\n%s", g.D.Output())
+			}
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &gateway{l: l, d: g.D, gw: g.GW, pr: g.PR}
+}
+
+func (g *gateway) pingBothWays(t *testing.T, ctx context.Context, n int) {
+	t.Helper()
+	if err := g.l.Ping(ctx, lab.H1, lab.H2Addr, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.l.Ping(ctx, lab.H2, lab.H1Addr, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func saByDir(sas []ctl.SA, dir string) (ctl.SA, bool) {
+	for _, s := range sas {
+		if s.Dir == dir {
+			return s, true
+		}
+	}
+	return ctl.SA{}, false
+}
+
+func parseSPI(t *testing.T, s string) uint32 {
+	t.Helper()
+	v, err := strconv.ParseUint(strings.TrimPrefix(s, "0x"), 16, 32)
+	if err != nil {
+		t.Fatalf("SPI %q: %v", s, err)
+	}
+	return uint32(v)
+}
+
+// within says whether a and b agree up to max(slack, 2%).
+func within(a, b uint64, slack uint64) bool {
+	d := a - b
+	if b > a {
+		d = b - a
+	}
+	m := max(a, b) / 50
+	return d <= max(m, slack)
+}
+
+func TestGatewayAES128GCM(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	g := bringUp(t, ctx, "aes128gcm16")
+	lanHosts := map[netip.Addr]bool{netip.MustParseAddr(lab.H1Addr): true, netip.MustParseAddr(lab.H2Addr): true}
+
+	// What crosses the WAN while the protected flow runs.
+	capture, err := g.l.Capture(lab.PR, lab.PRWan, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("ping", func(t *testing.T) { g.pingBothWays(t, ctx, 5) })
+	t.Run("iperf3", func(t *testing.T) {
+		for _, reverse := range []bool{false, true} {
+			res, err := g.l.Iperf3(ctx, lab.H2, lab.H2Addr, lab.H1, 10, reverse)
+			if err != nil {
+				t.Fatalf("iperf3 reverse=%v: %v", reverse, err)
+			}
+			if res.Bytes == 0 {
+				t.Fatalf("iperf3 reverse=%v moved no data", reverse)
+			}
+			t.Logf("iperf3 reverse=%v: %.1f Mbit/s, %d retransmits", reverse, res.BitsPerSec/1e6, res.Retransmits)
+		}
+	})
+	pkts, err := capture.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("wire carries only ESP-in-UDP", func(t *testing.T) {
+		esp := 0
+		for _, p := range pkts {
+			if lanHosts[p.Src] || lanHosts[p.Dst] {
+				t.Fatalf("plaintext of the protected flow on the WAN: %s", p)
+			}
+			if p.ESPinUDP {
+				if p.SrcPort != 4500 || p.DstPort != 4500 {
+					t.Errorf("ESP-in-UDP on unexpected ports: %s", p)
+				}
+				esp++
+			}
+		}
+		if esp < 1000 {
+			t.Fatalf("only %d ESP-in-UDP packets on the WAN for pings and 20 s of iperf3", esp)
+		}
+	})
+
+	t.Run("counters agree with the peer", func(t *testing.T) {
+		sas, err := g.d.SAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, okIn := saByDir(sas, "in")
+		out, okOut := saByDir(sas, "out")
+		if !okIn || !okOut || len(sas) != 2 {
+			t.Fatalf("swanpathctl sa: want one in and one out SA, got %+v", sas)
+		}
+		ikes, err := g.pr.ListSAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, child, ok := lab.Child(ikes, lab.ChildName)
+		if !ok {
+			t.Fatal("peer has no CHILD_SA")
+		}
+		t.Logf("gateway out %d pkts / peer in %d pkts; gateway in %d pkts / peer out %d pkts",
+			out.Packets, child.PacketsIn, in.Packets, child.PacketsOut)
+		if out.Packets == 0 || in.Packets == 0 {
+			t.Fatalf("gateway SA counters are zero: in %d out %d", in.Packets, out.Packets)
+		}
+		if !within(out.Packets, child.PacketsIn, 10) || !within(in.Packets, child.PacketsOut, 10) {
+			t.Fatalf("packet counters disagree: gateway out %d vs peer in %d, gateway in %d vs peer out %d",
+				out.Packets, child.PacketsIn, in.Packets, child.PacketsOut)
+		}
+		// query_sa: charon on the gateway sees the fast path's counters
+		gwIKE, err := g.gw.ListSAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, gwChild, ok := lab.Child(gwIKE, lab.ChildName)
+		if !ok || gwChild.BytesIn == 0 || gwChild.BytesOut == 0 {
+			t.Fatalf("swanctl --list-sas on the gateway shows no bytes: %+v", gwChild)
+		}
+	})
+
+	t.Run("swanpathctl", func(t *testing.T) {
+		text, err := g.d.Ctl(ctx, "sa")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sas, _ := g.d.SAs(ctx)
+		for _, s := range sas {
+			if err := contains(text, "spi "+s.SPI, "aead rfc4106(gcm(aes)) key 128 icv 128", "encap type espinudp sport 4500 dport 4500"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// keys never leave the daemon: the peer knows them, so look for them
+		ikes, _ := g.pr.ListSAs(ctx)
+		if _, child, ok := lab.Child(ikes, lab.ChildName); ok && child.EncrKey != "" && strings.Contains(text, child.EncrKey) {
+			t.Fatal("swanpathctl sa shows key material")
+		}
+		pol, err := g.d.Ctl(ctx, "policy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := contains(pol, "src 10.1.0.0/24 dst 10.2.0.0/24", "dir out", "dir in", "dir fwd"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.d.Stats(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("bad ESP is dropped and counted", func(t *testing.T) {
+		before, err := g.d.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sendESPinUDP(g.l.NS(lab.PR).Name, lab.GWWanAddr, 0x0badf00d, 1, 5); err != nil {
+			t.Fatal(err)
+		}
+		sas, _ := g.d.SAs(ctx)
+		in, _ := saByDir(sas, "in")
+		// a valid SPI, a sequence number ahead of the window, junk ICV
+		if err := sendESPinUDP(g.l.NS(lab.PR).Name, lab.GWWanAddr, parseSPI(t, in.SPI), 1<<30, 5); err != nil {
+			t.Fatal(err)
+		}
+		err = waitFor(ctx, "drop counters", func() (bool, error) {
+			now, err := g.d.Stats(ctx)
+			if err != nil {
+				return false, err
+			}
+			w, b := now["wan"], before["wan"]
+			return w["drop_unknown_spi"]-b["drop_unknown_spi"] >= 5 && w["drop_auth"]-b["drop_auth"] >= 5,
+				fmt.Errorf("unknown_spi +%d auth +%d", w["drop_unknown_spi"]-b["drop_unknown_spi"], w["drop_auth"]-b["drop_auth"])
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sas, _ = g.d.SAs(ctx)
+		if in2, _ := saByDir(sas, "in"); in2.DropAuth < 5 {
+			t.Fatalf("inbound SA counts %d auth drops, want >= 5", in2.DropAuth)
+		}
+		// still forwarding
+		g.pingBothWays(t, ctx, 3)
+	})
+
+	t.Run("restart replays without IKE", func(t *testing.T) {
+		before, err := g.pr.ListSAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ike0, child0, _ := lab.Child(before, lab.ChildName)
+		if err := g.d.Stop(); err != nil {
+			t.Logf("swanpathd stop: %v", err)
+		}
+		if err := g.d.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		err = waitFor(ctx, "plugin replay", func() (bool, error) {
+			sas, err := g.d.SAs(ctx)
+			return err == nil && len(sas) == 2, err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.pingBothWays(t, ctx, 5)
+		after, err := g.pr.ListSAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ike1, child1, ok := lab.Child(after, lab.ChildName)
+		if !ok || ike1.UniqueID != ike0.UniqueID || child1.SPIIn != child0.SPIIn || child1.SPIOut != child0.SPIOut {
+			t.Fatalf("SAs changed across the restart (new negotiation): IKE %s->%s, CHILD in %s->%s out %s->%s",
+				ike0.UniqueID, ike1.UniqueID, child0.SPIIn, child1.SPIIn, child0.SPIOut, child1.SPIOut)
+		}
+	})
+}
+
+func TestGatewayAES256GCM(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	g := bringUp(t, ctx, "aes256gcm16")
+	g.pingBothWays(t, ctx, 5)
+	for _, reverse := range []bool{false, true} {
+		res, err := g.l.Iperf3(ctx, lab.H2, lab.H2Addr, lab.H1, 10, reverse)
+		if err != nil || res.Bytes == 0 {
+			t.Fatalf("iperf3 reverse=%v: %+v %v", reverse, res, err)
+		}
+	}
+	sas, err := g.d.SAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := g.d.Ctl(ctx, "sa")
+	if len(sas) != 2 || !strings.Contains(text, "aead rfc4106(gcm(aes)) key 256 icv 128") {
+		t.Fatalf("want two AES-GCM SAs:\n%s", text)
+	}
+}

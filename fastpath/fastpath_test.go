@@ -1,0 +1,375 @@
+package fastpath
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/swanpath/swanpath/bridge/dataplane"
+	"github.com/swanpath/swanpath/bridge/model"
+)
+
+// The fast path is tested in one process with one port: a veth end taken
+// by net_af_packet, the other end driven by the test through a raw socket.
+// A plaintext frame sent in comes back encrypted; fed back in, it comes
+// back decrypted (the inbound SA has the same SPI and key as the outbound
+// one). EAL can start once per process, so the test re-runs its own binary
+// inside a fresh network namespace and checks everything there.
+
+const childEnv = "SWANPATH_FASTPATH_CHILD"
+
+func TestFastpathRoundTrip(t *testing.T) {
+	if os.Getenv(childEnv) != "" {
+		t.Skip("runs in the parent only")
+	}
+	if testing.Short() {
+		t.Skip("needs root, DPDK and hugepages")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespace, DPDK)")
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	ns := "fpt" + hex.EncodeToString(b[:])
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	run("-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
+	for _, l := range []string{"va", "vb", "lo"} {
+		run("-n", ns, "link", "set", l, "up")
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run", "^TestFastpathChild$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), childEnv+"="+ns)
+	out, err := cmd.CombinedOutput()
+	t.Logf("child:\n%s", out)
+	if err != nil {
+		t.Fatalf("fast path child test failed: %v", err)
+	}
+	if !bytes.Contains(out, []byte("--- PASS: TestFastpathChild")) {
+		t.Fatal("child test did not pass")
+	}
+}
+
+var (
+	gwAddr   = netip.MustParseAddr("192.0.2.1")
+	peerAddr = netip.MustParseAddr("192.0.2.2")
+	h1       = netip.MustParseAddr("10.1.0.10")
+	h2       = netip.MustParseAddr("10.2.0.10")
+)
+
+func TestFastpathChild(t *testing.T) {
+	ns := os.Getenv(childEnv)
+	if ns == "" {
+		t.Skip("run by TestFastpathRoundTrip")
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	fp, err := Open(Config{
+		EALArgs:   []string{"-l", "0,1", "--file-prefix", ns, "--in-memory", "-m", "256", "--log-level", "lib.eal:error"},
+		Ports:     []PortConfig{{Name: "a", Device: "net_af_packet0,iface=va", Tap: "tpa"}},
+		IdleSleep: 10 * time.Microsecond,
+		Log:       log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fp.Close()
+
+	vb, err := net.InterfaceByName("vb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire := openRaw(t, vb.Index)
+	defer syscall.Close(wire)
+	portMAC := fp.Ports()[0].MAC
+
+	key := make(model.Key, 20)
+	_, _ = rand.Read(key)
+	mk := func(inbound bool) *model.SA {
+		sa := &model.SA{SAID: model.SAID{Dst: peerAddr, SPI: 0x1001, Proto: model.ProtoESP}, Src: gwAddr,
+			Reqid: 1, Mode: model.ModeTunnel, EncAlg: model.EncrAESGCM16, EncKey: append(model.Key(nil), key...),
+			Encap: true, SrcPort: 4500, DstPort: 4500, ReplayWindow: 32, Inbound: inbound}
+		if inbound {
+			sa.Dst, sa.Src = gwAddr, peerAddr
+		}
+		return sa
+	}
+	out, in := mk(false), mk(true)
+	outID, inID := out.SAID, in.SAID
+	for _, sa := range []*model.SA{out, in} {
+		if err := fp.AddSA(sa); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(sa.EncKey, make([]byte, 20)) {
+			t.Fatal("AddSA left the key in Go memory")
+		}
+	}
+	sel := model.Selector{Src: netip.MustParsePrefix("10.1.0.0/24"), Dst: netip.MustParsePrefix("10.2.0.0/24")}
+	pol := func(d model.Dir) *model.Policy {
+		return &model.Policy{PolicyID: model.PolicyID{Sel: sel, Dir: d}, Reqid: 1, Mode: model.ModeTunnel}
+	}
+	if err := fp.SetPolicies([]dataplane.Binding{{Policy: pol(model.DirOut), SA: outID, HasSA: true}, {Policy: pol(model.DirFwd)}}); err != nil {
+		t.Fatal(err)
+	}
+	fib := dataplane.FIB{
+		Routes: []dataplane.Route{
+			{Dst: netip.MustParsePrefix("192.0.2.0/24"), Port: 0},
+			{Dst: netip.MustParsePrefix("0.0.0.0/0"), Port: 0, Gateway: peerAddr},
+			{Dst: netip.PrefixFrom(gwAddr, 32), Local: true},
+		},
+		Neighs: []dataplane.Neigh{{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr}},
+	}
+	if err := fp.SetFIB(fib); err != nil {
+		t.Fatal(err)
+	}
+	settle(wire)
+	avail0 := fp.MbufsAvailable()
+
+	plain := func(i int) []byte {
+		return frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2000, 64, []byte(fmt.Sprintf("hello-%d", i))))
+	}
+	send := func(f []byte) {
+		t.Helper()
+		if err := syscall.Sendto(wire, f, 0, &syscall.SockaddrLinklayer{Ifindex: vb.Index}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// wait for the first frame that match accepts
+	recv := func(what string, match func(ip []byte) bool) []byte {
+		t.Helper()
+		f, err := recvMatch(wire, 3*time.Second, match)
+		if err != nil {
+			t.Fatalf("%s: %v (counters %v)", what, err, fp.PortStats()[0].Counters)
+		}
+		return f
+	}
+	isESP := func(ip []byte) bool {
+		return ip[9] == 17 && binary.BigEndian.Uint16(ip[22:]) == 4500 && binary.BigEndian.Uint32(ip[28:]) == 0x1001
+	}
+	isPlain := func(payload string) func([]byte) bool {
+		return func(ip []byte) bool {
+			return ip[9] == 17 && bytes.Equal(ip[12:16], h1.AsSlice()) && bytes.HasSuffix(ip, []byte(payload))
+		}
+	}
+
+	// 1. outbound: plaintext in, ESP-in-UDP out, nothing of the plaintext visible
+	send(plain(1))
+	esp1 := recv("encrypted frame", isESP)
+	ip := esp1[14:]
+	if !bytes.Equal(ip[12:16], gwAddr.AsSlice()) || !bytes.Equal(ip[16:20], peerAddr.AsSlice()) {
+		t.Fatalf("outer addresses %v -> %v", ip[12:16], ip[16:20])
+	}
+	if bytes.Contains(esp1, []byte("hello-1")) {
+		t.Fatal("plaintext visible in the ESP frame")
+	}
+	if csum(ip[:20]) != 0 {
+		t.Fatal("outer IPv4 checksum is wrong")
+	}
+	if seq := binary.BigEndian.Uint32(ip[32:]); seq != 1 {
+		t.Fatalf("first ESP sequence number %d, want 1", seq)
+	}
+
+	// 2. inbound: the ESP frame back in, the plaintext forwarded out
+	back := func(f []byte) []byte {
+		g := append([]byte(nil), f...)
+		copy(g[0:6], portMAC)
+		copy(g[6:12], vb.HardwareAddr)
+		return g
+	}
+	send(back(esp1))
+	dec := recv("decrypted frame", isPlain("hello-1"))
+	if ttl := dec[14+8]; ttl != 62 {
+		t.Fatalf("TTL %d after two forwarding hops, want 62", ttl)
+	}
+
+	// 3. replay of the same ESP: dropped and counted
+	before := fp.PortStats()[0].Counters
+	send(back(esp1))
+	waitCounter(t, fp, "drop_replay", before["drop_replay"]+1)
+
+	// 4. corrupted ICV on a fresh sequence number
+	send(plain(2))
+	esp2 := back(recv("second ESP frame", isESP))
+	esp2[len(esp2)-1] ^= 0xff
+	send(esp2)
+	waitCounter(t, fp, "drop_auth", before["drop_auth"]+1)
+
+	// 5. unknown SPI
+	bad := back(esp1)
+	binary.BigEndian.PutUint32(bad[14+28:], 0xdead)
+	send(bad)
+	waitCounter(t, fp, "drop_unknown_spi", before["drop_unknown_spi"]+1)
+
+	// 6. ESP-in-UDP whose UDP length lies
+	bad = back(esp1)
+	binary.BigEndian.PutUint16(bad[14+24:], 9)
+	send(bad)
+	waitCounter(t, fp, "drop_malformed", before["drop_malformed"]+1)
+
+	// 7. no neighbour: dropped, counted, and reported for resolution
+	fib.Neighs = nil
+	if err := fp.SetFIB(fib); err != nil {
+		t.Fatal(err)
+	}
+	send(plain(3))
+	waitCounter(t, fp, "drop_no_neigh", before["drop_no_neigh"]+1)
+	var miss []dataplane.Miss
+	for deadline := time.Now().Add(2 * time.Second); len(miss) == 0 && time.Now().Before(deadline); {
+		miss = fp.Misses()
+	}
+	if len(miss) == 0 || miss[0].IP != peerAddr {
+		t.Fatalf("neighbour miss for %s not reported: %v", peerAddr, miss)
+	}
+
+	// 8. SA counters: 3 packets encrypted (the third one before the
+	// neighbour lookup), 1 decrypted; the auth drop counted on the SA
+	st, _ := fp.SAStats(outID)
+	if st.Packets != 3 || st.LastUse.IsZero() {
+		t.Fatalf("outbound SA counters %+v, want 3 packets", st)
+	}
+	st, _ = fp.SAStats(inID)
+	if st.Packets != 1 || st.DropAuth != 1 || st.DropReplay != 1 {
+		t.Fatalf("inbound SA counters %+v, want 1 packet, 1 auth drop, 1 replay drop", st)
+	}
+
+	// 9. delete while published: the SA is gone from the loop
+	if err := fp.DelSA(inID); err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.DelSA(inID); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	before = fp.PortStats()[0].Counters
+	send(back(esp1))
+	waitCounter(t, fp, "drop_unknown_spi", before["drop_unknown_spi"]+1)
+
+	// 10. refused suites get a clear error
+	cbc := mk(false)
+	cbc.SPI, cbc.EncAlg, cbc.IntAlg = 0x2002, model.EncrAESCBC, model.IntegHMACSHA256_128
+	if err := fp.AddSA(cbc); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Fatalf("AES-CBC SA: %v", err)
+	}
+
+	// 11. nothing leaked: every mbuf is back in the pool
+	settle(wire)
+	if avail := fp.MbufsAvailable(); avail != avail0 {
+		t.Fatalf("mbufs available %d, before the traffic %d: leak", avail, avail0)
+	}
+}
+
+func waitCounter(t *testing.T, fp *Fastpath, name string, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		got := fp.PortStats()[0].Counters[name]
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counter %s = %d, want %d (all: %v)", name, got, want, fp.PortStats()[0].Counters)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// openRaw opens an AF_PACKET socket on ifindex.
+func openRaw(t *testing.T, ifindex int) int {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, int(htons(syscall.ETH_P_ALL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: htons(syscall.ETH_P_ALL), Ifindex: ifindex}); err != nil {
+		t.Fatal(err)
+	}
+	tv := syscall.NsecToTimeval(int64(50 * time.Millisecond))
+	_ = syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+	return fd
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// settle drains what is queued on the socket (kernel chatter).
+func settle(fd int) {
+	buf := make([]byte, 2048)
+	for {
+		if _, _, err := syscall.Recvfrom(fd, buf, 0); err != nil {
+			return
+		}
+	}
+}
+
+// recvMatch returns the first incoming IPv4 frame whose IP packet match accepts.
+func recvMatch(fd int, timeout time.Duration, match func(ip []byte) bool) ([]byte, error) {
+	buf := make([]byte, 4096)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		n, from, err := syscall.Recvfrom(fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		if ll, ok := from.(*syscall.SockaddrLinklayer); ok && ll.Pkttype == 4 /* PACKET_OUTGOING */ {
+			continue
+		}
+		f := buf[:n]
+		if n < 14+20 || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
+			continue
+		}
+		if match(f[14:]) {
+			return append([]byte(nil), f...), nil
+		}
+	}
+	return nil, errors.New("no matching frame")
+}
+
+func frame(dst, src net.HardwareAddr, ip []byte) []byte {
+	f := make([]byte, 14, 14+len(ip))
+	copy(f[0:], dst)
+	copy(f[6:], src)
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	return append(f, ip...)
+}
+
+func ipv4udp(src, dst netip.Addr, sport, dport uint16, ttl byte, payload []byte) []byte {
+	p := make([]byte, 28+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[8] = ttl
+	p[9] = 17
+	copy(p[12:], src.AsSlice())
+	copy(p[16:], dst.AsSlice())
+	binary.BigEndian.PutUint16(p[10:], csum(p[:20]))
+	binary.BigEndian.PutUint16(p[20:], sport)
+	binary.BigEndian.PutUint16(p[22:], dport)
+	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
+	copy(p[28:], payload)
+	return p
+}
+
+func csum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return ^uint16(s)
+}
