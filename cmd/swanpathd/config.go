@@ -1,0 +1,176 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is swanpathd's TOML configuration (see packaging/swanpathd.toml
+// for the commented example that ships).
+type Config struct {
+	EAL struct {
+		Lcores     string   `toml:"lcores"`
+		Memory     int      `toml:"memory"`
+		FilePrefix string   `toml:"file_prefix"`
+		InMemory   bool     `toml:"in_memory"`
+		NoHuge     bool     `toml:"no_huge"`
+		HugeDir    string   `toml:"huge_dir"`
+		Extra      []string `toml:"extra"`
+	} `toml:"eal"`
+	Ports []struct {
+		Name   string `toml:"name"`
+		Device string `toml:"device"`
+		Tap    string `toml:"tap"`
+		MTU    int    `toml:"mtu"`
+	} `toml:"port"`
+	Crypto struct {
+		PMD string `toml:"pmd"`
+	} `toml:"crypto"`
+	Plugin struct {
+		Socket string `toml:"socket"`
+	} `toml:"plugin"`
+	Control struct {
+		Socket string `toml:"socket"`
+	} `toml:"control"`
+	Fastpath struct {
+		NATTPort    int `toml:"natt_port"`
+		IdleSleepUS int `toml:"idle_sleep_us"`
+		Mbufs       int `toml:"mbufs"`
+	} `toml:"fastpath"`
+	Log struct {
+		Level string `toml:"level"`
+	} `toml:"log"`
+}
+
+func defaultConfig() Config {
+	var c Config
+	c.EAL.Lcores = "0,1"
+	c.EAL.Memory = 256
+	c.EAL.FilePrefix = "swanpath"
+	c.EAL.InMemory = true
+	c.Crypto.PMD = "aesni_gcm"
+	c.Plugin.Socket = "/run/swanpath/charon.sock"
+	c.Control.Socket = "/run/swanpath/swanpathd.sock"
+	c.Fastpath.NATTPort = 4500
+	c.Log.Level = "info"
+	return c
+}
+
+var cryptoPMDs = []string{"aesni_gcm", "aesni_mb", "openssl"}
+
+// loadConfig reads path over the defaults; every problem is reported at
+// once, unknown keys included.
+func loadConfig(path string) (Config, error) {
+	c := defaultConfig()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	md, err := toml.Decode(string(data), &c)
+	if err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	var errs []error
+	for _, k := range md.Undecoded() {
+		errs = append(errs, fmt.Errorf("unknown key %q", k.String()))
+	}
+	errs = append(errs, c.validate()...)
+	if len(errs) > 0 {
+		return c, fmt.Errorf("config %s:\n  %w", path, joinIndented(errs))
+	}
+	return c, nil
+}
+
+func joinIndented(errs []error) error {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return errors.New(strings.Join(msgs, "\n  "))
+}
+
+func (c *Config) validate() []error {
+	var errs []error
+	if len(c.Ports) == 0 {
+		errs = append(errs, errors.New("no [[port]]: at least one port is needed"))
+	}
+	names, taps := map[string]bool{}, map[string]bool{}
+	for i, p := range c.Ports {
+		where := fmt.Sprintf("port %d", i+1)
+		if p.Name != "" {
+			where = fmt.Sprintf("port %q", p.Name)
+		}
+		if p.Name == "" {
+			errs = append(errs, fmt.Errorf("%s: name is missing", where))
+		} else if names[p.Name] {
+			errs = append(errs, fmt.Errorf("%s: duplicate name", where))
+		}
+		names[p.Name] = true
+		if p.Device == "" {
+			errs = append(errs, fmt.Errorf("%s: device is missing (DPDK device arguments, e.g. \"net_af_packet0,iface=eth1\" or a PCI address)", where))
+		}
+		switch {
+		case p.Tap == "":
+			errs = append(errs, fmt.Errorf("%s: tap is missing (name of the kernel exception interface)", where))
+		case len(p.Tap) > 15:
+			errs = append(errs, fmt.Errorf("%s: tap %q is longer than 15 characters", where, p.Tap))
+		case taps[p.Tap]:
+			errs = append(errs, fmt.Errorf("%s: tap %q used twice", where, p.Tap))
+		}
+		taps[p.Tap] = true
+		if p.MTU < 0 || p.MTU > 9600 {
+			errs = append(errs, fmt.Errorf("%s: mtu %d out of range", where, p.MTU))
+		}
+	}
+	if !slices.Contains(cryptoPMDs, c.Crypto.PMD) {
+		errs = append(errs, fmt.Errorf("crypto.pmd %q: want one of %s", c.Crypto.PMD, strings.Join(cryptoPMDs, ", ")))
+	}
+	if c.Plugin.Socket == "" {
+		errs = append(errs, errors.New("plugin.socket is empty"))
+	}
+	if c.Control.Socket == "" {
+		errs = append(errs, errors.New("control.socket is empty"))
+	}
+	if c.Fastpath.NATTPort <= 0 || c.Fastpath.NATTPort > 65535 {
+		errs = append(errs, fmt.Errorf("fastpath.natt_port %d out of range", c.Fastpath.NATTPort))
+	}
+	if c.Fastpath.IdleSleepUS < 0 || c.Fastpath.IdleSleepUS > 100000 {
+		errs = append(errs, fmt.Errorf("fastpath.idle_sleep_us %d out of range 0..100000", c.Fastpath.IdleSleepUS))
+	}
+	if c.EAL.Lcores == "" {
+		errs = append(errs, errors.New("eal.lcores is empty (need two: main and worker, e.g. \"0,1\")"))
+	}
+	if c.EAL.InMemory && c.EAL.NoHuge {
+		errs = append(errs, errors.New("eal.in_memory and eal.no_huge cannot be combined (DPDK refuses it)"))
+	}
+	if c.EAL.Memory < 64 {
+		errs = append(errs, fmt.Errorf("eal.memory %d MB: at least 64", c.EAL.Memory))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
+	}
+	return errs
+}
+
+// ealArgs builds EAL's arguments (devices are added by the fast path).
+func (c *Config) ealArgs() []string {
+	args := []string{"-l", c.EAL.Lcores, "--file-prefix", c.EAL.FilePrefix,
+		"-m", fmt.Sprint(c.EAL.Memory), "--log-level", "lib.eal:notice"}
+	if c.EAL.InMemory {
+		args = append(args, "--in-memory")
+	}
+	if c.EAL.NoHuge {
+		args = append(args, "--no-huge", "--no-shconf")
+	}
+	if c.EAL.HugeDir != "" {
+		args = append(args, "--huge-dir", c.EAL.HugeDir)
+	}
+	return append(args, c.EAL.Extra...)
+}

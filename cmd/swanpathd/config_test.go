@@ -1,0 +1,80 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "swanpathd.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigExampleIsValid(t *testing.T) {
+	c, err := loadConfig("../../packaging/swanpathd.toml")
+	if err != nil {
+		t.Fatalf("shipped example: %v", err)
+	}
+	if len(c.Ports) != 2 {
+		t.Fatalf("example has %d ports, want 2", len(c.Ports))
+	}
+}
+
+func TestConfigReportsEveryProblem(t *testing.T) {
+	p := writeConfig(t, `
+bogus = 1
+[crypto]
+pmd = "quantum"
+[fastpath]
+natt_port = 70000
+[[port]]
+name = "wan"
+tap = "this-name-is-far-too-long"
+[[port]]
+name = "wan"
+device = "net_tap9"
+tap = "x"
+[log]
+level = "loud"
+`)
+	_, err := loadConfig(p)
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	for _, want := range []string{
+		`unknown key "bogus"`, `crypto.pmd "quantum"`, "natt_port 70000",
+		`port "wan": device is missing`, "longer than 15", "duplicate name", `log.level "loud"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	p := writeConfig(t, `
+[[port]]
+name = "wan"
+device = "net_af_packet0,iface=eth1"
+tap = "sp-wan"
+`)
+	c, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Plugin.Socket != "/run/swanpath/charon.sock" || c.Crypto.PMD != "aesni_gcm" || c.Fastpath.NATTPort != 4500 {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+	args := strings.Join(c.ealArgs(), " ")
+	for _, want := range []string{"-l 0,1", "--file-prefix swanpath", "--in-memory"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("EAL args %q lack %q", args, want)
+		}
+	}
+}

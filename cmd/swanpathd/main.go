@@ -1,0 +1,149 @@
+// swanpathd is the swanpath daemon: the DPDK fast path that encrypts and
+// decrypts every ESP packet of a strongSwan gateway, and the control plane
+// that feeds it (charon plugin socket, kernel route/neighbour mirror,
+// management socket for swanpathctl). Wiring only; the parts live in
+// bridge/ and fastpath/.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/swanpath/swanpath/bridge/ctl"
+	"github.com/swanpath/swanpath/bridge/engine"
+	"github.com/swanpath/swanpath/bridge/kernel"
+	"github.com/swanpath/swanpath/bridge/pluginsock"
+	"github.com/swanpath/swanpath/fastpath"
+)
+
+const usage = `Usage: swanpathd [-config FILE] [-check]
+
+swanpathd runs swanpath's DPDK IPsec fast path for a strongSwan gateway.
+charon's kernel-swanpath plugin installs SAs and policies over the plugin
+socket; every ESP packet is then processed here, and everything else goes
+to the kernel through one TAP interface per port.
+
+Options:
+`
+
+func main() {
+	cfgPath := flag.String("config", "/etc/swanpath/swanpathd.toml", "configuration file (TOML)")
+	check := flag.Bool("check", false, "check the configuration and exit")
+	flag.Usage = func() {
+		fmt.Fprint(os.Stderr, usage)
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "swanpathd:", err)
+		os.Exit(2)
+	}
+	if *check {
+		fmt.Printf("%s: configuration OK (%d ports)\n", *cfgPath, len(cfg.Ports))
+		return
+	}
+	log := newLogger(cfg.Log.Level)
+	if err := run(log, cfg); err != nil {
+		log.Error("exiting", "err", err)
+		os.Exit(1)
+	}
+}
+
+// newLogger logs to stderr as journald keeps it: level and message, no
+// colour, no timestamp (journald adds its own).
+func newLogger(level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	h := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{
+		Level: lv,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		},
+	})
+	return slog.New(h)
+}
+
+func run(log *slog.Logger, cfg Config) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	fcfg := fastpath.Config{
+		EALArgs:   cfg.ealArgs(),
+		Crypto:    cfg.Crypto.PMD,
+		NATTPort:  uint16(cfg.Fastpath.NATTPort),
+		IdleSleep: time.Duration(cfg.Fastpath.IdleSleepUS) * time.Microsecond,
+		Mbufs:     uint32(cfg.Fastpath.Mbufs),
+		Log:       log,
+	}
+	for _, p := range cfg.Ports {
+		fcfg.Ports = append(fcfg.Ports, fastpath.PortConfig{Name: p.Name, Device: p.Device, Tap: p.Tap, MTU: p.MTU})
+	}
+	fp, err := fastpath.Open(fcfg)
+	if err != nil {
+		return err
+	}
+	defer fp.Close()
+
+	eng := engine.New(log, fp)
+	mirror := kernel.NewMirror(log)
+	fib, err := newFIBFeeder(log, fp, mirror)
+	if err != nil {
+		return err
+	}
+
+	plugin, err := pluginsock.Listen(ctx, log, cfg.Plugin.Socket, eng)
+	if err != nil {
+		return err
+	}
+	defer plugin.Close()
+	ctlSrv, err := ctl.Listen(ctx, log, cfg.Control.Socket, &views{eng: eng, dp: fp})
+	if err != nil {
+		return err
+	}
+	defer ctlSrv.Close()
+
+	errc := make(chan error, 2)
+	go func() { errc <- mirror.Run(ctx, fib.update) }()
+	go func() { errc <- fib.resolveMisses(ctx) }()
+
+	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("sd_notify", "err", err)
+	} else if ok {
+		log.Debug("sent READY to systemd")
+	}
+	log.Info("swanpathd ready", "plugin_socket", cfg.Plugin.Socket, "control_socket", cfg.Control.Socket)
+
+	var first error
+	got := 0
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+		got = 1
+	}
+	stop()
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	for ; got < 2; got++ {
+		if err := <-errc; first == nil {
+			first = err
+		}
+	}
+	if first != nil && !errors.Is(first, context.Canceled) {
+		return first
+	}
+	log.Info("swanpathd stopping")
+	return nil
+}
