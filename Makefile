@@ -14,7 +14,8 @@ export GOFLAGS ?= -buildvcs=false
 BIN      := bin
 PLUGIN   := build/libstrongswan-kernel-swanpath.so
 GO       ?= go
-GOTEST_FLAGS ?= -count=1 -timeout 60m
+# one package at a time: the lab tests share two cores with charons and DPDK
+GOTEST_FLAGS ?= -count=1 -p 1 -timeout 60m
 
 .PHONY: all setup build go plugin install install-plugin test unit demo bench clean fmt vet
 

@@ -2,13 +2,12 @@ module github.com/swanpath/swanpath
 
 go 1.26.8
 
-require github.com/yerden/go-dpdk v0.0.8
-
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
-	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
-	github.com/strongswan/govici v0.8.2 // indirect
-	github.com/vishvananda/netlink v1.3.1 // indirect
-	github.com/vishvananda/netns v0.0.5 // indirect
-	golang.org/x/sys v0.10.0 // indirect
+	github.com/BurntSushi/toml v1.6.0
+	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/strongswan/govici v0.8.2
+	github.com/vishvananda/netlink v1.3.1
+	github.com/vishvananda/netns v0.0.5
+	github.com/yerden/go-dpdk v0.0.8
+	golang.org/x/sys v0.10.0
 )

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,9 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/swanpath/swanpath/bridge/ctl"
-	"github.com/swanpath/swanpath/lab"
 )
 
 // Binaries built once per test run by TestMain.

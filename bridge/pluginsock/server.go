@@ -1,0 +1,331 @@
+package pluginsock
+
+// Server: accept (root peers only) → per connection: read frame → decode →
+// dispatch to Handler → write RESULT. Notify writes events to every
+// connection. Garbage closes only the connection it came on.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/swanpath/swanpath/bridge/model"
+)
+
+// writeTimeout bounds how long a stuck plugin can hold up Notify or a reply.
+const writeTimeout = 5 * time.Second
+
+// Server serves charon plugins on a unix socket.
+type Server struct {
+	log    *slog.Logger
+	h      Handler
+	ln     *net.UnixListener
+	path   string
+	allow  func(uid uint32) bool
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		conns  map[*serverConn]struct{}
+		closed bool
+	}
+}
+
+type serverConn struct {
+	c   *net.UnixConn
+	uid uint32
+	wmu sync.Mutex // one frame at a time: results and events interleave
+}
+
+// Listen creates the socket at path (parent directory 0700, socket 0600,
+// a stale socket is removed) and serves it until ctx ends or Close.
+func Listen(ctx context.Context, log *slog.Logger, path string, h Handler) (*Server, error) {
+	return listen(ctx, log, path, h, func(uid uint32) bool { return uid == 0 })
+}
+
+func listen(ctx context.Context, log *slog.Logger, path string, h Handler, allow func(uint32) bool) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("plugin socket %s: %w", path, err)
+	}
+	if err := removeStale(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("plugin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("plugin socket %s: %w", path, err)
+	}
+	s := &Server{log: log, h: h, ln: ln, path: path, allow: allow}
+	s.mu.conns = map[*serverConn]struct{}{}
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		<-s.ctx.Done()
+		s.shutdown()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.acceptLoop()
+	}()
+	return s, nil
+}
+
+// removeStale removes a socket nobody listens on; a live one is an error.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("plugin socket %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("plugin socket %s: exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("plugin socket %s: another swanpathd is listening", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("plugin socket %s: remove stale: %w", path, err)
+	}
+	return nil
+}
+
+// Path is the socket's path.
+func (s *Server) Path() string { return s.path }
+
+// Close stops accepting, closes every connection and waits for all
+// goroutines. The socket file is removed.
+func (s *Server) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) shutdown() {
+	s.mu.Lock()
+	s.mu.closed = true
+	conns := s.mu.conns
+	s.mu.conns = map[*serverConn]struct{}{}
+	s.mu.Unlock()
+	s.ln.Close()
+	for c := range conns {
+		c.c.Close()
+	}
+}
+
+func (s *Server) acceptLoop() {
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Error("plugin socket accept", "err", err)
+			}
+			return
+		}
+		uid, err := peerUID(c)
+		if err != nil || !s.allow(uid) {
+			s.log.Warn("plugin socket: refusing peer", "uid", uid, "err", err)
+			c.Close()
+			continue
+		}
+		sc := &serverConn{c: c, uid: uid}
+		s.mu.Lock()
+		if s.mu.closed {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.mu.conns[sc] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serve(sc)
+		}()
+	}
+}
+
+func peerUID(c *net.UnixConn) (uint32, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *syscall.Ucred
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if serr != nil {
+		return 0, fmt.Errorf("SO_PEERCRED: %w", serr)
+	}
+	return cred.Uid, nil
+}
+
+func (s *Server) drop(sc *serverConn) {
+	s.mu.Lock()
+	delete(s.mu.conns, sc)
+	s.mu.Unlock()
+	sc.c.Close()
+}
+
+func (s *Server) serve(sc *serverConn) {
+	defer s.drop(sc)
+	r := bufio.NewReaderSize(sc.c, 16<<10)
+	var out []byte
+	for {
+		m, err := ReadMessage(r)
+		if err != nil {
+			switch {
+			case s.ctx.Err() != nil:
+			case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+				s.log.Info("charon plugin disconnected")
+			default:
+				s.log.Warn("plugin socket: closing connection", "err", err)
+			}
+			return
+		}
+		res := s.dispatch(m)
+		out, err = AppendMessage(out[:0], &Message{Type: TypeResult, Seq: m.Seq, Result: res})
+		if err != nil {
+			s.log.Error("plugin socket: encode result", "err", err)
+			return
+		}
+		if err := sc.write(out); err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Warn("plugin socket: closing connection", "err", err)
+			}
+			return
+		}
+	}
+}
+
+func (sc *serverConn) write(b []byte) error {
+	sc.wmu.Lock()
+	defer sc.wmu.Unlock()
+	sc.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := sc.c.Write(b)
+	return err
+}
+
+// Notify sends ev to every connected plugin. A plugin that cannot take it
+// is disconnected (it replays everything when it reconnects).
+func (s *Server) Notify(ev Event) {
+	m, err := EventMessage(ev)
+	if err != nil {
+		s.log.Error("plugin socket: notify", "err", err)
+		return
+	}
+	b, err := AppendMessage(nil, m)
+	if err != nil {
+		s.log.Error("plugin socket: notify", "err", err)
+		return
+	}
+	s.mu.Lock()
+	conns := make([]*serverConn, 0, len(s.mu.conns))
+	for c := range s.mu.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		if err := c.write(b); err != nil {
+			s.log.Warn("plugin socket: event not delivered, closing connection", "event", m.Type.String(), "err", err)
+			c.c.Close()
+		}
+	}
+}
+
+// dispatch runs one request against the Handler.
+func (s *Server) dispatch(m *Message) Result {
+	ctx := s.ctx
+	var res Result
+	var err error
+	sa := &m.SA
+	switch m.Type {
+	case TypeHello:
+		s.log.Info("charon plugin connected", "name", m.Hello.Name, "pid", m.Hello.PID)
+	case TypeGetSPI:
+		if !sa.Src.IsValid() || !sa.Dst.IsValid() {
+			err = fmt.Errorf("GET_SPI without SRC or DST: %w", model.ErrInvalid)
+			break
+		}
+		res.SPI, err = s.h.GetSPI(ctx, sa.Src, sa.Dst, sa.Proto)
+	case TypeAddSA, TypeUpdateSA, TypeQuerySA, TypeDelSA:
+		if !sa.Dst.IsValid() || sa.SPI == 0 {
+			sa.Wipe()
+			err = fmt.Errorf("%s without DST or SPI: %w", m.Type, model.ErrInvalid)
+			break
+		}
+		switch m.Type {
+		case TypeAddSA:
+			err = s.h.AddSA(ctx, sa) // the handler owns (and wipes) the keys now
+		case TypeUpdateSA:
+			u := m.Update
+			err = s.h.UpdateSA(ctx, sa.SAID, sa.Src, u.NewSrc, u.NewDst, u.NewSrcPort, u.NewDstPort, u.Encap)
+		case TypeQuerySA:
+			res.Stats, err = s.h.QuerySA(ctx, sa.SAID)
+		case TypeDelSA:
+			err = s.h.DelSA(ctx, sa.SAID)
+		}
+	case TypeFlushSAs:
+		err = s.h.FlushSAs(ctx)
+	case TypeAddPolicy, TypeQueryPolicy, TypeDelPolicy:
+		p := &m.Policy
+		if !p.Sel.Src.IsValid() || !p.Sel.Dst.IsValid() {
+			err = fmt.Errorf("%s without SEL_SRC or SEL_DST: %w", m.Type, model.ErrInvalid)
+			break
+		}
+		switch m.Type {
+		case TypeAddPolicy:
+			err = s.h.AddPolicy(ctx, p)
+		case TypeQueryPolicy:
+			res.Stats, err = s.h.QueryPolicy(ctx, p.PolicyID)
+		case TypeDelPolicy:
+			err = s.h.DelPolicy(ctx, p.PolicyID)
+		}
+	case TypeFlushPolicies:
+		err = s.h.FlushPolicies(ctx)
+	default:
+		err = fmt.Errorf("message type %s is not a request: %w", m.Type, model.ErrUnsupported)
+	}
+	if err != nil {
+		res = Result{Status: statusOf(err), Message: err.Error()}
+		s.log.Warn("plugin request failed", "op", m.Type.String(), "status", res.Status.String(), "err", err)
+	}
+	return res
+}
+
+func statusOf(err error) Status {
+	switch {
+	case errors.Is(err, model.ErrNotFound):
+		return StatusNotFound
+	case errors.Is(err, model.ErrExists):
+		return StatusExists
+	case errors.Is(err, model.ErrUnsupported):
+		return StatusUnsupported
+	case errors.Is(err, model.ErrInvalid):
+		return StatusInvalid
+	}
+	return StatusFailed
+}
