@@ -227,7 +227,10 @@ static bio_writer_t *build_add_sa(sa_entry_t *sa)
 	}
 	swanpath_msg_add_u16(msg, SWANPATH_ATTR_ENC_ALG, sa->enc_alg);
 	swanpath_msg_add_chunk(msg, SWANPATH_ATTR_ENC_KEY, sa->enc_key);
-	swanpath_msg_add_u16(msg, SWANPATH_ATTR_INT_ALG, sa->int_alg);
+	/* AEAD SAs come with AUTH_UNDEFINED (1024, strongSwan-private):
+	 * on the wire that is transform ID 0, "none" */
+	swanpath_msg_add_u16(msg, SWANPATH_ATTR_INT_ALG,
+						 sa->int_alg == AUTH_UNDEFINED ? 0 : sa->int_alg);
 	if (sa->int_key.len)
 	{
 		swanpath_msg_add_chunk(msg, SWANPATH_ATTR_INT_KEY, sa->int_key);

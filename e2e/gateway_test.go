@@ -30,9 +30,16 @@ func bringUp(t *testing.T, ctx context.Context, esp string) *gateway {
 	g, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, lab.Tunnel{ESPProposals: esp, Encap: true})
 	if g != nil && g.D != nil {
 		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("swanpathd output:\n%s", g.D.Output())
+			if !t.Failed() {
+				return
 			}
+			t.Logf("swanpathd output:\n%s", g.D.Output())
+			for _, what := range []string{"sa", "policy", "stats"} {
+				out, err := g.D.Ctl(context.Background(), what)
+				t.Logf("swanpathctl %s: %v\n%s", what, err, out)
+			}
+			out, _ := l.NS(lab.GW).Exec(context.Background(), "sh", "-c", "ip addr; ip route; ip neigh")
+			t.Logf("gateway kernel:\n%s", out)
 		})
 	}
 	if err != nil {

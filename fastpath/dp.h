@@ -44,6 +44,8 @@ enum sp_cnt {
 	SP_CNT_DROP_CRYPTO,	/* crypto device refused or lost an op */
 	SP_CNT_DROP_TX,		/* TX queue full */
 	SP_CNT_DROP_NOMEM,	/* out of crypto ops / mbuf room */
+	SP_CNT_DROP_MTU,	/* too big once encrypted, DF clear (not fragmented yet) */
+	SP_CNT_ICMP_MTU,	/* ICMP "fragmentation needed" sent for a DF packet */
 	SP_CNT_MAX
 };
 
@@ -93,7 +95,9 @@ struct sp_sa {
 	uint8_t encap;
 	uint32_t spi;
 	uint32_t reqid;
+	uint32_t src;			/* outer source (network order) */
 	uint32_t dst;			/* outer destination (network order) */
+	uint16_t overhead;		/* outer IP (+UDP) + ESP header + IV + ICV */
 	struct sp_sa_stats st;
 };
 
@@ -157,6 +161,7 @@ struct sp_port {
 	uint16_t phys;		/* ethdev port id of the wire side */
 	uint16_t tap;		/* ethdev port id of the TAP */
 	struct rte_ether_addr mac;
+	uint16_t mtu;		/* IP MTU of the wire */
 };
 
 struct sp_dp {
@@ -170,6 +175,7 @@ struct sp_dp {
 	struct sp_port ports[SP_MAX_PORTS];
 	struct sp_port_stats stats[SP_MAX_PORTS];
 	uint16_t natt_port;	/* local UDP port for ESP-in-UDP, host order */
+	uint16_t tun_mtu;	/* smallest wire MTU: encrypted packets must fit */
 	uint32_t idle_sleep_us;	/* sleep when idle; 0 = busy poll */
 	volatile uint32_t stop;
 	volatile uint32_t running;

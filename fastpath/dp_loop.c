@@ -21,6 +21,7 @@
 #include <rte_ethdev.h>
 #include <rte_ip.h>
 #include <rte_udp.h>
+#include <rte_icmp.h>
 #include <rte_esp.h>
 #include <rte_mbuf.h>
 
@@ -214,6 +215,67 @@ spd_lookup(struct sp_policy *tab, uint32_t n, uint32_t src, uint32_t dst,
 		return p;
 	}
 	return NULL;
+}
+
+/*
+ * RFC 1191 / RFC 4301 §8: a packet with DF that would exceed the MTU once
+ * encrypted is answered with ICMP "fragmentation needed", carrying the
+ * largest inner size that fits, as the kernel's IPsec does; TCP then lowers
+ * its segment size. The reply leaves where the packet came from. m (the
+ * offending frame, data at Ethernet) is consumed.
+ */
+static void
+icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, struct sp_sa *sa,
+	uint16_t inner_mtu, int from_wire)
+{
+	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *), *reh;
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1), *rip;
+	struct rte_icmp_hdr *icmp;
+	uint32_t ihl = (ip->version_ihl & 0xf) * 4;
+	uint32_t quote = RTE_MIN(ihl + 8u, (uint32_t)rte_be_to_cpu_16(ip->total_length));
+	struct rte_mbuf *r;
+
+	r = rte_pktmbuf_alloc(m->pool);
+	if (r == NULL) {
+		drop(c, port, m, SP_CNT_DROP_NOMEM);
+		return;
+	}
+	reh = (struct rte_ether_hdr *)rte_pktmbuf_append(r, ETH_HLEN + sizeof(*rip) + sizeof(*icmp) + quote);
+	if (reh == NULL) {
+		rte_pktmbuf_free(r);
+		drop(c, port, m, SP_CNT_DROP_NOMEM);
+		return;
+	}
+	rte_ether_addr_copy(&eh->src_addr, &reh->dst_addr);
+	rte_ether_addr_copy(&c->dp->ports[port].mac, &reh->src_addr);
+	reh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	rip = (struct rte_ipv4_hdr *)(reh + 1);
+	memset(rip, 0, sizeof(*rip));
+	rip->version_ihl = RTE_IPV4_VHL_DEF;
+	rip->type_of_service = 0xc0;	/* internetwork control, as Linux */
+	rip->total_length = rte_cpu_to_be_16(sizeof(*rip) + sizeof(*icmp) + quote);
+	rip->time_to_live = 64;
+	rip->next_proto_id = IPPROTO_ICMP;
+	rip->src_addr = sa->src;	/* an address of the gateway's own */
+	rip->dst_addr = ip->src_addr;
+	rip->hdr_checksum = rte_ipv4_cksum(rip);
+	icmp = (struct rte_icmp_hdr *)(rip + 1);
+	icmp->icmp_type = 3;		/* destination unreachable */
+	icmp->icmp_code = 4;		/* fragmentation needed and DF set */
+	icmp->icmp_cksum = 0;
+	icmp->icmp_ident = 0;
+	icmp->icmp_seq_nb = rte_cpu_to_be_16(inner_mtu);
+	memcpy(icmp + 1, ip, quote);
+	icmp->icmp_cksum = ~rte_raw_cksum(icmp, sizeof(*icmp) + quote);
+	if (icmp->icmp_cksum == 0)
+		icmp->icmp_cksum = 0xffff;
+
+	rte_pktmbuf_free(m);
+	cnt(c, port, SP_CNT_ICMP_MTU);
+	if (from_wire)
+		txq_put(c, &c->wire[port], port, r);
+	else
+		to_tap(c, port, r);
 }
 
 /* Extract the 5-tuple of an IPv4 packet at ip. Ports are 0 when absent. */
@@ -483,6 +545,17 @@ plaintext(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, int from_wire,
 		}
 		if (p->sa == NULL) {
 			drop(c, port, m, SP_CNT_DROP_NO_SA);
+			return 1;
+		}
+		/* encrypted size: overhead + payload, trailer (2) padded to 4 */
+		uint32_t ilen = rte_be_to_cpu_16(ip->total_length);
+		uint32_t mtu = c->dp->tun_mtu;
+		if (p->sa->overhead + RTE_ALIGN_CEIL(ilen + 2, 4) > mtu) {
+			if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG))
+				icmp_frag_needed(c, port, m, p->sa,
+					RTE_ALIGN_FLOOR(mtu - p->sa->overhead, 4) - 2, from_wire);
+			else
+				drop(c, port, m, SP_CNT_DROP_MTU);
 			return 1;
 		}
 		trim_to_ip(m, ETH_HLEN);

@@ -13,6 +13,7 @@
 #include <rte_ip.h>
 #include <rte_malloc.h>
 #include <rte_security.h>
+#include <rte_udp.h>
 
 #include "dp.h"
 
@@ -48,7 +49,11 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 	s->encap = p->encap;
 	s->spi = p->spi;
 	s->reqid = p->reqid;
+	s->src = p->src;
 	s->dst = p->dst;
+	/* RFC 4106: 8-byte IV; the ESP trailer and padding are added per packet */
+	s->overhead = sizeof(struct rte_ipv4_hdr) + (p->encap ? sizeof(struct rte_udp_hdr) : 0) +
+		8 + 8 + p->icv_len;
 
 	memset(&xf, 0, sizeof(xf));
 	xf.type = RTE_CRYPTO_SYM_XFORM_AEAD;

@@ -250,6 +250,14 @@ func (f *Fastpath) setup(cfg Config) error {
 		if rc := C.sp_port_setup(tap, pool, C.uint16_t(p.MTU), &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
 			return fmt.Errorf("fastpath: port %s: TAP: %s", p.Name, cerr(ebuf[:]))
 		}
+		mtu := p.MTU
+		if mtu == 0 {
+			mtu = 1500
+		}
+		f.dp.ports[i].mtu = C.uint16_t(mtu)
+		if f.dp.tun_mtu == 0 || C.uint16_t(mtu) < f.dp.tun_mtu {
+			f.dp.tun_mtu = C.uint16_t(mtu)
+		}
 		f.dp.ports[i].phys = phys
 		f.dp.ports[i].tap = tap
 		C.memcpy(unsafe.Pointer(&f.dp.ports[i].mac), unsafe.Pointer(&mac[0]), 6)

@@ -186,6 +186,28 @@ func TestFastpathChild(t *testing.T) {
 		t.Fatalf("first ESP sequence number %d, want 1", seq)
 	}
 
+	// 1b. too big once encrypted: DF set -> ICMP "fragmentation needed"
+	// with the largest inner size that fits; DF clear -> dropped, counted
+	big := ipv4udp(h1, h2, 1000, 2000, 64, make([]byte, 1500-28))
+	big[6] = 0x40 // DF
+	binary.BigEndian.PutUint16(big[10:], 0)
+	binary.BigEndian.PutUint16(big[10:], csum(big[:20]))
+	send(frame(portMAC, vb.HardwareAddr, big))
+	icmp := recv("ICMP fragmentation needed", func(ip []byte) bool {
+		return ip[9] == 1 && ip[20] == 3 && ip[21] == 4
+	})[14:]
+	// 1500 - (20 IP + 8 UDP + 8 ESP + 8 IV + 16 ICV) = 1440, minus the
+	// 2-byte trailer: 1438
+	if mtu := binary.BigEndian.Uint16(icmp[26:]); mtu != 1438 {
+		t.Fatalf("ICMP next-hop MTU %d, want 1438", mtu)
+	}
+	if !bytes.Equal(icmp[16:20], h1.AsSlice()) || !bytes.Equal(icmp[12:16], gwAddr.AsSlice()) || csum(icmp[20:]) != 0 {
+		t.Fatalf("bad ICMP: % x", icmp[:48])
+	}
+	before0 := fp.PortStats()[0].Counters
+	send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2000, 64, make([]byte, 1500-28))))
+	waitCounter(t, fp, "drop_mtu", before0["drop_mtu"]+1)
+
 	// 2. inbound: the ESP frame back in, the plaintext forwarded out
 	back := func(f []byte) []byte {
 		g := append([]byte(nil), f...)

@@ -202,6 +202,14 @@ func (l *Lab) build(opts Options) error {
 			if err := run(ctx, "ip", "-n", end.ns.Name, "link", "set", end.If, "up"); err != nil {
 				return err
 			}
+			// A veth leaves TCP/UDP checksums to "hardware" that is not
+			// there. A frame that AF_PACKET hands to DPDK (and DPDK on to
+			// a TAP or into a tunnel) keeps the unfinished checksum and
+			// is dropped at its destination. Real NICs finish checksums
+			// on the wire; here the senders must do it themselves.
+			if err := run(ctx, "ip", "netns", "exec", end.ns.Name, "ethtool", "-K", end.If, "tx", "off"); err != nil {
+				return err
+			}
 		}
 	}
 

@@ -19,7 +19,7 @@ PKGS=(
 	# building the charon plugin (configure needs gmp/openssl headers)
 	build-essential dpkg-dev libgmp-dev libssl-dev libsystemd-dev libpcap-dev
 	# lab and tests
-	iproute2 iputils-ping iperf3 tcpdump nftables procps util-linux
+	iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps util-linux
 )
 
 missing=()

@@ -98,5 +98,5 @@ var CounterNames = []string{
 	"rx", "tx", "tap_rx", "tap_tx", "esp_in", "esp_out",
 	"drop_unknown_spi", "drop_auth", "drop_replay", "drop_malformed",
 	"drop_policy", "drop_no_neigh", "drop_no_route", "drop_no_sa",
-	"drop_crypto", "drop_tx", "drop_nomem",
+	"drop_crypto", "drop_tx", "drop_nomem", "drop_mtu", "icmp_mtu",
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -60,6 +61,21 @@ func main() {
 	}
 }
 
+// kernelIface is the kernel interface a port reads with AF_PACKET
+// (net_af_packet, net_pcap with iface=), or "".
+func kernelIface(device string) string {
+	name, args, _ := strings.Cut(device, ",")
+	if !strings.HasPrefix(name, "net_af_packet") && !strings.HasPrefix(name, "net_pcap") {
+		return ""
+	}
+	for _, kv := range strings.Split(args, ",") {
+		if v, ok := strings.CutPrefix(kv, "iface="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
 // newLogger logs to stderr as journald keeps it: level and message, no
 // colour, no timestamp (journald adds its own).
 func newLogger(level string) *slog.Logger {
@@ -91,6 +107,12 @@ func run(log *slog.Logger, cfg Config) error {
 	}
 	for _, p := range cfg.Ports {
 		fcfg.Ports = append(fcfg.Ports, fastpath.PortConfig{Name: p.Name, Device: p.Device, Tap: p.Tap, MTU: p.MTU})
+		if ifname := kernelIface(p.Device); ifname != "" {
+			if err := kernel.Isolate(ifname); err != nil {
+				return fmt.Errorf("port %s: %w", p.Name, err)
+			}
+			log.Info("kernel stack kept off the port's interface", "port", p.Name, "iface", ifname)
+		}
 	}
 	fp, err := fastpath.Open(fcfg)
 	if err != nil {
