@@ -67,6 +67,7 @@ struct sp_sa_params {
 	uint8_t esn;
 	uint8_t icv_len;
 	uint32_t replay_window;
+	uint64_t seq_start;	/* first outbound sequence number (0 = 1) */
 	uint32_t salt;		/* as on the wire (network order bytes) */
 	uint8_t key_len;
 	uint8_t cdev_id;

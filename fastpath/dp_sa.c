@@ -80,6 +80,10 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 	memcpy(&prm.ipsec_xform.tunnel.ipv4.src_ip, &p->src, 4);
 	memcpy(&prm.ipsec_xform.tunnel.ipv4.dst_ip, &p->dst, 4);
 	prm.ipsec_xform.replay_win_sz = p->replay_window;
+	/* outbound: where the sequence numbers start (after a restart of
+	 * swanpathd they continue above every number already used: with
+	 * AES-GCM the sequence number is the IV) */
+	prm.ipsec_xform.esn.value = p->seq_start;
 	prm.crypto_xform = &xf;
 	prm.tun.next_proto = IPPROTO_IPIP;
 

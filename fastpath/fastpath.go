@@ -284,12 +284,18 @@ func portByName(name string) (C.uint16_t, error) {
 // Close stops the worker, frees every SA (wiping keys in the PMD) and
 // releases EAL.
 func (f *Fastpath) Close() error {
+	f.Stop()
+	f.teardown()
+	return nil
+}
+
+// Stop stops the packet loop (idempotent); counters stay readable until
+// Close.
+func (f *Fastpath) Stop() {
 	if f.dp != nil && C.sp_load_u32(&f.dp.running) != 0 {
 		C.sp_store_u32(&f.dp.stop, 1)
 		<-f.done
 	}
-	f.teardown()
-	return nil
 }
 
 func (f *Fastpath) teardown() {

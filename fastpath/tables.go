@@ -85,6 +85,7 @@ func (f *Fastpath) AddSA(sa *model.SA) error {
 	p.esn = boolC(sa.ESN)
 	p.icv_len = C.uint8_t(gcmICV[sa.EncAlg])
 	p.replay_window = C.uint32_t(sa.ReplayWindow)
+	p.seq_start = C.uint64_t(sa.SeqStart)
 	C.memcpy(unsafe.Pointer(&p.salt), unsafe.Pointer(&sa.EncKey[keyLen]), 4)
 	p.key_len = C.uint8_t(keyLen)
 	C.memcpy(unsafe.Pointer(&p.key[0]), unsafe.Pointer(&sa.EncKey[0]), C.size_t(keyLen))
@@ -300,6 +301,7 @@ func (f *Fastpath) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 	}
 	st := &e.c.st
 	return dataplane.SACounters{
+		SeqUsed:       e.sa.SeqStart + uint64(st.packets),
 		Bytes:         uint64(st.bytes),
 		Packets:       uint64(st.packets),
 		LastUse:       f.tscToTime(uint64(st.last_use)),

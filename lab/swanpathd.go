@@ -66,10 +66,11 @@ socket = "%s"
 [fastpath]
 # the lab shares two cores with two charons and iperf3
 idle_sleep_us = 20
+state_file = "%s"
 
 [log]
 level = "debug"
-`, l.prefix, GWLan, GWLanTap, GWWan, GWWanTap, d.Plugin, d.Control)
+`, l.prefix, GWLan, GWLanTap, GWWan, GWWanTap, d.Plugin, d.Control, filepath.Join(dir, "outbound-seq.json"))
 	if err := os.WriteFile(d.Conf, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}

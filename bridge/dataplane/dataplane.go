@@ -85,6 +85,9 @@ type SACounters struct {
 	DropMalformed  uint64
 	DropPolicy     uint64
 	Crypto         string // crypto device that runs it
+	// SeqUsed is, for an outbound SA, an upper bound of the sequence
+	// numbers it has used (its start plus every packet sent).
+	SeqUsed uint64
 }
 
 // Miss is a next hop without neighbour entry.

@@ -43,6 +43,7 @@ type policyEntry struct {
 type Engine struct {
 	log *slog.Logger
 	dp  dataplane.Dataplane
+	seq *SeqState // nil: sequence numbers are not kept across restarts
 
 	mu struct {
 		sync.Mutex
@@ -62,6 +63,30 @@ func New(log *slog.Logger, dp dataplane.Dataplane) *Engine {
 	e.mu.policies = make(map[model.PolicyID]*policyEntry)
 	e.mu.spis = make(map[uint32]bool)
 	return e
+}
+
+// KeepSequences makes outbound SAs that come back after a restart continue
+// their sequence numbers from st (see SeqState).
+func (e *Engine) KeepSequences(st *SeqState) { e.seq = st }
+
+// OutboundSeqs returns, per outbound SA, an upper bound of the sequence
+// numbers it has used, for SeqState.Save.
+func (e *Engine) OutboundSeqs() map[model.SAID]uint64 {
+	e.mu.Lock()
+	ids := make([]model.SAID, 0, len(e.mu.sas))
+	for id, s := range e.mu.sas {
+		if !s.sa.Inbound {
+			ids = append(ids, id)
+		}
+	}
+	e.mu.Unlock()
+	out := make(map[model.SAID]uint64, len(ids))
+	for _, id := range ids {
+		if c, ok := e.dp.SAStats(id); ok {
+			out[id] = c.SeqUsed
+		}
+	}
+	return out
 }
 
 // GetSPI allocates a random unused SPI.
@@ -89,6 +114,12 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	defer e.mu.Unlock()
 	if _, ok := e.mu.sas[sa.SAID]; ok {
 		return fmt.Errorf("add SA %s: %w", sa.SAID, model.ErrExists)
+	}
+	if !sa.Inbound && e.seq != nil {
+		if v, ok := e.seq.Resume(sa.SAID); ok {
+			sa.SeqStart = v
+			e.log.Info("SA resumes its sequence numbers", "spi", fmt.Sprintf("0x%08x", sa.SPI), "seq", v)
+		}
 	}
 	info := *sa
 	info.EncKey, info.IntKey = nil, nil
@@ -142,6 +173,8 @@ func (e *Engine) DelSA(ctx context.Context, id model.SAID) error {
 	}
 	if ent.sa.Inbound {
 		delete(e.mu.spis, id.SPI)
+	} else if e.seq != nil {
+		e.seq.Forget(id)
 	}
 	e.log.Info("SA deleted", "spi", fmt.Sprintf("0x%08x", id.SPI), "dir", ent.sa.Direction())
 	return nil

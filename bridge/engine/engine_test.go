@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"testing"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
@@ -16,6 +17,7 @@ type fakeDP struct {
 	sas      map[model.SAID]bool
 	bindings []dataplane.Binding
 	keysSeen [][]byte
+	seqStart []uint64
 }
 
 var _ dataplane.Dataplane = (*fakeDP)(nil)
@@ -24,6 +26,7 @@ func newFake() *fakeDP { return &fakeDP{sas: map[model.SAID]bool{}} }
 
 func (f *fakeDP) AddSA(sa *model.SA) error {
 	f.sas[sa.SAID] = true
+	f.seqStart = append(f.seqStart, sa.SeqStart)
 	f.keysSeen = append(f.keysSeen, sa.EncKey)
 	return nil
 }
@@ -31,7 +34,7 @@ func (f *fakeDP) DelSA(id model.SAID) error               { delete(f.sas, id); r
 func (f *fakeDP) SetPolicies(b []dataplane.Binding) error { f.bindings = b; return nil }
 func (f *fakeDP) SetFIB(dataplane.FIB) error              { return nil }
 func (f *fakeDP) SAStats(id model.SAID) (dataplane.SACounters, bool) {
-	return dataplane.SACounters{Bytes: 100, Packets: 2}, f.sas[id]
+	return dataplane.SACounters{Bytes: 100, Packets: 2, SeqUsed: 1000 + uint64(id.SPI)}, f.sas[id]
 }
 func (f *fakeDP) Ports() []dataplane.PortInfo      { return nil }
 func (f *fakeDP) PortStats() []dataplane.PortStats { return nil }
@@ -179,5 +182,48 @@ func TestQuerySA(t *testing.T) {
 	st, err := e.QuerySA(ctx, sa.SAID)
 	if err != nil || st.Bytes != 100 || st.Packets != 2 {
 		t.Fatalf("query = %+v, %v", st, err)
+	}
+}
+
+func TestSequencesSurviveRestart(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir() + "/seq.json"
+	for _, clean := range []bool{true, false} {
+		st, err := LoadSeqState(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, _ := newEngine()
+		e.KeepSequences(st)
+		_ = e.AddSA(ctx, outSA(0x100, 1))
+		if err := st.Save(e.OutboundSeqs(), clean); err != nil {
+			t.Fatal(err)
+		}
+		// "restart": a new engine and data plane, same SA replayed
+		st2, err := LoadSeqState(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e2, dp2 := newEngine()
+		e2.KeepSequences(st2)
+		_ = e2.AddSA(ctx, outSA(0x100, 1))
+		want := uint64(1000 + 0x100)
+		if !clean {
+			want += CrashMargin
+		}
+		if len(dp2.seqStart) != 1 || dp2.seqStart[0] != want {
+			t.Fatalf("clean=%v: replayed SA starts at %v, want %d", clean, dp2.seqStart, want)
+		}
+		// a new SA starts from the beginning
+		_ = e2.AddSA(ctx, outSA(0x200, 2))
+		if dp2.seqStart[1] != 0 {
+			t.Fatalf("new SA starts at %d", dp2.seqStart[1])
+		}
+	}
+	if err := os.WriteFile(path, []byte("{garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadSeqState(path); err == nil {
+		t.Fatal("damaged state file accepted")
 	}
 }

@@ -38,9 +38,10 @@ type Config struct {
 		Socket string `toml:"socket"`
 	} `toml:"control"`
 	Fastpath struct {
-		NATTPort    int `toml:"natt_port"`
-		IdleSleepUS int `toml:"idle_sleep_us"`
-		Mbufs       int `toml:"mbufs"`
+		NATTPort    int    `toml:"natt_port"`
+		IdleSleepUS int    `toml:"idle_sleep_us"`
+		Mbufs       int    `toml:"mbufs"`
+		StateFile   string `toml:"state_file"`
 	} `toml:"fastpath"`
 	Log struct {
 		Level string `toml:"level"`
@@ -57,6 +58,7 @@ func defaultConfig() Config {
 	c.Plugin.Socket = "/run/swanpath/charon.sock"
 	c.Control.Socket = "/run/swanpath/swanpathd.sock"
 	c.Fastpath.NATTPort = 4500
+	c.Fastpath.StateFile = "/run/swanpath/outbound-seq.json"
 	c.Log.Level = "info"
 	return c
 }
@@ -141,6 +143,9 @@ func (c *Config) validate() []error {
 	}
 	if c.Fastpath.IdleSleepUS < 0 || c.Fastpath.IdleSleepUS > 100000 {
 		errs = append(errs, fmt.Errorf("fastpath.idle_sleep_us %d out of range 0..100000", c.Fastpath.IdleSleepUS))
+	}
+	if c.Fastpath.StateFile == "" {
+		errs = append(errs, errors.New("fastpath.state_file is empty (outbound sequence numbers must survive a restart)"))
 	}
 	if c.EAL.Lcores == "" {
 		errs = append(errs, errors.New("eal.lcores is empty (need two: main and worker, e.g. \"0,1\")"))

@@ -61,6 +61,23 @@ func main() {
 	}
 }
 
+// checkpointSeqs saves the outbound sequence numbers every second, so that
+// after a crash the SAs charon replays continue above them.
+func checkpointSeqs(ctx context.Context, log *slog.Logger, eng *engine.Engine, st *engine.SeqState) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			if err := st.Save(eng.OutboundSeqs(), false); err != nil {
+				log.Error("checkpoint of outbound sequence numbers", "err", err)
+			}
+		}
+	}
+}
+
 // kernelIface is the kernel interface a port reads with AF_PACKET
 // (net_af_packet, net_pcap with iface=), or "".
 func kernelIface(device string) string {
@@ -114,6 +131,10 @@ func run(log *slog.Logger, cfg Config) error {
 			log.Info("kernel stack kept off the port's interface", "port", p.Name, "iface", ifname)
 		}
 	}
+	seqs, err := engine.LoadSeqState(cfg.Fastpath.StateFile)
+	if err != nil {
+		return fmt.Errorf("%w (remove it only if charon restarts too: its SAs would reuse sequence numbers)", err)
+	}
 	fp, err := fastpath.Open(fcfg)
 	if err != nil {
 		return err
@@ -121,6 +142,7 @@ func run(log *slog.Logger, cfg Config) error {
 	defer fp.Close()
 
 	eng := engine.New(log, fp)
+	eng.KeepSequences(seqs)
 	mirror := kernel.NewMirror(log)
 	fib, err := newFIBFeeder(log, fp, mirror)
 	if err != nil {
@@ -138,9 +160,11 @@ func run(log *slog.Logger, cfg Config) error {
 	}
 	defer ctlSrv.Close()
 
-	errc := make(chan error, 2)
+	const workers = 3
+	errc := make(chan error, workers)
 	go func() { errc <- mirror.Run(ctx, fib.update) }()
 	go func() { errc <- fib.resolveMisses(ctx) }()
+	go func() { errc <- checkpointSeqs(ctx, log, eng, seqs) }()
 
 	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify", "err", err)
@@ -158,10 +182,16 @@ func run(log *slog.Logger, cfg Config) error {
 	}
 	stop()
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-	for ; got < 2; got++ {
+	for ; got < workers; got++ {
 		if err := <-errc; first == nil {
 			first = err
 		}
+	}
+	// no more packets: the sequence numbers are final
+	plugin.Close()
+	fp.Stop()
+	if err := seqs.Save(eng.OutboundSeqs(), true); err != nil {
+		log.Error("saving outbound sequence numbers", "err", err)
 	}
 	if first != nil && !errors.Is(first, context.Canceled) {
 		return first
