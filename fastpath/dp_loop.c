@@ -124,6 +124,16 @@ sp_miss_pop(struct sp_dp *dp, struct sp_miss *out, uint32_t max)
 	return n;
 }
 
+/* Decrement the TTL of a forwarded packet; RFC 1624 incremental checksum. */
+static inline void
+ttl_dec(struct rte_ipv4_hdr *ip)
+{
+	uint32_t sum = ip->hdr_checksum + rte_cpu_to_be_16(0x0100);
+
+	ip->time_to_live--;
+	ip->hdr_checksum = (uint16_t)(sum + (sum >> 16));
+}
+
 /*
  * Send an IPv4 packet (mbuf data starts at the IP header) towards its
  * destination: local -> TAP of in_port, else route + neighbour -> wire.
@@ -172,10 +182,7 @@ route_out(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded)
 			to_tap(c, in_port, m);
 			return;
 		}
-		ip->time_to_live--;
-		/* RFC 1624 incremental update for a TTL decrement */
-		uint32_t sum = ip->hdr_checksum + rte_cpu_to_be_16(0x0100);
-		ip->hdr_checksum = (uint16_t)(sum + (sum >> 16));
+		ttl_dec(ip);
 	}
 	k.ip = nh->gw ? nh->gw : ip->dst_addr;
 	k.port = nh->port;
@@ -567,9 +574,7 @@ plaintext(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, int from_wire,
 				to_tap(c, port, m);
 				return 1;
 			}
-			ip->time_to_live--;
-			uint32_t sum = ip->hdr_checksum + rte_cpu_to_be_16(0x0100);
-			ip->hdr_checksum = (uint16_t)(sum + (sum >> 16));
+			ttl_dec(ip);
 		}
 		outm[*nout] = m;
 		outsa[*nout] = p->sa;
