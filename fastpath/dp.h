@@ -53,8 +53,26 @@ struct sp_port_stats {
 	uint64_t cnt[SP_CNT_MAX];
 } __rte_cache_aligned;
 
-/* Parameters of one SA, filled by Go (mirror: cSAParams). Addresses and
- * ports in network byte order, keys raw. */
+/* Cipher and integrity of an SA, as the fast path names them. */
+enum sp_enc {
+	SP_ENC_AES_GCM = 1,	/* AEAD, RFC 4106 */
+	SP_ENC_CHACHA20_POLY1305,	/* AEAD, RFC 7634 */
+	SP_ENC_AES_GMAC,	/* integrity only, RFC 4543 */
+	SP_ENC_AES_CBC,		/* RFC 3602 */
+	SP_ENC_AES_CTR,		/* RFC 3686 */
+	SP_ENC_NULL,		/* RFC 2410 */
+};
+
+enum sp_auth {
+	SP_AUTH_NONE = 0,
+	SP_AUTH_HMAC_SHA1,
+	SP_AUTH_HMAC_SHA256,
+	SP_AUTH_HMAC_SHA384,
+	SP_AUTH_HMAC_SHA512,
+};
+
+/* Parameters of one SA, filled by Go. Addresses in network byte order,
+ * ports host order, keys raw (salt/nonce split off into salt). */
 struct sp_sa_params {
 	uint32_t spi;		/* host order */
 	uint32_t reqid;
@@ -65,14 +83,18 @@ struct sp_sa_params {
 	uint8_t inbound;
 	uint8_t encap;
 	uint8_t esn;
-	uint8_t icv_len;
+	uint8_t icv_len;	/* bytes */
 	uint32_t replay_window;
 	uint64_t seq_start;	/* first outbound sequence number (0 = 1) */
 	uint32_t salt;		/* as on the wire (network order bytes) */
+	uint8_t enc;		/* enum sp_enc */
+	uint8_t auth;		/* enum sp_auth */
 	uint8_t key_len;
-	uint8_t cdev_id;
-	uint16_t pad;
+	uint8_t auth_key_len;
 	uint8_t key[32];
+	uint8_t auth_key[64];
+	uint8_t n_cdevs;	/* crypto devices to try, in order */
+	uint8_t cdevs[8];
 };
 
 struct sp_sa_stats {
@@ -99,6 +121,7 @@ struct sp_sa {
 	uint32_t src;			/* outer source (network order) */
 	uint32_t dst;			/* outer destination (network order) */
 	uint16_t overhead;		/* outer IP (+UDP) + ESP header + IV + ICV */
+	uint16_t pad_align;		/* ESP payload + trailer padded to this */
 	struct sp_sa_stats st;
 };
 
@@ -189,6 +212,7 @@ struct sp_dp {
 /* dp_sa.c */
 struct sp_sa *sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 	char *err, size_t errlen);
+int sp_sa_cdev(const struct sp_sa *sa);
 void sp_sa_free(struct sp_sa *sa);
 
 /* dp_tables.c */

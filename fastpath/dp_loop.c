@@ -554,13 +554,13 @@ plaintext(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, int from_wire,
 			drop(c, port, m, SP_CNT_DROP_NO_SA);
 			return 1;
 		}
-		/* encrypted size: overhead + payload, trailer (2) padded to 4 */
+		/* encrypted size: overhead + payload and trailer (2) padded */
 		uint32_t ilen = rte_be_to_cpu_16(ip->total_length);
-		uint32_t mtu = c->dp->tun_mtu;
-		if (p->sa->overhead + RTE_ALIGN_CEIL(ilen + 2, 4) > mtu) {
+		uint32_t mtu = c->dp->tun_mtu, al = p->sa->pad_align;
+		if (p->sa->overhead + RTE_ALIGN_CEIL(ilen + 2, al) > mtu) {
 			if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG))
 				icmp_frag_needed(c, port, m, p->sa,
-					RTE_ALIGN_FLOOR(mtu - p->sa->overhead, 4) - 2, from_wire);
+					RTE_ALIGN_FLOOR(mtu - p->sa->overhead, al) - 2, from_wire);
 			else
 				drop(c, port, m, SP_CNT_DROP_MTU);
 			return 1;

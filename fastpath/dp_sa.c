@@ -20,22 +20,145 @@
 /* The IV sits right behind the crypto op; rte_ipsec writes it there. */
 #define SP_IV_OFFSET (sizeof(struct rte_crypto_op) + sizeof(struct rte_crypto_sym_op))
 
+/* The crypto transforms of an SA: one AEAD or GMAC xform, or cipher and
+ * integrity chained in the order rte_ipsec wants (outbound cipher then
+ * auth, inbound auth then cipher). */
+struct sp_xforms {
+	struct rte_crypto_sym_xform cipher, auth, aead;
+	struct rte_crypto_sym_xform *first;
+};
+
+static const enum rte_crypto_auth_algorithm hmac_algo[] = {
+	[SP_AUTH_HMAC_SHA1] = RTE_CRYPTO_AUTH_SHA1_HMAC,
+	[SP_AUTH_HMAC_SHA256] = RTE_CRYPTO_AUTH_SHA256_HMAC,
+	[SP_AUTH_HMAC_SHA384] = RTE_CRYPTO_AUTH_SHA384_HMAC,
+	[SP_AUTH_HMAC_SHA512] = RTE_CRYPTO_AUTH_SHA512_HMAC,
+};
+
+static int
+build_xforms(const struct sp_sa_params *p, struct sp_xforms *x, char *err, size_t errlen)
+{
+	memset(x, 0, sizeof(*x));
+	switch (p->enc) {
+	case SP_ENC_AES_GCM:
+	case SP_ENC_CHACHA20_POLY1305:
+		x->aead.type = RTE_CRYPTO_SYM_XFORM_AEAD;
+		x->aead.aead.op = p->inbound ? RTE_CRYPTO_AEAD_OP_DECRYPT : RTE_CRYPTO_AEAD_OP_ENCRYPT;
+		x->aead.aead.algo = p->enc == SP_ENC_AES_GCM ? RTE_CRYPTO_AEAD_AES_GCM :
+			RTE_CRYPTO_AEAD_CHACHA20_POLY1305;
+		x->aead.aead.key.data = p->key;
+		x->aead.aead.key.length = p->key_len;
+		x->aead.aead.iv.offset = SP_IV_OFFSET;
+		x->aead.aead.iv.length = 12;	/* salt + 8-byte IV */
+		x->aead.aead.digest_length = p->icv_len;
+		/* SPI + 32-bit SQN, or SPI + 64-bit ESN */
+		x->aead.aead.aad_length = p->esn ? 12 : 8;
+		x->first = &x->aead;
+		return 0;
+	case SP_ENC_AES_GMAC:
+		x->auth.type = RTE_CRYPTO_SYM_XFORM_AUTH;
+		x->auth.auth.op = p->inbound ? RTE_CRYPTO_AUTH_OP_VERIFY : RTE_CRYPTO_AUTH_OP_GENERATE;
+		x->auth.auth.algo = RTE_CRYPTO_AUTH_AES_GMAC;
+		x->auth.auth.key.data = p->key;
+		x->auth.auth.key.length = p->key_len;
+		x->auth.auth.iv.offset = SP_IV_OFFSET;
+		x->auth.auth.iv.length = 12;
+		x->auth.auth.digest_length = p->icv_len;
+		x->first = &x->auth;
+		return 0;
+	case SP_ENC_AES_CBC:
+	case SP_ENC_AES_CTR:
+	case SP_ENC_NULL:
+		break;
+	default:
+		snprintf(err, errlen, "unknown cipher %u", p->enc);
+		return -EINVAL;
+	}
+	if (p->auth == SP_AUTH_NONE || p->auth >= RTE_DIM(hmac_algo)) {
+		snprintf(err, errlen, "a cipher without integrity is not allowed");
+		return -EINVAL;
+	}
+	x->cipher.type = RTE_CRYPTO_SYM_XFORM_CIPHER;
+	x->cipher.cipher.op = p->inbound ? RTE_CRYPTO_CIPHER_OP_DECRYPT : RTE_CRYPTO_CIPHER_OP_ENCRYPT;
+	x->cipher.cipher.algo = p->enc == SP_ENC_AES_CBC ? RTE_CRYPTO_CIPHER_AES_CBC :
+		p->enc == SP_ENC_AES_CTR ? RTE_CRYPTO_CIPHER_AES_CTR : RTE_CRYPTO_CIPHER_NULL;
+	x->cipher.cipher.key.data = p->key;
+	x->cipher.cipher.key.length = p->key_len;
+	x->cipher.cipher.iv.offset = SP_IV_OFFSET;
+	/* CBC: the IV; CTR: the RFC 3686 counter block (nonce|IV|counter) */
+	x->cipher.cipher.iv.length = p->enc == SP_ENC_NULL ? 0 : 16;
+	x->auth.type = RTE_CRYPTO_SYM_XFORM_AUTH;
+	x->auth.auth.op = p->inbound ? RTE_CRYPTO_AUTH_OP_VERIFY : RTE_CRYPTO_AUTH_OP_GENERATE;
+	x->auth.auth.algo = hmac_algo[p->auth];
+	x->auth.auth.key.data = p->auth_key;
+	x->auth.auth.key.length = p->auth_key_len;
+	x->auth.auth.digest_length = p->icv_len;	/* truncated HMAC */
+	if (p->inbound) {
+		x->auth.next = &x->cipher;
+		x->first = &x->auth;
+	} else {
+		x->cipher.next = &x->auth;
+		x->first = &x->cipher;
+	}
+	return 0;
+}
+
+/* Does crypto device dev support every transform of the chain? */
+static int
+cdev_supports(uint8_t dev, const struct rte_crypto_sym_xform *xf)
+{
+	for (; xf != NULL; xf = xf->next) {
+		struct rte_cryptodev_sym_capability_idx idx = { .type = xf->type };
+		const struct rte_cryptodev_symmetric_capability *cap;
+
+		switch (xf->type) {
+		case RTE_CRYPTO_SYM_XFORM_AEAD:
+			idx.algo.aead = xf->aead.algo;
+			cap = rte_cryptodev_sym_capability_get(dev, &idx);
+			if (cap == NULL || rte_cryptodev_sym_capability_check_aead(cap,
+					xf->aead.key.length, xf->aead.digest_length,
+					xf->aead.aad_length, xf->aead.iv.length) != 0)
+				return 0;
+			break;
+		case RTE_CRYPTO_SYM_XFORM_AUTH:
+			idx.algo.auth = xf->auth.algo;
+			cap = rte_cryptodev_sym_capability_get(dev, &idx);
+			if (cap == NULL || rte_cryptodev_sym_capability_check_auth(cap,
+					xf->auth.key.length, xf->auth.digest_length,
+					xf->auth.iv.length) != 0)
+				return 0;
+			break;
+		case RTE_CRYPTO_SYM_XFORM_CIPHER:
+			idx.algo.cipher = xf->cipher.algo;
+			cap = rte_cryptodev_sym_capability_get(dev, &idx);
+			if (cap == NULL || rte_cryptodev_sym_capability_check_cipher(cap,
+					xf->cipher.key.length, xf->cipher.iv.length) != 0)
+				return 0;
+			break;
+		default:
+			return 0;
+		}
+	}
+	return 1;
+}
+
 struct sp_sa *
 sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 	char *err, size_t errlen)
 {
-	struct rte_crypto_sym_xform xf;
 	struct rte_ipsec_sa_prm prm;
 	struct rte_ipv4_hdr oh;
+	struct sp_xforms x;
 	struct sp_sa *s;
-	int sz, rc;
+	int sz, rc, i, dev = -1;
 
-	if (p->key_len != 16 && p->key_len != 24 && p->key_len != 32) {
-		snprintf(err, errlen, "AES-GCM key of %u bytes", p->key_len);
+	if (build_xforms(p, &x, err, errlen) != 0)
 		return NULL;
-	}
-	if (p->icv_len != 8 && p->icv_len != 12 && p->icv_len != 16) {
-		snprintf(err, errlen, "AES-GCM ICV of %u bytes", p->icv_len);
+	for (i = 0; i < p->n_cdevs && dev < 0; i++)
+		if (cdev_supports(p->cdevs[i], x.first))
+			dev = p->cdevs[i];
+	if (dev < 0) {
+		snprintf(err, errlen, "no crypto device supports this suite");
 		return NULL;
 	}
 
@@ -44,28 +167,18 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 		snprintf(err, errlen, "out of memory for SA");
 		return NULL;
 	}
-	s->cdev_id = p->cdev_id;
+	s->cdev_id = dev;
 	s->inbound = p->inbound;
 	s->encap = p->encap;
 	s->spi = p->spi;
 	s->reqid = p->reqid;
 	s->src = p->src;
 	s->dst = p->dst;
-	/* RFC 4106: 8-byte IV; the ESP trailer and padding are added per packet */
+	/* outer header and ESP header; the IV, padding and trailer are added
+	 * per packet (see the MTU check in dp_loop.c) */
 	s->overhead = sizeof(struct rte_ipv4_hdr) + (p->encap ? sizeof(struct rte_udp_hdr) : 0) +
-		8 + 8 + p->icv_len;
-
-	memset(&xf, 0, sizeof(xf));
-	xf.type = RTE_CRYPTO_SYM_XFORM_AEAD;
-	xf.aead.op = p->inbound ? RTE_CRYPTO_AEAD_OP_DECRYPT : RTE_CRYPTO_AEAD_OP_ENCRYPT;
-	xf.aead.algo = RTE_CRYPTO_AEAD_AES_GCM;
-	xf.aead.key.data = p->key;
-	xf.aead.key.length = p->key_len;
-	xf.aead.iv.offset = SP_IV_OFFSET;
-	xf.aead.iv.length = 12;
-	xf.aead.digest_length = p->icv_len;
-	/* RFC 4106 §5: SPI + 32-bit SQN, or SPI + 64-bit ESN */
-	xf.aead.aad_length = p->esn ? 12 : 8;
+		8 + p->icv_len + (p->enc == SP_ENC_AES_CBC ? 16 : p->enc == SP_ENC_NULL ? 0 : 8);
+	s->pad_align = p->enc == SP_ENC_AES_CBC ? 16 : 4;
 
 	memset(&prm, 0, sizeof(prm));
 	prm.userdata = (uintptr_t)s;
@@ -84,7 +197,7 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 	 * swanpathd they continue above every number already used: with
 	 * AES-GCM the sequence number is the IV) */
 	prm.ipsec_xform.esn.value = p->seq_start;
-	prm.crypto_xform = &xf;
+	prm.crypto_xform = x.first;
 	prm.tun.next_proto = IPPROTO_IPIP;
 
 	if (!p->inbound) {
@@ -125,17 +238,16 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 		goto fail;
 	}
 
-	s->cses = rte_cryptodev_sym_session_create(p->cdev_id, &xf, sess_pool);
+	s->cses = rte_cryptodev_sym_session_create(dev, x.first, sess_pool);
 	if (s->cses == NULL) {
-		snprintf(err, errlen, "crypto session on device %u: %s", p->cdev_id,
-			strerror(rte_errno));
+		snprintf(err, errlen, "crypto session on device %d: %s", dev, strerror(rte_errno));
 		goto fail;
 	}
 
 	s->ss.sa = s->sa;
 	s->ss.type = RTE_SECURITY_ACTION_TYPE_NONE;
 	s->ss.crypto.ses = s->cses;
-	s->ss.crypto.dev_id = p->cdev_id;
+	s->ss.crypto.dev_id = dev;
 	rc = rte_ipsec_session_prepare(&s->ss);
 	if (rc != 0) {
 		snprintf(err, errlen, "rte_ipsec_session_prepare: %s", strerror(-rc));
@@ -146,6 +258,12 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 fail:
 	sp_sa_free(s);
 	return NULL;
+}
+
+int
+sp_sa_cdev(const struct sp_sa *sa)
+{
+	return sa->cdev_id;
 }
 
 void

@@ -78,6 +78,11 @@ var cryptoDrivers = map[string]string{
 // CryptoNames lists the accepted values of Config.Crypto.
 func CryptoNames() []string { return []string{"aesni_gcm", "aesni_mb", "openssl"} }
 
+type cdev struct {
+	id   C.int
+	name string
+}
+
 type saEntry struct {
 	c      *C.struct_sp_sa
 	sa     model.SA // without keys
@@ -91,8 +96,9 @@ type Fastpath struct {
 	ports    []dataplane.PortInfo
 	sessPool *C.struct_rte_mempool
 	mbufPool *C.struct_rte_mempool
-	cdev     C.int
-	cdevName string
+	// crypto devices in order of preference: the configured PMD, then
+	// ipsec-mb (aesni_gcm, aesni_mb), then openssl
+	cdevs    []cdev
 	worker   uint
 	done     chan error
 	tscHz    float64
@@ -133,7 +139,7 @@ func Open(cfg Config) (*Fastpath, error) {
 	if cfg.Crypto == "" {
 		cfg.Crypto = "aesni_gcm"
 	}
-	drv, ok := cryptoDrivers[cfg.Crypto]
+	_, ok := cryptoDrivers[cfg.Crypto]
 	if !ok {
 		return nil, fmt.Errorf("fastpath: unknown crypto PMD %q (want one of %s)", cfg.Crypto, strings.Join(CryptoNames(), ", "))
 	}
@@ -159,8 +165,16 @@ func Open(cfg Config) (*Fastpath, error) {
 		// survives a restart of swanpathd, so charon sees no change
 		args = append(args, "--vdev", fmt.Sprintf("net_tap%d,iface=%s,persist", i, p.Tap))
 	}
-	cdevName := drv + "0"
-	args = append(args, "--vdev", cdevName)
+	// every crypto PMD is created: an SA whose suite the preferred one
+	// lacks runs on the next that has it
+	var cdevNames []string
+	for _, name := range append([]string{cfg.Crypto}, CryptoNames()...) {
+		n := cryptoDrivers[name] + "0"
+		if !slices.Contains(cdevNames, n) {
+			cdevNames = append(cdevNames, n)
+			args = append(args, "--vdev", n)
+		}
+	}
 	log.Info("starting EAL", "args", strings.Join(args[1:], " "))
 	if _, err := eal.Init(args); err != nil {
 		return nil, fmt.Errorf("fastpath: EAL init: %w", err)
@@ -171,9 +185,9 @@ func Open(cfg Config) (*Fastpath, error) {
 		return nil, errors.New("fastpath: no worker lcore: give EAL at least two lcores (-l 0,1)")
 	}
 
-	f := &Fastpath{log: log, worker: workers[0], done: make(chan error, 1), cdevName: cdevName}
+	f := &Fastpath{log: log, worker: workers[0], done: make(chan error, 1)}
 	f.mu.sas = make(map[model.SAID]*saEntry)
-	if err := f.setup(cfg); err != nil {
+	if err := f.setup(cfg, cdevNames); err != nil {
 		f.teardown()
 		return nil, err
 	}
@@ -193,11 +207,11 @@ func Open(cfg Config) (*Fastpath, error) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	log.Info("fast path forwarding", "lcore", f.worker, "ports", len(f.ports), "crypto", cdevName)
+	log.Info("fast path forwarding", "lcore", f.worker, "ports", len(f.ports), "crypto", strings.Join(cdevNames, ","))
 	return f, nil
 }
 
-func (f *Fastpath) setup(cfg Config) error {
+func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 	var ebuf [256]C.char
 	f.dp = C.sp_dp_new(C.RTE_MAX_LCORE)
 	if f.dp == nil {
@@ -222,10 +236,15 @@ func (f *Fastpath) setup(cfg Config) error {
 	if f.dp.cop_pool == nil {
 		return fmt.Errorf("fastpath: %s", cerr(ebuf[:]))
 	}
-	cname := C.CString(f.cdevName)
-	defer C.free(unsafe.Pointer(cname))
-	if rc := C.sp_cdev_setup(cname, f.sessPool, &f.cdev, &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
-		return fmt.Errorf("fastpath: %s", cerr(ebuf[:]))
+	for _, name := range cdevNames {
+		cname := C.CString(name)
+		var id C.int
+		rc := C.sp_cdev_setup(cname, f.sessPool, &id, &ebuf[0], C.size_t(len(ebuf)))
+		C.free(unsafe.Pointer(cname))
+		if rc != 0 {
+			return fmt.Errorf("fastpath: %s", cerr(ebuf[:]))
+		}
+		f.cdevs = append(f.cdevs, cdev{id: id, name: name})
 	}
 
 	for i, p := range cfg.Ports {

@@ -283,10 +283,72 @@ func TestFastpathChild(t *testing.T) {
 	waitCounter(t, fp, "drop_unknown_spi", before["drop_unknown_spi"]+1)
 
 	// 10. refused suites get a clear error
-	cbc := mk(false)
-	cbc.SPI, cbc.EncAlg, cbc.IntAlg = 0x2002, model.EncrAESCBC, model.IntegHMACSHA256_128
-	if err := fp.AddSA(cbc); err == nil || !strings.Contains(err.Error(), "not supported") {
-		t.Fatalf("AES-CBC SA: %v", err)
+	des := mk(false)
+	des.SPI, des.EncAlg, des.IntAlg = 0x2002, 3 /* 3DES */, model.IntegHMACSHA1_96
+	if err := fp.AddSA(des); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Fatalf("3DES SA: %v", err)
+	}
+
+	// 10b. every suite swanpath carries: encrypt, then decrypt what came out
+	suites := []struct {
+		name          string
+		enc, integ    uint16
+		keyLen, ikLen int
+	}{
+		{"aes128gcm16", model.EncrAESGCM16, 0, 20, 0},
+		{"aes192gcm16", model.EncrAESGCM16, 0, 28, 0},
+		{"aes256gcm16", model.EncrAESGCM16, 0, 36, 0},
+		{"aes128gcm8", model.EncrAESGCM8, 0, 20, 0},
+		{"aes128gcm12", model.EncrAESGCM12, 0, 20, 0},
+		{"aes128-sha1", model.EncrAESCBC, model.IntegHMACSHA1_96, 16, 20},
+		{"aes128-sha256", model.EncrAESCBC, model.IntegHMACSHA256_128, 16, 32},
+		{"aes256-sha256", model.EncrAESCBC, model.IntegHMACSHA256_128, 32, 32},
+		{"aes256-sha384", model.EncrAESCBC, model.IntegHMACSHA384_192, 32, 48},
+		{"aes256-sha512", model.EncrAESCBC, model.IntegHMACSHA512_256, 32, 64},
+		{"aes128ctr-sha256", model.EncrAESCTR, model.IntegHMACSHA256_128, 20, 32},
+		{"chacha20poly1305", model.EncrChaCha20Poly1305, 0, 36, 0},
+		{"aes128gmac", model.EncrNullAESGMAC, 0, 20, 0},
+		{"null-sha256", model.EncrNull, model.IntegHMACSHA256_128, 0, 32},
+	}
+	fib.Neighs = []dataplane.Neigh{{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr}}
+	if err := fp.SetFIB(fib); err != nil {
+		t.Fatal(err)
+	}
+	for i, su := range suites {
+		spi := uint32(0x3000 + i)
+		ek, ik := make(model.Key, su.keyLen), make(model.Key, su.ikLen)
+		_, _ = rand.Read(ek)
+		_, _ = rand.Read(ik)
+		var ids [2]model.SAID
+		for j, inbound := range []bool{false, true} {
+			sa := mk(inbound)
+			sa.SPI, sa.EncAlg, sa.IntAlg = spi, su.enc, su.integ
+			sa.EncKey, sa.IntKey = append(model.Key(nil), ek...), append(model.Key(nil), ik...)
+			if err := fp.AddSA(sa); err != nil {
+				t.Fatalf("%s: %v", su.name, err)
+			}
+			ids[j] = sa.SAID
+		}
+		if err := fp.SetPolicies([]dataplane.Binding{{Policy: pol(model.DirOut), SA: ids[0], HasSA: true}, {Policy: pol(model.DirFwd)}}); err != nil {
+			t.Fatal(err)
+		}
+		msg := fmt.Sprintf("suite-%s", su.name)
+		send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2000, 64, []byte(msg))))
+		espF := recv(su.name+" encrypted", func(ip []byte) bool {
+			return ip[9] == 17 && binary.BigEndian.Uint16(ip[22:]) == 4500 && binary.BigEndian.Uint32(ip[28:]) == spi
+		})
+		if su.enc != model.EncrNull && su.enc != model.EncrNullAESGMAC && bytes.Contains(espF, []byte(msg)) {
+			t.Fatalf("%s: plaintext visible", su.name)
+		}
+		send(back(espF))
+		recv(su.name+" decrypted", isPlain(msg))
+		st, _ := fp.SAStats(ids[0])
+		t.Logf("%-18s ok on %s", su.name, st.Crypto)
+		for _, id := range ids {
+			if err := fp.DelSA(id); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 
 	// 11. nothing leaked: every mbuf is back in the pool

@@ -31,34 +31,12 @@ func addrFromBE(v uint32) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
-// gcmICV maps the IKEv2 AES-GCM transform IDs to their ICV length.
-var gcmICV = map[uint16]uint8{model.EncrAESGCM8: 8, model.EncrAESGCM12: 12, model.EncrAESGCM16: 16}
-
-// checkSA says whether this build of the fast path can carry sa.
-func checkSA(sa *model.SA) error {
-	if err := sa.Validate(); err != nil {
-		return err
-	}
-	if sa.Mode != model.ModeTunnel {
-		return fmt.Errorf("%s mode: %w (tunnel only in this version)", sa.Mode, model.ErrUnsupported)
-	}
-	if !sa.Src.Is4() {
-		return fmt.Errorf("IPv6 outer addresses: %w (IPv4 only in this version)", model.ErrUnsupported)
-	}
-	if _, ok := gcmICV[sa.EncAlg]; !ok || sa.IntAlg != model.IntegNone {
-		return fmt.Errorf("encryption %d / integrity %d: %w (AES-GCM only in this version)", sa.EncAlg, sa.IntAlg, model.ErrUnsupported)
-	}
-	if n := len(sa.EncKey); n != 20 && n != 28 && n != 36 {
-		return fmt.Errorf("AES-GCM key material of %d bytes (want key + 4-byte salt): %w", n, model.ErrInvalid)
-	}
-	return nil
-}
-
 // AddSA creates the SA and publishes it to the loop. The key crosses into C
 // once; sa's key bytes are wiped before AddSA returns.
 func (f *Fastpath) AddSA(sa *model.SA) error {
 	defer sa.Wipe()
-	if err := checkSA(sa); err != nil {
+	sp, err := checkSA(sa)
+	if err != nil {
 		return fmt.Errorf("add SA %s: %w", sa.SAID, err)
 	}
 	f.mu.Lock()
@@ -67,13 +45,12 @@ func (f *Fastpath) AddSA(sa *model.SA) error {
 		return fmt.Errorf("add SA %s: %w", sa.SAID, model.ErrExists)
 	}
 
-	// parameters (with the key) in C memory, wiped right after use
+	// parameters (with the keys) in C memory, wiped right after use
 	p := (*C.struct_sp_sa_params)(C.calloc(1, C.sizeof_struct_sp_sa_params))
 	defer func() {
 		C.memset(unsafe.Pointer(p), 0, C.sizeof_struct_sp_sa_params)
 		C.free(unsafe.Pointer(p))
 	}()
-	keyLen := len(sa.EncKey) - 4
 	p.spi = C.uint32_t(sa.SPI)
 	p.reqid = C.uint32_t(sa.Reqid)
 	p.src = beFromAddr(sa.Src)
@@ -83,20 +60,36 @@ func (f *Fastpath) AddSA(sa *model.SA) error {
 	p.inbound = boolC(sa.Inbound)
 	p.encap = boolC(sa.Encap)
 	p.esn = boolC(sa.ESN)
-	p.icv_len = C.uint8_t(gcmICV[sa.EncAlg])
+	p.icv_len = C.uint8_t(sp.icv)
 	p.replay_window = C.uint32_t(sa.ReplayWindow)
 	p.seq_start = C.uint64_t(sa.SeqStart)
-	C.memcpy(unsafe.Pointer(&p.salt), unsafe.Pointer(&sa.EncKey[keyLen]), 4)
-	p.key_len = C.uint8_t(keyLen)
-	C.memcpy(unsafe.Pointer(&p.key[0]), unsafe.Pointer(&sa.EncKey[0]), C.size_t(keyLen))
-	p.cdev_id = C.uint8_t(f.cdev)
+	p.enc, p.auth = sp.enc, sp.auth
+	if sp.saltLen > 0 {
+		C.memcpy(unsafe.Pointer(&p.salt), unsafe.Pointer(&sa.EncKey[sp.keyLen]), 4)
+	}
+	p.key_len = C.uint8_t(sp.keyLen)
+	if sp.keyLen > 0 {
+		C.memcpy(unsafe.Pointer(&p.key[0]), unsafe.Pointer(&sa.EncKey[0]), C.size_t(sp.keyLen))
+	}
+	p.auth_key_len = C.uint8_t(sp.authKeyLen)
+	if sp.authKeyLen > 0 {
+		C.memcpy(unsafe.Pointer(&p.auth_key[0]), unsafe.Pointer(&sa.IntKey[0]), C.size_t(sp.authKeyLen))
+	}
+	for i, d := range f.cdevs {
+		p.cdevs[i] = C.uint8_t(d.id)
+	}
+	p.n_cdevs = C.uint8_t(len(f.cdevs))
 
 	var ebuf [256]C.char
 	c := C.sp_sa_create(p, f.sessPool, &ebuf[0], C.size_t(len(ebuf)))
 	if c == nil {
 		return fmt.Errorf("add SA %s: %s", sa.SAID, cerr(ebuf[:]))
 	}
-	e := &saEntry{c: c, sa: *sa, crypto: f.cdevName}
+	e := &saEntry{c: c, sa: *sa, crypto: f.cdevNameOf(int(C.sp_sa_cdev(c)))}
+	if e.crypto != f.cdevs[0].name {
+		f.log.Info("SA runs on another crypto device: the preferred one lacks its suite",
+			"spi", fmt.Sprintf("0x%08x", sa.SPI), "suite", sp.name, "crypto", e.crypto)
+	}
 	e.sa.EncKey, e.sa.IntKey = nil, nil
 	f.mu.sas[sa.SAID] = e
 	if err := f.publishIPsecLocked(); err != nil {
@@ -132,6 +125,15 @@ func (f *Fastpath) SetPolicies(b []dataplane.Binding) error {
 	defer f.mu.Unlock()
 	f.mu.bindings = slices.Clone(b)
 	return f.publishIPsecLocked()
+}
+
+func (f *Fastpath) cdevNameOf(id int) string {
+	for _, d := range f.cdevs {
+		if int(d.id) == id {
+			return d.name
+		}
+	}
+	return fmt.Sprintf("cryptodev%d", id)
 }
 
 func boolC(b bool) C.uint8_t {
