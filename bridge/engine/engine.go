@@ -124,8 +124,10 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	info := *sa
 	info.EncKey, info.IntKey = nil, nil
 	keyBits := len(sa.EncKey) * 8
-	if sa.EncAlg == model.EncrAESGCM8 || sa.EncAlg == model.EncrAESGCM12 || sa.EncAlg == model.EncrAESGCM16 {
-		keyBits -= 32 // the salt is not key
+	switch sa.EncAlg {
+	case model.EncrAESGCM8, model.EncrAESGCM12, model.EncrAESGCM16, model.EncrAESCTR,
+		model.EncrChaCha20Poly1305, model.EncrNullAESGMAC:
+		keyBits -= 32 // the salt (nonce) is not key
 	}
 	if err := e.dp.AddSA(sa); err != nil {
 		return err
@@ -161,6 +163,12 @@ func (e *Engine) DelSA(ctx context.Context, id model.SAID) error {
 	defer e.mu.Unlock()
 	ent, ok := e.mu.sas[id]
 	if !ok {
+		if e.mu.spis[id.SPI] {
+			// an SPI from GetSPI whose SA never came (the CHILD_SA
+			// failed): like the kernel's larval SA, deleting frees it
+			delete(e.mu.spis, id.SPI)
+			return nil
+		}
 		return fmt.Errorf("delete SA %s: %w", id, model.ErrNotFound)
 	}
 	delete(e.mu.sas, id)

@@ -227,3 +227,19 @@ func TestSequencesSurviveRestart(t *testing.T) {
 		t.Fatal("damaged state file accepted")
 	}
 }
+
+func TestDeleteOfAllocatedSPIFreesIt(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newEngine()
+	spi, err := e.GetSPI(ctx, peer, gw, model.ProtoESP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := model.SAID{Dst: gw, SPI: spi, Proto: model.ProtoESP}
+	if err := e.DelSA(ctx, id); err != nil {
+		t.Fatalf("deleting the SA of an allocated SPI: %v", err)
+	}
+	if err := e.DelSA(ctx, id); err == nil {
+		t.Fatal("second delete succeeded")
+	}
+}

@@ -104,7 +104,7 @@ func printSAs(w io.Writer, sas []ctl.SA) {
 			fmt.Fprintf(w, "\tenc %s key %d\n", s.Enc, s.KeyBits)
 		}
 		if s.Auth != "" {
-			fmt.Fprintf(w, "\tauth %s\n", s.Auth)
+			fmt.Fprintf(w, "\tauth-trunc %s icv %d\n", s.Auth, s.ICVBits)
 		}
 		if s.Encap {
 			fmt.Fprintf(w, "\tencap type espinudp sport %d dport %d\n", s.SrcPort, s.DstPort)

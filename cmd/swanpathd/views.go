@@ -27,6 +27,22 @@ var encNames = map[uint16]string{
 	model.EncrChaCha20Poly1305: "rfc7539esp(chacha20,poly1305)",
 }
 
+// aeadICV: AEAD (and GMAC) transforms and their ICV bytes.
+var aeadICV = map[uint16]int{
+	model.EncrAESGCM8: 8, model.EncrAESGCM12: 12, model.EncrAESGCM16: 16,
+	model.EncrChaCha20Poly1305: 16, model.EncrNullAESGMAC: 16,
+}
+
+var authNames = map[uint16]struct {
+	name string
+	icv  int
+}{
+	model.IntegHMACSHA1_96:    {"hmac(sha1)", 12},
+	model.IntegHMACSHA256_128: {"hmac(sha256)", 16},
+	model.IntegHMACSHA384_192: {"hmac(sha384)", 24},
+	model.IntegHMACSHA512_256: {"hmac(sha512)", 32},
+}
+
 func (v *views) SAs() []ctl.SA {
 	var out []ctl.SA
 	for _, s := range v.eng.ListSAs() {
@@ -45,12 +61,13 @@ func (v *views) SAs() []ctl.SA {
 		if name == "" {
 			name = fmt.Sprintf("transform-%d", s.EncAlg)
 		}
-		switch s.EncAlg {
-		case model.EncrAESGCM8, model.EncrAESGCM12, model.EncrAESGCM16:
-			row.Aead = name
-			row.ICVBits = map[uint16]int{model.EncrAESGCM8: 8, model.EncrAESGCM12: 12, model.EncrAESGCM16: 16}[s.EncAlg] * 8
-		default:
+		if icv, aead := aeadICV[s.EncAlg]; aead {
+			row.Aead, row.ICVBits = name, icv*8
+		} else {
 			row.Enc = name
+			if a, ok := authNames[s.IntAlg]; ok {
+				row.Auth, row.ICVBits = a.name, a.icv*8
+			}
 		}
 		if !s.LastUse.IsZero() {
 			row.LastUse = s.LastUse.UTC().Format(time.RFC3339)
