@@ -294,21 +294,25 @@ func TestFastpathChild(t *testing.T) {
 		name          string
 		enc, integ    uint16
 		keyLen, ikLen int
+		esn           bool
 	}{
-		{"aes128gcm16", model.EncrAESGCM16, 0, 20, 0},
-		{"aes192gcm16", model.EncrAESGCM16, 0, 28, 0},
-		{"aes256gcm16", model.EncrAESGCM16, 0, 36, 0},
-		{"aes128gcm8", model.EncrAESGCM8, 0, 20, 0},
-		{"aes128gcm12", model.EncrAESGCM12, 0, 20, 0},
-		{"aes128-sha1", model.EncrAESCBC, model.IntegHMACSHA1_96, 16, 20},
-		{"aes128-sha256", model.EncrAESCBC, model.IntegHMACSHA256_128, 16, 32},
-		{"aes256-sha256", model.EncrAESCBC, model.IntegHMACSHA256_128, 32, 32},
-		{"aes256-sha384", model.EncrAESCBC, model.IntegHMACSHA384_192, 32, 48},
-		{"aes256-sha512", model.EncrAESCBC, model.IntegHMACSHA512_256, 32, 64},
-		{"aes128ctr-sha256", model.EncrAESCTR, model.IntegHMACSHA256_128, 20, 32},
-		{"chacha20poly1305", model.EncrChaCha20Poly1305, 0, 36, 0},
-		{"aes128gmac", model.EncrNullAESGMAC, 0, 20, 0},
-		{"null-sha256", model.EncrNull, model.IntegHMACSHA256_128, 0, 32},
+		{"aes128gcm16", model.EncrAESGCM16, 0, 20, 0, false},
+		{"aes192gcm16", model.EncrAESGCM16, 0, 28, 0, false},
+		{"aes256gcm16", model.EncrAESGCM16, 0, 36, 0, false},
+		{"aes128gcm8", model.EncrAESGCM8, 0, 20, 0, false},
+		{"aes128gcm12", model.EncrAESGCM12, 0, 20, 0, false},
+		{"aes128-sha1", model.EncrAESCBC, model.IntegHMACSHA1_96, 16, 20, false},
+		{"aes128-sha256", model.EncrAESCBC, model.IntegHMACSHA256_128, 16, 32, false},
+		{"aes256-sha256", model.EncrAESCBC, model.IntegHMACSHA256_128, 32, 32, false},
+		{"aes256-sha384", model.EncrAESCBC, model.IntegHMACSHA384_192, 32, 48, false},
+		{"aes256-sha512", model.EncrAESCBC, model.IntegHMACSHA512_256, 32, 64, false},
+		{"aes128ctr-sha256", model.EncrAESCTR, model.IntegHMACSHA256_128, 20, 32, false},
+		{"chacha20poly1305", model.EncrChaCha20Poly1305, 0, 36, 0, false},
+		{"aes128gmac", model.EncrNullAESGMAC, 0, 20, 0, false},
+		{"null-sha256", model.EncrNull, model.IntegHMACSHA256_128, 0, 32, false},
+		{"aes128gcm16-esn", model.EncrAESGCM16, 0, 20, 0, true},
+		{"aes128-sha256-esn", model.EncrAESCBC, model.IntegHMACSHA256_128, 16, 32, true},
+		{"chacha20poly1305-esn", model.EncrChaCha20Poly1305, 0, 36, 0, true},
 	}
 	fib.Neighs = []dataplane.Neigh{{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr}}
 	if err := fp.SetFIB(fib); err != nil {
@@ -322,7 +326,7 @@ func TestFastpathChild(t *testing.T) {
 		var ids [2]model.SAID
 		for j, inbound := range []bool{false, true} {
 			sa := mk(inbound)
-			sa.SPI, sa.EncAlg, sa.IntAlg = spi, su.enc, su.integ
+			sa.SPI, sa.EncAlg, sa.IntAlg, sa.ESN = spi, su.enc, su.integ, su.esn
 			sa.EncKey, sa.IntKey = append(model.Key(nil), ek...), append(model.Key(nil), ik...)
 			if err := fp.AddSA(sa); err != nil {
 				t.Fatalf("%s: %v", su.name, err)
