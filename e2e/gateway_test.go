@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -346,4 +347,56 @@ func TestGatewaySuites(t *testing.T) {
 			}
 		})
 	}
+}
+
+var pingLoss = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// TestGatewayRekeyByPackets: the fast path counts packets, raises the soft
+// expire at rekey_packets, charon rekeys the CHILD_SA make-before-break and
+// traffic goes on.
+func TestGatewayRekeyByPackets(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	l := lab.New(t, lab.Options{})
+	tun := lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true,
+		ChildOptions: []string{"rekey_packets = 400", "life_packets = 2000"}}
+	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, tun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ikes, _ := sg.PR.ListSAs(ctx)
+	_, child0, _ := lab.Child(ikes, lab.ChildName)
+
+	out, _ := l.NS(lab.H1).Exec(ctx, "ping", "-n", "-q", "-i", "0.005", "-c", "1500", "-w", "60", lab.H2Addr)
+	m := pingLoss.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("ping: %s", out)
+	}
+	sent, _ := strconv.Atoi(m[1])
+	got, _ := strconv.Atoi(m[2])
+	t.Logf("1500 pings across rekeys: %d sent, %d answered", sent, got)
+	if got < sent-5 {
+		t.Fatalf("lost %d of %d pings across the rekeys", sent-got, sent)
+	}
+	if !strings.Contains(sg.GW.Log(), "kernel-swanpath: soft expire for SA with SPI") {
+		t.Fatal("charon on the gateway got no soft expire from swanpathd")
+	}
+	ikes, err = sg.PR.ListSAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, child1, ok := lab.Child(ikes, lab.ChildName)
+	if !ok || child1.SPIIn == child0.SPIIn {
+		t.Fatalf("CHILD_SA was not rekeyed: %s -> %s", child0.SPIIn, child1.SPIIn)
+	}
+	sas, err := sg.D.SAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sas {
+		if s.Packets > 2000 {
+			t.Fatalf("SA %s carried %d packets, past its hard limit of 2000", s.SPI, s.Packets)
+		}
+	}
+	t.Logf("rekeyed: peer SPI in %s -> %s; %d SAs in the fast path now", child0.SPIIn, child1.SPIIn, len(sas))
 }

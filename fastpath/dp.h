@@ -46,6 +46,7 @@ enum sp_cnt {
 	SP_CNT_DROP_NOMEM,	/* out of crypto ops / mbuf room */
 	SP_CNT_DROP_MTU,	/* too big once encrypted, DF clear (not fragmented yet) */
 	SP_CNT_ICMP_MTU,	/* ICMP "fragmentation needed" sent for a DF packet */
+	SP_CNT_DROP_EXPIRED,	/* SA past its hard lifetime */
 	SP_CNT_MAX
 };
 
@@ -86,6 +87,8 @@ struct sp_sa_params {
 	uint8_t icv_len;	/* bytes */
 	uint32_t replay_window;
 	uint64_t seq_start;	/* first outbound sequence number (0 = 1) */
+	uint64_t hard_packets;	/* 0 = no limit */
+	uint64_t hard_bytes;
 	uint32_t salt;		/* as on the wire (network order bytes) */
 	uint8_t enc;		/* enum sp_enc */
 	uint8_t auth;		/* enum sp_auth */
@@ -120,6 +123,9 @@ struct sp_sa {
 	uint32_t reqid;
 	uint32_t src;			/* outer source (network order) */
 	uint32_t dst;			/* outer destination (network order) */
+	uint8_t dead;			/* hard lifetime over: drop everything */
+	uint64_t hard_packets;		/* hard limits, 0 = none: nothing passes beyond */
+	uint64_t hard_bytes;
 	uint16_t overhead;		/* outer IP (+UDP) + ESP header + IV + ICV */
 	uint16_t pad_align;		/* ESP payload + trailer padded to this */
 	struct sp_sa_stats st;

@@ -400,6 +400,27 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 	return k;
 }
 
+/*
+ * Hard lifetime: of n packets for sa, how many may still pass. The rest
+ * are dropped: no packet goes through an SA past its hard limit (RFC 4301
+ * §4.4.2.1), whatever the control plane's timing.
+ */
+static uint16_t
+sa_limit(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
+{
+	uint16_t ok = n, i;
+
+	if (unlikely(__atomic_load_n(&sa->dead, __ATOMIC_RELAXED)))
+		ok = 0;
+	else if (unlikely(sa->hard_bytes != 0 && sa->st.bytes >= sa->hard_bytes))
+		ok = 0;
+	else if (unlikely(sa->hard_packets != 0 && sa->st.packets + n > sa->hard_packets))
+		ok = sa->st.packets >= sa->hard_packets ? 0 : sa->hard_packets - sa->st.packets;
+	for (i = ok; i < n; i++)
+		drop(c, port, mb[i], SP_CNT_DROP_EXPIRED);
+	return ok;
+}
+
 static void
 sa_count(struct sp_ctx *c, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
 {
@@ -474,6 +495,7 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 			grp[g++] = mb[j];
 		i = j;
 
+		g = sa_limit(c, port, sa, grp, g);
 		k = sa_crypto(c, port, sa, grp, g);
 		for (j = 0; j < k; j++) {
 			struct rte_mbuf *m = grp[j];
@@ -506,6 +528,7 @@ esp_outbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf 
 		mb[i]->l2_len = 0;
 		mb[i]->l3_len = 0;
 	}
+	n = sa_limit(c, port, sa, mb, n);
 	/* count the plaintext, as the kernel counts SA bytes */
 	sa_count(c, sa, mb, n);
 	k = sa_crypto(c, port, sa, mb, n);

@@ -172,6 +172,8 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 	s->encap = p->encap;
 	s->spi = p->spi;
 	s->reqid = p->reqid;
+	s->hard_packets = p->hard_packets;
+	s->hard_bytes = p->hard_bytes;
 	s->src = p->src;
 	s->dst = p->dst;
 	/* outer header and ESP header; the IV, padding and trailer are added

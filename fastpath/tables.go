@@ -4,6 +4,8 @@ package fastpath
 #include <stdlib.h>
 #include <string.h>
 #include "dp.h"
+
+static inline void sp_sa_kill(struct sp_sa *sa) { __atomic_store_n(&sa->dead, 1, __ATOMIC_RELAXED); }
 */
 import "C"
 
@@ -63,6 +65,8 @@ func (f *Fastpath) AddSA(sa *model.SA) error {
 	p.icv_len = C.uint8_t(sp.icv)
 	p.replay_window = C.uint32_t(sa.ReplayWindow)
 	p.seq_start = C.uint64_t(sa.SeqStart)
+	p.hard_packets = C.uint64_t(sa.Hard.Packets)
+	p.hard_bytes = C.uint64_t(sa.Hard.Bytes)
 	p.enc, p.auth = sp.enc, sp.auth
 	if sp.saltLen > 0 {
 		C.memcpy(unsafe.Pointer(&p.salt), unsafe.Pointer(&sa.EncKey[sp.keyLen]), 4)
@@ -112,6 +116,18 @@ func (f *Fastpath) DelSA(id model.SAID) error {
 	err := f.publishIPsecLocked() // synchronizes before returning
 	C.sp_sa_free(e.c)
 	return err
+}
+
+// ExpireSA makes the loop drop every packet of the SA from now on.
+func (f *Fastpath) ExpireSA(id model.SAID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.mu.sas[id]
+	if !ok {
+		return fmt.Errorf("expire SA %s: %w", id, model.ErrNotFound)
+	}
+	C.sp_sa_kill(e.c)
+	return nil
 }
 
 // SetPolicies replaces the policy tables.

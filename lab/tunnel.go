@@ -29,6 +29,9 @@ type Tunnel struct {
 	Encap bool
 	// PSK; a fixed lab secret by default.
 	PSK string
+	// ChildOptions are extra lines in the CHILD_SA's section of both
+	// sides, e.g. "rekey_packets = 500".
+	ChildOptions []string
 }
 
 func (t Tunnel) withDefaults() Tunnel {
@@ -98,7 +101,7 @@ connections {
 				remote_ts = %s
 				esp_proposals = %s
 				start_action = %s
-			}
+%s			}
 		}
 	}
 }
@@ -110,7 +113,15 @@ secrets {
 	}
 }
 `, ConnName, s.local, s.remote, t.IKEProposals, yesNo(s.encap), s.localID, s.remoteID,
-		ChildName, s.localTS, s.remoteTS, t.ESPProposals, s.start, t.PSK)
+		ChildName, s.localTS, s.remoteTS, t.ESPProposals, s.start, childExtra(t.ChildOptions), t.PSK)
+	return b.String()
+}
+
+func childExtra(lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString("\t\t\t\t" + l + "\n")
+	}
 	return b.String()
 }
 

@@ -19,6 +19,9 @@ type Dataplane interface {
 	// sa once they have been handed over.
 	AddSA(sa *model.SA) error
 	DelSA(id model.SAID) error
+	// ExpireSA stops all traffic on an SA (hard lifetime over) until it
+	// is deleted.
+	ExpireSA(id model.SAID) error
 	// SetPolicies replaces the whole policy table.
 	SetPolicies(b []Binding) error
 	// SetFIB replaces the forwarding tables (routes, neighbours).
@@ -101,5 +104,5 @@ var CounterNames = []string{
 	"rx", "tx", "tap_rx", "tap_tx", "esp_in", "esp_out",
 	"drop_unknown_spi", "drop_auth", "drop_replay", "drop_malformed",
 	"drop_policy", "drop_no_neigh", "drop_no_route", "drop_no_sa",
-	"drop_crypto", "drop_tx", "drop_nomem", "drop_mtu", "icmp_mtu",
+	"drop_crypto", "drop_tx", "drop_nomem", "drop_mtu", "icmp_mtu", "drop_expired",
 }

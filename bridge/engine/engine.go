@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/model"
@@ -32,6 +33,9 @@ type saEntry struct {
 	sa      model.SA // keys wiped
 	seq     uint64   // install order: the newest outbound SA of a reqid wins
 	keyBits int      // cipher key length, for display
+	added   time.Time
+	// expire events sent (see lifetime.go)
+	softSent, hardSent bool
 }
 
 type policyEntry struct {
@@ -133,7 +137,7 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 		return err
 	}
 	e.mu.seq++
-	e.mu.sas[sa.SAID] = &saEntry{sa: info, seq: e.mu.seq, keyBits: keyBits}
+	e.mu.sas[sa.SAID] = &saEntry{sa: info, seq: e.mu.seq, keyBits: keyBits, added: time.Now()}
 	if info.Inbound {
 		e.mu.spis[info.SPI] = true
 	}

@@ -7,9 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/model"
+	"github.com/swanpath/swanpath/bridge/pluginsock"
 )
 
 // fakeDP records what the engine publishes.
@@ -18,6 +20,7 @@ type fakeDP struct {
 	bindings []dataplane.Binding
 	keysSeen [][]byte
 	seqStart []uint64
+	expired  []model.SAID
 }
 
 var _ dataplane.Dataplane = (*fakeDP)(nil)
@@ -31,6 +34,7 @@ func (f *fakeDP) AddSA(sa *model.SA) error {
 	return nil
 }
 func (f *fakeDP) DelSA(id model.SAID) error               { delete(f.sas, id); return nil }
+func (f *fakeDP) ExpireSA(id model.SAID) error            { f.expired = append(f.expired, id); return nil }
 func (f *fakeDP) SetPolicies(b []dataplane.Binding) error { f.bindings = b; return nil }
 func (f *fakeDP) SetFIB(dataplane.FIB) error              { return nil }
 func (f *fakeDP) SAStats(id model.SAID) (dataplane.SACounters, bool) {
@@ -241,5 +245,35 @@ func TestDeleteOfAllocatedSPIFreesIt(t *testing.T) {
 	}
 	if err := e.DelSA(ctx, id); err == nil {
 		t.Fatal("second delete succeeded")
+	}
+}
+
+func TestLifetimesExpireOnceSoftThenHard(t *testing.T) {
+	ctx := context.Background()
+	e, dp := newEngine()
+	sa := outSA(0x100, 1)
+	sa.Soft = model.Lifetime{Packets: 2} // the fake reports 2 packets
+	sa.Hard = model.Lifetime{Time: time.Minute}
+	_ = e.AddSA(ctx, sa)
+	other := outSA(0x200, 2) // no limits
+	_ = e.AddSA(ctx, other)
+
+	now := time.Now()
+	evs := e.checkLifetimes(now)
+	if len(evs) != 1 || evs[0].Hard || evs[0].SA.SPI != 0x100 || evs[0].Kind != pluginsock.EventExpire {
+		t.Fatalf("first check: %+v, want one soft expire of 0x100", evs)
+	}
+	if evs := e.checkLifetimes(now); len(evs) != 0 {
+		t.Fatalf("soft expire raised twice: %+v", evs)
+	}
+	evs = e.checkLifetimes(now.Add(2 * time.Minute))
+	if len(evs) != 1 || !evs[0].Hard || evs[0].SA.SPI != 0x100 {
+		t.Fatalf("after the hard time: %+v, want one hard expire", evs)
+	}
+	if len(dp.expired) != 1 || dp.expired[0].SPI != 0x100 {
+		t.Fatalf("the fast path was not told to stop the SA: %+v", dp.expired)
+	}
+	if evs := e.checkLifetimes(now.Add(3 * time.Minute)); len(evs) != 0 {
+		t.Fatalf("hard expire raised twice: %+v", evs)
 	}
 }

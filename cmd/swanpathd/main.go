@@ -160,11 +160,14 @@ func run(log *slog.Logger, cfg Config) error {
 	}
 	defer ctlSrv.Close()
 
-	const workers = 3
+	const workers = 4
 	errc := make(chan error, workers)
 	go func() { errc <- mirror.Run(ctx, fib.update) }()
 	go func() { errc <- fib.resolveMisses(ctx) }()
 	go func() { errc <- checkpointSeqs(ctx, log, eng, seqs) }()
+	// soft/hard lifetimes by bytes, packets and time reach charon as
+	// expire events, as from the kernel
+	go func() { errc <- eng.WatchLifetimes(ctx, 100*time.Millisecond, plugin.Notify) }()
 
 	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify", "err", err)

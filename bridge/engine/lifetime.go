@@ -1,0 +1,73 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/swanpath/swanpath/bridge/model"
+	"github.com/swanpath/swanpath/bridge/pluginsock"
+)
+
+// reached says whether counters or age reached lifetime l (zero fields
+// are no limit).
+func reached(l model.Lifetime, bytes, packets uint64, age time.Duration) bool {
+	return (l.Bytes != 0 && bytes >= l.Bytes) ||
+		(l.Packets != 0 && packets >= l.Packets) ||
+		(l.Time != 0 && age >= l.Time)
+}
+
+// checkLifetimes returns the expire events due at now, each SA's soft and
+// hard expiry once, as the kernel raises them (XFRM_MSG_EXPIRE): soft makes
+// charon rekey, hard makes it delete the SA. An SA past its hard lifetime
+// stops carrying traffic at once (the fast path also enforces the byte and
+// packet limits itself, per burst).
+func (e *Engine) checkLifetimes(now time.Time) []pluginsock.Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var evs []pluginsock.Event
+	for id, s := range e.mu.sas {
+		if s.hardSent {
+			continue
+		}
+		c, ok := e.dp.SAStats(id)
+		if !ok {
+			continue
+		}
+		age := now.Sub(s.added)
+		if reached(s.sa.Hard, c.Bytes, c.Packets, age) {
+			s.hardSent, s.softSent = true, true
+			if err := e.dp.ExpireSA(id); err != nil {
+				e.log.Warn("expire SA", "spi", fmt.Sprintf("0x%08x", id.SPI), "err", err)
+			}
+			evs = append(evs, pluginsock.Event{Kind: pluginsock.EventExpire, SA: id, Hard: true})
+			e.log.Info("SA reached its hard lifetime", "spi", fmt.Sprintf("0x%08x", id.SPI),
+				"bytes", c.Bytes, "packets", c.Packets, "age", age.Round(time.Second))
+			continue
+		}
+		if !s.softSent && reached(s.sa.Soft, c.Bytes, c.Packets, age) {
+			s.softSent = true
+			evs = append(evs, pluginsock.Event{Kind: pluginsock.EventExpire, SA: id})
+			e.log.Info("SA reached its soft lifetime", "spi", fmt.Sprintf("0x%08x", id.SPI),
+				"bytes", c.Bytes, "packets", c.Packets, "age", age.Round(time.Second))
+		}
+	}
+	return evs
+}
+
+// WatchLifetimes checks the lifetimes every interval and hands the expire
+// events to notify (the plugin socket's Notify) until ctx is done.
+func (e *Engine) WatchLifetimes(ctx context.Context, interval time.Duration, notify func(pluginsock.Event)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case now := <-t.C:
+			for _, ev := range e.checkLifetimes(now) {
+				notify(ev)
+			}
+		}
+	}
+}
