@@ -400,3 +400,29 @@ func TestGatewayRekeyByPackets(t *testing.T) {
 	}
 	t.Logf("rekeyed: peer SPI in %s -> %s; %d SAs in the fast path now", child0.SPIIn, child1.SPIIn, len(sas))
 }
+
+// TestGatewayIKEv1: charon's IKEv1 installs its SAs through the same
+// plugin; the tunnel carries traffic as with IKEv2.
+func TestGatewayIKEv1(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l := lab.New(t, lab.Options{})
+	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin,
+		lab.Tunnel{Version: 1, ESPProposals: "aes128gcm16", IKEProposals: "aes128-sha256-modp2048", Encap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gateway{l: l, d: sg.D, gw: sg.GW, pr: sg.PR}
+	g.pingBothWays(t, ctx, 5)
+	ikes, err := sg.GW.ListSAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ikes) != 1 || !strings.Contains(sg.GW.Log(), "initiating Main Mode") {
+		t.Fatalf("not an IKEv1 tunnel: %+v", ikes)
+	}
+	sas, err := sg.D.SAs(ctx)
+	if err != nil || len(sas) != 2 {
+		t.Fatalf("want 2 SAs: %+v %v", sas, err)
+	}
+}
