@@ -426,3 +426,42 @@ func TestGatewayIKEv1(t *testing.T) {
 		t.Fatalf("want 2 SAs: %+v %v", sas, err)
 	}
 }
+
+// TestGatewayTrap: with start_action = trap the first packet that matches
+// the policy makes swanpathd raise an acquire, charon brings the tunnel up
+// and later packets flow.
+func TestGatewayTrap(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l := lab.New(t, lab.Options{})
+	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin,
+		lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true, GatewayStart: "trap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ikes, _ := sg.GW.ListSAs(ctx); len(ikes) != 0 {
+		t.Fatalf("tunnel up before any traffic: %+v", ikes)
+	}
+	// the first pings trigger the acquire; later ones must be answered
+	out, _ := l.NS(lab.H1).Exec(ctx, "ping", "-n", "-q", "-i", "0.2", "-c", "20", "-w", "30", lab.H2Addr)
+	m := pingLoss.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("ping: %s", out)
+	}
+	if got, _ := strconv.Atoi(m[2]); got < 10 {
+		t.Fatalf("only %s of %s pings answered after the acquire", m[2], m[1])
+	}
+	if _, err := sg.GW.WaitEstablished(ctx, lab.ChildName); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sg.D.Output(), "acquire: traffic for a policy without SA") {
+		t.Fatal("swanpathd raised no acquire")
+	}
+	st, err := sg.D.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st["lan"]["drop_no_sa"] == 0 {
+		t.Fatal("the packets before the SA were not counted as drop_no_sa")
+	}
+}

@@ -179,12 +179,17 @@ struct sp_fib {
 	struct rte_ether_addr *macs;
 };
 
-/* Neighbour misses, for Go to ask the kernel to resolve. Single
- * producer (the worker), single consumer (Go); lossy when full. */
-#define SP_MISS_RING 64
-struct sp_miss {
-	uint32_t ip;
-	uint32_t port;
+/* Notes from the loop to Go: a next hop without neighbour (Go asks the
+ * kernel to resolve it) or a packet for a policy without SA (Go raises an
+ * acquire to charon). Single producer (the worker), single consumer (Go);
+ * lossy when full: the next packet notes it again. */
+#define SP_NOTE_RING 256
+enum { SP_NOTE_MISS = 1, SP_NOTE_ACQUIRE = 2 };
+struct sp_note {
+	uint32_t kind;
+	uint32_t port;		/* MISS: port; ACQUIRE: reqid */
+	uint32_t a;		/* MISS: next hop; ACQUIRE: packet source (network order) */
+	uint32_t b;		/* ACQUIRE: packet destination */
 };
 
 struct sp_port {
@@ -210,9 +215,9 @@ struct sp_dp {
 	volatile uint32_t stop;
 	volatile uint32_t running;
 
-	volatile uint32_t miss_head;	/* written by worker */
-	volatile uint32_t miss_tail;	/* written by Go */
-	struct sp_miss miss[SP_MISS_RING];
+	volatile uint32_t note_head;	/* written by worker */
+	volatile uint32_t note_tail;	/* written by Go */
+	struct sp_note note[SP_NOTE_RING];
 } __rte_cache_aligned;
 
 /* dp_sa.c */
@@ -235,6 +240,6 @@ void sp_synchronize(struct sp_dp *dp);
 
 /* dp_loop.c */
 int sp_worker_run(struct sp_dp *dp);
-uint32_t sp_miss_pop(struct sp_dp *dp, struct sp_miss *out, uint32_t max);
+uint32_t sp_note_pop(struct sp_dp *dp, struct sp_note *out, uint32_t max);
 
 #endif

@@ -101,26 +101,30 @@ flush(struct sp_ctx *c)
 }
 
 static void
-miss_push(struct sp_dp *dp, uint32_t ip, uint32_t port)
+note_push(struct sp_dp *dp, uint32_t kind, uint32_t port, uint32_t a, uint32_t b)
 {
-	uint32_t h = dp->miss_head;
+	uint32_t h = dp->note_head;
+	struct sp_note *n;
 
-	if (h - __atomic_load_n(&dp->miss_tail, __ATOMIC_ACQUIRE) >= SP_MISS_RING)
-		return;	/* Go is behind; the next miss asks again */
-	dp->miss[h % SP_MISS_RING].ip = ip;
-	dp->miss[h % SP_MISS_RING].port = port;
-	__atomic_store_n(&dp->miss_head, h + 1, __ATOMIC_RELEASE);
+	if (h - __atomic_load_n(&dp->note_tail, __ATOMIC_ACQUIRE) >= SP_NOTE_RING)
+		return;	/* Go is behind; the next packet notes it again */
+	n = &dp->note[h % SP_NOTE_RING];
+	n->kind = kind;
+	n->port = port;
+	n->a = a;
+	n->b = b;
+	__atomic_store_n(&dp->note_head, h + 1, __ATOMIC_RELEASE);
 }
 
 uint32_t
-sp_miss_pop(struct sp_dp *dp, struct sp_miss *out, uint32_t max)
+sp_note_pop(struct sp_dp *dp, struct sp_note *out, uint32_t max)
 {
-	uint32_t t = dp->miss_tail, h = __atomic_load_n(&dp->miss_head, __ATOMIC_ACQUIRE);
+	uint32_t t = dp->note_tail, h = __atomic_load_n(&dp->note_head, __ATOMIC_ACQUIRE);
 	uint32_t n = 0;
 
 	while (t != h && n < max)
-		out[n++] = dp->miss[t++ % SP_MISS_RING];
-	__atomic_store_n(&dp->miss_tail, t, __ATOMIC_RELEASE);
+		out[n++] = dp->note[t++ % SP_NOTE_RING];
+	__atomic_store_n(&dp->note_tail, t, __ATOMIC_RELEASE);
 	return n;
 }
 
@@ -188,7 +192,7 @@ route_out(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded)
 	k.port = nh->port;
 	rc = rte_hash_lookup_data(f->neigh, &k, &data);
 	if (rc < 0) {
-		miss_push(c->dp, k.ip, k.port);
+		note_push(c->dp, SP_NOTE_MISS, k.port, k.ip, 0);
 		drop(c, nh->port, m, SP_CNT_DROP_NO_NEIGH);
 		return;
 	}
@@ -574,6 +578,8 @@ plaintext(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, int from_wire,
 			return 1;
 		}
 		if (p->sa == NULL) {
+			/* trap policy: ask the IKE daemon for an SA (acquire) */
+			note_push(c->dp, SP_NOTE_ACQUIRE, p->reqid, ip->src_addr, ip->dst_addr);
 			drop(c, port, m, SP_CNT_DROP_NO_SA);
 			return 1;
 		}

@@ -366,13 +366,20 @@ func (f *Fastpath) MbufsAvailable() int {
 	return int(C.rte_mempool_avail_count(f.mbufPool))
 }
 
-// Misses drains the neighbour-miss ring.
-func (f *Fastpath) Misses() []dataplane.Miss {
-	var buf [C.SP_MISS_RING]C.struct_sp_miss
-	n := C.sp_miss_pop(f.dp, &buf[0], C.SP_MISS_RING)
-	out := make([]dataplane.Miss, 0, n)
+// Notes drains what the loop noted for the control plane since the last
+// call: next hops without neighbour, packets for policies without SA.
+func (f *Fastpath) Notes() []dataplane.Note {
+	var buf [C.SP_NOTE_RING]C.struct_sp_note
+	n := C.sp_note_pop(f.dp, &buf[0], C.SP_NOTE_RING)
+	out := make([]dataplane.Note, 0, n)
 	for _, m := range buf[:n] {
-		out = append(out, dataplane.Miss{Port: int(m.port), IP: addrFromBE(uint32(m.ip))})
+		switch m.kind {
+		case C.SP_NOTE_MISS:
+			out = append(out, dataplane.Note{Kind: dataplane.NoteNoNeighbour, Port: int(m.port), Dst: addrFromBE(uint32(m.a))})
+		case C.SP_NOTE_ACQUIRE:
+			out = append(out, dataplane.Note{Kind: dataplane.NoteAcquire, Reqid: uint32(m.port),
+				Src: addrFromBE(uint32(m.a)), Dst: addrFromBE(uint32(m.b))})
+		}
 	}
 	return out
 }

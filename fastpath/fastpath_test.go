@@ -252,11 +252,11 @@ func TestFastpathChild(t *testing.T) {
 	}
 	send(plain(3))
 	waitCounter(t, fp, "drop_no_neigh", before["drop_no_neigh"]+1)
-	var miss []dataplane.Miss
+	var miss []dataplane.Note
 	for deadline := time.Now().Add(2 * time.Second); len(miss) == 0 && time.Now().Before(deadline); {
-		miss = fp.Misses()
+		miss = fp.Notes()
 	}
-	if len(miss) == 0 || miss[0].IP != peerAddr {
+	if len(miss) == 0 || miss[0].Kind != dataplane.NoteNoNeighbour || miss[0].Dst != peerAddr {
 		t.Fatalf("neighbour miss for %s not reported: %v", peerAddr, miss)
 	}
 
@@ -353,6 +353,22 @@ func TestFastpathChild(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+
+	// 10c. a policy without SA (a trap): dropped, and an acquire noted
+	if err := fp.SetPolicies([]dataplane.Binding{{Policy: pol(model.DirOut)}}); err != nil {
+		t.Fatal(err)
+	}
+	before = fp.PortStats()[0].Counters
+	fp.Notes()
+	send(plain(4))
+	waitCounter(t, fp, "drop_no_sa", before["drop_no_sa"]+1)
+	var acq []dataplane.Note
+	for deadline := time.Now().Add(2 * time.Second); len(acq) == 0 && time.Now().Before(deadline); {
+		acq = fp.Notes()
+	}
+	if len(acq) != 1 || acq[0].Kind != dataplane.NoteAcquire || acq[0].Reqid != 1 || acq[0].Src != h1 || acq[0].Dst != h2 {
+		t.Fatalf("acquire for reqid 1 %s -> %s not noted: %+v", h1, h2, acq)
 	}
 
 	// 11. nothing leaked: every mbuf is back in the pool

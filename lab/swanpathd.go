@@ -159,7 +159,8 @@ const PluginPath = "/usr/lib/ipsec/plugins/libstrongswan-kernel-swanpath.so"
 
 // StartSwanpathGateway starts swanpathd, configures the gateway's addresses
 // on its TAPs, starts both charons, initiates the tunnel from the gateway
-// and waits until both sides have the CHILD_SA installed.
+// and waits until both sides have the CHILD_SA installed. With
+// tun.GatewayStart "trap" it returns once the trap policies are loaded.
 func (l *Lab) StartSwanpathGateway(ctx context.Context, bin, ctlBin string, tun Tunnel) (*SwanpathGateway, error) {
 	if _, err := os.Stat(PluginPath); err != nil {
 		return nil, fmt.Errorf("charon plugin: %w (run `sudo make install-plugin`)", err)
@@ -187,6 +188,10 @@ func (l *Lab) StartSwanpathGateway(ctx context.Context, bin, ctlBin string, tun 
 	}
 	if g.PR, err = l.StartPeer(ctx, tun); err != nil {
 		return g, err
+	}
+	if tun.GatewayStart == "trap" {
+		// the first packet that matches the trap policy brings it up
+		return g, nil
 	}
 	if err := g.GW.Initiate(ctx, ChildName); err != nil {
 		return g, fmt.Errorf("initiate: %w", err)

@@ -29,9 +29,10 @@ type Dataplane interface {
 	SAStats(id model.SAID) (SACounters, bool)
 	Ports() []PortInfo
 	PortStats() []PortStats
-	// Misses returns next hops the fast path had no neighbour for since
-	// the last call, so the kernel can be asked to resolve them.
-	Misses() []Miss
+	// Notes returns what the packet loop noted since the last call: next
+	// hops without neighbour (the kernel is asked to resolve them) and
+	// packets for an IPsec policy without SA (charon gets an acquire).
+	Notes() []Note
 }
 
 // Binding is a policy with the SA that protects its traffic (outbound), if
@@ -93,10 +94,20 @@ type SACounters struct {
 	SeqUsed uint64
 }
 
-// Miss is a next hop without neighbour entry.
-type Miss struct {
-	Port int
-	IP   netip.Addr
+// NoteKind says what a Note reports.
+type NoteKind uint8
+
+const (
+	NoteNoNeighbour NoteKind = 1 // Port, Dst: next hop to resolve
+	NoteAcquire     NoteKind = 2 // Reqid, Src, Dst: the packet's addresses
+)
+
+// Note is one thing the packet loop reports to the control plane.
+type Note struct {
+	Kind     NoteKind
+	Port     int
+	Reqid    uint32
+	Src, Dst netip.Addr
 }
 
 // CounterNames lists the per-port counters in display order.

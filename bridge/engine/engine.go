@@ -55,6 +55,7 @@ type Engine struct {
 		policies map[model.PolicyID]*policyEntry
 		spis     map[uint32]bool // allocated by GetSPI, not yet (or still) used
 		seq      uint64
+		acquired map[uint32]time.Time // reqid -> last acquire raised
 	}
 }
 
@@ -66,6 +67,7 @@ func New(log *slog.Logger, dp dataplane.Dataplane) *Engine {
 	e.mu.sas = make(map[model.SAID]*saEntry)
 	e.mu.policies = make(map[model.PolicyID]*policyEntry)
 	e.mu.spis = make(map[uint32]bool)
+	e.mu.acquired = make(map[uint32]time.Time)
 	return e
 }
 

@@ -42,7 +42,7 @@ func (f *fakeDP) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 }
 func (f *fakeDP) Ports() []dataplane.PortInfo      { return nil }
 func (f *fakeDP) PortStats() []dataplane.PortStats { return nil }
-func (f *fakeDP) Misses() []dataplane.Miss         { return nil }
+func (f *fakeDP) Notes() []dataplane.Note          { return nil }
 
 var (
 	gw   = netip.MustParseAddr("192.0.2.1")
@@ -275,5 +275,24 @@ func TestLifetimesExpireOnceSoftThenHard(t *testing.T) {
 	}
 	if evs := e.checkLifetimes(now.Add(3 * time.Minute)); len(evs) != 0 {
 		t.Fatalf("hard expire raised twice: %+v", evs)
+	}
+}
+
+func TestAcquireOncePerReqidWhileNegotiating(t *testing.T) {
+	e, _ := newEngine()
+	now := time.Now()
+	src, dst := netip.MustParseAddr("10.1.0.10"), netip.MustParseAddr("10.2.0.10")
+	ev, ok := e.Acquire(now, 7, src, dst)
+	if !ok || ev.Kind != pluginsock.EventAcquire || ev.Reqid != 7 || ev.Src != src || ev.Dst != dst {
+		t.Fatalf("first acquire: %+v %v", ev, ok)
+	}
+	if _, ok := e.Acquire(now.Add(time.Second), 7, src, dst); ok {
+		t.Fatal("acquire repeated while charon negotiates")
+	}
+	if _, ok := e.Acquire(now.Add(time.Second), 8, src, dst); !ok {
+		t.Fatal("another reqid was held back")
+	}
+	if _, ok := e.Acquire(now.Add(acquireHold+time.Second), 7, src, dst); !ok {
+		t.Fatal("acquire not raised again after the hold")
 	}
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/swanpath/swanpath/bridge/model"
@@ -70,4 +71,21 @@ func (e *Engine) WatchLifetimes(ctx context.Context, interval time.Duration, not
 			}
 		}
 	}
+}
+
+// acquireHold is how long a reqid's acquire is not repeated: charon is
+// negotiating (the kernel keeps its larval state for xfrm_acq_expires).
+const acquireHold = 3 * time.Second
+
+// Acquire turns a packet that hit an IPsec policy without SA into an
+// acquire event for charon, once per reqid while charon negotiates.
+func (e *Engine) Acquire(now time.Time, reqid uint32, src, dst netip.Addr) (pluginsock.Event, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if last, ok := e.mu.acquired[reqid]; ok && now.Sub(last) < acquireHold {
+		return pluginsock.Event{}, false
+	}
+	e.mu.acquired[reqid] = now
+	e.log.Info("acquire: traffic for a policy without SA", "reqid", reqid, "src", src, "dst", dst)
+	return pluginsock.Event{Kind: pluginsock.EventAcquire, Reqid: reqid, Src: src, Dst: dst}, true
 }

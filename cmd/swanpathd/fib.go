@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"reflect"
-	"time"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/kernel"
@@ -89,24 +87,13 @@ func (f *fibFeeder) update(s *kernel.Snapshot) {
 	f.log.Debug("FIB updated", "routes", len(fib.Routes), "neighbours", len(fib.Neighs))
 }
 
-// resolveMisses polls the fast path's neighbour misses and has the kernel
-// resolve them (ARP); the next snapshot then carries the MAC.
-func (f *fibFeeder) resolveMisses(ctx context.Context) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-		for _, m := range f.dp.Misses() {
-			if m.Port < 0 || m.Port >= len(f.tapOf) {
-				continue
-			}
-			if err := f.mirror.Resolve(f.tapOf[m.Port], m.IP); err != nil {
-				f.log.Debug("resolve next hop", "port", m.Port, "ip", m.IP, "err", err)
-			}
-		}
+// resolve has the kernel resolve a next hop the fast path had no
+// neighbour for (ARP); the next snapshot then carries the MAC.
+func (f *fibFeeder) resolve(port int, ip netip.Addr) {
+	if port < 0 || port >= len(f.tapOf) {
+		return
+	}
+	if err := f.mirror.Resolve(f.tapOf[port], ip); err != nil {
+		f.log.Debug("resolve next hop", "port", port, "ip", ip, "err", err)
 	}
 }

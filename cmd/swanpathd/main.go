@@ -20,6 +20,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/swanpath/swanpath/bridge/ctl"
+	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/engine"
 	"github.com/swanpath/swanpath/bridge/kernel"
 	"github.com/swanpath/swanpath/bridge/pluginsock"
@@ -58,6 +59,30 @@ func main() {
 	if err := run(log, cfg); err != nil {
 		log.Error("exiting", "err", err)
 		os.Exit(1)
+	}
+}
+
+// handleNotes polls what the packet loop noted: next hops to resolve, and
+// packets for trap policies, which become acquires to charon.
+func handleNotes(ctx context.Context, dp dataplane.Dataplane, fib *fibFeeder, eng *engine.Engine, notify func(pluginsock.Event)) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case now := <-t.C:
+			for _, n := range dp.Notes() {
+				switch n.Kind {
+				case dataplane.NoteNoNeighbour:
+					fib.resolve(n.Port, n.Dst)
+				case dataplane.NoteAcquire:
+					if ev, ok := eng.Acquire(now, n.Reqid, n.Src, n.Dst); ok {
+						notify(ev)
+					}
+				}
+			}
+		}
 	}
 }
 
@@ -163,7 +188,7 @@ func run(log *slog.Logger, cfg Config) error {
 	const workers = 4
 	errc := make(chan error, workers)
 	go func() { errc <- mirror.Run(ctx, fib.update) }()
-	go func() { errc <- fib.resolveMisses(ctx) }()
+	go func() { errc <- handleNotes(ctx, fp, fib, eng, plugin.Notify) }()
 	go func() { errc <- checkpointSeqs(ctx, log, eng, seqs) }()
 	// soft/hard lifetimes by bytes, packets and time reach charon as
 	// expire events, as from the kernel
