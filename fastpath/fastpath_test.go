@@ -226,6 +226,19 @@ func TestFastpathChild(t *testing.T) {
 	send(back(esp1))
 	waitCounter(t, fp, "drop_replay", before["drop_replay"]+1)
 
+	// 3b. out of order inside the window: all accepted, then replays dropped
+	var burst [][]byte
+	for i := 10; i < 15; i++ {
+		send(plain(i))
+		burst = append(burst, back(recv("ESP for reordering", isESP)))
+	}
+	for i := len(burst) - 1; i >= 0; i-- {
+		send(burst[i])
+		recv("reordered ESP decrypted", isPlain(fmt.Sprintf("hello-%d", 10+i)))
+	}
+	send(burst[2])
+	waitCounter(t, fp, "drop_replay", before["drop_replay"]+2)
+
 	// 4. corrupted ICV on a fresh sequence number
 	send(plain(2))
 	esp2 := back(recv("second ESP frame", isESP))
@@ -260,15 +273,15 @@ func TestFastpathChild(t *testing.T) {
 		t.Fatalf("neighbour miss for %s not reported: %v", peerAddr, miss)
 	}
 
-	// 8. SA counters: 3 packets encrypted (the third one before the
-	// neighbour lookup), 1 decrypted; the auth drop counted on the SA
+	// 8. SA counters: 8 packets encrypted (the last one before the
+	// neighbour lookup), 6 decrypted; auth and replay drops on the SA
 	st, _ := fp.SAStats(outID)
-	if st.Packets != 3 || st.LastUse.IsZero() {
-		t.Fatalf("outbound SA counters %+v, want 3 packets", st)
+	if st.Packets != 8 || st.LastUse.IsZero() {
+		t.Fatalf("outbound SA counters %+v, want 8 packets", st)
 	}
 	st, _ = fp.SAStats(inID)
-	if st.Packets != 1 || st.DropAuth != 1 || st.DropReplay != 1 {
-		t.Fatalf("inbound SA counters %+v, want 1 packet, 1 auth drop, 1 replay drop", st)
+	if st.Packets != 6 || st.DropAuth != 1 || st.DropReplay != 2 {
+		t.Fatalf("inbound SA counters %+v, want 6 packets, 1 auth drop, 2 replay drops", st)
 	}
 
 	// 9. delete while published: the SA is gone from the loop
@@ -352,6 +365,34 @@ func TestFastpathChild(t *testing.T) {
 			if err := fp.DelSA(id); err != nil {
 				t.Fatal(err)
 			}
+		}
+	}
+
+	// 10b'. replay window 0 (swanctl replay_window = 0): no anti-replay
+	{
+		var ids [2]model.SAID
+		for j, inbound := range []bool{false, true} {
+			sa := mk(inbound)
+			sa.SPI, sa.ReplayWindow = 0x4000, 0
+			sa.EncKey = append(model.Key(nil), key...)
+			if err := fp.AddSA(sa); err != nil {
+				t.Fatal(err)
+			}
+			ids[j] = sa.SAID
+		}
+		if err := fp.SetPolicies([]dataplane.Binding{{Policy: pol(model.DirOut), SA: ids[0], HasSA: true}, {Policy: pol(model.DirFwd)}}); err != nil {
+			t.Fatal(err)
+		}
+		send(plain(20))
+		f := back(recv("ESP without replay window", func(ip []byte) bool {
+			return ip[9] == 17 && binary.BigEndian.Uint32(ip[28:]) == 0x4000
+		}))
+		for range 2 {
+			send(f)
+			recv("the same ESP accepted again", isPlain("hello-20"))
+		}
+		for _, id := range ids {
+			_ = fp.DelSA(id)
 		}
 	}
 

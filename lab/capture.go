@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -26,11 +27,17 @@ type Capture struct {
 // that matches bpfFilter (may be empty) to a pcap in the lab dir. It returns
 // once tcpdump listens.
 func (l *Lab) Capture(role, iface, bpfFilter string) (*Capture, error) {
+	return l.CaptureSnap(role, iface, bpfFilter, 128)
+}
+
+// CaptureSnap is Capture keeping snaplen bytes of each frame (Packet.Data),
+// e.g. whole frames to send again.
+func (l *Lab) CaptureSnap(role, iface, bpfFilter string, snaplen int) (*Capture, error) {
 	ns := l.NS(role)
 	path := filepath.Join(l.dir, fmt.Sprintf("%s-%s-%d.pcap", role, iface, captureSeq.Add(1)))
 	// -U: write each packet at once; -Z root: Debian's tcpdump would drop to
 	// user tcpdump, which cannot write into the 0700 test dir.
-	args := []string{"tcpdump", "-i", iface, "-n", "-U", "-Z", "root", "-s", "128", "-w", path}
+	args := []string{"tcpdump", "-i", iface, "-n", "-U", "-Z", "root", "-s", strconv.Itoa(snaplen), "-w", path}
 	if bpfFilter != "" {
 		args = append(args, bpfFilter)
 	}
@@ -76,6 +83,7 @@ type Packet struct {
 	// the 4-byte non-ESP marker (RFC 3948 section 2.2), i.e. ESP, not IKE.
 	ESPinUDP bool
 	SPI      uint32 // ESP SPI (raw ESP or ESP-in-UDP)
+	Data     []byte // the captured bytes (up to the snap length)
 }
 
 func (p Packet) String() string {
@@ -142,7 +150,7 @@ func ReadPcap(path string) ([]Packet, error) {
 			return pkts, nil
 		}
 		p := decodeEthernet(data)
-		p.Time, p.Len = time.Unix(sec, frac), int(orig)
+		p.Time, p.Len, p.Data = time.Unix(sec, frac), int(orig), data
 		pkts = append(pkts, p)
 	}
 }
