@@ -465,3 +465,28 @@ func TestGatewayTrap(t *testing.T) {
 		t.Fatal("the packets before the SA were not counted as drop_no_sa")
 	}
 }
+
+// TestGatewayPeerBehindNAT: the peer sits behind a NAT router that maps its
+// ports to 20000-29999. The SAs carry the real NAT-T ports, and ESP-in-UDP
+// to and from the mapped port passes both ways.
+func TestGatewayPeerBehindNAT(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	l := lab.New(t, lab.Options{NAT: true})
+	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin,
+		lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gateway{l: l, d: sg.D, gw: sg.GW, pr: sg.PR}
+	g.pingBothWays(t, ctx, 5)
+	sas, err := sg.D.SAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, ok := saByDir(sas, "out")
+	if !ok || out.SrcPort != 4500 || out.DstPort < 20000 || out.DstPort > 29999 {
+		t.Fatalf("outbound SA ports %d -> %d, want 4500 -> the NAT's 20000-29999: %+v", out.SrcPort, out.DstPort, out)
+	}
+	t.Logf("outbound SA to %s:%d (NAT-mapped), %d packets", out.Dst, out.DstPort, out.Packets)
+}

@@ -60,6 +60,7 @@ const (
 	GW = "gw" // the gateway (swanpathd + charon in the real tests)
 	PR = "pr" // the IPsec peer (charon + kernel-libipsec)
 	H2 = "h2" // host behind the peer
+	NR = "nr" // NAT router between gateway and peer (Options.NAT)
 )
 
 // Addresses of the topology. Nothing outside these ranges is ever used.
@@ -68,6 +69,10 @@ const (
 	GWLanAddr = "10.1.0.1"
 	GWWanAddr = "192.0.2.1"
 	PRWanAddr = "192.0.2.2"
+	// With Options.NAT the peer sits behind the NAT router: the gateway
+	// sees it as PRWanAddr (the router's outside address) and odd ports.
+	PRNatAddr    = "198.51.100.2"
+	NRInsideAddr = "198.51.100.1"
 	PRLanAddr = "10.2.0.1"
 	H2Addr    = "10.2.0.10"
 
@@ -91,12 +96,16 @@ type Options struct {
 	// (lan, wan) right away. Leave it false when swanpathd takes the veths
 	// and call ConfigureGateway on its TAP interfaces later.
 	GatewayAddrs bool
+	// NAT puts a NAT router (nftables masquerade to ports 20000-29999)
+	// between the WAN and the peer, so the peer's NAT-T port is not 4500.
+	NAT bool
 }
 
 // Lab is one instance of the topology.
 type Lab struct {
 	t      testing.TB
 	prefix string // e.g. "sp1a2b3c"; namespaces are prefix-role
+	nat    bool
 	dir    string // per-test working dir for configs, logs, captures
 
 	mu struct {
@@ -129,7 +138,7 @@ func New(t testing.TB, opts Options) *Lab {
 	}
 	installSignalHandler()
 
-	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir()}
+	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), nat: opts.NAT}
 	if err := writeMarker(l.prefix); err != nil {
 		t.Fatalf("lab: %v", err)
 	}
@@ -161,7 +170,15 @@ func (l *Lab) NS(role string) *NS {
 	return &NS{lab: l, Name: l.prefix + "-" + role}
 }
 
-func (l *Lab) roles() []string { return []string{H1, GW, PR, H2} }
+func (l *Lab) roles() []string {
+	if l.nat {
+		return []string{H1, GW, NR, PR, H2}
+	}
+	return []string{H1, GW, PR, H2}
+}
+
+// NAT says whether the peer is behind the NAT router.
+func (l *Lab) NAT() bool { return l.nat }
 
 func (l *Lab) build(opts Options) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -180,15 +197,17 @@ func (l *Lab) build(opts Options) error {
 
 	// veths are created directly inside the namespaces: no names in the
 	// root namespace, so concurrent labs never collide.
-	links := []struct {
+	type link struct {
 		a   *NS
 		aIf string
 		b   *NS
 		bIf string
-	}{
-		{gw, GWLan, h1, HostIf},
-		{gw, GWWan, pr, PRWan},
-		{pr, PRLan, h2, HostIf},
+	}
+	links := []link{{gw, GWLan, h1, HostIf}, {gw, GWWan, pr, PRWan}, {pr, PRLan, h2, HostIf}}
+	if l.nat {
+		nr := l.NS(NR)
+		links[1] = link{gw, GWWan, nr, "wan"}
+		links = append(links, link{nr, "lan", pr, PRWan})
 	}
 	for _, lk := range links {
 		if err := run(ctx, "ip", "-n", lk.a.Name, "link", "add", lk.aIf, "type", "veth",
@@ -216,7 +235,7 @@ func (l *Lab) build(opts Options) error {
 	cmds := [][]string{
 		{"ip", "-n", h1.Name, "addr", "add", H1Addr + "/24", "dev", HostIf},
 		{"ip", "-n", h1.Name, "route", "add", "default", "via", GWLanAddr},
-		{"ip", "-n", pr.Name, "addr", "add", PRWanAddr + "/24", "dev", PRWan},
+		{"ip", "-n", pr.Name, "addr", "add", l.PeerAddr() + "/24", "dev", PRWan},
 		{"ip", "-n", pr.Name, "addr", "add", PRLanAddr + "/24", "dev", PRLan},
 		{"ip", "-n", h2.Name, "addr", "add", H2Addr + "/24", "dev", HostIf},
 		{"ip", "-n", h2.Name, "route", "add", "default", "via", PRLanAddr},
@@ -231,8 +250,53 @@ func (l *Lab) build(opts Options) error {
 			return err
 		}
 	}
+	if l.nat {
+		if err := l.buildNAT(ctx); err != nil {
+			return err
+		}
+	}
 	if opts.GatewayAddrs {
 		return l.ConfigureGateway(GWLan, GWWan)
+	}
+	return nil
+}
+
+// PeerAddr is the peer's own WAN address (behind the NAT with Options.NAT).
+func (l *Lab) PeerAddr() string {
+	if l.nat {
+		return PRNatAddr
+	}
+	return PRWanAddr
+}
+
+// buildNAT addresses the NAT router and the peer behind it and masquerades
+// the peer to ports 20000-29999 (so its NAT-T port is not 4500).
+func (l *Lab) buildNAT(ctx context.Context) error {
+	nr, pr := l.NS(NR), l.NS(PR)
+	for _, c := range [][]string{
+		{"ip", "-n", nr.Name, "addr", "add", PRWanAddr + "/24", "dev", "wan"},
+		{"ip", "-n", nr.Name, "addr", "add", NRInsideAddr + "/24", "dev", "lan"},
+		{"ip", "-n", pr.Name, "route", "add", "default", "via", NRInsideAddr},
+	} {
+		if err := run(ctx, c...); err != nil {
+			return err
+		}
+	}
+	if err := nr.Sysctl(ctx, "net.ipv4.ip_forward", "1"); err != nil {
+		return err
+	}
+	rules := `table ip nat {
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "wan" ip protocol udp masquerade to :20000-29999
+		oifname "wan" masquerade
+	}
+}
+`
+	cmd := nr.command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nat router: nft: %w: %s", err, out)
 	}
 	return nil
 }

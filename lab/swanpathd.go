@@ -193,7 +193,12 @@ func (l *Lab) StartSwanpathGateway(ctx context.Context, bin, ctlBin string, tun 
 		// the first packet that matches the trap policy brings it up
 		return g, nil
 	}
-	if err := g.GW.Initiate(ctx, ChildName); err != nil {
+	// behind the NAT only the peer can start (nothing forwards to it)
+	initiator := g.GW
+	if l.nat {
+		initiator = g.PR
+	}
+	if err := initiator.Initiate(ctx, ChildName); err != nil {
 		return g, fmt.Errorf("initiate: %w", err)
 	}
 	for _, c := range []*Charon{g.GW, g.PR} {

@@ -29,6 +29,9 @@ type Tunnel struct {
 	Encap bool
 	// PSK; a fixed lab secret by default.
 	PSK string
+	// PeerLocal is the peer's own address (Lab.PeerAddr; PRWanAddr when
+	// empty).
+	PeerLocal string
 	// Version is the IKE version, 2 by default.
 	Version int
 	// ChildOptions are extra lines in the CHILD_SA's section of both
@@ -48,6 +51,9 @@ func (t Tunnel) withDefaults() Tunnel {
 	}
 	if t.PeerStart == "" {
 		t.PeerStart = "none"
+	}
+	if t.PeerLocal == "" {
+		t.PeerLocal = PRWanAddr
 	}
 	if t.Version == 0 {
 		t.Version = 2
@@ -71,7 +77,7 @@ func (t Tunnel) GatewayConf() string {
 func (t Tunnel) PeerConf() string {
 	t = t.withDefaults()
 	return t.render(side{
-		local: PRWanAddr, remote: GWWanAddr, localID: "pr.lab", remoteID: "gw.lab",
+		local: t.PeerLocal, remote: GWWanAddr, localID: "pr.lab", remoteID: "gw.lab",
 		localTS: RightNet, remoteTS: LeftNet, start: t.PeerStart, encap: true,
 	})
 }
@@ -147,6 +153,9 @@ func LibipsecPlugin() Plugin {
 // ipsec0 and routes the remote TS into it from table 220; ip_forward (set
 // by New) is all that forwarding h2 <-> tunnel needs.
 func (l *Lab) StartPeer(ctx context.Context, tun Tunnel) (*Charon, error) {
+	if tun.PeerLocal == "" {
+		tun.PeerLocal = l.PeerAddr()
+	}
 	c, err := l.StartCharon(PR, CharonOptions{Plugins: []Plugin{LibipsecPlugin()}, Swanctl: tun.PeerConf()})
 	if err != nil {
 		return nil, err
