@@ -73,8 +73,8 @@ const (
 	// sees it as PRWanAddr (the router's outside address) and odd ports.
 	PRNatAddr    = "198.51.100.2"
 	NRInsideAddr = "198.51.100.1"
-	PRLanAddr = "10.2.0.1"
-	H2Addr    = "10.2.0.10"
+	PRLanAddr    = "10.2.0.1"
+	H2Addr       = "10.2.0.10"
 
 	LeftNet  = "10.1.0.0/24" // behind the gateway
 	RightNet = "10.2.0.0/24" // behind the peer
