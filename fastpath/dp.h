@@ -121,6 +121,9 @@ struct sp_sa {
 	uint8_t encap;
 	uint32_t spi;
 	uint32_t reqid;
+	uint32_t salt;			/* AEAD salt / CTR nonce, kept for sp_sa_move */
+	uint32_t peer;			/* the remote end (network order) */
+	uint16_t peer_port;		/* its NAT-T port (host order), 0 = plain ESP */
 	uint32_t src;			/* outer source (network order) */
 	uint32_t dst;			/* outer destination (network order) */
 	uint8_t dead;			/* hard lifetime over: drop everything */
@@ -184,12 +187,13 @@ struct sp_fib {
  * acquire to charon). Single producer (the worker), single consumer (Go);
  * lossy when full: the next packet notes it again. */
 #define SP_NOTE_RING 256
-enum { SP_NOTE_MISS = 1, SP_NOTE_ACQUIRE = 2 };
+enum { SP_NOTE_MISS = 1, SP_NOTE_ACQUIRE = 2, SP_NOTE_MAPPING = 3 };
 struct sp_note {
 	uint32_t kind;
-	uint32_t port;		/* MISS: port; ACQUIRE: reqid */
-	uint32_t a;		/* MISS: next hop; ACQUIRE: packet source (network order) */
-	uint32_t b;		/* ACQUIRE: packet destination */
+	uint32_t port;		/* MISS: port; ACQUIRE: reqid; MAPPING: SPI */
+	uint32_t a;		/* MISS: next hop; ACQUIRE: packet source; MAPPING: new
+				 * remote address (network order) */
+	uint32_t b;		/* ACQUIRE: packet destination; MAPPING: new port */
 };
 
 struct sp_port {
@@ -224,6 +228,7 @@ struct sp_dp {
 struct sp_sa *sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 	char *err, size_t errlen);
 int sp_sa_cdev(const struct sp_sa *sa);
+struct sp_sa *sp_sa_move(const struct sp_sa_params *p, struct sp_sa *from, char *err, size_t errlen);
 void sp_sa_free(struct sp_sa *sa);
 
 /* dp_tables.c */

@@ -513,6 +513,11 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 				drop(c, port, m, SP_CNT_DROP_POLICY);
 				continue;
 			}
+			/* RFC 3948 / XFRM_MSG_MAPPING: authenticated ESP-in-UDP
+			 * from a new address or port (NAT remapped, peer moved) */
+			if (sa->peer_port != 0 && unlikely(m->hash.fdir.hi != sa->peer ||
+					m->hash.fdir.lo != sa->peer_port))
+				note_push(c->dp, SP_NOTE_MAPPING, sa->spi, m->hash.fdir.hi, m->hash.fdir.lo);
 			sa->st.bytes += rte_pktmbuf_pkt_len(m);
 			sa->st.packets++;
 			sa->st.last_use = c->now;
@@ -679,6 +684,10 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 			trim_to_ip(m, ETH_HLEN);
 			m->l2_len = ETH_HLEN;
 			m->l3_len = ihl;
+			/* where it came from, for the NAT mapping check after
+			 * decryption (rte_ipsec leaves the hash field alone) */
+			m->hash.fdir.hi = ip->src_addr;
+			m->hash.fdir.lo = 0;
 			esp[ne++] = m;
 			continue;
 		}
@@ -698,6 +707,8 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 					trim_to_ip(m, ETH_HLEN);
 					m->l2_len = ETH_HLEN;
 					m->l3_len = ihl + sizeof(*uh);
+					m->hash.fdir.hi = ip->src_addr;
+					m->hash.fdir.lo = rte_be_to_cpu_16(uh->src_port);
 					esp[ne++] = m;
 					continue;
 				}

@@ -142,8 +142,15 @@ cdev_supports(uint8_t dev, const struct rte_crypto_sym_xform *xf)
 	return 1;
 }
 
-struct sp_sa *
-sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
+/*
+ * Create an SA. With from != NULL the new SA takes over from's crypto
+ * session (and device) instead of creating one: an SA that moves to other
+ * addresses or ports (update_sa: MOBIKE, NAT remapping) keeps its keys
+ * without them crossing into C again. from must be unpublished and freed
+ * with sp_sa_free afterwards (its session is gone to the new SA).
+ */
+static struct sp_sa *
+sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *sess_pool,
 	char *err, size_t errlen)
 {
 	struct rte_ipsec_sa_prm prm;
@@ -154,6 +161,8 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 
 	if (build_xforms(p, &x, err, errlen) != 0)
 		return NULL;
+	if (from != NULL)
+		dev = from->cdev_id;
 	for (i = 0; i < p->n_cdevs && dev < 0; i++)
 		if (cdev_supports(p->cdevs[i], x.first))
 			dev = p->cdevs[i];
@@ -185,7 +194,9 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 	memset(&prm, 0, sizeof(prm));
 	prm.userdata = (uintptr_t)s;
 	prm.ipsec_xform.spi = p->spi;
-	memcpy(&prm.ipsec_xform.salt, &p->salt, sizeof(p->salt));
+	/* a moved SA keeps its salt (key material, not handed over again) */
+	s->salt = from != NULL ? from->salt : p->salt;
+	memcpy(&prm.ipsec_xform.salt, &s->salt, sizeof(s->salt));
 	prm.ipsec_xform.options.esn = p->esn ? 1 : 0;
 	prm.ipsec_xform.direction = p->inbound ? RTE_SECURITY_IPSEC_SA_DIR_INGRESS :
 		RTE_SECURITY_IPSEC_SA_DIR_EGRESS;
@@ -240,7 +251,12 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 		goto fail;
 	}
 
-	s->cses = rte_cryptodev_sym_session_create(dev, x.first, sess_pool);
+	if (from != NULL) {
+		s->cses = from->cses;
+		from->cses = NULL;
+	} else {
+		s->cses = rte_cryptodev_sym_session_create(dev, x.first, sess_pool);
+	}
 	if (s->cses == NULL) {
 		snprintf(err, errlen, "crypto session on device %d: %s", dev, strerror(rte_errno));
 		goto fail;
@@ -255,11 +271,32 @@ sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 		snprintf(err, errlen, "rte_ipsec_session_prepare: %s", strerror(-rc));
 		goto fail;
 	}
+	s->peer = p->inbound ? p->src : p->dst;
+	s->peer_port = p->inbound ? p->sport : p->dport;
 	return s;
 
 fail:
+	if (from != NULL && s->cses != NULL) {
+		/* give the session back: the old SA stays in service */
+		from->cses = s->cses;
+		s->cses = NULL;
+		rte_ipsec_session_prepare(&from->ss);
+	}
 	sp_sa_free(s);
 	return NULL;
+}
+
+struct sp_sa *
+sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
+	char *err, size_t errlen)
+{
+	return sa_create(p, NULL, sess_pool, err, errlen);
+}
+
+struct sp_sa *
+sp_sa_move(const struct sp_sa_params *p, struct sp_sa *from, char *err, size_t errlen)
+{
+	return sa_create(p, from, NULL, err, errlen);
 }
 
 int

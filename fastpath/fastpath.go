@@ -85,6 +85,7 @@ type cdev struct {
 
 type saEntry struct {
 	c      *C.struct_sp_sa
+	params params   // suite and key lengths, for MoveSA
 	sa     model.SA // without keys
 	crypto string
 }
@@ -376,6 +377,9 @@ func (f *Fastpath) Notes() []dataplane.Note {
 		switch m.kind {
 		case C.SP_NOTE_MISS:
 			out = append(out, dataplane.Note{Kind: dataplane.NoteNoNeighbour, Port: int(m.port), Dst: addrFromBE(uint32(m.a))})
+		case C.SP_NOTE_MAPPING:
+			out = append(out, dataplane.Note{Kind: dataplane.NoteMapping, SPI: uint32(m.port),
+				Src: addrFromBE(uint32(m.a)), SrcPort: uint16(m.b)})
 		case C.SP_NOTE_ACQUIRE:
 			out = append(out, dataplane.Note{Kind: dataplane.NoteAcquire, Reqid: uint32(m.port),
 				Src: addrFromBE(uint32(m.a)), Dst: addrFromBE(uint32(m.b))})

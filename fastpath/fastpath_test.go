@@ -221,6 +221,41 @@ func TestFastpathChild(t *testing.T) {
 		t.Fatalf("TTL %d after two forwarding hops, want 62", ttl)
 	}
 
+	// 2b. the ESP came back from 192.0.2.1:4500, not from the SA's peer
+	// 192.0.2.2:4500: once authenticated, that is a NAT mapping change
+	var notes []dataplane.Note
+	for deadline := time.Now().Add(2 * time.Second); len(notes) == 0 && time.Now().Before(deadline); {
+		notes = fp.Notes()
+	}
+	if len(notes) == 0 || notes[0].Kind != dataplane.NoteMapping || notes[0].SPI != 0x1001 ||
+		notes[0].Src != gwAddr || notes[0].SrcPort != 4500 {
+		t.Fatalf("mapping change not noted: %+v", notes)
+	}
+
+	// 2c. update_sa (NAT remapped): the SA moves to port 31000 and
+	// continues its sequence numbers, with the keys it had
+	send(plain(5))
+	seqBefore := binary.BigEndian.Uint32(recv("ESP before the move", isESP)[14+32:])
+	if err := fp.MoveSA(outID, gwAddr, peerAddr, 4500, 31000, true); err != nil {
+		t.Fatal(err)
+	}
+	send(plain(6))
+	moved := recv("ESP after the move", func(ip []byte) bool {
+		return ip[9] == 17 && binary.BigEndian.Uint16(ip[22:]) == 31000 && binary.BigEndian.Uint32(ip[28:]) == 0x1001
+	})
+	if seq := binary.BigEndian.Uint32(moved[14+32:]); seq != seqBefore+1 {
+		t.Fatalf("sequence after the move %d, want %d", seq, seqBefore+1)
+	}
+	// same key: the inbound SA still decrypts it (sent to our port 4500)
+	in2 := back(moved)
+	binary.BigEndian.PutUint16(in2[14+22:], 4500)
+	send(in2)
+	recv("moved ESP decrypted", isPlain("hello-6"))
+	if err := fp.MoveSA(outID, gwAddr, peerAddr, 4500, 4500, true); err != nil {
+		t.Fatal(err)
+	}
+	drainNotes(fp)
+
 	// 3. replay of the same ESP: dropped and counted
 	before := fp.PortStats()[0].Counters
 	send(back(esp1))
@@ -263,6 +298,7 @@ func TestFastpathChild(t *testing.T) {
 	if err := fp.SetFIB(fib); err != nil {
 		t.Fatal(err)
 	}
+	drainNotes(fp)
 	send(plain(3))
 	waitCounter(t, fp, "drop_no_neigh", before["drop_no_neigh"]+1)
 	var miss []dataplane.Note
@@ -273,15 +309,15 @@ func TestFastpathChild(t *testing.T) {
 		t.Fatalf("neighbour miss for %s not reported: %v", peerAddr, miss)
 	}
 
-	// 8. SA counters: 8 packets encrypted (the last one before the
-	// neighbour lookup), 6 decrypted; auth and replay drops on the SA
+	// 8. SA counters: 10 packets encrypted (the last one before the
+	// neighbour lookup), 7 decrypted; auth and replay drops on the SA
 	st, _ := fp.SAStats(outID)
-	if st.Packets != 8 || st.LastUse.IsZero() {
-		t.Fatalf("outbound SA counters %+v, want 8 packets", st)
+	if st.Packets != 10 || st.LastUse.IsZero() || st.SeqUsed != 11 {
+		t.Fatalf("outbound SA counters %+v, want 10 packets, next sequence number 11", st)
 	}
 	st, _ = fp.SAStats(inID)
-	if st.Packets != 6 || st.DropAuth != 1 || st.DropReplay != 2 {
-		t.Fatalf("inbound SA counters %+v, want 6 packets, 1 auth drop, 2 replay drops", st)
+	if st.Packets != 7 || st.DropAuth != 1 || st.DropReplay != 2 {
+		t.Fatalf("inbound SA counters %+v, want 7 packets, 1 auth drop, 2 replay drops", st)
 	}
 
 	// 9. delete while published: the SA is gone from the loop
@@ -401,7 +437,7 @@ func TestFastpathChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	before = fp.PortStats()[0].Counters
-	fp.Notes()
+	drainNotes(fp)
 	send(plain(4))
 	waitCounter(t, fp, "drop_no_sa", before["drop_no_sa"]+1)
 	var acq []dataplane.Note
@@ -416,6 +452,19 @@ func TestFastpathChild(t *testing.T) {
 	settle(wire)
 	if avail := fp.MbufsAvailable(); avail != avail0 {
 		t.Fatalf("mbufs available %d, before the traffic %d: leak", avail, avail0)
+	}
+}
+
+// drainNotes reads notes until none come for a while (the loop may still
+// be noting what earlier frames caused).
+func drainNotes(fp *Fastpath) {
+	for quiet := 0; quiet < 20; {
+		if len(fp.Notes()) == 0 {
+			quiet++
+			time.Sleep(time.Millisecond)
+		} else {
+			quiet = 0
+		}
 	}
 }
 

@@ -48,48 +48,25 @@ func (f *Fastpath) AddSA(sa *model.SA) error {
 	}
 
 	// parameters (with the keys) in C memory, wiped right after use
-	p := (*C.struct_sp_sa_params)(C.calloc(1, C.sizeof_struct_sp_sa_params))
-	defer func() {
-		C.memset(unsafe.Pointer(p), 0, C.sizeof_struct_sp_sa_params)
-		C.free(unsafe.Pointer(p))
-	}()
-	p.spi = C.uint32_t(sa.SPI)
-	p.reqid = C.uint32_t(sa.Reqid)
-	p.src = beFromAddr(sa.Src)
-	p.dst = beFromAddr(sa.Dst)
-	p.sport = C.uint16_t(sa.SrcPort)
-	p.dport = C.uint16_t(sa.DstPort)
-	p.inbound = boolC(sa.Inbound)
-	p.encap = boolC(sa.Encap)
-	p.esn = boolC(sa.ESN)
-	p.icv_len = C.uint8_t(sp.icv)
-	p.replay_window = C.uint32_t(sa.ReplayWindow)
-	p.seq_start = C.uint64_t(sa.SeqStart)
-	p.hard_packets = C.uint64_t(sa.Hard.Packets)
-	p.hard_bytes = C.uint64_t(sa.Hard.Bytes)
-	p.enc, p.auth = sp.enc, sp.auth
+	p := newParams()
+	defer freeParams(p)
+	f.fillParams(p, sa, sp)
 	if sp.saltLen > 0 {
 		C.memcpy(unsafe.Pointer(&p.salt), unsafe.Pointer(&sa.EncKey[sp.keyLen]), 4)
 	}
-	p.key_len = C.uint8_t(sp.keyLen)
 	if sp.keyLen > 0 {
 		C.memcpy(unsafe.Pointer(&p.key[0]), unsafe.Pointer(&sa.EncKey[0]), C.size_t(sp.keyLen))
 	}
-	p.auth_key_len = C.uint8_t(sp.authKeyLen)
 	if sp.authKeyLen > 0 {
 		C.memcpy(unsafe.Pointer(&p.auth_key[0]), unsafe.Pointer(&sa.IntKey[0]), C.size_t(sp.authKeyLen))
 	}
-	for i, d := range f.cdevs {
-		p.cdevs[i] = C.uint8_t(d.id)
-	}
-	p.n_cdevs = C.uint8_t(len(f.cdevs))
 
 	var ebuf [256]C.char
 	c := C.sp_sa_create(p, f.sessPool, &ebuf[0], C.size_t(len(ebuf)))
 	if c == nil {
 		return fmt.Errorf("add SA %s: %s", sa.SAID, cerr(ebuf[:]))
 	}
-	e := &saEntry{c: c, sa: *sa, crypto: f.cdevNameOf(int(C.sp_sa_cdev(c)))}
+	e := &saEntry{c: c, sa: *sa, params: sp, crypto: f.cdevNameOf(int(C.sp_sa_cdev(c)))}
 	if e.crypto != f.cdevs[0].name {
 		f.log.Info("SA runs on another crypto device: the preferred one lacks its suite",
 			"spi", fmt.Sprintf("0x%08x", sa.SPI), "suite", sp.name, "crypto", e.crypto)
@@ -115,6 +92,86 @@ func (f *Fastpath) DelSA(id model.SAID) error {
 	delete(f.mu.sas, id)
 	err := f.publishIPsecLocked() // synchronizes before returning
 	C.sp_sa_free(e.c)
+	return err
+}
+
+// nextSeq is the first unused outbound sequence number of an SA that
+// started at start (rte_ipsec starts at 1 when given 0) and sent packets.
+func nextSeq(start, packets uint64) uint64 {
+	return max(start, 1) + packets
+}
+
+func newParams() *C.struct_sp_sa_params {
+	return (*C.struct_sp_sa_params)(C.calloc(1, C.sizeof_struct_sp_sa_params))
+}
+
+func freeParams(p *C.struct_sp_sa_params) {
+	C.memset(unsafe.Pointer(p), 0, C.sizeof_struct_sp_sa_params)
+	C.free(unsafe.Pointer(p))
+}
+
+// fillParams sets everything of p but the key material.
+func (f *Fastpath) fillParams(p *C.struct_sp_sa_params, sa *model.SA, sp params) {
+	p.spi = C.uint32_t(sa.SPI)
+	p.reqid = C.uint32_t(sa.Reqid)
+	p.src = beFromAddr(sa.Src)
+	p.dst = beFromAddr(sa.Dst)
+	p.sport = C.uint16_t(sa.SrcPort)
+	p.dport = C.uint16_t(sa.DstPort)
+	p.inbound = boolC(sa.Inbound)
+	p.encap = boolC(sa.Encap)
+	p.esn = boolC(sa.ESN)
+	p.icv_len = C.uint8_t(sp.icv)
+	p.replay_window = C.uint32_t(sa.ReplayWindow)
+	p.seq_start = C.uint64_t(sa.SeqStart)
+	p.hard_packets = C.uint64_t(sa.Hard.Packets)
+	p.hard_bytes = C.uint64_t(sa.Hard.Bytes)
+	p.enc, p.auth = sp.enc, sp.auth
+	p.key_len = C.uint8_t(sp.keyLen)
+	p.auth_key_len = C.uint8_t(sp.authKeyLen)
+	for i, d := range f.cdevs {
+		p.cdevs[i] = C.uint8_t(d.id)
+	}
+	p.n_cdevs = C.uint8_t(len(f.cdevs))
+}
+
+// MoveSA gives an SA new addresses and ports. The new SA takes over the
+// old one's crypto session (the keys stay in the PMD), continues its
+// sequence numbers and counters, and replaces it in the tables.
+func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint16, encap bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.mu.sas[id]
+	if !ok {
+		return fmt.Errorf("move SA %s: %w", id, model.ErrNotFound)
+	}
+	if !src.Is4() || !dst.Is4() {
+		return fmt.Errorf("move SA %s to %s -> %s: %w (IPv4 only in this version)", id, src, dst, model.ErrUnsupported)
+	}
+	sa := e.sa
+	sa.Src, sa.Dst, sa.SrcPort, sa.DstPort, sa.Encap = src, dst, sport, dport, encap
+	if _, dup := f.mu.sas[sa.SAID]; dup && sa.SAID != id {
+		return fmt.Errorf("move SA %s: %s: %w", id, sa.SAID, model.ErrExists)
+	}
+	p := newParams()
+	defer freeParams(p)
+	f.fillParams(p, &sa, e.params)
+	st := e.c.st
+	// outbound: continue after the last number sent, never reuse one; the
+	// counters go on, so SeqUsed stays start + packets
+	p.seq_start = C.uint64_t(nextSeq(sa.SeqStart, uint64(st.packets)))
+	var ebuf [256]C.char
+	c := C.sp_sa_move(p, e.c, &ebuf[0], C.size_t(len(ebuf)))
+	if c == nil {
+		return fmt.Errorf("move SA %s: %s", id, cerr(ebuf[:]))
+	}
+	c.st = st
+	old := e.c
+	ne := &saEntry{c: c, sa: sa, params: e.params, crypto: e.crypto}
+	delete(f.mu.sas, id)
+	f.mu.sas[sa.SAID] = ne
+	err := f.publishIPsecLocked() // synchronizes: nobody uses old after this
+	C.sp_sa_free(old)
 	return err
 }
 
@@ -319,7 +376,7 @@ func (f *Fastpath) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 	}
 	st := &e.c.st
 	return dataplane.SACounters{
-		SeqUsed:       e.sa.SeqStart + uint64(st.packets),
+		SeqUsed:       nextSeq(e.sa.SeqStart, uint64(st.packets)),
 		Bytes:         uint64(st.bytes),
 		Packets:       uint64(st.packets),
 		LastUse:       f.tscToTime(uint64(st.last_use)),

@@ -19,6 +19,10 @@ type Dataplane interface {
 	// sa once they have been handed over.
 	AddSA(sa *model.SA) error
 	DelSA(id model.SAID) error
+	// MoveSA gives an SA new addresses and ports (MOBIKE, NAT remapping);
+	// it keeps its keys, counters and sequence numbers. The SA's ID
+	// changes when its destination does.
+	MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint16, encap bool) error
 	// ExpireSA stops all traffic on an SA (hard lifetime over) until it
 	// is deleted.
 	ExpireSA(id model.SAID) error
@@ -89,8 +93,8 @@ type SACounters struct {
 	DropMalformed  uint64
 	DropPolicy     uint64
 	Crypto         string // crypto device that runs it
-	// SeqUsed is, for an outbound SA, an upper bound of the sequence
-	// numbers it has used (its start plus every packet sent).
+	// SeqUsed is, for an outbound SA, the first sequence number it has
+	// not used (above every number sent): where it resumes after a restart.
 	SeqUsed uint64
 }
 
@@ -100,6 +104,7 @@ type NoteKind uint8
 const (
 	NoteNoNeighbour NoteKind = 1 // Port, Dst: next hop to resolve
 	NoteAcquire     NoteKind = 2 // Reqid, Src, Dst: the packet's addresses
+	NoteMapping     NoteKind = 3 // SPI, Src, SrcPort: ESP-in-UDP from a new place
 )
 
 // Note is one thing the packet loop reports to the control plane.
@@ -107,7 +112,9 @@ type Note struct {
 	Kind     NoteKind
 	Port     int
 	Reqid    uint32
+	SPI      uint32
 	Src, Dst netip.Addr
+	SrcPort  uint16
 }
 
 // CounterNames lists the per-port counters in display order.

@@ -56,6 +56,7 @@ type Engine struct {
 		spis     map[uint32]bool // allocated by GetSPI, not yet (or still) used
 		seq      uint64
 		acquired map[uint32]time.Time // reqid -> last acquire raised
+		mapped   map[mappingKey]time.Time
 	}
 }
 
@@ -68,6 +69,7 @@ func New(log *slog.Logger, dp dataplane.Dataplane) *Engine {
 	e.mu.policies = make(map[model.PolicyID]*policyEntry)
 	e.mu.spis = make(map[uint32]bool)
 	e.mu.acquired = make(map[uint32]time.Time)
+	e.mu.mapped = make(map[mappingKey]time.Time)
 	return e
 }
 
@@ -148,10 +150,27 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	return e.rebindLocked()
 }
 
-// UpdateSA is not supported yet: the SA would have to be recreated with
-// its keys, which the fast path no longer holds in Go.
+// UpdateSA moves an SA to new addresses/ports (MOBIKE, NAT remapping). It
+// keeps its keys (in the crypto device), counters and sequence numbers.
 func (e *Engine) UpdateSA(ctx context.Context, id model.SAID, src netip.Addr, newSrc, newDst netip.Addr, newSport, newDport uint16, encap bool) error {
-	return fmt.Errorf("update SA %s: %w", id, model.ErrUnsupported)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, ok := e.mu.sas[id]
+	if !ok {
+		return fmt.Errorf("update SA %s: %w", id, model.ErrNotFound)
+	}
+	if err := e.dp.MoveSA(id, newSrc, newDst, newSport, newDport, encap); err != nil {
+		return err
+	}
+	delete(e.mu.sas, id)
+	ent.sa.Src, ent.sa.Dst, ent.sa.SrcPort, ent.sa.DstPort, ent.sa.Encap = newSrc, newDst, newSport, newDport, encap
+	e.mu.sas[ent.sa.SAID] = ent
+	if ent.sa.SAID != id && e.seq != nil {
+		e.seq.Forget(id)
+	}
+	e.log.Info("SA moved", "spi", fmt.Sprintf("0x%08x", id.SPI), "dir", ent.sa.Direction(),
+		"src", fmt.Sprintf("%s:%d", newSrc, newSport), "dst", fmt.Sprintf("%s:%d", newDst, newDport))
+	return e.rebindLocked()
 }
 
 // QuerySA reports an SA's counters.

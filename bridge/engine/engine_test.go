@@ -33,7 +33,16 @@ func (f *fakeDP) AddSA(sa *model.SA) error {
 	f.keysSeen = append(f.keysSeen, sa.EncKey)
 	return nil
 }
-func (f *fakeDP) DelSA(id model.SAID) error               { delete(f.sas, id); return nil }
+func (f *fakeDP) DelSA(id model.SAID) error { delete(f.sas, id); return nil }
+func (f *fakeDP) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint16, encap bool) error {
+	if !f.sas[id] {
+		return model.ErrNotFound
+	}
+	delete(f.sas, id)
+	id.Dst = dst
+	f.sas[id] = true
+	return nil
+}
 func (f *fakeDP) ExpireSA(id model.SAID) error            { f.expired = append(f.expired, id); return nil }
 func (f *fakeDP) SetPolicies(b []dataplane.Binding) error { f.bindings = b; return nil }
 func (f *fakeDP) SetFIB(dataplane.FIB) error              { return nil }
@@ -294,5 +303,47 @@ func TestAcquireOncePerReqidWhileNegotiating(t *testing.T) {
 	}
 	if _, ok := e.Acquire(now.Add(acquireHold+time.Second), 7, src, dst); !ok {
 		t.Fatal("acquire not raised again after the hold")
+	}
+}
+
+func TestUpdateSAMovesAndRebinds(t *testing.T) {
+	ctx := context.Background()
+	e, dp := newEngine()
+	_ = e.AddPolicy(ctx, outPolicy(1))
+	sa := outSA(0x100, 1)
+	sa.Encap, sa.SrcPort, sa.DstPort = true, 4500, 4500
+	_ = e.AddSA(ctx, sa)
+	if err := e.UpdateSA(ctx, sa.SAID, gw, gw, peer, 4500, 31000, true); err != nil {
+		t.Fatal(err)
+	}
+	rows := e.ListSAs()
+	if len(rows) != 1 || rows[0].DstPort != 31000 {
+		t.Fatalf("SA not moved: %+v", rows)
+	}
+	if spi := boundSPI(t, dp); spi != 0x100 {
+		t.Fatalf("policy lost its SA after the move: 0x%x", spi)
+	}
+	if err := e.UpdateSA(ctx, model.SAID{Dst: peer, SPI: 9, Proto: 50}, gw, gw, peer, 1, 2, true); err == nil {
+		t.Fatal("update of an absent SA succeeded")
+	}
+}
+
+func TestMappingOnlyForInboundSAs(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newEngine()
+	in := outSA(0x300, 1)
+	in.Inbound, in.Dst, in.Src = true, gw, peer
+	_ = e.AddSA(ctx, in)
+	now := time.Now()
+	nat := netip.MustParseAddr("192.0.2.2")
+	ev, ok := e.Mapping(now, 0x300, nat, 31000)
+	if !ok || ev.Kind != pluginsock.EventMapping || ev.SA != in.SAID || ev.Src != nat || ev.NewPort != 31000 {
+		t.Fatalf("mapping: %+v %v", ev, ok)
+	}
+	if _, ok := e.Mapping(now, 0x300, nat, 31000); ok {
+		t.Fatal("the same mapping raised twice at once")
+	}
+	if _, ok := e.Mapping(now, 0x999, nat, 31000); ok {
+		t.Fatal("mapping for an unknown SPI")
 	}
 }

@@ -89,3 +89,31 @@ func (e *Engine) Acquire(now time.Time, reqid uint32, src, dst netip.Addr) (plug
 	e.log.Info("acquire: traffic for a policy without SA", "reqid", reqid, "src", src, "dst", dst)
 	return pluginsock.Event{Kind: pluginsock.EventAcquire, Reqid: reqid, Src: src, Dst: dst}, true
 }
+
+// Mapping turns authenticated ESP-in-UDP that arrived on an inbound SA from
+// a new address or port into a mapping event for charon (as the kernel's
+// XFRM_MSG_MAPPING), once per new mapping while charon updates the SA.
+func (e *Engine) Mapping(now time.Time, spi uint32, src netip.Addr, port uint16) (pluginsock.Event, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id, s := range e.mu.sas {
+		if !s.sa.Inbound || id.SPI != spi {
+			continue
+		}
+		key := mappingKey{spi: spi, src: src, port: port}
+		if last, ok := e.mu.mapped[key]; ok && now.Sub(last) < acquireHold {
+			return pluginsock.Event{}, false
+		}
+		e.mu.mapped[key] = now
+		e.log.Info("mapping: ESP-in-UDP from a new address", "spi", fmt.Sprintf("0x%08x", spi),
+			"was", fmt.Sprintf("%s:%d", s.sa.Src, s.sa.SrcPort), "now", fmt.Sprintf("%s:%d", src, port))
+		return pluginsock.Event{Kind: pluginsock.EventMapping, SA: id, Src: src, NewPort: port}, true
+	}
+	return pluginsock.Event{}, false
+}
+
+type mappingKey struct {
+	spi  uint32
+	src  netip.Addr
+	port uint16
+}

@@ -80,6 +80,10 @@ func handleNotes(ctx context.Context, dp dataplane.Dataplane, fib *fibFeeder, en
 					if ev, ok := eng.Acquire(now, n.Reqid, n.Src, n.Dst); ok {
 						notify(ev)
 					}
+				case dataplane.NoteMapping:
+					if ev, ok := eng.Mapping(now, n.SPI, n.Src, n.SrcPort); ok {
+						notify(ev)
+					}
 				}
 			}
 		}
