@@ -490,3 +490,40 @@ func TestGatewayPeerBehindNAT(t *testing.T) {
 	}
 	t.Logf("outbound SA to %s:%d (NAT-mapped), %d packets", out.Dst, out.DstPort, out.Packets)
 }
+
+// TestGatewayNATRemap: the NAT router forgets its mappings and maps the
+// peer to other ports. The fast path sees authenticated ESP-in-UDP from the
+// new port, raises the mapping event, charon updates the SAs (update_sa)
+// and traffic goes to the new port.
+func TestGatewayNATRemap(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	l := lab.New(t, lab.Options{NAT: true})
+	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin,
+		lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gateway{l: l, d: sg.D, gw: sg.GW, pr: sg.PR}
+	g.pingBothWays(t, ctx, 3)
+	if err := l.RemapNAT(ctx, 30000, 39999); err != nil {
+		t.Fatal(err)
+	}
+	// traffic from the peer's side comes from the new port first
+	err = waitFor(ctx, "SA moved to the new NAT port", func() (bool, error) {
+		_ = l.Ping(ctx, lab.H2, lab.H1Addr, 1)
+		sas, err := sg.D.SAs(ctx)
+		if err != nil {
+			return false, err
+		}
+		out, _ := saByDir(sas, "out")
+		return out.DstPort >= 30000 && out.DstPort <= 39999, fmt.Errorf("outbound SA to port %d", out.DstPort)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sg.D.Output(), "mapping: ESP-in-UDP from a new address") {
+		t.Fatal("swanpathd raised no mapping event")
+	}
+	g.pingBothWays(t, ctx, 5)
+}

@@ -52,6 +52,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // Namespace roles, passed to (*Lab).NS.
@@ -285,18 +288,48 @@ func (l *Lab) buildNAT(ctx context.Context) error {
 	if err := nr.Sysctl(ctx, "net.ipv4.ip_forward", "1"); err != nil {
 		return err
 	}
-	rules := `table ip nat {
+	return l.natRules(ctx, 20000, 29999)
+}
+
+func (l *Lab) natRules(ctx context.Context, lo, hi int) error {
+	rules := fmt.Sprintf(`flush ruleset
+table ip nat {
 	chain post {
 		type nat hook postrouting priority srcnat; policy accept;
-		oifname "wan" ip protocol udp masquerade to :20000-29999
+		oifname "wan" ip protocol udp masquerade to :%d-%d
 		oifname "wan" masquerade
 	}
 }
-`
-	cmd := nr.command(ctx, "nft", "-f", "-")
+`, lo, hi)
+	cmd := l.NS(NR).command(ctx, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("nat router: nft: %w: %s", err, out)
+	}
+	return nil
+}
+
+// RemapNAT makes the NAT router forget its mappings and map the peer to
+// ports lo-hi from now on, as a NAT box that reboots or times out does.
+func (l *Lab) RemapNAT(ctx context.Context, lo, hi int) error {
+	if !l.nat {
+		return errors.New("remap NAT: the lab has no NAT router")
+	}
+	if err := l.natRules(ctx, lo, hi); err != nil {
+		return err
+	}
+	h, err := netns.GetFromName(l.NS(NR).Name)
+	if err != nil {
+		return fmt.Errorf("remap NAT: %w", err)
+	}
+	defer h.Close()
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		return fmt.Errorf("remap NAT: %w", err)
+	}
+	defer nh.Close()
+	if err := nh.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
+		return fmt.Errorf("remap NAT: flush conntrack: %w", err)
 	}
 	return nil
 }
