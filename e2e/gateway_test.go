@@ -359,7 +359,7 @@ func TestGatewayRekeyByPackets(t *testing.T) {
 	defer cancel()
 	l := lab.New(t, lab.Options{})
 	tun := lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true,
-		ChildOptions: []string{"rekey_packets = 400", "life_packets = 2000"}}
+		GatewayChildOptions: []string{"rekey_packets = 400", "life_packets = 2000", "rand_packets = 0"}}
 	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, tun)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ package fastpath
 #include "dp.h"
 
 static inline void sp_sa_kill(struct sp_sa *sa) { __atomic_store_n(&sa->dead, 1, __ATOMIC_RELAXED); }
+static inline void sp_sa_revive(struct sp_sa *sa) { __atomic_store_n(&sa->dead, 0, __ATOMIC_RELAXED); }
 */
 import "C"
 
@@ -156,13 +157,20 @@ func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint1
 	p := newParams()
 	defer freeParams(p)
 	f.fillParams(p, &sa, e.params)
+	// Stop the old SA and wait out the loop's bursts in flight: then its
+	// counters, and so its last sequence number, are final. The packets
+	// of this short moment are dropped (drop_expired); the new SA must not
+	// start below a number the old one could still send (AES-GCM IV).
+	C.sp_sa_kill(e.c)
+	C.sp_synchronize(f.dp)
 	st := e.c.st
-	// outbound: continue after the last number sent, never reuse one; the
-	// counters go on, so SeqUsed stays start + packets
+	// continue after the last number sent; the counters go on, so SeqUsed
+	// stays start + packets
 	p.seq_start = C.uint64_t(nextSeq(sa.SeqStart, uint64(st.packets)))
 	var ebuf [256]C.char
 	c := C.sp_sa_move(p, e.c, &ebuf[0], C.size_t(len(ebuf)))
 	if c == nil {
+		C.sp_sa_revive(e.c)
 		return fmt.Errorf("move SA %s: %s", id, cerr(ebuf[:]))
 	}
 	c.st = st

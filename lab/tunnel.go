@@ -34,9 +34,10 @@ type Tunnel struct {
 	PeerLocal string
 	// Version is the IKE version, 2 by default.
 	Version int
-	// ChildOptions are extra lines in the CHILD_SA's section of both
-	// sides, e.g. "rekey_packets = 500".
-	ChildOptions []string
+	// GatewayChildOptions are extra lines in the gateway's CHILD_SA
+	// section, e.g. "rekey_packets = 500" (the peer keeps its defaults, so
+	// the gateway's limits are the ones that trigger).
+	GatewayChildOptions []string
 }
 
 func (t Tunnel) withDefaults() Tunnel {
@@ -70,6 +71,7 @@ func (t Tunnel) GatewayConf() string {
 	return t.render(side{
 		local: GWWanAddr, remote: PRWanAddr, localID: "gw.lab", remoteID: "pr.lab",
 		localTS: LeftNet, remoteTS: RightNet, start: t.GatewayStart, encap: t.Encap,
+		extra: t.GatewayChildOptions,
 	})
 }
 
@@ -85,6 +87,7 @@ func (t Tunnel) PeerConf() string {
 type side struct {
 	local, remote, localID, remoteID, localTS, remoteTS, start string
 	encap                                                      bool
+	extra                                                      []string
 }
 
 func (t Tunnel) render(s side) string {
@@ -124,7 +127,7 @@ secrets {
 	}
 }
 `, ConnName, t.Version, s.local, s.remote, t.IKEProposals, yesNo(s.encap), s.localID, s.remoteID,
-		ChildName, s.localTS, s.remoteTS, t.ESPProposals, s.start, childExtra(t.ChildOptions), t.PSK)
+		ChildName, s.localTS, s.remoteTS, t.ESPProposals, s.start, childExtra(s.extra), t.PSK)
 	return b.String()
 }
 
