@@ -527,3 +527,31 @@ func TestGatewayNATRemap(t *testing.T) {
 	}
 	g.pingBothWays(t, ctx, 5)
 }
+
+// TestGatewayReplayWindows: the replay window configured in swanctl
+// (replay_window) reaches the fast path's SAs, and traffic passes.
+func TestGatewayReplayWindows(t *testing.T) {
+	for _, w := range []int{0, 32, 64, 1024, 4096} {
+		t.Run(strconv.Itoa(w), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			l := lab.New(t, lab.Options{})
+			sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, lab.Tunnel{
+				ESPProposals: "aes128gcm16", Encap: true,
+				GatewayChildOptions: []string{fmt.Sprintf("replay_window = %d", w)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := &gateway{l: l, d: sg.D, gw: sg.GW, pr: sg.PR}
+			g.pingBothWays(t, ctx, 3)
+			sas, err := sg.D.SAs(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, ok := saByDir(sas, "in")
+			if !ok || in.ReplayWindow != uint32(w) {
+				t.Fatalf("inbound SA replay window %d, want %d", in.ReplayWindow, w)
+			}
+		})
+	}
+}
