@@ -335,6 +335,21 @@ trim_to_ip(struct rte_mbuf *m, uint32_t off)
 }
 
 /*
+ * Could this inbound packet (l2_len + l3_len at the ESP header) be ESP of
+ * sa by its length? ESP header, IV, ICV and the 2-byte trailer at least,
+ * the encrypted part a multiple of the cipher's alignment (RFC 4303 §2.4).
+ */
+static int
+esp_len_ok(const struct sp_sa *sa, const struct rte_mbuf *m)
+{
+	uint32_t fixed = sa->overhead - sizeof(struct rte_ipv4_hdr) -
+		(sa->encap ? sizeof(struct rte_udp_hdr) : 0);	/* ESP hdr + IV + ICV */
+	uint32_t len = rte_pktmbuf_pkt_len(m) - m->l2_len - m->l3_len;
+
+	return len >= fixed + 2 && (len - fixed) % sa->pad_align == 0;
+}
+
+/*
  * Run crypto for n mbufs of one SA: prepare, enqueue, dequeue, process.
  * On return mb[0..ok) are processed; the rest have been freed and counted.
  */
@@ -351,13 +366,17 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 		return 0;
 	}
 	k = rte_ipsec_pkt_crypto_prepare(&sa->ss, mb, cop, n);
-	/* prepare refuses packets that fail the replay window or are too short */
+	/* prepare refuses packets that fail the replay window or whose
+	 * lengths cannot be ESP for this SA (truncated, misaligned) */
 	for (i = k; i < n; i++) {
-		if (sa->inbound) {
+		if (!sa->inbound) {
+			drop(c, port, mb[i], SP_CNT_DROP_NOMEM);
+		} else if (!esp_len_ok(sa, mb[i])) {
+			sa->st.drop_malformed++;
+			drop(c, port, mb[i], SP_CNT_DROP_MALFORMED);
+		} else {
 			sa->st.drop_replay++;
 			drop(c, port, mb[i], SP_CNT_DROP_REPLAY);
-		} else {
-			drop(c, port, mb[i], SP_CNT_DROP_NOMEM);
 		}
 	}
 	if (k < n)

@@ -2,6 +2,8 @@ package fastpath
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -318,6 +320,78 @@ func TestFastpathChild(t *testing.T) {
 	st, _ = fp.SAStats(inID)
 	if st.Packets != 7 || st.DropAuth != 1 || st.DropReplay != 2 {
 		t.Fatalf("inbound SA counters %+v, want 7 packets, 1 auth drop, 2 replay drops", st)
+	}
+
+	// 8b. hostile ESP that authenticates (built with the SA's key): bad
+	// padding, a pad length beyond the payload, a wrong next header.
+	// First a well-formed one, so the builder is known to be right.
+	// esp builds ESP-in-UDP for the inbound SA; badPad makes the pad
+	// bytes wrong, padLen >= 0 overrides the pad length field.
+	esp := func(seq uint32, badPad bool, padLen int, next byte) []byte {
+		inner := ipv4udp(h1, h2, 1000, 2000, 64, []byte(fmt.Sprintf("hostile-%d", seq)))
+		// RFC 4303 §2.4: pad bytes 1, 2, 3...; payload+trailer a multiple of 4
+		pad := make([]byte, (4-(len(inner)+2)%4)%4+4)
+		for i := range pad {
+			pad[i] = byte(i + 1)
+			if badPad {
+				pad[i] = 0xaa
+			}
+		}
+		pl := byte(len(pad))
+		if padLen >= 0 {
+			pl = byte(padLen)
+		}
+		pt := append(append(append([]byte(nil), inner...), pad...), pl, next)
+		blk, _ := aes.NewCipher(key[:16])
+		gcm, _ := cipher.NewGCM(blk)
+		hdr := make([]byte, 16)
+		binary.BigEndian.PutUint32(hdr[0:], 0x1001)
+		binary.BigEndian.PutUint32(hdr[4:], seq)
+		binary.BigEndian.PutUint64(hdr[8:], uint64(seq)) // IV
+		nonce := append(append([]byte(nil), key[16:20]...), hdr[8:16]...)
+		payload := gcm.Seal(append([]byte(nil), hdr...), nonce, pt, hdr[:8])
+		udp := make([]byte, 8, 8+len(payload))
+		binary.BigEndian.PutUint16(udp[0:], 4500)
+		binary.BigEndian.PutUint16(udp[2:], 4500)
+		binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+		udp = append(udp, payload...)
+		ip := make([]byte, 20, 20+len(udp))
+		ip[0], ip[8], ip[9] = 0x45, 64, 17
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
+		copy(ip[12:], peerAddr.AsSlice())
+		copy(ip[16:], gwAddr.AsSlice())
+		binary.BigEndian.PutUint16(ip[10:], csum(ip[:20]))
+		return frame(portMAC, vb.HardwareAddr, append(ip, udp...))
+	}
+	fib.Neighs = []dataplane.Neigh{{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr}}
+	if err := fp.SetFIB(fib); err != nil {
+		t.Fatal(err)
+	}
+	b0 := fp.PortStats()[0].Counters
+	good := esp(1000, false, -1, 4)
+	send(good)
+	if _, err := recvMatch(wire, 3*time.Second, isPlain("hostile-1000")); err != nil {
+		t.Fatalf("well-formed hand-built ESP not decrypted: % x\nbefore %v\nafter %v", good[:60], b0, fp.PortStats()[0].Counters)
+	}
+	stIn, _ := fp.SAStats(inID)
+	before = fp.PortStats()[0].Counters
+	send(esp(1001, true, -1, 4))   // pad bytes not 1, 2, 3...
+	send(esp(1002, false, 200, 4)) // pad length beyond the payload
+	send(esp(1003, false, -1, 59)) // next header "no next header" in tunnel mode
+	// truncated: a valid frame cut by 5 bytes (IP and UDP lengths fixed)
+	short := esp(1004, false, -1, 4)
+	short = short[:len(short)-5]
+	binary.BigEndian.PutUint16(short[14+2:], uint16(len(short)-14))
+	binary.BigEndian.PutUint16(short[14+10:], 0)
+	binary.BigEndian.PutUint16(short[14+10:], csum(short[14:34]))
+	binary.BigEndian.PutUint16(short[14+24:], uint16(len(short)-34))
+	send(short)
+	waitCounter(t, fp, "drop_malformed", before["drop_malformed"]+4)
+	if now := fp.PortStats()[0].Counters; now["drop_replay"] != before["drop_replay"] {
+		t.Fatalf("malformed ESP counted as replay: %d -> %d", before["drop_replay"], now["drop_replay"])
+	}
+	if st, _ := fp.SAStats(inID); st.DropMalformed != stIn.DropMalformed+4 || st.Packets != stIn.Packets {
+		t.Fatalf("inbound SA after hostile ESP: %+v (before %+v)", st, stIn)
 	}
 
 	// 9. delete while published: the SA is gone from the loop
