@@ -555,3 +555,40 @@ func TestGatewayReplayWindows(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayInactivity: charon's inactivity timeout (swanctl inactivity)
+// reads the last use of the SAs through query_sa. While traffic flows the
+// CHILD_SA stays; once it stops, charon closes it.
+func TestGatewayInactivity(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	l := lab.New(t, lab.Options{})
+	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, lab.Tunnel{
+		ESPProposals: "aes128gcm16", Encap: true, GatewayChildOptions: []string{"inactivity = 3s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 8 s of traffic: more than two inactivity periods
+	out, _ := l.NS(lab.H1).Exec(ctx, "ping", "-n", "-q", "-i", "0.25", "-c", "32", "-w", "20", lab.H2Addr)
+	if m := pingLoss.FindStringSubmatch(out); m == nil || m[2] != "32" {
+		t.Fatalf("pings while active: %s", out)
+	}
+	ikes, err := sg.GW.ListSAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := lab.Child(ikes, lab.ChildName); !ok {
+		t.Fatal("CHILD_SA closed for inactivity while traffic flowed")
+	}
+	err = waitFor(ctx, "CHILD_SA closed after the traffic stopped", func() (bool, error) {
+		ikes, err := sg.GW.ListSAs(ctx)
+		if err != nil {
+			return false, err
+		}
+		_, _, ok := lab.Child(ikes, lab.ChildName)
+		return !ok, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
