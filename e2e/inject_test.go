@@ -10,24 +10,38 @@ import (
 )
 
 // inNetns runs fn on a thread that has entered the named namespace; sockets
-// fn opens stay in that namespace.
+// fn opens stay in that namespace. The thread goes back to the test's own
+// namespace afterwards and is returned to the runtime: letting it exit
+// instead would SIGKILL every process that was started from it (the lab's
+// daemons run with Pdeathsig, which follows the starting thread).
 func inNetns(name string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		// the thread is discarded afterwards (not unlocked), so no other
-		// goroutine ever runs in the lab's namespace by accident
 		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("current netns: %w", err)
+			return
+		}
+		defer orig.Close()
 		h, err := netns.GetFromName(name)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("netns %s: %w", name, err)
 			return
 		}
 		defer h.Close()
 		if err := netns.Set(h); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("enter netns %s: %w", name, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		} // else: the thread stays locked and exits with the goroutine
+		errc <- err
 	}()
 	return <-errc
 }
