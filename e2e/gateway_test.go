@@ -27,8 +27,15 @@ type gateway struct {
 
 func bringUp(t *testing.T, ctx context.Context, esp string) *gateway {
 	t.Helper()
-	l := lab.New(t, lab.Options{})
-	g, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, lab.Tunnel{ESPProposals: esp, Encap: true})
+	return start(t, ctx, lab.Options{}, lab.Tunnel{ESPProposals: esp, Encap: true})
+}
+
+// start builds a lab with opts, brings the swanpath gateway and the tunnel
+// tun up, and on failure logs what swanpathd saw.
+func start(t *testing.T, ctx context.Context, opts lab.Options, tun lab.Tunnel) *gateway {
+	t.Helper()
+	l := lab.New(t, opts)
+	g, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, tun)
 	if g != nil && g.D != nil {
 		t.Cleanup(func() {
 			if !t.Failed() {
@@ -357,14 +364,11 @@ var pingLoss = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 func TestGatewayRekeyByPackets(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	l := lab.New(t, lab.Options{})
 	tun := lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true,
 		GatewayChildOptions: []string{"rekey_packets = 400", "life_packets = 2000", "rand_packets = 0"}}
-	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, tun)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ikes, _ := sg.PR.ListSAs(ctx)
+	g := start(t, ctx, lab.Options{}, tun)
+	l := g.l
+	ikes, _ := g.pr.ListSAs(ctx)
 	_, child0, _ := lab.Child(ikes, lab.ChildName)
 
 	out, _ := l.NS(lab.H1).Exec(ctx, "ping", "-n", "-q", "-i", "0.005", "-c", "1500", "-w", "60", lab.H2Addr)
@@ -378,10 +382,10 @@ func TestGatewayRekeyByPackets(t *testing.T) {
 	if got < sent-5 {
 		t.Fatalf("lost %d of %d pings across the rekeys", sent-got, sent)
 	}
-	if !strings.Contains(sg.GW.Log(), "kernel-swanpath: soft expire for SA with SPI") {
+	if !strings.Contains(g.gw.Log(), "kernel-swanpath: soft expire for SA with SPI") {
 		t.Fatal("charon on the gateway got no soft expire from swanpathd")
 	}
-	ikes, err = sg.PR.ListSAs(ctx)
+	ikes, err := g.pr.ListSAs(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +393,7 @@ func TestGatewayRekeyByPackets(t *testing.T) {
 	if !ok || child1.SPIIn == child0.SPIIn {
 		t.Fatalf("CHILD_SA was not rekeyed: %s -> %s", child0.SPIIn, child1.SPIIn)
 	}
-	sas, err := sg.D.SAs(ctx)
+	sas, err := g.d.SAs(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,22 +410,16 @@ func TestGatewayRekeyByPackets(t *testing.T) {
 func TestGatewayIKEv1(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l := lab.New(t, lab.Options{})
-	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin,
-		lab.Tunnel{Version: 1, ESPProposals: "aes128gcm16", IKEProposals: "aes128-sha256-modp2048", Encap: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gateway{l: l, d: sg.D, gw: sg.GW, pr: sg.PR}
+	g := start(t, ctx, lab.Options{}, lab.Tunnel{Version: 1, ESPProposals: "aes128gcm16", IKEProposals: "aes128-sha256-modp2048", Encap: true})
 	g.pingBothWays(t, ctx, 5)
-	ikes, err := sg.GW.ListSAs(ctx)
+	ikes, err := g.gw.ListSAs(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ikes) != 1 || !strings.Contains(sg.GW.Log(), "initiating Main Mode") {
+	if len(ikes) != 1 || !strings.Contains(g.gw.Log(), "initiating Main Mode") {
 		t.Fatalf("not an IKEv1 tunnel: %+v", ikes)
 	}
-	sas, err := sg.D.SAs(ctx)
+	sas, err := g.d.SAs(ctx)
 	if err != nil || len(sas) != 2 {
 		t.Fatalf("want 2 SAs: %+v %v", sas, err)
 	}
@@ -433,13 +431,9 @@ func TestGatewayIKEv1(t *testing.T) {
 func TestGatewayTrap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l := lab.New(t, lab.Options{})
-	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin,
-		lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true, GatewayStart: "trap"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ikes, _ := sg.GW.ListSAs(ctx); len(ikes) != 0 {
+	g := start(t, ctx, lab.Options{}, lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true, GatewayStart: "trap"})
+	l := g.l
+	if ikes, _ := g.gw.ListSAs(ctx); len(ikes) != 0 {
 		t.Fatalf("tunnel up before any traffic: %+v", ikes)
 	}
 	// the first pings trigger the acquire; later ones must be answered
@@ -451,13 +445,13 @@ func TestGatewayTrap(t *testing.T) {
 	if got, _ := strconv.Atoi(m[2]); got < 10 {
 		t.Fatalf("only %s of %s pings answered after the acquire", m[2], m[1])
 	}
-	if _, err := sg.GW.WaitEstablished(ctx, lab.ChildName); err != nil {
+	if _, err := g.gw.WaitEstablished(ctx, lab.ChildName); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(sg.D.Output(), "acquire: traffic for a policy without SA") {
+	if !strings.Contains(g.d.Output(), "acquire: traffic for a policy without SA") {
 		t.Fatal("swanpathd raised no acquire")
 	}
-	st, err := sg.D.Stats(ctx)
+	st, err := g.d.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,15 +466,9 @@ func TestGatewayTrap(t *testing.T) {
 func TestGatewayPeerBehindNAT(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	l := lab.New(t, lab.Options{NAT: true})
-	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin,
-		lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gateway{l: l, d: sg.D, gw: sg.GW, pr: sg.PR}
+	g := start(t, ctx, lab.Options{NAT: true}, lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true})
 	g.pingBothWays(t, ctx, 5)
-	sas, err := sg.D.SAs(ctx)
+	sas, err := g.d.SAs(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,21 +486,16 @@ func TestGatewayPeerBehindNAT(t *testing.T) {
 func TestGatewayNATRemap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	l := lab.New(t, lab.Options{NAT: true})
-	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin,
-		lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gateway{l: l, d: sg.D, gw: sg.GW, pr: sg.PR}
+	g := start(t, ctx, lab.Options{NAT: true}, lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true})
+	l := g.l
 	g.pingBothWays(t, ctx, 3)
 	if err := l.RemapNAT(ctx, 30000, 39999); err != nil {
 		t.Fatal(err)
 	}
 	// traffic from the peer's side comes from the new port first
-	err = waitFor(ctx, "SA moved to the new NAT port", func() (bool, error) {
+	err := waitFor(ctx, "SA moved to the new NAT port", func() (bool, error) {
 		_ = l.Ping(ctx, lab.H2, lab.H1Addr, 1)
-		sas, err := sg.D.SAs(ctx)
+		sas, err := g.d.SAs(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -522,7 +505,7 @@ func TestGatewayNATRemap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(sg.D.Output(), "mapping: ESP-in-UDP from a new address") {
+	if !strings.Contains(g.d.Output(), "mapping: ESP-in-UDP from a new address") {
 		t.Fatal("swanpathd raised no mapping event")
 	}
 	g.pingBothWays(t, ctx, 5)
@@ -535,16 +518,11 @@ func TestGatewayReplayWindows(t *testing.T) {
 		t.Run(strconv.Itoa(w), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			l := lab.New(t, lab.Options{})
-			sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, lab.Tunnel{
+			g := start(t, ctx, lab.Options{}, lab.Tunnel{
 				ESPProposals: "aes128gcm16", Encap: true,
 				GatewayChildOptions: []string{fmt.Sprintf("replay_window = %d", w)}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			g := &gateway{l: l, d: sg.D, gw: sg.GW, pr: sg.PR}
 			g.pingBothWays(t, ctx, 3)
-			sas, err := sg.D.SAs(ctx)
+			sas, err := g.d.SAs(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -562,18 +540,15 @@ func TestGatewayReplayWindows(t *testing.T) {
 func TestGatewayInactivity(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	l := lab.New(t, lab.Options{})
-	sg, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, lab.Tunnel{
+	g := start(t, ctx, lab.Options{}, lab.Tunnel{
 		ESPProposals: "aes128gcm16", Encap: true, GatewayChildOptions: []string{"inactivity = 3s"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := g.l
 	// 8 s of traffic: more than two inactivity periods
 	out, _ := l.NS(lab.H1).Exec(ctx, "ping", "-n", "-q", "-i", "0.25", "-c", "32", "-w", "20", lab.H2Addr)
 	if m := pingLoss.FindStringSubmatch(out); m == nil || m[2] != "32" {
 		t.Fatalf("pings while active: %s", out)
 	}
-	ikes, err := sg.GW.ListSAs(ctx)
+	ikes, err := g.gw.ListSAs(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -581,7 +556,7 @@ func TestGatewayInactivity(t *testing.T) {
 		t.Fatal("CHILD_SA closed for inactivity while traffic flowed")
 	}
 	err = waitFor(ctx, "CHILD_SA closed after the traffic stopped", func() (bool, error) {
-		ikes, err := sg.GW.ListSAs(ctx)
+		ikes, err := g.gw.ListSAs(ctx)
 		if err != nil {
 			return false, err
 		}
