@@ -665,6 +665,21 @@ METHOD(kernel_ipsec_t, update_sa, status_t,
 	return SUCCESS;
 }
 
+/**
+ * swanpathd reports the last use as wall clock seconds (0 = never); charon
+ * wants monotonic time.
+ */
+static time_t monotonic_use(uint64_t used)
+{
+	time_t now = time(NULL);
+
+	if (!used || used > now)
+	{
+		return 0;
+	}
+	return time_monotonic(NULL) - (now - used);
+}
+
 METHOD(kernel_ipsec_t, query_sa, status_t,
 	private_kernel_swanpath_ipsec_t *this, kernel_ipsec_sa_id_t *id,
 	kernel_ipsec_query_sa_t *data, uint64_t *bytes, uint64_t *packets,
@@ -673,7 +688,6 @@ METHOD(kernel_ipsec_t, query_sa, status_t,
 	bio_writer_t *msg;
 	chunk_t result = chunk_empty;
 	uint64_t b = 0, p = 0, used = 0;
-	time_t now;
 	status_t status;
 
 	msg = swanpath_msg_create(SWANPATH_QUERY_SA);
@@ -699,13 +713,8 @@ METHOD(kernel_ipsec_t, query_sa, status_t,
 		*packets = p;
 	}
 	if (use_time)
-	{	/* swanpathd reports wall clock time, charon wants monotonic time */
-		now = time(NULL);
-		*use_time = 0;
-		if (used && used <= now)
-		{
-			*use_time = time_monotonic(NULL) - (now - used);
-		}
+	{
+		*use_time = monotonic_use(used);
 	}
 	return SUCCESS;
 }
@@ -824,7 +833,6 @@ METHOD(kernel_ipsec_t, query_policy, status_t,
 	};
 	chunk_t result = chunk_empty;
 	uint64_t used = 0;
-	time_t now;
 	status_t status;
 
 	status = request(this, build_policy(SWANPATH_QUERY_POLICY, &p), &result);
@@ -835,12 +843,7 @@ METHOD(kernel_ipsec_t, query_policy, status_t,
 	}
 	swanpath_msg_get_u64(result, SWANPATH_ATTR_USE_TIME, &used);
 	chunk_free(&result);
-	now = time(NULL);
-	*use_time = 0;
-	if (used && used <= now)
-	{
-		*use_time = time_monotonic(NULL) - (now - used);
-	}
+	*use_time = monotonic_use(used);
 	return SUCCESS;
 }
 
