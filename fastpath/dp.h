@@ -17,6 +17,7 @@
 #include <rte_ipsec.h>
 #include <rte_ipsec_sad.h>
 #include <rte_lpm.h>
+#include <rte_lpm6.h>
 #include <rte_hash.h>
 #include <rte_rcu_qsbr.h>
 #include <rte_mempool.h>
@@ -72,13 +73,16 @@ enum sp_auth {
 	SP_AUTH_HMAC_SHA512,
 };
 
-/* Parameters of one SA, filled by Go. Addresses in network byte order,
- * ports host order, keys raw (salt/nonce split off into salt). */
+/* Parameters of one SA, filled by Go. Addresses in network byte order
+ * (IPv4 in the first 4 bytes), ports host order, keys raw (salt/nonce split
+ * off into salt). */
 struct sp_sa_params {
 	uint32_t spi;		/* host order */
 	uint32_t reqid;
-	uint32_t src;		/* outer IPv4 source, network order */
-	uint32_t dst;
+	uint8_t src[16];	/* outer source */
+	uint8_t dst[16];
+	uint8_t family;		/* of the outer addresses: 4 or 6 */
+	uint8_t transport;	/* transport mode (else tunnel) */
 	uint16_t sport;		/* NAT-T ports, host order */
 	uint16_t dport;
 	uint8_t inbound;
@@ -111,7 +115,13 @@ struct sp_sa_stats {
 } __rte_cache_aligned;
 
 /* One SA: rte_ipsec session plus what the loop needs beside it. Lives
- * until Go frees it after a quiescent period. */
+ * until Go frees it after a quiescent period.
+ *
+ * Inbound SAs run rte_ipsec in transport mode whatever their mode: the loop
+ * reads the ESP trailer's next header itself and takes the outer header
+ * off, so that one tunnel SA carries IPv4 and IPv6 inside (as XFRM does).
+ * Outbound tunnel SAs run rte_ipsec's tunnel mode with next header IPv4 and
+ * the loop sets IPv6 in the trailer of IPv6 packets before encryption. */
 struct sp_sa {
 	struct rte_ipsec_session ss;	/* cache aligned, first */
 	struct rte_ipsec_sa *sa;
@@ -119,17 +129,22 @@ struct sp_sa {
 	uint8_t cdev_id;
 	uint8_t inbound;
 	uint8_t encap;
+	uint8_t family;			/* outer: 4 or 6 */
+	uint8_t transport;
+	uint8_t icv_len;
+	uint8_t sqh_len;		/* ESN high bits kept behind the trailer during crypto */
 	uint32_t spi;
 	uint32_t reqid;
 	uint32_t salt;			/* AEAD salt / CTR nonce, kept for sp_sa_move */
-	uint32_t peer;			/* the remote end (network order) */
+	uint8_t src[16];		/* outer source (network order) */
+	uint8_t peer[16];		/* the remote end (network order) */
 	uint16_t peer_port;		/* its NAT-T port (host order), 0 = plain ESP */
-	uint32_t src;			/* outer source (network order) */
-	uint32_t dst;			/* outer destination (network order) */
 	uint8_t dead;			/* hard lifetime over: drop everything */
 	uint64_t hard_packets;		/* hard limits, 0 = none: nothing passes beyond */
 	uint64_t hard_bytes;
-	uint16_t overhead;		/* outer IP (+UDP) + ESP header + IV + ICV */
+	uint16_t outer_len;		/* outer IP (+UDP) a tunnel adds */
+	uint16_t esp_fixed;		/* ESP header + IV + ICV */
+	uint16_t overhead;		/* outer_len + esp_fixed */
 	uint16_t pad_align;		/* ESP payload + trailer padded to this */
 	struct sp_sa_stats st;
 };
@@ -149,6 +164,19 @@ struct sp_policy {
 	struct sp_sa *sa;	/* out: the SA to use; NULL = none yet */
 };
 
+/* One policy selector (IPv6), as sp_policy. */
+struct sp_policy6 {
+	uint64_t src[2], src_mask[2];
+	uint64_t dst[2], dst_mask[2];
+	uint16_t sport_lo, sport_hi;
+	uint16_t dport_lo, dport_hi;
+	uint8_t proto;
+	uint8_t action;
+	uint16_t pad;
+	uint32_t reqid;
+	struct sp_sa *sa;
+};
+
 /* IPsec tables, immutable once published. */
 struct sp_ipsec_tables {
 	struct rte_ipsec_sad *sad;	/* inbound SPI -> struct sp_sa */
@@ -156,13 +184,18 @@ struct sp_ipsec_tables {
 	uint32_t n_in;			/* in + fwd policies */
 	struct sp_policy *out;		/* ordered by priority */
 	struct sp_policy *in;
+	uint32_t n_out6;
+	uint32_t n_in6;
+	struct sp_policy6 *out6;
+	struct sp_policy6 *in6;
 };
 
 /* Next hop of a route. */
 enum { SP_NH_UNICAST = 0, SP_NH_LOCAL = 1, SP_NH_BLACKHOLE = 2 };
 
 struct sp_nexthop {
-	uint32_t gw;		/* network order; 0 = on link */
+	uint32_t gw;		/* IPv4 routes: network order; 0 = on link */
+	uint8_t gw6[16];	/* IPv6 routes: all zero = on link */
 	uint8_t port;		/* fast path port index */
 	uint8_t kind;
 	uint16_t pad;
@@ -173,13 +206,24 @@ struct sp_neigh_key {
 	uint32_t port;
 };
 
+struct sp_neigh6_key {
+	uint8_t ip[16];
+	uint32_t port;
+};
+
 /* Forwarding tables (mirror of the kernel), immutable once published. */
 struct sp_fib {
 	struct rte_lpm *lpm;		/* dst -> index into nh */
+	struct rte_lpm6 *lpm6;
 	struct sp_nexthop *nh;
 	uint32_t n_nh;
 	struct rte_hash *neigh;		/* sp_neigh_key -> index into macs */
+	struct rte_hash *neigh6;	/* sp_neigh6_key -> index into macs */
 	struct rte_ether_addr *macs;
+	/* the gateway's own addresses, as the source of the ICMP errors it
+	 * sends for a tunnel of the other family (0 / zero: none) */
+	uint32_t src4;
+	uint8_t src6[16];
 };
 
 /* Notes from the loop to Go: a next hop without neighbour (Go asks the
@@ -191,9 +235,12 @@ enum { SP_NOTE_MISS = 1, SP_NOTE_ACQUIRE = 2, SP_NOTE_MAPPING = 3 };
 struct sp_note {
 	uint32_t kind;
 	uint32_t port;		/* MISS: port; ACQUIRE: reqid; MAPPING: SPI */
-	uint32_t a;		/* MISS: next hop; ACQUIRE: packet source; MAPPING: new
-				 * remote address (network order) */
-	uint32_t b;		/* ACQUIRE: packet destination; MAPPING: new port */
+	uint32_t b;		/* MAPPING: new port */
+	uint8_t family;		/* of the addresses: 4 or 6 */
+	uint8_t pad[3];
+	uint8_t a[16];		/* MISS: next hop; ACQUIRE: packet source; MAPPING: new
+				 * remote address (network order; IPv4 in the first 4) */
+	uint8_t d[16];		/* ACQUIRE: packet destination */
 };
 
 struct sp_port {
@@ -232,12 +279,15 @@ struct sp_sa *sp_sa_move(const struct sp_sa_params *p, struct sp_sa *from, char 
 void sp_sa_free(struct sp_sa *sa);
 
 /* dp_tables.c */
-struct sp_ipsec_tables *sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_sa);
+struct sp_ipsec_tables *sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_out6,
+	uint32_t n_in6, uint32_t n_sa);
 int sp_ipsec_tables_add_sa(struct sp_ipsec_tables *t, struct sp_sa *sa);
 void sp_ipsec_tables_free(struct sp_ipsec_tables *t);
 struct sp_fib *sp_fib_new(uint32_t n_routes, uint32_t n_neigh);
 int sp_fib_add_route(struct sp_fib *f, uint32_t dst, uint8_t depth, uint32_t nh_idx);
 int sp_fib_add_neigh(struct sp_fib *f, uint32_t ip, uint32_t port, const uint8_t *mac, uint32_t idx);
+int sp_fib_add_route6(struct sp_fib *f, const uint8_t *dst, uint8_t depth, uint32_t nh_idx);
+int sp_fib_add_neigh6(struct sp_fib *f, const uint8_t *ip, uint32_t port, const uint8_t *mac, uint32_t idx);
 void sp_fib_free(struct sp_fib *f);
 void sp_publish_ipsec(struct sp_dp *dp, struct sp_ipsec_tables *t);
 void sp_publish_fib(struct sp_dp *dp, struct sp_fib *f);

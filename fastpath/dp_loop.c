@@ -1,12 +1,15 @@
 /*
  * The per-packet loop of one worker lcore, run to completion per burst:
  *
- *   rx (wire port)  -> classify: ESP / ESP-in-UDP | plaintext
+ *   rx (wire port)  -> classify (IPv4, IPv6 with extension headers):
+ *                      ESP / ESP-in-UDP | plaintext | malformed -> drop
  *     ESP           -> SAD by SPI -> crypto (rte_ipsec + cryptodev) ->
+ *                      tunnel: outer header off, IPv4 or IPv6 inside |
+ *                      transport: the packet's own header stays ->
  *                      inbound policy check -> route/neighbour -> tx | TAP
  *     plaintext     -> outbound policy -> encrypt -> route -> tx
  *                      | inbound policy says protected -> drop
- *                      | no policy -> TAP (the kernel handles it)
+ *                      | no policy, IKE, neighbour discovery -> TAP
  *   rx (TAP)        -> outbound policy -> encrypt -> route -> tx
  *                      | no policy -> wire port of the same pair
  *
@@ -101,18 +104,25 @@ flush(struct sp_ctx *c)
 }
 
 static void
-note_push(struct sp_dp *dp, uint32_t kind, uint32_t port, uint32_t a, uint32_t b)
+note_push(struct sp_dp *dp, uint32_t kind, uint32_t port, uint8_t family,
+	const void *a, const void *d, uint32_t b)
 {
 	uint32_t h = dp->note_head;
+	uint32_t alen = family == 6 ? 16 : 4;
 	struct sp_note *n;
 
 	if (h - __atomic_load_n(&dp->note_tail, __ATOMIC_ACQUIRE) >= SP_NOTE_RING)
 		return;	/* Go is behind; the next packet notes it again */
 	n = &dp->note[h % SP_NOTE_RING];
+	memset(n, 0, sizeof(*n));
 	n->kind = kind;
 	n->port = port;
-	n->a = a;
+	n->family = family;
 	n->b = b;
+	if (a != NULL)
+		memcpy(n->a, a, alen);
+	if (d != NULL)
+		memcpy(n->d, d, alen);
 	__atomic_store_n(&dp->note_head, h + 1, __ATOMIC_RELEASE);
 }
 
@@ -138,25 +148,145 @@ ttl_dec(struct rte_ipv4_hdr *ip)
 	ip->hdr_checksum = (uint16_t)(sum + (sum >> 16));
 }
 
+static inline int
+is_v6(const void *l3)
+{
+	return (*(const uint8_t *)l3 >> 4) == 6;
+}
+
+static inline int
+zero16(const uint8_t *a)
+{
+	uint64_t q[2];
+
+	memcpy(q, a, 16);
+	return (q[0] | q[1]) == 0;
+}
+
+/* What the loop needs to know of an IP packet. */
+struct sp_pkt {
+	uint8_t v6;
+	uint8_t proto;		/* upper layer protocol */
+	uint8_t icmp_type;	/* ICMP / ICMPv6 */
+	uint16_t l3len;		/* IP header, with IPv6 extension headers */
+	uint32_t len;		/* IP total length */
+	uint16_t sport, dport;	/* host order; 0 when absent */
+};
+
+/* At most this many IPv6 extension headers before the upper layer; more
+ * is treated as malformed (a cheap defence against long chains). */
+#define SP_MAX_EXT 8
+
 /*
- * Send an IPv4 packet (mbuf data starts at the IP header) towards its
- * destination: local -> TAP of in_port, else route + neighbour -> wire.
- * forwarded: decrement TTL (we act as a router for it).
+ * Parse the IP packet at offset off of m: 0 and *k filled, 1 for a
+ * fragment (the kernel reassembles it), -1 for a malformed packet
+ * (header lengths beyond the data, a broken IPv6 extension chain).
+ */
+static int
+ip_parse(const struct rte_mbuf *m, uint32_t off, struct sp_pkt *k)
+{
+	uint32_t avail = rte_pktmbuf_data_len(m) > off ? rte_pktmbuf_data_len(m) - off : 0;
+	const uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const uint8_t *, off);
+	const uint8_t *l4;
+	uint32_t i;
+
+	memset(k, 0, sizeof(*k));
+	if (avail < 1)
+		return -1;
+	if (!is_v6(l3)) {
+		const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)l3;
+		uint32_t ihl;
+
+		if (avail < sizeof(*ip) || (ip->version_ihl >> 4) != 4)
+			return -1;
+		ihl = (ip->version_ihl & 0xf) * 4;
+		k->len = rte_be_to_cpu_16(ip->total_length);
+		if (ihl < sizeof(*ip) || k->len < ihl || avail < k->len)
+			return -1;
+		if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_OFFSET_MASK | RTE_IPV4_HDR_MF_FLAG))
+			return 1;
+		k->l3len = ihl;
+		k->proto = ip->next_proto_id;
+	} else {
+		const struct rte_ipv6_hdr *ip = (const struct rte_ipv6_hdr *)l3;
+		uint8_t nh;
+		uint32_t o = sizeof(*ip);
+
+		if (avail < sizeof(*ip))
+			return -1;
+		k->v6 = 1;
+		/* payload length 0 is a jumbogram: not on these links */
+		k->len = sizeof(*ip) + rte_be_to_cpu_16(ip->payload_len);
+		if (k->len == sizeof(*ip) || avail < k->len)
+			return -1;
+		nh = ip->proto;
+		for (i = 0; ; i++) {
+			if (nh == IPPROTO_FRAGMENT)
+				return 1;
+			if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS)
+				break;
+			if (i == SP_MAX_EXT || o + 8 > k->len)
+				return -1;
+			nh = l3[o];
+			o += (l3[o + 1] + 1) * 8;
+			if (o > k->len)
+				return -1;
+		}
+		k->l3len = o;
+		k->proto = nh;
+	}
+	l4 = l3 + k->l3len;
+	switch (k->proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+		if (k->len >= k->l3len + 4u) {
+			k->sport = (uint16_t)l4[0] << 8 | l4[1];
+			k->dport = (uint16_t)l4[2] << 8 | l4[3];
+		}
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		if (k->len > k->l3len)
+			k->icmp_type = l4[0];
+		break;
+	}
+	return 0;
+}
+
+/* Drop bytes beyond the IP packet (Ethernet padding). */
+static inline void
+trim_to(struct rte_mbuf *m, uint32_t want)
+{
+	if (rte_pktmbuf_pkt_len(m) > want)
+		rte_pktmbuf_trim(m, rte_pktmbuf_pkt_len(m) - want);
+}
+
+/*
+ * Send an IP packet (mbuf data starts at the IPv4 or IPv6 header) towards
+ * its destination: local -> TAP of in_port, else route + neighbour -> wire.
+ * forwarded: decrement TTL / hop limit (we act as a router for it).
  */
 static void
 route_out(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded)
 {
-	struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod(m, struct rte_ipv4_hdr *);
+	uint8_t *l3 = rte_pktmbuf_mtod(m, uint8_t *);
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)l3;
+	struct rte_ipv6_hdr *ip6 = (struct rte_ipv6_hdr *)l3;
 	struct sp_fib *f = c->f;
 	struct sp_nexthop *nh;
-	struct sp_neigh_key k;
 	struct rte_ether_hdr *eh;
+	int v6 = is_v6(l3), rc;
 	uint32_t idx;
 	void *data;
-	int rc;
 
-	if (f == NULL || rte_lpm_lookup(f->lpm, rte_be_to_cpu_32(ip->dst_addr), &idx) != 0 ||
-			idx >= f->n_nh) {
+	if (f == NULL) {
+		drop(c, in_port, m, SP_CNT_DROP_NO_ROUTE);
+		return;
+	}
+	rc = v6 ? rte_lpm6_lookup(f->lpm6, ip6->dst_addr, &idx) :
+		rte_lpm_lookup(f->lpm, rte_be_to_cpu_32(ip->dst_addr), &idx);
+	if (rc != 0 || idx >= f->n_nh) {
 		drop(c, in_port, m, SP_CNT_DROP_NO_ROUTE);
 		return;
 	}
@@ -170,35 +300,65 @@ route_out(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded)
 		drop(c, in_port, m, SP_CNT_DROP_NOMEM);
 		return;
 	}
-	eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	if (nh->kind == SP_NH_LOCAL) {
-		/* addressed to the gateway itself: the kernel takes it */
+	eh->ether_type = rte_cpu_to_be_16(v6 ? RTE_ETHER_TYPE_IPV6 : RTE_ETHER_TYPE_IPV4);
+	if (nh->kind == SP_NH_LOCAL ||
+			(forwarded && (v6 ? ip6->hop_limits <= 1 : ip->time_to_live <= 1))) {
+		/* addressed to the gateway itself: the kernel takes it; or
+		 * out of hops: the kernel sends the ICMP time exceeded */
 		rte_ether_addr_copy(&c->dp->ports[in_port].mac, &eh->dst_addr);
 		rte_ether_addr_copy(&c->dp->ports[in_port].mac, &eh->src_addr);
 		to_tap(c, in_port, m);
 		return;
 	}
-	if (forwarded) {
-		if (ip->time_to_live <= 1) {
-			/* let the kernel send the ICMP time exceeded */
-			rte_ether_addr_copy(&c->dp->ports[in_port].mac, &eh->dst_addr);
-			rte_ether_addr_copy(&c->dp->ports[in_port].mac, &eh->src_addr);
-			to_tap(c, in_port, m);
+	if (v6) {
+		struct sp_neigh6_key k;
+
+		if (forwarded)
+			ip6->hop_limits--;
+		memset(&k, 0, sizeof(k));
+		memcpy(k.ip, zero16(nh->gw6) ? ip6->dst_addr : nh->gw6, 16);
+		k.port = nh->port;
+		rc = rte_hash_lookup_data(f->neigh6, &k, &data);
+		if (rc < 0) {
+			note_push(c->dp, SP_NOTE_MISS, k.port, 6, k.ip, NULL, 0);
+			drop(c, nh->port, m, SP_CNT_DROP_NO_NEIGH);
 			return;
 		}
-		ttl_dec(ip);
-	}
-	k.ip = nh->gw ? nh->gw : ip->dst_addr;
-	k.port = nh->port;
-	rc = rte_hash_lookup_data(f->neigh, &k, &data);
-	if (rc < 0) {
-		note_push(c->dp, SP_NOTE_MISS, k.port, k.ip, 0);
-		drop(c, nh->port, m, SP_CNT_DROP_NO_NEIGH);
-		return;
+	} else {
+		struct sp_neigh_key k;
+
+		if (forwarded)
+			ttl_dec(ip);
+		k.ip = nh->gw ? nh->gw : ip->dst_addr;
+		k.port = nh->port;
+		rc = rte_hash_lookup_data(f->neigh, &k, &data);
+		if (rc < 0) {
+			note_push(c->dp, SP_NOTE_MISS, k.port, 4, &k.ip, NULL, 0);
+			drop(c, nh->port, m, SP_CNT_DROP_NO_NEIGH);
+			return;
+		}
 	}
 	rte_ether_addr_copy(&f->macs[(uintptr_t)data], &eh->dst_addr);
 	rte_ether_addr_copy(&c->dp->ports[nh->port].mac, &eh->src_addr);
 	txq_put(c, &c->wire[nh->port], nh->port, m);
+}
+
+/* Is addr (network order; IPv4 in the first 4 bytes) the gateway's own? */
+static int
+is_local(struct sp_ctx *c, int v6, const void *addr)
+{
+	uint32_t idx, a4;
+	int rc;
+
+	if (c->f == NULL)
+		return 0;
+	if (v6) {
+		rc = rte_lpm6_lookup(c->f->lpm6, addr, &idx);
+	} else {
+		memcpy(&a4, addr, 4);
+		rc = rte_lpm_lookup(c->f->lpm, rte_be_to_cpu_32(a4), &idx);
+	}
+	return rc == 0 && idx < c->f->n_nh && c->f->nh[idx].kind == SP_NH_LOCAL;
 }
 
 static inline int
@@ -207,25 +367,103 @@ port_in(uint16_t p, uint16_t lo, uint16_t hi)
 	return p >= lo && p <= hi;
 }
 
-/* First policy whose selector matches; NULL if none. ports: host order. */
-static struct sp_policy *
-spd_lookup(struct sp_policy *tab, uint32_t n, uint32_t src, uint32_t dst,
-	uint8_t proto, uint16_t sport, uint16_t dport)
+/* The fields the loop uses of a matched policy of either family. */
+struct sp_match {
+	uint8_t action;
+	uint32_t reqid;
+	struct sp_sa *sa;
+};
+
+/* First IPv4 policy whose selector matches, into *r; 0 if none. */
+static int
+spd_lookup(const struct sp_policy *tab, uint32_t n, const struct rte_ipv4_hdr *ip,
+	const struct sp_pkt *k, struct sp_match *r)
 {
 	uint32_t i;
 
 	for (i = 0; i < n; i++) {
-		struct sp_policy *p = &tab[i];
-		if ((src & p->src_mask) != p->src || (dst & p->dst_mask) != p->dst)
+		const struct sp_policy *p = &tab[i];
+		if ((ip->src_addr & p->src_mask) != p->src || (ip->dst_addr & p->dst_mask) != p->dst)
 			continue;
-		if (p->proto && p->proto != proto)
+		if (p->proto && p->proto != k->proto)
 			continue;
-		if (!port_in(sport, p->sport_lo, p->sport_hi) ||
-				!port_in(dport, p->dport_lo, p->dport_hi))
+		if (!port_in(k->sport, p->sport_lo, p->sport_hi) ||
+				!port_in(k->dport, p->dport_lo, p->dport_hi))
 			continue;
-		return p;
+		r->action = p->action;
+		r->reqid = p->reqid;
+		r->sa = p->sa;
+		return 1;
 	}
-	return NULL;
+	return 0;
+}
+
+/* The same for IPv6. */
+static int
+spd6_lookup(const struct sp_policy6 *tab, uint32_t n, const struct rte_ipv6_hdr *ip,
+	const struct sp_pkt *k, struct sp_match *r)
+{
+	uint64_t s[2], d[2];
+	uint32_t i;
+
+	memcpy(s, ip->src_addr, 16);
+	memcpy(d, ip->dst_addr, 16);
+	for (i = 0; i < n; i++) {
+		const struct sp_policy6 *p = &tab[i];
+		if ((s[0] & p->src_mask[0]) != p->src[0] || (s[1] & p->src_mask[1]) != p->src[1] ||
+				(d[0] & p->dst_mask[0]) != p->dst[0] || (d[1] & p->dst_mask[1]) != p->dst[1])
+			continue;
+		if (p->proto && p->proto != k->proto)
+			continue;
+		if (!port_in(k->sport, p->sport_lo, p->sport_hi) ||
+				!port_in(k->dport, p->dport_lo, p->dport_hi))
+			continue;
+		r->action = p->action;
+		r->reqid = p->reqid;
+		r->sa = p->sa;
+		return 1;
+	}
+	return 0;
+}
+
+/* Policy lookup for the packet at l3 in the outbound (out != 0) or inbound
+ * tables. */
+static int
+spd_match(struct sp_ctx *c, int out, const uint8_t *l3, const struct sp_pkt *k, struct sp_match *r)
+{
+	struct sp_ipsec_tables *t = c->t;
+
+	if (k->v6)
+		return out ? spd6_lookup(t->out6, t->n_out6, (const void *)l3, k, r) :
+			spd6_lookup(t->in6, t->n_in6, (const void *)l3, k, r);
+	return out ? spd_lookup(t->out, t->n_out, (const void *)l3, k, r) :
+		spd_lookup(t->in, t->n_in, (const void *)l3, k, r);
+}
+
+/*
+ * Traffic no policy may touch, as charon's socket bypass policies and the
+ * kernel's handling of neighbour discovery: IKE (UDP 500 and the NAT-T
+ * port) of the gateway itself, and IPv6 neighbour discovery.
+ */
+static int
+bypass(struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k, int from_wire)
+{
+	if (k->proto == IPPROTO_UDP) {
+		uint16_t p = from_wire ? k->dport : k->sport;
+		const uint8_t *a;
+
+		if (p != 500 && p != c->dp->natt_port)
+			return 0;
+		if (k->v6)
+			a = from_wire ? ((const struct rte_ipv6_hdr *)l3)->dst_addr :
+				((const struct rte_ipv6_hdr *)l3)->src_addr;
+		else
+			a = from_wire ? (const uint8_t *)&((const struct rte_ipv4_hdr *)l3)->dst_addr :
+				(const uint8_t *)&((const struct rte_ipv4_hdr *)l3)->src_addr;
+		return is_local(c, k->v6, a);
+	}
+	/* router/neighbour solicitation/advertisement, redirect */
+	return k->v6 && k->proto == IPPROTO_ICMPV6 && k->icmp_type >= 133 && k->icmp_type <= 137;
 }
 
 /*
@@ -233,10 +471,11 @@ spd_lookup(struct sp_policy *tab, uint32_t n, uint32_t src, uint32_t dst,
  * encrypted is answered with ICMP "fragmentation needed", carrying the
  * largest inner size that fits, as the kernel's IPsec does; TCP then lowers
  * its segment size. The reply leaves where the packet came from. m (the
- * offending frame, data at Ethernet) is consumed.
+ * offending frame, data at Ethernet) is consumed. src: the gateway's
+ * address the reply comes from (network order).
  */
 static void
-icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, struct sp_sa *sa,
+icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, uint32_t src,
 	uint16_t inner_mtu, int from_wire)
 {
 	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *), *reh;
@@ -267,7 +506,7 @@ icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, struct sp_
 	rip->total_length = rte_cpu_to_be_16(sizeof(*rip) + sizeof(*icmp) + quote);
 	rip->time_to_live = 64;
 	rip->next_proto_id = IPPROTO_ICMP;
-	rip->src_addr = sa->src;	/* an address of the gateway's own */
+	rip->src_addr = src;
 	rip->dst_addr = ip->src_addr;
 	rip->hdr_checksum = rte_ipv4_cksum(rip);
 	icmp = (struct rte_icmp_hdr *)(rip + 1);
@@ -289,49 +528,62 @@ icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, struct sp_
 		to_tap(c, port, r);
 }
 
-/* Extract the 5-tuple of an IPv4 packet at ip. Ports are 0 when absent. */
-static inline void
-five_tuple(const struct rte_ipv4_hdr *ip, uint32_t len, uint16_t *sport, uint16_t *dport)
+/*
+ * RFC 4443 §3.2: IPv6 is never fragmented on the way, so a packet too big
+ * once encrypted is answered with "Packet Too Big" and the largest inner
+ * size that fits. As icmp_frag_needed; src is an IPv6 address of ours.
+ */
+static void
+icmp6_too_big(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const uint8_t *src,
+	uint32_t inner_mtu, int from_wire)
 {
-	uint32_t ihl = (ip->version_ihl & 0xf) * 4;
-	const uint16_t *l4 = (const uint16_t *)((const uint8_t *)ip + ihl);
+	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *), *reh;
+	struct rte_ipv6_hdr *ip = (struct rte_ipv6_hdr *)(eh + 1), *rip;
+	/* as much of the packet as fits in the IPv6 minimum MTU */
+	uint32_t quote = RTE_MIN(1280u - sizeof(*rip) - 8,
+		(uint32_t)sizeof(*ip) + rte_be_to_cpu_16(ip->payload_len));
+	uint8_t *icmp;
+	uint32_t mtu_be = rte_cpu_to_be_32(inner_mtu);
+	uint16_t ck;
+	struct rte_mbuf *r;
 
-	*sport = *dport = 0;
-	if ((ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP ||
-			ip->next_proto_id == IPPROTO_SCTP) && len >= ihl + 4 &&
-			(ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_OFFSET_MASK)) == 0) {
-		*sport = rte_be_to_cpu_16(l4[0]);
-		*dport = rte_be_to_cpu_16(l4[1]);
+	r = rte_pktmbuf_alloc(m->pool);
+	if (r == NULL) {
+		drop(c, port, m, SP_CNT_DROP_NOMEM);
+		return;
 	}
-}
+	reh = (struct rte_ether_hdr *)rte_pktmbuf_append(r, ETH_HLEN + sizeof(*rip) + 8 + quote);
+	if (reh == NULL) {
+		rte_pktmbuf_free(r);
+		drop(c, port, m, SP_CNT_DROP_NOMEM);
+		return;
+	}
+	rte_ether_addr_copy(&eh->src_addr, &reh->dst_addr);
+	rte_ether_addr_copy(&c->dp->ports[port].mac, &reh->src_addr);
+	reh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6);
+	rip = (struct rte_ipv6_hdr *)(reh + 1);
+	memset(rip, 0, sizeof(*rip));
+	rip->vtc_flow = rte_cpu_to_be_32(6u << 28);
+	rip->payload_len = rte_cpu_to_be_16(8 + quote);
+	rip->proto = IPPROTO_ICMPV6;
+	rip->hop_limits = 64;
+	memcpy(rip->src_addr, src, 16);
+	memcpy(rip->dst_addr, ip->src_addr, 16);
+	icmp = (uint8_t *)(rip + 1);
+	icmp[0] = 2;			/* packet too big */
+	icmp[1] = 0;
+	icmp[2] = icmp[3] = 0;
+	memcpy(icmp + 4, &mtu_be, 4);
+	memcpy(icmp + 8, ip, quote);
+	ck = rte_ipv6_udptcp_cksum(rip, icmp);
+	memcpy(icmp + 2, &ck, 2);
 
-/* Sanity of an IPv4 header at offset off of m; returns header length. */
-static inline uint32_t
-ipv4_ok(struct rte_mbuf *m, uint32_t off)
-{
-	const struct rte_ipv4_hdr *ip;
-	uint32_t ihl;
-
-	if (rte_pktmbuf_data_len(m) < off + sizeof(*ip))
-		return 0;
-	ip = rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, off);
-	ihl = (ip->version_ihl & 0xf) * 4;
-	if ((ip->version_ihl >> 4) != 4 || ihl < sizeof(*ip) ||
-			rte_be_to_cpu_16(ip->total_length) < ihl ||
-			rte_pktmbuf_data_len(m) < off + rte_be_to_cpu_16(ip->total_length))
-		return 0;
-	return ihl;
-}
-
-/* Drop bytes beyond the IP total length (Ethernet padding). */
-static inline void
-trim_to_ip(struct rte_mbuf *m, uint32_t off)
-{
-	const struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, off);
-	uint32_t want = off + rte_be_to_cpu_16(ip->total_length);
-
-	if (rte_pktmbuf_pkt_len(m) > want)
-		rte_pktmbuf_trim(m, rte_pktmbuf_pkt_len(m) - want);
+	rte_pktmbuf_free(m);
+	cnt(c, port, SP_CNT_ICMP_MTU);
+	if (from_wire)
+		txq_put(c, &c->wire[port], port, r);
+	else
+		to_tap(c, port, r);
 }
 
 /*
@@ -342,16 +594,30 @@ trim_to_ip(struct rte_mbuf *m, uint32_t off)
 static int
 esp_len_ok(const struct sp_sa *sa, const struct rte_mbuf *m)
 {
-	uint32_t fixed = sa->overhead - sizeof(struct rte_ipv4_hdr) -
-		(sa->encap ? sizeof(struct rte_udp_hdr) : 0);	/* ESP hdr + IV + ICV */
 	uint32_t len = rte_pktmbuf_pkt_len(m) - m->l2_len - m->l3_len;
 
-	return len >= fixed + 2 && (len - fixed) % sa->pad_align == 0;
+	return len >= sa->esp_fixed + 2u && (len - sa->esp_fixed) % sa->pad_align == 0;
+}
+
+/* The ESP trailer's next header byte of a prepared packet (the trailer
+ * sits in front of the ESN high bits and the ICV). */
+static inline uint8_t *
+esp_next_header(const struct sp_sa *sa, struct rte_mbuf *m)
+{
+	struct rte_mbuf *ml = rte_pktmbuf_lastseg(m);
+	uint32_t back = sa->icv_len + sa->sqh_len + 1;
+
+	if (ml->data_len < back)
+		return NULL;
+	return rte_pktmbuf_mtod_offset(ml, uint8_t *, ml->data_len - back);
 }
 
 /*
  * Run crypto for n mbufs of one SA: prepare, enqueue, dequeue, process.
  * On return mb[0..ok) are processed; the rest have been freed and counted.
+ * Inbound, each mbuf's hash.usr holds the next header of its ESP trailer;
+ * outbound, an IPv6 packet (hash.usr = IPPROTO_IPV6) gets it in its
+ * trailer before encryption.
  */
 static uint16_t
 sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
@@ -359,6 +625,7 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 	struct rte_crypto_op *cop[SP_BURST];
 	struct rte_mbuf *done[SP_BURST];
 	uint16_t k, enq, deq, i, ok, spins;
+	uint8_t *np;
 
 	if (rte_crypto_op_bulk_alloc(c->dp->cop_pool, RTE_CRYPTO_OP_TYPE_SYMMETRIC, cop, n) == 0) {
 		for (i = 0; i < n; i++)
@@ -383,6 +650,11 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 		rte_mempool_put_bulk(c->dp->cop_pool, (void **)&cop[k], n - k);
 	if (k == 0)
 		return 0;
+	if (!sa->inbound && !sa->transport) {
+		for (i = 0; i < k; i++)
+			if (mb[i]->hash.usr == IPPROTO_IPV6 && (np = esp_next_header(sa, mb[i])) != NULL)
+				*np = IPPROTO_IPV6;
+	}
 
 	enq = rte_cryptodev_enqueue_burst(sa->cdev_id, 0, cop, k);
 	for (i = enq; i < k; i++)
@@ -404,6 +676,10 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 				sa->st.drop_auth++;
 			drop(c, port, m, sa->inbound ? SP_CNT_DROP_AUTH : SP_CNT_DROP_CRYPTO);
 			continue;
+		}
+		if (sa->inbound) {
+			np = esp_next_header(sa, m);
+			m->hash.usr = np != NULL ? *np : 0;
 		}
 		done[ok++] = m;
 	}
@@ -456,27 +732,57 @@ sa_count(struct sp_ctx *c, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
 		sa->st.last_use = c->now;
 }
 
-/* Does a decrypted packet match an inbound policy of its SA's reqid? */
+/* Does a decrypted packet (data at its IP header) match an inbound policy
+ * of its SA's reqid? */
 static int
-inbound_policy_ok(struct sp_ctx *c, struct sp_sa *sa, struct rte_mbuf *m)
+inbound_policy_ok(struct sp_ctx *c, struct sp_sa *sa, const uint8_t *l3, const struct sp_pkt *k)
 {
-	struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod(m, struct rte_ipv4_hdr *);
-	uint16_t sport, dport;
+	struct sp_ipsec_tables *t = c->t;
+	struct sp_match r;
 	uint32_t i;
 
-	five_tuple(ip, rte_pktmbuf_data_len(m), &sport, &dport);
-	for (i = 0; i < c->t->n_in; i++) {
-		struct sp_policy *p = &c->t->in[i];
-		if (p->action != 0 || p->reqid != sa->reqid)
+	/* the first matching policy of this reqid: walk the table from each
+	 * match on (policies of other reqids may overlap) */
+	if (k->v6) {
+		for (i = 0; i < t->n_in6; i++) {
+			if (t->in6[i].action != 0 || t->in6[i].reqid != sa->reqid)
+				continue;
+			if (spd6_lookup(&t->in6[i], 1, (const void *)l3, k, &r))
+				return 1;
+		}
+		return 0;
+	}
+	for (i = 0; i < t->n_in; i++) {
+		if (t->in[i].action != 0 || t->in[i].reqid != sa->reqid)
 			continue;
-		if ((ip->src_addr & p->src_mask) != p->src || (ip->dst_addr & p->dst_mask) != p->dst)
-			continue;
-		if (p->proto && p->proto != ip->next_proto_id)
-			continue;
-		if (port_in(sport, p->sport_lo, p->sport_hi) && port_in(dport, p->dport_lo, p->dport_hi))
+		if (spd_lookup(&t->in[i], 1, (const void *)l3, k, &r))
 			return 1;
 	}
 	return 0;
+}
+
+/*
+ * RFC 3948 / XFRM_MSG_MAPPING: authenticated ESP-in-UDP from a new address
+ * or port (NAT remapped, peer moved). oh: the outer IP header, l3len its
+ * length with the UDP header.
+ */
+static void
+check_mapping(struct sp_ctx *c, struct sp_sa *sa, const uint8_t *oh, uint32_t l3len)
+{
+	const struct rte_udp_hdr *uh = (const struct rte_udp_hdr *)(oh + l3len - sizeof(*uh));
+	uint16_t sport = rte_be_to_cpu_16(uh->src_port);
+	const uint8_t *src;
+	uint32_t alen;
+
+	if (is_v6(oh)) {
+		src = ((const struct rte_ipv6_hdr *)oh)->src_addr;
+		alen = 16;
+	} else {
+		src = (const uint8_t *)&((const struct rte_ipv4_hdr *)oh)->src_addr;
+		alen = 4;
+	}
+	if (unlikely(sport != sa->peer_port || memcmp(src, sa->peer, alen) != 0))
+		note_push(c->dp, SP_NOTE_MAPPING, sa->spi, alen == 16 ? 6 : 4, src, NULL, sport);
 }
 
 /* Inbound: n ESP packets (l2_len/l3_len point at the ESP header). */
@@ -487,6 +793,7 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 	union rte_ipsec_sad_key keys[SP_BURST];
 	void *sas[SP_BURST];
 	struct rte_mbuf *grp[SP_BURST];
+	struct sp_pkt pk;
 	uint16_t i, j, g, k;
 
 	if (n == 0)
@@ -522,26 +829,49 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 		k = sa_crypto(c, port, sa, grp, g);
 		for (j = 0; j < k; j++) {
 			struct rte_mbuf *m = grp[j];
-			if (ipv4_ok(m, 0) == 0) {
-				sa->st.drop_malformed++;
-				drop(c, port, m, SP_CNT_DROP_MALFORMED);
-				continue;
+			/* rte_ipsec (transport mode, see dp.h) took out the ESP
+			 * header and trailer; the outer header is in place */
+			uint8_t *oh = rte_pktmbuf_mtod_offset(m, uint8_t *, m->l2_len);
+			uint8_t np = (uint8_t)m->hash.usr;
+			uint8_t *l3;
+
+			if (!sa->transport) {
+				if (np != IPPROTO_IPIP && np != IPPROTO_IPV6)
+					goto malformed;
+				if (sa->peer_port != 0)
+					check_mapping(c, sa, oh, m->l3_len);
+				rte_pktmbuf_adj(m, m->l2_len + m->l3_len);
+				l3 = rte_pktmbuf_mtod(m, uint8_t *);
+				if (is_v6(l3) != (np == IPPROTO_IPV6))
+					goto malformed;
+			} else {
+				if (sa->peer_port != 0)
+					check_mapping(c, sa, oh, m->l3_len);
+				rte_pktmbuf_adj(m, m->l2_len);
+				l3 = rte_pktmbuf_mtod(m, uint8_t *);
+				if (!is_v6(l3)) {
+					struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)l3;
+					ip->hdr_checksum = 0;
+					ip->hdr_checksum = rte_ipv4_cksum(ip);
+				}
 			}
-			if (!inbound_policy_ok(c, sa, m)) {
+			if (ip_parse(m, 0, &pk) < 0)
+				goto malformed;
+			trim_to(m, pk.len);
+			if (!inbound_policy_ok(c, sa, l3, &pk)) {
 				sa->st.drop_policy++;
 				drop(c, port, m, SP_CNT_DROP_POLICY);
 				continue;
 			}
-			/* RFC 3948 / XFRM_MSG_MAPPING: authenticated ESP-in-UDP
-			 * from a new address or port (NAT remapped, peer moved) */
-			if (sa->peer_port != 0 && unlikely(m->hash.fdir.hi != sa->peer ||
-					m->hash.fdir.lo != sa->peer_port))
-				note_push(c->dp, SP_NOTE_MAPPING, sa->spi, m->hash.fdir.hi, m->hash.fdir.lo);
 			sa->st.bytes += rte_pktmbuf_pkt_len(m);
 			sa->st.packets++;
 			sa->st.last_use = c->now;
 			cnt(c, port, SP_CNT_ESP_IN);
-			route_out(c, port, m, 1);
+			route_out(c, port, m, !sa->transport);
+			continue;
+malformed:
+			sa->st.drop_malformed++;
+			drop(c, port, m, SP_CNT_DROP_MALFORMED);
 		}
 	}
 }
@@ -552,100 +882,124 @@ esp_outbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf 
 {
 	uint16_t i, k;
 
-	for (i = 0; i < n; i++) {
-		mb[i]->l2_len = 0;
-		mb[i]->l3_len = 0;
-	}
 	n = sa_limit(c, port, sa, mb, n);
 	/* count the plaintext, as the kernel counts SA bytes */
 	sa_count(c, sa, mb, n);
 	k = sa_crypto(c, port, sa, mb, n);
 	for (i = 0; i < k; i++) {
-		struct rte_ipv4_hdr *oh = rte_pktmbuf_mtod(mb[i], struct rte_ipv4_hdr *);
-		/* rte_ipsec leaves the outer header checksum to us */
-		oh->hdr_checksum = 0;
-		oh->hdr_checksum = rte_ipv4_cksum(oh);
+		uint8_t *l3 = rte_pktmbuf_mtod(mb[i], uint8_t *);
+		if (!is_v6(l3)) {
+			struct rte_ipv4_hdr *oh = (struct rte_ipv4_hdr *)l3;
+			/* rte_ipsec leaves the IPv4 header checksum to us */
+			oh->hdr_checksum = 0;
+			oh->hdr_checksum = rte_ipv4_cksum(oh);
+		} else if (sa->encap) {
+			/* RFC 8200 §8.1: UDP over IPv6 carries a checksum */
+			struct rte_ipv6_hdr *oh = (struct rte_ipv6_hdr *)l3;
+			struct rte_udp_hdr *uh = (struct rte_udp_hdr *)(oh + 1);
+			uh->dgram_cksum = 0;
+			uh->dgram_cksum = rte_ipv6_udptcp_cksum(oh, uh);
+		}
 		cnt(c, port, SP_CNT_ESP_OUT);
 		route_out(c, port, mb[i], 0);
 	}
 }
 
 /*
- * Plaintext IPv4 (data at the Ethernet header): protect, drop, or pass.
- * Returns 1 when the packet was consumed, 0 when it takes the default path.
- * out[]/outsa collect packets to encrypt, in order.
+ * Plaintext IP (data at the Ethernet header, k its parse): protect, drop,
+ * or pass. Returns 1 when the packet was consumed, 0 when it takes the
+ * default path. outm/outsa collect packets to encrypt, in order.
  */
 static int
-plaintext(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, int from_wire,
-	struct rte_mbuf **outm, struct sp_sa **outsa, uint16_t *nout)
+plaintext(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt *k,
+	int from_wire, struct rte_mbuf **outm, struct sp_sa **outsa, uint16_t *nout)
 {
-	struct rte_ipv4_hdr *ip;
-	struct sp_policy *p;
-	uint16_t sport, dport;
-	uint32_t ihl;
+	uint8_t *l3 = rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HLEN);
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)l3;
+	struct rte_ipv6_hdr *ip6 = (struct rte_ipv6_hdr *)l3;
+	struct sp_match p;
+	struct sp_sa *sa;
+	uint32_t mtu, al, size, room;
 
-	if (c->t == NULL || (c->t->n_out == 0 && c->t->n_in == 0))
+	if (c->t == NULL)
 		return 0;
-	ihl = ipv4_ok(m, ETH_HLEN);
-	if (ihl == 0)
+	if ((k->v6 ? c->t->n_out6 + c->t->n_in6 : c->t->n_out + c->t->n_in) == 0)
 		return 0;
-	ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, ETH_HLEN);
-	five_tuple(ip, rte_pktmbuf_data_len(m) - ETH_HLEN, &sport, &dport);
+	if (bypass(c, l3, k, from_wire))
+		return 0;
 
-	p = spd_lookup(c->t->out, c->t->n_out, ip->src_addr, ip->dst_addr,
-		ip->next_proto_id, sport, dport);
-	if (p != NULL) {
-		if (p->action == 1)
+	if (spd_match(c, 1, l3, k, &p)) {
+		if (p.action == 1)
 			return 0;
-		if (p->action == 2) {
+		if (p.action == 2) {
 			drop(c, port, m, SP_CNT_DROP_POLICY);
 			return 1;
 		}
-		if (p->sa == NULL) {
+		sa = p.sa;
+		if (sa == NULL) {
 			/* trap policy: ask the IKE daemon for an SA (acquire) */
-			note_push(c->dp, SP_NOTE_ACQUIRE, p->reqid, ip->src_addr, ip->dst_addr);
+			if (k->v6)
+				note_push(c->dp, SP_NOTE_ACQUIRE, p.reqid, 6, ip6->src_addr, ip6->dst_addr, 0);
+			else
+				note_push(c->dp, SP_NOTE_ACQUIRE, p.reqid, 4, &ip->src_addr, &ip->dst_addr, 0);
 			drop(c, port, m, SP_CNT_DROP_NO_SA);
 			return 1;
 		}
-		/* encrypted size: overhead + payload and trailer (2) padded */
-		uint32_t ilen = rte_be_to_cpu_16(ip->total_length);
-		uint32_t mtu = c->dp->tun_mtu, al = p->sa->pad_align;
-		if (p->sa->overhead + RTE_ALIGN_CEIL(ilen + 2, al) > mtu) {
-			if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG))
-				icmp_frag_needed(c, port, m, p->sa,
-					RTE_ALIGN_FLOOR(mtu - p->sa->overhead, al) - 2, from_wire);
-			else
-				drop(c, port, m, SP_CNT_DROP_MTU);
+		/* encrypted size: overhead, the header left in front in
+		 * transport mode, the rest and the trailer (2) padded */
+		mtu = c->dp->tun_mtu;
+		al = sa->pad_align;
+		room = sa->transport ? k->l3len : 0;
+		size = sa->overhead + room + RTE_ALIGN_CEIL(k->len - room + 2, al);
+		if (size > mtu) {
+			uint32_t fits = room + RTE_ALIGN_FLOOR(mtu - sa->overhead - room, al) - 2;
+			if (k->v6) {
+				const uint8_t *src = sa->family == 6 ? sa->src :
+					c->f != NULL ? c->f->src6 : NULL;
+				if (src != NULL && !zero16(src)) {
+					icmp6_too_big(c, port, m, src, fits, from_wire);
+					return 1;
+				}
+			} else if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)) {
+				uint32_t src = 0;
+				if (sa->family == 4)
+					memcpy(&src, sa->src, 4);
+				else if (c->f != NULL)
+					src = c->f->src4;
+				if (src != 0) {
+					icmp_frag_needed(c, port, m, src, fits, from_wire);
+					return 1;
+				}
+			}
+			drop(c, port, m, SP_CNT_DROP_MTU);
 			return 1;
 		}
-		trim_to_ip(m, ETH_HLEN);
+		trim_to(m, ETH_HLEN + k->len);
 		rte_pktmbuf_adj(m, ETH_HLEN);
 		if (from_wire) {
 			/* forwarded: the TTL drops here, as in the kernel */
-			if (ip->time_to_live <= 1) {
+			if (k->v6 ? ip6->hop_limits <= 1 : ip->time_to_live <= 1) {
 				rte_pktmbuf_prepend(m, ETH_HLEN);
 				to_tap(c, port, m);
 				return 1;
 			}
-			ttl_dec(ip);
+			if (k->v6)
+				ip6->hop_limits--;
+			else
+				ttl_dec(ip);
 		}
+		m->l2_len = 0;
+		m->l3_len = sa->transport ? k->l3len : 0;
+		m->hash.usr = k->v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
 		outm[*nout] = m;
-		outsa[*nout] = p->sa;
+		outsa[*nout] = sa;
 		(*nout)++;
 		return 1;
 	}
-	if (from_wire) {
+	if (from_wire && spd_match(c, 0, l3, k, &p) && (p.action == 0 || p.action == 2)) {
 		/* plaintext that policy says must arrive protected */
-		p = spd_lookup(c->t->in, c->t->n_in, ip->src_addr, ip->dst_addr,
-			ip->next_proto_id, sport, dport);
-		if (p != NULL && p->action == 0) {
-			drop(c, port, m, SP_CNT_DROP_POLICY);
-			return 1;
-		}
-		if (p != NULL && p->action == 2) {
-			drop(c, port, m, SP_CNT_DROP_POLICY);
-			return 1;
-		}
+		drop(c, port, m, SP_CNT_DROP_POLICY);
+		return 1;
 	}
 	return 0;
 }
@@ -662,58 +1016,62 @@ encrypt_collected(struct sp_ctx *c, uint32_t port, struct rte_mbuf **m, struct s
 	}
 }
 
+static inline int
+is_ip(const struct rte_mbuf *m)
+{
+	const struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
+
+	return rte_pktmbuf_data_len(m) >= ETH_HLEN &&
+		(eh->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ||
+		 eh->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6));
+}
+
 /* A burst from the wire side of port p. */
 static void
 wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 {
 	struct rte_mbuf *esp[SP_BURST], *outm[SP_BURST];
 	struct sp_sa *outsa[SP_BURST];
+	struct sp_pkt k;
 	uint16_t ne = 0, no = 0, i;
+	int rc;
 
 	c->dp->stats[p].cnt[SP_CNT_RX] += n;
 	for (i = 0; i < n; i++) {
 		struct rte_mbuf *m = mb[i];
-		struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-		struct rte_ipv4_hdr *ip;
-		uint32_t ihl;
+		uint8_t *l3;
 
-		if (rte_pktmbuf_data_len(m) < ETH_HLEN ||
-				eh->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
-			to_tap(c, p, m);
+		if (!is_ip(m)) {
+			to_tap(c, p, m);	/* ARP and the like */
 			continue;
 		}
-		ihl = ipv4_ok(m, ETH_HLEN);
-		if (ihl == 0) {
-			to_tap(c, p, m);
+		rc = ip_parse(m, ETH_HLEN, &k);
+		if (rc < 0) {
+			drop(c, p, m, SP_CNT_DROP_MALFORMED);
 			continue;
 		}
-		ip = (struct rte_ipv4_hdr *)(eh + 1);
-		if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_OFFSET_MASK | RTE_IPV4_HDR_MF_FLAG)) {
+		if (rc > 0) {
 			/* fragments: the kernel reassembles (no ESP in it, so
 			 * fragmented ESP is lost; noted as a known limit) */
 			to_tap(c, p, m);
 			continue;
 		}
-		if (ip->next_proto_id == IPPROTO_ESP) {
-			uint32_t plen = rte_be_to_cpu_16(ip->total_length) - ihl;
-			if (plen < sizeof(struct rte_esp_hdr) + 8) {
+		l3 = rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HLEN);
+		if (k.proto == IPPROTO_ESP) {
+			if (k.len - k.l3len < sizeof(struct rte_esp_hdr) + 8) {
 				drop(c, p, m, SP_CNT_DROP_MALFORMED);
 				continue;
 			}
-			trim_to_ip(m, ETH_HLEN);
+			trim_to(m, ETH_HLEN + k.len);
 			m->l2_len = ETH_HLEN;
-			m->l3_len = ihl;
-			/* where it came from, for the NAT mapping check after
-			 * decryption (rte_ipsec leaves the hash field alone) */
-			m->hash.fdir.hi = ip->src_addr;
-			m->hash.fdir.lo = 0;
+			m->l3_len = k.l3len;
 			esp[ne++] = m;
 			continue;
 		}
-		if (ip->next_proto_id == IPPROTO_UDP) {
-			const struct rte_udp_hdr *uh = (const struct rte_udp_hdr *)((uint8_t *)ip + ihl);
-			uint32_t plen = rte_be_to_cpu_16(ip->total_length) - ihl;
-			if (plen >= sizeof(*uh) && uh->dst_port == rte_cpu_to_be_16(c->dp->natt_port)) {
+		if (k.proto == IPPROTO_UDP && k.dport == c->dp->natt_port) {
+			const struct rte_udp_hdr *uh = (const struct rte_udp_hdr *)(l3 + k.l3len);
+			uint32_t plen = k.len - k.l3len;
+			if (plen >= sizeof(*uh)) {
 				const uint32_t *marker = (const uint32_t *)(uh + 1);
 				uint32_t ulen = rte_be_to_cpu_16(uh->dgram_len);
 				/* RFC 3948 §2.2: a zero SPI field is the non-ESP
@@ -723,11 +1081,9 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 						drop(c, p, m, SP_CNT_DROP_MALFORMED);
 						continue;
 					}
-					trim_to_ip(m, ETH_HLEN);
+					trim_to(m, ETH_HLEN + k.len);
 					m->l2_len = ETH_HLEN;
-					m->l3_len = ihl + sizeof(*uh);
-					m->hash.fdir.hi = ip->src_addr;
-					m->hash.fdir.lo = rte_be_to_cpu_16(uh->src_port);
+					m->l3_len = k.l3len + sizeof(*uh);
 					esp[ne++] = m;
 					continue;
 				}
@@ -735,7 +1091,7 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 				continue;
 			}
 		}
-		if (!plaintext(c, p, m, 1, outm, outsa, &no))
+		if (!plaintext(c, p, m, &k, 1, outm, outsa, &no))
 			to_tap(c, p, m);
 	}
 	esp_inbound(c, p, esp, ne);
@@ -748,16 +1104,15 @@ tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 {
 	struct rte_mbuf *outm[SP_BURST];
 	struct sp_sa *outsa[SP_BURST];
+	struct sp_pkt k;
 	uint16_t no = 0, i;
 
 	c->dp->stats[p].cnt[SP_CNT_TAP_RX] += n;
 	for (i = 0; i < n; i++) {
 		struct rte_mbuf *m = mb[i];
-		struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 
-		if (rte_pktmbuf_data_len(m) >= ETH_HLEN &&
-				eh->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) &&
-				plaintext(c, p, m, 0, outm, outsa, &no))
+		if (is_ip(m) && ip_parse(m, ETH_HLEN, &k) == 0 &&
+				plaintext(c, p, m, &k, 0, outm, outsa, &no))
 			continue;
 		txq_put(c, &c->wire[p], p, m);
 	}

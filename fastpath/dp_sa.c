@@ -155,6 +155,7 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 {
 	struct rte_ipsec_sa_prm prm;
 	struct rte_ipv4_hdr oh;
+	struct rte_ipv6_hdr oh6;
 	struct sp_xforms x;
 	struct sp_sa *s;
 	int sz, rc, i, dev = -1;
@@ -179,16 +180,26 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 	s->cdev_id = dev;
 	s->inbound = p->inbound;
 	s->encap = p->encap;
+	s->family = p->family;
+	s->transport = p->transport;
+	s->icv_len = p->icv_len;
+	s->sqh_len = p->esn ? 4 : 0;	/* as rte_ipsec keeps it (sa.c) */
 	s->spi = p->spi;
 	s->reqid = p->reqid;
 	s->hard_packets = p->hard_packets;
 	s->hard_bytes = p->hard_bytes;
-	s->src = p->src;
-	s->dst = p->dst;
-	/* outer header and ESP header; the IV, padding and trailer are added
-	 * per packet (see the MTU check in dp_loop.c) */
-	s->overhead = sizeof(struct rte_ipv4_hdr) + (p->encap ? sizeof(struct rte_udp_hdr) : 0) +
-		8 + p->icv_len + (p->enc == SP_ENC_AES_CBC ? 16 : p->enc == SP_ENC_NULL ? 0 : 8);
+	memcpy(s->src, p->src, 16);
+	memcpy(s->peer, p->inbound ? p->src : p->dst, 16);
+	if (p->inbound)
+		memcpy(s->src, p->dst, 16);	/* our end */
+	s->peer_port = p->inbound ? p->sport : p->dport;
+	/* the ESP header, IV and ICV; a tunnel adds the outer header (and
+	 * UDP); padding and trailer are added per packet (see the MTU check
+	 * in dp_loop.c) */
+	s->esp_fixed = 8 + p->icv_len + (p->enc == SP_ENC_AES_CBC ? 16 : p->enc == SP_ENC_NULL ? 0 : 8);
+	s->outer_len = (p->transport ? 0 : p->family == 6 ? sizeof(struct rte_ipv6_hdr) :
+		sizeof(struct rte_ipv4_hdr)) + (p->encap ? sizeof(struct rte_udp_hdr) : 0);
+	s->overhead = s->outer_len + s->esp_fixed;
 	s->pad_align = p->enc == SP_ENC_AES_CBC ? 16 : 4;
 
 	memset(&prm, 0, sizeof(prm));
@@ -201,38 +212,62 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 	prm.ipsec_xform.direction = p->inbound ? RTE_SECURITY_IPSEC_SA_DIR_INGRESS :
 		RTE_SECURITY_IPSEC_SA_DIR_EGRESS;
 	prm.ipsec_xform.proto = RTE_SECURITY_IPSEC_SA_PROTO_ESP;
-	prm.ipsec_xform.mode = RTE_SECURITY_IPSEC_SA_MODE_TUNNEL;
-	prm.ipsec_xform.tunnel.type = RTE_SECURITY_IPSEC_TUNNEL_IPV4;
-	memcpy(&prm.ipsec_xform.tunnel.ipv4.src_ip, &p->src, 4);
-	memcpy(&prm.ipsec_xform.tunnel.ipv4.dst_ip, &p->dst, 4);
 	prm.ipsec_xform.replay_win_sz = p->replay_window;
 	/* outbound: where the sequence numbers start (after a restart of
 	 * swanpathd they continue above every number already used: with
 	 * AES-GCM the sequence number is the IV) */
 	prm.ipsec_xform.esn.value = p->seq_start;
 	prm.crypto_xform = x.first;
-	prm.tun.next_proto = IPPROTO_IPIP;
 
-	if (!p->inbound) {
+	if (p->inbound || p->transport) {
 		/*
-		 * Outbound: the library prepends this template (and a UDP
-		 * header when encapsulating) and fills in length and id.
-		 * Inbound ESP-in-UDP is set up without udp_encap: DPDK 22.11
-		 * fails every inbound NAT-T decrypt otherwise; the loop skips
-		 * the UDP header through l3_len instead.
+		 * Inbound SAs are all transport mode to rte_ipsec (see dp.h):
+		 * it checks, removes the ESP header and trailer and leaves the
+		 * outer header, which the loop takes off for a tunnel SA after
+		 * reading the next header. ESP-in-UDP is set up without
+		 * udp_encap (DPDK 22.11 fails every inbound NAT-T decrypt
+		 * otherwise): the UDP header is part of l3_len.
 		 */
+		prm.ipsec_xform.mode = RTE_SECURITY_IPSEC_SA_MODE_TRANSPORT;
+		prm.trs.proto = p->family == 6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
+	} else {
+		/*
+		 * Outbound tunnel: the library prepends this template (and a
+		 * UDP header when encapsulating) and fills in the lengths.
+		 */
+		prm.ipsec_xform.mode = RTE_SECURITY_IPSEC_SA_MODE_TUNNEL;
 		prm.ipsec_xform.options.udp_encap = p->encap ? 1 : 0;
 		prm.ipsec_xform.udp.sport = p->sport;
 		prm.ipsec_xform.udp.dport = p->dport;
-		memset(&oh, 0, sizeof(oh));
-		oh.version_ihl = RTE_IPV4_VHL_DEF;
-		oh.time_to_live = 64;
-		oh.next_proto_id = p->encap ? IPPROTO_UDP : IPPROTO_ESP;
-		oh.src_addr = p->src;
-		oh.dst_addr = p->dst;
-		prm.tun.hdr = &oh;
-		prm.tun.hdr_len = sizeof(oh);
+		prm.tun.next_proto = IPPROTO_IPIP;
+		if (p->family == 6) {
+			memset(&oh6, 0, sizeof(oh6));
+			oh6.vtc_flow = rte_cpu_to_be_32(6u << 28);
+			oh6.hop_limits = 64;
+			oh6.proto = p->encap ? IPPROTO_UDP : IPPROTO_ESP;
+			memcpy(oh6.src_addr, p->src, 16);
+			memcpy(oh6.dst_addr, p->dst, 16);
+			prm.ipsec_xform.tunnel.type = RTE_SECURITY_IPSEC_TUNNEL_IPV6;
+			prm.tun.hdr = &oh6;
+			prm.tun.hdr_len = sizeof(oh6);
+		} else {
+			memset(&oh, 0, sizeof(oh));
+			oh.version_ihl = RTE_IPV4_VHL_DEF;
+			oh.time_to_live = 64;
+			oh.next_proto_id = p->encap ? IPPROTO_UDP : IPPROTO_ESP;
+			memcpy(&oh.src_addr, p->src, 4);
+			memcpy(&oh.dst_addr, p->dst, 4);
+			prm.ipsec_xform.tunnel.type = RTE_SECURITY_IPSEC_TUNNEL_IPV4;
+			prm.tun.hdr = &oh;
+			prm.tun.hdr_len = sizeof(oh);
+		}
 		prm.tun.hdr_l3_off = 0;
+	}
+	if (p->transport && p->encap) {
+		/* rte_ipsec 22.11 does not insert the UDP header in transport
+		 * mode; the control plane refuses this combination first */
+		snprintf(err, errlen, "transport mode with UDP encapsulation is not supported");
+		goto fail;
 	}
 
 	sz = rte_ipsec_sa_size(&prm);
@@ -271,8 +306,6 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 		snprintf(err, errlen, "rte_ipsec_session_prepare: %s", strerror(-rc));
 		goto fail;
 	}
-	s->peer = p->inbound ? p->src : p->dst;
-	s->peer_port = p->inbound ? p->sport : p->dport;
 	return s;
 
 fail:

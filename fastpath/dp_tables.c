@@ -16,7 +16,8 @@
 static uint32_t table_seq;
 
 struct sp_ipsec_tables *
-sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_sa)
+sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_out6, uint32_t n_in6,
+	uint32_t n_sa)
 {
 	struct rte_ipsec_sad_conf conf;
 	struct sp_ipsec_tables *t;
@@ -27,10 +28,14 @@ sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_sa)
 		return NULL;
 	t->out = rte_zmalloc("sp_out", sizeof(struct sp_policy) * (n_out + 1), 0);
 	t->in = rte_zmalloc("sp_in", sizeof(struct sp_policy) * (n_in + 1), 0);
-	if (t->out == NULL || t->in == NULL)
+	t->out6 = rte_zmalloc("sp_out6", sizeof(struct sp_policy6) * (n_out6 + 1), 0);
+	t->in6 = rte_zmalloc("sp_in6", sizeof(struct sp_policy6) * (n_in6 + 1), 0);
+	if (t->out == NULL || t->in == NULL || t->out6 == NULL || t->in6 == NULL)
 		goto fail;
 	t->n_out = n_out;
 	t->n_in = n_in;
+	t->n_out6 = n_out6;
+	t->n_in6 = n_in6;
 
 	memset(&conf, 0, sizeof(conf));
 	conf.socket_id = SOCKET_ID_ANY;
@@ -67,6 +72,8 @@ sp_ipsec_tables_free(struct sp_ipsec_tables *t)
 		rte_ipsec_sad_destroy(t->sad);
 	rte_free(t->out);
 	rte_free(t->in);
+	rte_free(t->out6);
+	rte_free(t->in6);
 	rte_free(t);
 }
 
@@ -74,6 +81,7 @@ struct sp_fib *
 sp_fib_new(uint32_t n_routes, uint32_t n_neigh)
 {
 	struct rte_lpm_config lc;
+	struct rte_lpm6_config lc6;
 	struct rte_hash_parameters hp;
 	struct sp_fib *f;
 	char name[32];
@@ -98,6 +106,14 @@ sp_fib_new(uint32_t n_routes, uint32_t n_neigh)
 	if (f->lpm == NULL)
 		goto fail;
 
+	memset(&lc6, 0, sizeof(lc6));
+	lc6.max_rules = n_routes < 16 ? 16 : n_routes;
+	lc6.number_tbl8s = 1024;
+	snprintf(name, sizeof(name), "splpm6_%u", seq);
+	f->lpm6 = rte_lpm6_create(name, SOCKET_ID_ANY, &lc6);
+	if (f->lpm6 == NULL)
+		goto fail;
+
 	memset(&hp, 0, sizeof(hp));
 	snprintf(name, sizeof(name), "spnb%u", seq);
 	hp.name = name;
@@ -107,6 +123,11 @@ sp_fib_new(uint32_t n_routes, uint32_t n_neigh)
 	hp.socket_id = SOCKET_ID_ANY;
 	f->neigh = rte_hash_create(&hp);
 	if (f->neigh == NULL)
+		goto fail;
+	snprintf(name, sizeof(name), "spnb6_%u", seq);
+	hp.key_len = sizeof(struct sp_neigh6_key);
+	f->neigh6 = rte_hash_create(&hp);
+	if (f->neigh6 == NULL)
 		goto fail;
 	return f;
 fail:
@@ -130,6 +151,25 @@ sp_fib_add_neigh(struct sp_fib *f, uint32_t ip, uint32_t port, const uint8_t *ma
 	return rte_hash_add_key_data(f->neigh, &k, (void *)(uintptr_t)idx);
 }
 
+int
+sp_fib_add_route6(struct sp_fib *f, const uint8_t *dst, uint8_t depth, uint32_t nh_idx)
+{
+	return rte_lpm6_add(f->lpm6, dst, depth, nh_idx);
+}
+
+int
+sp_fib_add_neigh6(struct sp_fib *f, const uint8_t *ip, uint32_t port, const uint8_t *mac,
+	uint32_t idx)
+{
+	struct sp_neigh6_key k;
+
+	memset(&k, 0, sizeof(k));
+	memcpy(k.ip, ip, 16);
+	k.port = port;
+	memcpy(&f->macs[idx], mac, RTE_ETHER_ADDR_LEN);
+	return rte_hash_add_key_data(f->neigh6, &k, (void *)(uintptr_t)idx);
+}
+
 void
 sp_fib_free(struct sp_fib *f)
 {
@@ -137,8 +177,12 @@ sp_fib_free(struct sp_fib *f)
 		return;
 	if (f->lpm != NULL)
 		rte_lpm_free(f->lpm);
+	if (f->lpm6 != NULL)
+		rte_lpm6_free(f->lpm6);
 	if (f->neigh != NULL)
 		rte_hash_free(f->neigh);
+	if (f->neigh6 != NULL)
+		rte_hash_free(f->neigh6);
 	rte_free(f->nh);
 	rte_free(f->macs);
 	rte_free(f);

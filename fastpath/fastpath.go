@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -374,18 +375,31 @@ func (f *Fastpath) Notes() []dataplane.Note {
 	n := C.sp_note_pop(f.dp, &buf[0], C.SP_NOTE_RING)
 	out := make([]dataplane.Note, 0, n)
 	for _, m := range buf[:n] {
+		a, d := noteAddr(m.family, m.a), noteAddr(m.family, m.d)
 		switch m.kind {
 		case C.SP_NOTE_MISS:
-			out = append(out, dataplane.Note{Kind: dataplane.NoteNoNeighbour, Port: int(m.port), Dst: addrFromBE(uint32(m.a))})
+			out = append(out, dataplane.Note{Kind: dataplane.NoteNoNeighbour, Port: int(m.port), Dst: a})
 		case C.SP_NOTE_MAPPING:
 			out = append(out, dataplane.Note{Kind: dataplane.NoteMapping, SPI: uint32(m.port),
-				Src: addrFromBE(uint32(m.a)), SrcPort: uint16(m.b)})
+				Src: a, SrcPort: uint16(m.b)})
 		case C.SP_NOTE_ACQUIRE:
 			out = append(out, dataplane.Note{Kind: dataplane.NoteAcquire, Reqid: uint32(m.port),
-				Src: addrFromBE(uint32(m.a)), Dst: addrFromBE(uint32(m.b))})
+				Src: a, Dst: d})
 		}
 	}
 	return out
+}
+
+// noteAddr reads an address of a note (IPv4 in the first 4 bytes).
+func noteAddr(family C.uint8_t, b [16]C.uint8_t) netip.Addr {
+	var a [16]byte
+	for i := range a {
+		a[i] = byte(b[i])
+	}
+	if family == 6 {
+		return netip.AddrFrom16(a)
+	}
+	return netip.AddrFrom4([4]byte(a[:4]))
 }
 
 func (f *Fastpath) tscToTime(tsc uint64) time.Time {

@@ -522,6 +522,9 @@ func TestFastpathChild(t *testing.T) {
 		t.Fatalf("acquire for reqid 1 %s -> %s not noted: %+v", h1, h2, acq)
 	}
 
+	// 10d. IPv6 and transport mode (family_test.go)
+	familyCases(t, fp, wire, vb, portMAC)
+
 	// 11. nothing leaked: every mbuf is back in the pool
 	settle(wire)
 	if avail := fp.MbufsAvailable(); avail != avail0 {

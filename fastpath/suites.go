@@ -57,11 +57,13 @@ func checkSA(sa *model.SA) (params, error) {
 	if err := sa.Validate(); err != nil {
 		return p, err
 	}
-	if sa.Mode != model.ModeTunnel {
-		return p, fmt.Errorf("%s mode: %w (tunnel only in this version)", sa.Mode, model.ErrUnsupported)
-	}
-	if !sa.Src.Is4() {
-		return p, fmt.Errorf("IPv6 outer addresses: %w (IPv4 only in this version)", model.ErrUnsupported)
+	switch {
+	case sa.Mode != model.ModeTunnel && sa.Mode != model.ModeTransport:
+		return p, fmt.Errorf("%s mode: %w (tunnel and transport only)", sa.Mode, model.ErrUnsupported)
+	case sa.Mode == model.ModeTransport && sa.Encap:
+		return p, fmt.Errorf("transport mode with UDP encapsulation: %w", model.ErrUnsupported)
+	case sa.Src.Is4() != sa.Dst.Is4():
+		return p, fmt.Errorf("outer addresses %s and %s of different families: %w", sa.Src, sa.Dst, model.ErrInvalid)
 	}
 	s, ok := ciphers[sa.EncAlg]
 	if !ok {

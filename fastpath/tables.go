@@ -28,10 +28,28 @@ func beFromAddr(a netip.Addr) C.uint32_t {
 	return C.uint32_t(binary.NativeEndian.Uint32(b[:]))
 }
 
-func addrFromBE(v uint32) netip.Addr {
-	var b [4]byte
-	binary.NativeEndian.PutUint32(b[:], v)
-	return netip.AddrFrom4(b)
+// addrC is an address as the C structs keep it: network order, IPv4 in
+// the first 4 bytes.
+func addrC(a netip.Addr) (c [16]C.uint8_t) {
+	for i, b := range a.AsSlice() {
+		c[i] = C.uint8_t(b)
+	}
+	return c
+}
+
+// maskC is prefix p's mask as two 64-bit words in memory order, and its
+// masked address the same way (struct sp_policy6).
+func maskC(p netip.Prefix) (addr, mask [2]C.uint64_t) {
+	a := p.Masked().Addr().As16()
+	var m [16]byte
+	for i := 0; i < p.Bits(); i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	for w := range 2 {
+		addr[w] = C.uint64_t(binary.NativeEndian.Uint64(a[w*8:]))
+		mask[w] = C.uint64_t(binary.NativeEndian.Uint64(m[w*8:]))
+	}
+	return addr, mask
 }
 
 // AddSA creates the SA and publishes it to the loop. The key crosses into C
@@ -115,8 +133,12 @@ func freeParams(p *C.struct_sp_sa_params) {
 func (f *Fastpath) fillParams(p *C.struct_sp_sa_params, sa *model.SA, sp params) {
 	p.spi = C.uint32_t(sa.SPI)
 	p.reqid = C.uint32_t(sa.Reqid)
-	p.src = beFromAddr(sa.Src)
-	p.dst = beFromAddr(sa.Dst)
+	p.src, p.dst = addrC(sa.Src), addrC(sa.Dst)
+	p.family = 4
+	if sa.Src.Is6() {
+		p.family = 6
+	}
+	p.transport = boolC(sa.Mode == model.ModeTransport)
 	p.sport = C.uint16_t(sa.SrcPort)
 	p.dport = C.uint16_t(sa.DstPort)
 	p.inbound = boolC(sa.Inbound)
@@ -146,8 +168,11 @@ func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint1
 	if !ok {
 		return fmt.Errorf("move SA %s: %w", id, model.ErrNotFound)
 	}
-	if !src.Is4() || !dst.Is4() {
-		return fmt.Errorf("move SA %s to %s -> %s: %w (IPv4 only in this version)", id, src, dst, model.ErrUnsupported)
+	if src.Is4() != dst.Is4() {
+		return fmt.Errorf("move SA %s to %s -> %s: %w", id, src, dst, model.ErrInvalid)
+	}
+	if encap && e.sa.Mode == model.ModeTransport {
+		return fmt.Errorf("move SA %s: transport mode with UDP encapsulation: %w", id, model.ErrUnsupported)
 	}
 	sa := e.sa
 	sa.Src, sa.Dst, sa.SrcPort, sa.DstPort, sa.Encap = src, dst, sport, dport, encap
@@ -198,8 +223,8 @@ func (f *Fastpath) ExpireSA(id model.SAID) error {
 // SetPolicies replaces the policy tables.
 func (f *Fastpath) SetPolicies(b []dataplane.Binding) error {
 	for _, x := range b {
-		if !x.Policy.Sel.Src.Addr().Is4() || !x.Policy.Sel.Dst.Addr().Is4() {
-			return fmt.Errorf("set policies: %s: %w (IPv4 selectors only in this version)", x.Policy.Sel, model.ErrUnsupported)
+		if x.Policy.Sel.Src.Addr().Is4() != x.Policy.Sel.Dst.Addr().Is4() {
+			return fmt.Errorf("set policies: %s: %w (source and destination of different families)", x.Policy.Sel, model.ErrInvalid)
 		}
 	}
 	f.mu.Lock()
@@ -234,42 +259,59 @@ func maskBE(p netip.Prefix) C.uint32_t {
 	return C.uint32_t(binary.NativeEndian.Uint32(b[:]))
 }
 
+// policyFields sets what IPv4 and IPv6 policies have in common.
+func policyFields(p *model.Policy) (sportLo, sportHi, dportLo, dportHi C.uint16_t, proto, action C.uint8_t, reqid C.uint32_t) {
+	s := p.Sel
+	sportLo, sportHi = C.uint16_t(s.SrcPortLo), C.uint16_t(s.SrcPortHi)
+	dportLo, dportHi = C.uint16_t(s.DstPortLo), C.uint16_t(s.DstPortHi)
+	if s.SrcPortHi == 0 {
+		sportHi = 0xffff
+	}
+	if s.DstPortHi == 0 {
+		dportHi = 0xffff
+	}
+	return sportLo, sportHi, dportLo, dportHi, C.uint8_t(s.Proto), C.uint8_t(p.Action), C.uint32_t(p.Reqid)
+}
+
 func fillPolicy(dst *C.struct_sp_policy, p *model.Policy, sa *C.struct_sp_sa) {
 	s := p.Sel
 	dst.src = beFromAddr(s.Src.Masked().Addr())
 	dst.src_mask = maskBE(s.Src)
 	dst.dst = beFromAddr(s.Dst.Masked().Addr())
 	dst.dst_mask = maskBE(s.Dst)
-	dst.sport_lo, dst.sport_hi = C.uint16_t(s.SrcPortLo), C.uint16_t(s.SrcPortHi)
-	dst.dport_lo, dst.dport_hi = C.uint16_t(s.DstPortLo), C.uint16_t(s.DstPortHi)
-	if s.SrcPortHi == 0 {
-		dst.sport_hi = 0xffff
-	}
-	if s.DstPortHi == 0 {
-		dst.dport_hi = 0xffff
-	}
-	dst.proto = C.uint8_t(s.Proto)
-	dst.action = C.uint8_t(p.Action)
-	dst.reqid = C.uint32_t(p.Reqid)
+	dst.sport_lo, dst.sport_hi, dst.dport_lo, dst.dport_hi, dst.proto, dst.action, dst.reqid = policyFields(p)
+	dst.sa = sa
+}
+
+func fillPolicy6(dst *C.struct_sp_policy6, p *model.Policy, sa *C.struct_sp_sa) {
+	dst.src, dst.src_mask = maskC(p.Sel.Src)
+	dst.dst, dst.dst_mask = maskC(p.Sel.Dst)
+	dst.sport_lo, dst.sport_hi, dst.dport_lo, dst.dport_hi, dst.proto, dst.action, dst.reqid = policyFields(p)
 	dst.sa = sa
 }
 
 // publishIPsecLocked builds new IPsec tables from the SAs and bindings,
 // publishes them and frees the previous ones after a grace period.
 func (f *Fastpath) publishIPsecLocked() error {
-	var out, in []dataplane.Binding
+	var out, in, out6, in6 []dataplane.Binding
 	for _, b := range f.mu.bindings {
-		switch b.Policy.Dir {
-		case model.DirOut:
+		v6 := b.Policy.Sel.Src.Addr().Is6()
+		switch {
+		case b.Policy.Dir == model.DirOut && v6:
+			out6 = append(out6, b)
+		case b.Policy.Dir == model.DirOut:
 			out = append(out, b)
+		case v6:
+			in6 = append(in6, b)
 		default:
 			in = append(in, b)
 		}
 	}
 	// lower priority value wins, as in XFRM
 	byPrio := func(a, b dataplane.Binding) int { return cmp.Compare(a.Policy.Priority, b.Policy.Priority) }
-	slices.SortStableFunc(out, byPrio)
-	slices.SortStableFunc(in, byPrio)
+	for _, l := range [][]dataplane.Binding{out, in, out6, in6} {
+		slices.SortStableFunc(l, byPrio)
+	}
 
 	nin := 0
 	for _, e := range f.mu.sas {
@@ -277,7 +319,8 @@ func (f *Fastpath) publishIPsecLocked() error {
 			nin++
 		}
 	}
-	t := C.sp_ipsec_tables_new(C.uint32_t(len(out)), C.uint32_t(len(in)), C.uint32_t(nin))
+	t := C.sp_ipsec_tables_new(C.uint32_t(len(out)), C.uint32_t(len(in)),
+		C.uint32_t(len(out6)), C.uint32_t(len(in6)), C.uint32_t(nin))
 	if t == nil {
 		return fmt.Errorf("build IPsec tables: out of memory")
 	}
@@ -290,19 +333,29 @@ func (f *Fastpath) publishIPsecLocked() error {
 			return fmt.Errorf("SAD add spi=0x%08x: errno %d", e.sa.SPI, -rc)
 		}
 	}
-	outs := unsafe.Slice(t.out, len(out)+1)
-	for i, b := range out {
-		var c *C.struct_sp_sa
+	saOf := func(b dataplane.Binding) *C.struct_sp_sa {
 		if b.HasSA {
 			if e, ok := f.mu.sas[b.SA]; ok {
-				c = e.c
+				return e.c
 			}
 		}
-		fillPolicy(&outs[i], b.Policy, c)
+		return nil
+	}
+	outs := unsafe.Slice(t.out, len(out)+1)
+	for i, b := range out {
+		fillPolicy(&outs[i], b.Policy, saOf(b))
 	}
 	ins := unsafe.Slice(t.in, len(in)+1)
 	for i, b := range in {
 		fillPolicy(&ins[i], b.Policy, nil)
+	}
+	outs6 := unsafe.Slice(t.out6, len(out6)+1)
+	for i, b := range out6 {
+		fillPolicy6(&outs6[i], b.Policy, saOf(b))
+	}
+	ins6 := unsafe.Slice(t.in6, len(in6)+1)
+	for i, b := range in6 {
+		fillPolicy6(&ins6[i], b.Policy, nil)
 	}
 	old := f.mu.ipsec
 	C.sp_publish_ipsec(f.dp, t)
@@ -314,15 +367,10 @@ func (f *Fastpath) publishIPsecLocked() error {
 
 // SetFIB replaces the forwarding tables.
 func (f *Fastpath) SetFIB(fib dataplane.FIB) error {
-	var routes []dataplane.Route
-	for _, r := range fib.Routes {
-		if r.Dst.Addr().Is4() {
-			routes = append(routes, r)
-		}
-	}
+	routes := fib.Routes
 	var neighs []dataplane.Neigh
 	for _, n := range fib.Neighs {
-		if n.IP.Is4() && len(n.MAC) == 6 && n.Port >= 0 && n.Port < len(f.ports) {
+		if n.IP.IsValid() && len(n.MAC) == 6 && n.Port >= 0 && n.Port < len(f.ports) {
 			neighs = append(neighs, n)
 		}
 	}
@@ -342,24 +390,55 @@ func (f *Fastpath) SetFIB(fib dataplane.FIB) error {
 		default:
 			nh.kind = C.SP_NH_UNICAST
 		}
-		if r.Gateway.IsValid() && r.Gateway.Is4() {
-			nh.gw = beFromAddr(r.Gateway)
+		v4 := r.Dst.Addr().Is4()
+		if r.Gateway.IsValid() && r.Gateway.Is4() == v4 {
+			if v4 {
+				nh.gw = beFromAddr(r.Gateway)
+			} else {
+				nh.gw6 = addrC(r.Gateway)
+			}
 		}
-		// rte_lpm takes depths 1..32: a default route is two /1s
+		// rte_lpm and rte_lpm6 take depths from 1: a default route is
+		// two halves
 		pfx := r.Dst.Masked()
 		parts := []netip.Prefix{pfx}
-		if pfx.Bits() == 0 {
+		if pfx.Bits() == 0 && v4 {
 			parts = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
+		} else if pfx.Bits() == 0 {
+			parts = []netip.Prefix{netip.MustParsePrefix("::/1"), netip.MustParsePrefix("8000::/1")}
 		}
 		for _, p := range parts {
-			if rc := C.sp_fib_add_route(t, beFromAddr(p.Addr()), C.uint8_t(p.Bits()), C.uint32_t(i)); rc != 0 {
+			var rc C.int
+			if v4 {
+				rc = C.sp_fib_add_route(t, beFromAddr(p.Addr()), C.uint8_t(p.Bits()), C.uint32_t(i))
+			} else {
+				a := addrC(p.Addr())
+				rc = C.sp_fib_add_route6(t, &a[0], C.uint8_t(p.Bits()), C.uint32_t(i))
+			}
+			if rc != 0 {
 				C.sp_fib_free(t)
 				return fmt.Errorf("FIB add %s: errno %d", p, -rc)
 			}
 		}
+		// the gateway's own addresses: sources of ICMP errors
+		if r.Local && r.Dst.IsSingleIP() && !r.Dst.Addr().IsLoopback() && !r.Dst.Addr().IsLinkLocalUnicast() {
+			if v4 && t.src4 == 0 {
+				t.src4 = beFromAddr(r.Dst.Addr())
+			} else if !v4 && t.src6 == [16]C.uint8_t{} {
+				t.src6 = addrC(r.Dst.Addr())
+			}
+		}
 	}
 	for i, n := range neighs {
-		if rc := C.sp_fib_add_neigh(t, beFromAddr(n.IP), C.uint32_t(n.Port), (*C.uint8_t)(unsafe.Pointer(&n.MAC[0])), C.uint32_t(i)); rc != 0 {
+		var rc C.int
+		mac := (*C.uint8_t)(unsafe.Pointer(&n.MAC[0]))
+		if n.IP.Is4() {
+			rc = C.sp_fib_add_neigh(t, beFromAddr(n.IP), C.uint32_t(n.Port), mac, C.uint32_t(i))
+		} else {
+			a := addrC(n.IP)
+			rc = C.sp_fib_add_neigh6(t, &a[0], C.uint32_t(n.Port), mac, C.uint32_t(i))
+		}
+		if rc != 0 {
 			C.sp_fib_free(t)
 			return fmt.Errorf("neighbour add %s: errno %d", n.IP, -rc)
 		}
