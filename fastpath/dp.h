@@ -18,6 +18,7 @@
 #include <rte_ipsec_sad.h>
 #include <rte_lpm.h>
 #include <rte_lpm6.h>
+#include <rte_acl.h>
 #include <rte_hash.h>
 #include <rte_rcu_qsbr.h>
 #include <rte_mempool.h>
@@ -177,7 +178,29 @@ struct sp_policy6 {
 	struct sp_sa *sa;
 };
 
-/* IPsec tables, immutable once published. */
+/* What rte_acl classifies of a packet: the selector fields in network
+ * order (rte_acl wants the first field one byte long). */
+struct sp_acl_key4 {
+	uint8_t proto;
+	uint8_t pad[3];
+	uint32_t src;
+	uint32_t dst;
+	uint16_t sport;
+	uint16_t dport;
+};
+
+struct sp_acl_key6 {
+	uint8_t proto;
+	uint8_t pad[3];
+	uint8_t src[16];
+	uint8_t dst[16];
+	uint16_t sport;
+	uint16_t dport;
+};
+
+/* IPsec tables, immutable once published. Each policy table has an
+ * rte_acl context (NULL when the table is empty) whose match is 1 + the
+ * index of the first policy, in table order, that matches. */
 struct sp_ipsec_tables {
 	struct rte_ipsec_sad *sad;	/* inbound SPI -> struct sp_sa */
 	uint32_t n_out;
@@ -188,6 +211,7 @@ struct sp_ipsec_tables {
 	uint32_t n_in6;
 	struct sp_policy6 *out6;
 	struct sp_policy6 *in6;
+	struct rte_acl_ctx *acl_out, *acl_in, *acl_out6, *acl_in6;
 };
 
 /* Next hop of a route. */
@@ -282,6 +306,7 @@ void sp_sa_free(struct sp_sa *sa);
 struct sp_ipsec_tables *sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_out6,
 	uint32_t n_in6, uint32_t n_sa);
 int sp_ipsec_tables_add_sa(struct sp_ipsec_tables *t, struct sp_sa *sa);
+int sp_ipsec_tables_build_acl(struct sp_ipsec_tables *t, char *err, size_t errlen);
 void sp_ipsec_tables_free(struct sp_ipsec_tables *t);
 struct sp_fib *sp_fib_new(uint32_t n_routes, uint32_t n_neigh);
 int sp_fib_add_route(struct sp_fib *f, uint32_t dst, uint8_t depth, uint32_t nh_idx);

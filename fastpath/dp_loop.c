@@ -361,12 +361,6 @@ is_local(struct sp_ctx *c, int v6, const void *addr)
 	return rc == 0 && idx < c->f->n_nh && c->f->nh[idx].kind == SP_NH_LOCAL;
 }
 
-static inline int
-port_in(uint16_t p, uint16_t lo, uint16_t hi)
-{
-	return p >= lo && p <= hi;
-}
-
 /* The fields the loop uses of a matched policy of either family. */
 struct sp_match {
 	uint8_t action;
@@ -374,70 +368,83 @@ struct sp_match {
 	struct sp_sa *sa;
 };
 
-/* First IPv4 policy whose selector matches, into *r; 0 if none. */
-static int
-spd_lookup(const struct sp_policy *tab, uint32_t n, const struct rte_ipv4_hdr *ip,
-	const struct sp_pkt *k, struct sp_match *r)
-{
-	uint32_t i;
+/* Policies waiting for their SPD lookup: a burst's packets of one family,
+ * classified together by rte_acl. */
+struct sp_spd_batch {
+	uint16_t n;
+	const uint8_t *data[SP_BURST];
+	uint32_t res[SP_BURST];
+	union {
+		struct sp_acl_key4 k4[SP_BURST];
+		struct sp_acl_key6 k6[SP_BURST];
+	};
+};
 
-	for (i = 0; i < n; i++) {
-		const struct sp_policy *p = &tab[i];
-		if ((ip->src_addr & p->src_mask) != p->src || (ip->dst_addr & p->dst_mask) != p->dst)
-			continue;
-		if (p->proto && p->proto != k->proto)
-			continue;
-		if (!port_in(k->sport, p->sport_lo, p->sport_hi) ||
-				!port_in(k->dport, p->dport_lo, p->dport_hi))
-			continue;
-		r->action = p->action;
-		r->reqid = p->reqid;
-		r->sa = p->sa;
-		return 1;
+/* Add the selector fields of the packet at l3 (parse k) to batch b. */
+static inline void
+spd_key(struct sp_spd_batch *b, const uint8_t *l3, const struct sp_pkt *k)
+{
+	uint16_t i = b->n++;
+
+	if (!k->v6) {
+		const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)l3;
+		struct sp_acl_key4 *a = &b->k4[i];
+		a->proto = k->proto;
+		a->pad[0] = a->pad[1] = a->pad[2] = 0;
+		a->src = ip->src_addr;
+		a->dst = ip->dst_addr;
+		a->sport = rte_cpu_to_be_16(k->sport);
+		a->dport = rte_cpu_to_be_16(k->dport);
+		b->data[i] = (const uint8_t *)a;
+	} else {
+		const struct rte_ipv6_hdr *ip = (const struct rte_ipv6_hdr *)l3;
+		struct sp_acl_key6 *a = &b->k6[i];
+		a->proto = k->proto;
+		a->pad[0] = a->pad[1] = a->pad[2] = 0;
+		memcpy(a->src, ip->src_addr, 16);
+		memcpy(a->dst, ip->dst_addr, 16);
+		a->sport = rte_cpu_to_be_16(k->sport);
+		a->dport = rte_cpu_to_be_16(k->dport);
+		b->data[i] = (const uint8_t *)a;
 	}
-	return 0;
 }
 
-/* The same for IPv6. */
-static int
-spd6_lookup(const struct sp_policy6 *tab, uint32_t n, const struct rte_ipv6_hdr *ip,
-	const struct sp_pkt *k, struct sp_match *r)
+/* Classify batch b (family v6) against the outbound or inbound table:
+ * res[i] is 0 for no match, else 1 + the policy's index. */
+static void
+spd_classify(struct sp_ctx *c, struct sp_spd_batch *b, int v6, int out)
 {
-	uint64_t s[2], d[2];
-	uint32_t i;
+	struct sp_ipsec_tables *t = c->t;
+	struct rte_acl_ctx *ctx;
 
-	memcpy(s, ip->src_addr, 16);
-	memcpy(d, ip->dst_addr, 16);
-	for (i = 0; i < n; i++) {
-		const struct sp_policy6 *p = &tab[i];
-		if ((s[0] & p->src_mask[0]) != p->src[0] || (s[1] & p->src_mask[1]) != p->src[1] ||
-				(d[0] & p->dst_mask[0]) != p->dst[0] || (d[1] & p->dst_mask[1]) != p->dst[1])
-			continue;
-		if (p->proto && p->proto != k->proto)
-			continue;
-		if (!port_in(k->sport, p->sport_lo, p->sport_hi) ||
-				!port_in(k->dport, p->dport_lo, p->dport_hi))
-			continue;
-		r->action = p->action;
-		r->reqid = p->reqid;
-		r->sa = p->sa;
-		return 1;
+	if (b->n == 0)
+		return;
+	ctx = t == NULL ? NULL : v6 ? (out ? t->acl_out6 : t->acl_in6) :
+		(out ? t->acl_out : t->acl_in);
+	if (ctx == NULL) {
+		memset(b->res, 0, sizeof(b->res[0]) * b->n);
+		return;
 	}
-	return 0;
+	rte_acl_classify(ctx, b->data, b->res, b->n, 1);
 }
 
-/* Policy lookup for the packet at l3 in the outbound (out != 0) or inbound
- * tables. */
-static int
-spd_match(struct sp_ctx *c, int out, const uint8_t *l3, const struct sp_pkt *k, struct sp_match *r)
+/* The policy of a classification result (res != 0). */
+static inline void
+spd_get(struct sp_ctx *c, int v6, int out, uint32_t res, struct sp_match *r)
 {
 	struct sp_ipsec_tables *t = c->t;
 
-	if (k->v6)
-		return out ? spd6_lookup(t->out6, t->n_out6, (const void *)l3, k, r) :
-			spd6_lookup(t->in6, t->n_in6, (const void *)l3, k, r);
-	return out ? spd_lookup(t->out, t->n_out, (const void *)l3, k, r) :
-		spd_lookup(t->in, t->n_in, (const void *)l3, k, r);
+	if (v6) {
+		const struct sp_policy6 *p = (out ? t->out6 : t->in6) + res - 1;
+		r->action = p->action;
+		r->reqid = p->reqid;
+		r->sa = p->sa;
+	} else {
+		const struct sp_policy *p = (out ? t->out : t->in) + res - 1;
+		r->action = p->action;
+		r->reqid = p->reqid;
+		r->sa = p->sa;
+	}
 }
 
 /*
@@ -732,33 +739,33 @@ sa_count(struct sp_ctx *c, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
 		sa->st.last_use = c->now;
 }
 
-/* Does a decrypted packet (data at its IP header) match an inbound policy
- * of its SA's reqid? */
-static int
-inbound_policy_ok(struct sp_ctx *c, struct sp_sa *sa, const uint8_t *l3, const struct sp_pkt *k)
+/*
+ * Decrypted packets of sa (data at their IP header, b their selector keys,
+ * one family): the first inbound policy each matches must protect it with
+ * this SA's reqid (as XFRM's policy check); then they go on their way.
+ */
+static void
+deliver_inbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf **m,
+	struct sp_spd_batch *b, int v6)
 {
-	struct sp_ipsec_tables *t = c->t;
 	struct sp_match r;
-	uint32_t i;
+	uint16_t i;
 
-	/* the first matching policy of this reqid: walk the table from each
-	 * match on (policies of other reqids may overlap) */
-	if (k->v6) {
-		for (i = 0; i < t->n_in6; i++) {
-			if (t->in6[i].action != 0 || t->in6[i].reqid != sa->reqid)
-				continue;
-			if (spd6_lookup(&t->in6[i], 1, (const void *)l3, k, &r))
-				return 1;
-		}
-		return 0;
-	}
-	for (i = 0; i < t->n_in; i++) {
-		if (t->in[i].action != 0 || t->in[i].reqid != sa->reqid)
+	spd_classify(c, b, v6, 0);
+	for (i = 0; i < b->n; i++) {
+		if (b->res[i] != 0)
+			spd_get(c, v6, 0, b->res[i], &r);
+		if (b->res[i] == 0 || r.action != 0 || r.reqid != sa->reqid) {
+			sa->st.drop_policy++;
+			drop(c, port, m[i], SP_CNT_DROP_POLICY);
 			continue;
-		if (spd_lookup(&t->in[i], 1, (const void *)l3, k, &r))
-			return 1;
+		}
+		sa->st.bytes += rte_pktmbuf_pkt_len(m[i]);
+		sa->st.packets++;
+		sa->st.last_use = c->now;
+		cnt(c, port, SP_CNT_ESP_IN);
+		route_out(c, port, m[i], !sa->transport);
 	}
-	return 0;
 }
 
 /*
@@ -792,7 +799,8 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 	const union rte_ipsec_sad_key *kp[SP_BURST];
 	union rte_ipsec_sad_key keys[SP_BURST];
 	void *sas[SP_BURST];
-	struct rte_mbuf *grp[SP_BURST];
+	struct rte_mbuf *grp[SP_BURST], *fam[2][SP_BURST];
+	struct sp_spd_batch b[2];
 	struct sp_pkt pk;
 	uint16_t i, j, g, k;
 
@@ -827,6 +835,7 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 
 		g = sa_limit(c, port, sa, grp, g);
 		k = sa_crypto(c, port, sa, grp, g);
+		b[0].n = b[1].n = 0;
 		for (j = 0; j < k; j++) {
 			struct rte_mbuf *m = grp[j];
 			/* rte_ipsec (transport mode, see dp.h) took out the ESP
@@ -858,21 +867,15 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 			if (ip_parse(m, 0, &pk) < 0)
 				goto malformed;
 			trim_to(m, pk.len);
-			if (!inbound_policy_ok(c, sa, l3, &pk)) {
-				sa->st.drop_policy++;
-				drop(c, port, m, SP_CNT_DROP_POLICY);
-				continue;
-			}
-			sa->st.bytes += rte_pktmbuf_pkt_len(m);
-			sa->st.packets++;
-			sa->st.last_use = c->now;
-			cnt(c, port, SP_CNT_ESP_IN);
-			route_out(c, port, m, !sa->transport);
+			fam[pk.v6][b[pk.v6].n] = m;
+			spd_key(&b[pk.v6], l3, &pk);
 			continue;
 malformed:
 			sa->st.drop_malformed++;
 			drop(c, port, m, SP_CNT_DROP_MALFORMED);
 		}
+		deliver_inbound(c, port, sa, fam[0], &b[0], 0);
+		deliver_inbound(c, port, sa, fam[1], &b[1], 1);
 	}
 }
 
@@ -906,29 +909,24 @@ esp_outbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf 
 }
 
 /*
- * Plaintext IP (data at the Ethernet header, k its parse): protect, drop,
- * or pass. Returns 1 when the packet was consumed, 0 when it takes the
- * default path. outm/outsa collect packets to encrypt, in order.
+ * Plaintext IP (data at the Ethernet header, k its parse) that matched the
+ * outbound policy p: protect, drop, or pass. Returns 1 when the packet was
+ * consumed, 0 when it takes the default path. outm/outsa collect packets
+ * to encrypt, in order.
  */
 static int
-plaintext(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt *k,
-	int from_wire, struct rte_mbuf **outm, struct sp_sa **outsa, uint16_t *nout)
+protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt *k,
+	const struct sp_match *pm, int from_wire, struct rte_mbuf **outm, struct sp_sa **outsa,
+	uint16_t *nout)
 {
 	uint8_t *l3 = rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HLEN);
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)l3;
 	struct rte_ipv6_hdr *ip6 = (struct rte_ipv6_hdr *)l3;
-	struct sp_match p;
+	const struct sp_match p = *pm;
 	struct sp_sa *sa;
 	uint32_t mtu, al, size, room;
 
-	if (c->t == NULL)
-		return 0;
-	if ((k->v6 ? c->t->n_out6 + c->t->n_in6 : c->t->n_out + c->t->n_in) == 0)
-		return 0;
-	if (bypass(c, l3, k, from_wire))
-		return 0;
-
-	if (spd_match(c, 1, l3, k, &p)) {
+	{
 		if (p.action == 1)
 			return 0;
 		if (p.action == 2) {
@@ -996,12 +994,82 @@ plaintext(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_p
 		(*nout)++;
 		return 1;
 	}
-	if (from_wire && spd_match(c, 0, l3, k, &p) && (p.action == 0 || p.action == 2)) {
-		/* plaintext that policy says must arrive protected */
-		drop(c, port, m, SP_CNT_DROP_POLICY);
-		return 1;
+}
+
+/* Plaintext packets of a burst, all from the wire or all from the TAP,
+ * waiting for their SPD lookup. */
+struct sp_plain {
+	uint16_t n;
+	struct rte_mbuf *m[SP_BURST];
+	struct sp_pkt k[SP_BURST];
+};
+
+/* Does the packet at l3 need an SPD lookup at all? */
+static inline int
+spd_wanted(struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k, int from_wire)
+{
+	struct sp_ipsec_tables *t = c->t;
+
+	if (t == NULL || (k->v6 ? t->n_out6 + t->n_in6 : t->n_out + t->n_in) == 0)
+		return 0;
+	return !bypass(c, l3, k, from_wire);
+}
+
+/*
+ * The SPD for a burst's plaintext: one rte_acl classification per family
+ * and direction. Outbound matches are protected (or dropped, or passed);
+ * from the wire, what no outbound policy takes but an inbound one says
+ * must arrive protected is dropped; the rest goes the default way (to the
+ * kernel from the wire, to the wire from the kernel).
+ */
+static void
+plaintext_burst(struct sp_ctx *c, uint32_t port, struct sp_plain *pl, int from_wire,
+	struct rte_mbuf **outm, struct sp_sa **outsa, uint16_t *nout)
+{
+	struct sp_spd_batch b[2], miss[2];
+	uint16_t idx[2][SP_BURST], midx[2][SP_BURST];
+	struct sp_match r;
+	uint16_t i, j;
+	int v;
+
+	b[0].n = b[1].n = miss[0].n = miss[1].n = 0;
+	for (i = 0; i < pl->n; i++) {
+		v = pl->k[i].v6;
+		idx[v][b[v].n] = i;
+		spd_key(&b[v], rte_pktmbuf_mtod_offset(pl->m[i], uint8_t *, ETH_HLEN), &pl->k[i]);
 	}
-	return 0;
+	for (v = 0; v < 2; v++) {
+		spd_classify(c, &b[v], v, 1);
+		for (j = 0; j < b[v].n; j++) {
+			i = idx[v][j];
+			if (b[v].res[j] != 0) {
+				spd_get(c, v, 1, b[v].res[j], &r);
+				if (protect(c, port, pl->m[i], &pl->k[i], &r, from_wire, outm, outsa, nout))
+					continue;
+			} else if (from_wire) {
+				midx[v][miss[v].n] = i;
+				spd_key(&miss[v], rte_pktmbuf_mtod_offset(pl->m[i], uint8_t *, ETH_HLEN), &pl->k[i]);
+				continue;
+			}
+			if (from_wire)
+				to_tap(c, port, pl->m[i]);
+			else
+				txq_put(c, &c->wire[port], port, pl->m[i]);
+		}
+		spd_classify(c, &miss[v], v, 0);
+		for (j = 0; j < miss[v].n; j++) {
+			i = midx[v][j];
+			if (miss[v].res[j] != 0) {
+				spd_get(c, v, 0, miss[v].res[j], &r);
+				if (r.action == 0 || r.action == 2) {
+					/* plaintext that policy says must arrive protected */
+					drop(c, port, pl->m[i], SP_CNT_DROP_POLICY);
+					continue;
+				}
+			}
+			to_tap(c, port, pl->m[i]);
+		}
+	}
 }
 
 static void
@@ -1032,10 +1100,12 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 {
 	struct rte_mbuf *esp[SP_BURST], *outm[SP_BURST];
 	struct sp_sa *outsa[SP_BURST];
+	struct sp_plain pl;
 	struct sp_pkt k;
 	uint16_t ne = 0, no = 0, i;
 	int rc;
 
+	pl.n = 0;
 	c->dp->stats[p].cnt[SP_CNT_RX] += n;
 	for (i = 0; i < n; i++) {
 		struct rte_mbuf *m = mb[i];
@@ -1091,10 +1161,15 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 				continue;
 			}
 		}
-		if (!plaintext(c, p, m, &k, 1, outm, outsa, &no))
+		if (spd_wanted(c, l3, &k, 1)) {
+			pl.m[pl.n] = m;
+			pl.k[pl.n++] = k;
+		} else {
 			to_tap(c, p, m);
+		}
 	}
 	esp_inbound(c, p, esp, ne);
+	plaintext_burst(c, p, &pl, 1, outm, outsa, &no);
 	encrypt_collected(c, p, outm, outsa, no);
 }
 
@@ -1104,18 +1179,22 @@ tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 {
 	struct rte_mbuf *outm[SP_BURST];
 	struct sp_sa *outsa[SP_BURST];
-	struct sp_pkt k;
+	struct sp_plain pl;
 	uint16_t no = 0, i;
 
+	pl.n = 0;
 	c->dp->stats[p].cnt[SP_CNT_TAP_RX] += n;
 	for (i = 0; i < n; i++) {
 		struct rte_mbuf *m = mb[i];
 
-		if (is_ip(m) && ip_parse(m, ETH_HLEN, &k) == 0 &&
-				plaintext(c, p, m, &k, 0, outm, outsa, &no))
+		if (is_ip(m) && ip_parse(m, ETH_HLEN, &pl.k[pl.n]) == 0 &&
+				spd_wanted(c, rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HLEN), &pl.k[pl.n], 0)) {
+			pl.m[pl.n++] = m;
 			continue;
+		}
 		txq_put(c, &c->wire[p], p, m);
 	}
+	plaintext_burst(c, p, &pl, 0, outm, outsa, &no);
 	encrypt_collected(c, p, outm, outsa, no);
 }
 

@@ -4,6 +4,7 @@
  * quiescent state (so nobody still reads the old one) and frees the old one.
  * The worker never takes a lock.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -63,11 +64,178 @@ sp_ipsec_tables_add_sa(struct sp_ipsec_tables *t, struct sp_sa *sa)
 	return rte_ipsec_sad_add(t->sad, &key, RTE_IPSEC_SAD_SPI_ONLY, sa);
 }
 
+/* Field layouts of struct sp_acl_key4 / sp_acl_key6 for rte_acl. */
+enum { F4_PROTO, F4_SRC, F4_DST, F4_SPORT, F4_DPORT, F4_NUM };
+enum { F6_PROTO, F6_SRC0, F6_DST0 = F6_SRC0 + 4, F6_SPORT = F6_DST0 + 4, F6_DPORT, F6_NUM };
+
+RTE_ACL_RULE_DEF(sp_acl_rule4, F4_NUM);
+RTE_ACL_RULE_DEF(sp_acl_rule6, F6_NUM);
+
+static void
+acl_def(struct rte_acl_config *cfg, uint8_t type, uint8_t size, uint8_t input, uint32_t offset)
+{
+	uint32_t n = cfg->num_fields++;
+
+	cfg->defs[n].type = type;
+	cfg->defs[n].size = size;
+	cfg->defs[n].field_index = n;
+	cfg->defs[n].input_index = input;
+	cfg->defs[n].offset = offset;
+}
+
+static void
+acl_defs(struct rte_acl_config *cfg, int v6)
+{
+	uint32_t i;
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->num_categories = 1;
+	acl_def(cfg, RTE_ACL_FIELD_TYPE_BITMASK, 1, 0, 0);
+	if (!v6) {
+		acl_def(cfg, RTE_ACL_FIELD_TYPE_MASK, 4, 1, offsetof(struct sp_acl_key4, src));
+		acl_def(cfg, RTE_ACL_FIELD_TYPE_MASK, 4, 2, offsetof(struct sp_acl_key4, dst));
+		acl_def(cfg, RTE_ACL_FIELD_TYPE_RANGE, 2, 3, offsetof(struct sp_acl_key4, sport));
+		acl_def(cfg, RTE_ACL_FIELD_TYPE_RANGE, 2, 3, offsetof(struct sp_acl_key4, dport));
+		return;
+	}
+	for (i = 0; i < 8; i++)
+		acl_def(cfg, RTE_ACL_FIELD_TYPE_MASK, 4, 1 + i, (i < 4 ? offsetof(struct sp_acl_key6, src) :
+			offsetof(struct sp_acl_key6, dst)) + 4 * (i % 4));
+	acl_def(cfg, RTE_ACL_FIELD_TYPE_RANGE, 2, 9, offsetof(struct sp_acl_key6, sport));
+	acl_def(cfg, RTE_ACL_FIELD_TYPE_RANGE, 2, 9, offsetof(struct sp_acl_key6, dport));
+}
+
+/* prefix length of a network-order mask word */
+static uint32_t
+mask_bits(uint32_t be)
+{
+	uint32_t m = rte_be_to_cpu_32(be);
+
+	return m == 0 ? 0 : 32 - __builtin_ctz(m);
+}
+
+/* The rte_acl rule data of policy i of n: the first in table order wins. */
+static void
+acl_data(struct rte_acl_rule_data *d, uint32_t i, uint32_t n)
+{
+	d->category_mask = 1;
+	d->priority = n - i;
+	d->userdata = i + 1;
+}
+
+static struct rte_acl_ctx *
+acl_build(const void *tab, uint32_t n, int v6, char *err, size_t errlen)
+{
+	struct rte_acl_param prm;
+	struct rte_acl_config cfg;
+	struct rte_acl_ctx *ctx;
+	char name[RTE_ACL_NAMESIZE];
+	uint32_t i, w;
+	int rc;
+
+	if (n == 0)
+		return NULL;
+	if (n > RTE_ACL_MAX_PRIORITY) {
+		snprintf(err, errlen, "too many policies (%u)", n);
+		return NULL;
+	}
+	acl_defs(&cfg, v6);
+	snprintf(name, sizeof(name), "spacl%u", __atomic_fetch_add(&table_seq, 1, __ATOMIC_RELAXED));
+	memset(&prm, 0, sizeof(prm));
+	prm.name = name;
+	prm.socket_id = SOCKET_ID_ANY;
+	prm.rule_size = RTE_ACL_RULE_SZ(cfg.num_fields);
+	prm.max_rule_num = n;
+	ctx = rte_acl_create(&prm);
+	if (ctx == NULL) {
+		snprintf(err, errlen, "rte_acl_create: %s", rte_strerror(rte_errno));
+		return NULL;
+	}
+	for (i = 0; i < n; i++) {
+		if (!v6) {
+			const struct sp_policy *p = (const struct sp_policy *)tab + i;
+			struct sp_acl_rule4 r;
+
+			memset(&r, 0, sizeof(r));
+			acl_data(&r.data, i, n);
+			r.field[F4_PROTO].value.u8 = p->proto;
+			r.field[F4_PROTO].mask_range.u8 = p->proto ? 0xff : 0;
+			r.field[F4_SRC].value.u32 = rte_be_to_cpu_32(p->src);
+			r.field[F4_SRC].mask_range.u32 = mask_bits(p->src_mask);
+			r.field[F4_DST].value.u32 = rte_be_to_cpu_32(p->dst);
+			r.field[F4_DST].mask_range.u32 = mask_bits(p->dst_mask);
+			r.field[F4_SPORT].value.u16 = p->sport_lo;
+			r.field[F4_SPORT].mask_range.u16 = p->sport_hi;
+			r.field[F4_DPORT].value.u16 = p->dport_lo;
+			r.field[F4_DPORT].mask_range.u16 = p->dport_hi;
+			rc = rte_acl_add_rules(ctx, (const struct rte_acl_rule *)&r, 1);
+		} else {
+			const struct sp_policy6 *p = (const struct sp_policy6 *)tab + i;
+			struct sp_acl_rule6 r;
+			uint32_t a[8], m[8];
+
+			memset(&r, 0, sizeof(r));
+			acl_data(&r.data, i, n);
+			memcpy(a, p->src, 16);
+			memcpy(a + 4, p->dst, 16);
+			memcpy(m, p->src_mask, 16);
+			memcpy(m + 4, p->dst_mask, 16);
+			r.field[F6_PROTO].value.u8 = p->proto;
+			r.field[F6_PROTO].mask_range.u8 = p->proto ? 0xff : 0;
+			for (w = 0; w < 8; w++) {
+				r.field[F6_SRC0 + w].value.u32 = rte_be_to_cpu_32(a[w]);
+				r.field[F6_SRC0 + w].mask_range.u32 = mask_bits(m[w]);
+			}
+			r.field[F6_SPORT].value.u16 = p->sport_lo;
+			r.field[F6_SPORT].mask_range.u16 = p->sport_hi;
+			r.field[F6_DPORT].value.u16 = p->dport_lo;
+			r.field[F6_DPORT].mask_range.u16 = p->dport_hi;
+			rc = rte_acl_add_rules(ctx, (const struct rte_acl_rule *)&r, 1);
+		}
+		if (rc != 0) {
+			snprintf(err, errlen, "rte_acl_add_rules: %s", strerror(-rc));
+			rte_acl_free(ctx);
+			return NULL;
+		}
+	}
+	rc = rte_acl_build(ctx, &cfg);
+	if (rc != 0) {
+		snprintf(err, errlen, "rte_acl_build: %s", strerror(-rc));
+		rte_acl_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+/* Build the rte_acl contexts of t's policy tables (filled by Go). */
+int
+sp_ipsec_tables_build_acl(struct sp_ipsec_tables *t, char *err, size_t errlen)
+{
+	err[0] = 0;
+	t->acl_out = acl_build(t->out, t->n_out, 0, err, errlen);
+	if (t->acl_out == NULL && t->n_out > 0)
+		return -1;
+	t->acl_in = acl_build(t->in, t->n_in, 0, err, errlen);
+	if (t->acl_in == NULL && t->n_in > 0)
+		return -1;
+	t->acl_out6 = acl_build(t->out6, t->n_out6, 1, err, errlen);
+	if (t->acl_out6 == NULL && t->n_out6 > 0)
+		return -1;
+	t->acl_in6 = acl_build(t->in6, t->n_in6, 1, err, errlen);
+	if (t->acl_in6 == NULL && t->n_in6 > 0)
+		return -1;
+	return 0;
+}
+
 void
 sp_ipsec_tables_free(struct sp_ipsec_tables *t)
 {
 	if (t == NULL)
 		return;
+	rte_acl_free(t->acl_out);
+	rte_acl_free(t->acl_in);
+	rte_acl_free(t->acl_out6);
+	rte_acl_free(t->acl_in6);
 	if (t->sad != NULL)
 		rte_ipsec_sad_destroy(t->sad);
 	rte_free(t->out);

@@ -524,6 +524,8 @@ func TestFastpathChild(t *testing.T) {
 
 	// 10d. IPv6 and transport mode (family_test.go)
 	familyCases(t, fp, wire, vb, portMAC)
+	// 10e. SPD matching (spd_test.go)
+	spdCases(t, fp, wire, vb, portMAC)
 
 	// 11. nothing leaked: every mbuf is back in the pool
 	settle(wire)

@@ -357,6 +357,11 @@ func (f *Fastpath) publishIPsecLocked() error {
 	for i, b := range in6 {
 		fillPolicy6(&ins6[i], b.Policy, nil)
 	}
+	var ebuf [256]C.char
+	if C.sp_ipsec_tables_build_acl(t, &ebuf[0], C.size_t(len(ebuf))) != 0 {
+		C.sp_ipsec_tables_free(t)
+		return fmt.Errorf("build policy tables: %s", cerr(ebuf[:]))
+	}
 	old := f.mu.ipsec
 	C.sp_publish_ipsec(f.dp, t)
 	f.mu.ipsec = t

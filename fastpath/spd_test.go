@@ -1,0 +1,72 @@
+package fastpath
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/swanpath/swanpath/bridge/dataplane"
+	"github.com/swanpath/swanpath/bridge/model"
+)
+
+// spdCases checks the SPD's matching (rte_acl) through the loop, in the
+// child process of TestFastpathRoundTrip: the first policy in priority
+// order wins where selectors overlap; protocol, port ranges and IPv6
+// prefixes that do not end on a 32-bit boundary are honoured.
+func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC net.HardwareAddr) {
+	e := &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}
+	key := make(model.Key, 20)
+	_, _ = rand.Read(key)
+	tun := model.SA{SAID: model.SAID{Dst: peerAddr, SPI: 0x5001, Proto: model.ProtoESP}, Src: gwAddr, Reqid: 50,
+		Mode: model.ModeTunnel, EncAlg: model.EncrAESGCM16, Encap: true, SrcPort: 4500, DstPort: 4500}
+	out, in := e.addPair(tun, key)
+	defer func() {
+		_ = fp.DelSA(out)
+		_ = fp.DelSA(in)
+		_ = fp.SetPolicies(nil)
+	}()
+	p := func(src, dst string, proto uint8, dlo, dhi uint16, prio uint32, action model.PolicyAction) dataplane.Binding {
+		s := model.Selector{Src: netip.MustParsePrefix(src), Dst: netip.MustParsePrefix(dst), Proto: proto,
+			DstPortLo: dlo, DstPortHi: dhi}
+		b := dataplane.Binding{Policy: &model.Policy{PolicyID: model.PolicyID{Sel: s, Dir: model.DirOut},
+			Reqid: 50, Mode: model.ModeTunnel, Priority: prio, Action: action}}
+		if action == model.ActionIPsec {
+			b.SA, b.HasSA = out, true
+		}
+		return b
+	}
+	// listed out of priority order on purpose: priority decides
+	if err := fp.SetPolicies([]dataplane.Binding{
+		p("10.1.0.0/16", "10.2.0.0/16", 0, 0, 0, 300, model.ActionIPsec),
+		p("10.1.0.0/24", "10.2.0.0/24", 17, 2000, 2010, 100, model.ActionDrop),
+		p("10.1.0.0/24", "10.2.0.0/24", 6, 0, 0, 200, model.ActionPass),
+		p("fd00:1::/60", "fd00:2::/64", 0, 0, 0, 100, model.ActionIPsec),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	isESP := func(ip []byte) bool {
+		return (ip[0]>>4 == 4 && ip[9] == 17 && binary.BigEndian.Uint32(ip[28:]) == 0x5001) ||
+			(ip[0]>>4 == 6 && ip[6] == 17 && binary.BigEndian.Uint32(ip[48:]) == 0x5001)
+	}
+	before := e.counters()
+	// UDP to 2005: the drop policy (priority 100) wins over protect (300)
+	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2005, 64, []byte("dropped"))))
+	e.wait("drop_policy", before["drop_policy"]+1)
+	// UDP to 2011: outside the range, protected by the /16 policy
+	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2011, 64, []byte("protected"))))
+	e.recv("UDP outside the drop range, encrypted", 0x0800, isESP)
+	// fd00:1:0:f::10 is inside fd00:1::/60; fd00:1:0:10::10 is not
+	e.send(frame6(portMAC, vb.HardwareAddr, ipv6udp(netip.MustParseAddr("fd00:1:0:f::10"), h26, 1000, 2000, 64, []byte("in-60"))))
+	e.recv("IPv6 source inside the /60, encrypted (IPv4 outer)", 0x0800, isESP)
+	esp0 := e.counters()["esp_out"]
+	e.send(frame6(portMAC, vb.HardwareAddr, ipv6udp(netip.MustParseAddr("fd00:1:0:10::10"), h26, 1000, 2000, 64, []byte("out-60"))))
+	// a protected packet behind it: once it is out, the one before was
+	// handled (one queue, in order)
+	e.send(frame6(portMAC, vb.HardwareAddr, ipv6udp(netip.MustParseAddr("fd00:1::10"), h26, 1000, 2000, 64, []byte("in-60b"))))
+	e.recv("IPv6 source inside the /60 again, encrypted", 0x0800, isESP)
+	if st, _ := fp.SAStats(out); st.Packets != 3 || e.counters()["esp_out"] != esp0+1 {
+		t.Fatalf("outbound SA carried %d packets (want 3); esp_out %d -> %d (want +1)", st.Packets, esp0, e.counters()["esp_out"])
+	}
+}
