@@ -103,6 +103,7 @@ struct sp_sa_params {
 	uint8_t auth_key[64];
 	uint8_t n_cdevs;	/* crypto devices to try, in order */
 	uint8_t cdevs[8];
+	uint8_t sync_crypto;	/* use CPU crypto where the device has it */
 };
 
 struct sp_sa_stats {
@@ -125,6 +126,10 @@ struct sp_sa_stats {
  * the loop sets IPv6 in the trailer of IPv6 packets before encryption. */
 struct sp_sa {
 	struct rte_ipsec_session ss;	/* cache aligned, first */
+	/* an outbound tunnel SA whose ss is synchronous (CPU crypto) needs
+	 * this lookaside session of the same rte_ipsec SA for IPv6 inside:
+	 * the trailer's next header is set between prepare and crypto */
+	struct rte_ipsec_session ss_async;
 	struct rte_ipsec_sa *sa;
 	void *cses;			/* cryptodev sym session */
 	uint8_t cdev_id;
@@ -134,6 +139,7 @@ struct sp_sa {
 	uint8_t transport;
 	uint8_t icv_len;
 	uint8_t sqh_len;		/* ESN high bits kept behind the trailer during crypto */
+	uint8_t cpu;			/* ss is synchronous: RTE_SECURITY_ACTION_TYPE_CPU_CRYPTO */
 	uint32_t spi;
 	uint32_t reqid;
 	uint32_t salt;			/* AEAD salt / CTR nonce, kept for sp_sa_move */

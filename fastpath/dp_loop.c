@@ -619,30 +619,16 @@ esp_next_header(const struct sp_sa *sa, struct rte_mbuf *m)
 	return rte_pktmbuf_mtod_offset(ml, uint8_t *, ml->data_len - back);
 }
 
-/*
- * Run crypto for n mbufs of one SA: prepare, enqueue, dequeue, process.
- * On return mb[0..ok) are processed; the rest have been freed and counted.
- * Inbound, each mbuf's hash.usr holds the next header of its ESP trailer;
- * outbound, an IPv6 packet (hash.usr = IPPROTO_IPV6) gets it in its
- * trailer before encryption.
- */
-static uint16_t
-sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
+/* Packets prepare refused: count them by why. */
+static void
+prepare_refused(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[],
+	uint16_t from, uint16_t n)
 {
-	struct rte_crypto_op *cop[SP_BURST];
-	struct rte_mbuf *done[SP_BURST];
-	uint16_t k, enq, deq, i, ok, spins;
-	uint8_t *np;
+	uint16_t i;
 
-	if (rte_crypto_op_bulk_alloc(c->dp->cop_pool, RTE_CRYPTO_OP_TYPE_SYMMETRIC, cop, n) == 0) {
-		for (i = 0; i < n; i++)
-			drop(c, port, mb[i], SP_CNT_DROP_NOMEM);
-		return 0;
-	}
-	k = rte_ipsec_pkt_crypto_prepare(&sa->ss, mb, cop, n);
 	/* prepare refuses packets that fail the replay window or whose
 	 * lengths cannot be ESP for this SA (truncated, misaligned) */
-	for (i = k; i < n; i++) {
+	for (i = from; i < n; i++) {
 		if (!sa->inbound) {
 			drop(c, port, mb[i], SP_CNT_DROP_NOMEM);
 		} else if (!esp_len_ok(sa, mb[i])) {
@@ -653,6 +639,77 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 			drop(c, port, mb[i], SP_CNT_DROP_REPLAY);
 		}
 	}
+}
+
+/* After crypto: what rte_ipsec_pkt_process makes of the good ones. */
+static uint16_t
+finish(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, const struct rte_ipsec_session *ss,
+	struct rte_mbuf *mb[], uint16_t n)
+{
+	uint16_t k, i;
+
+	k = rte_ipsec_pkt_process(ss, mb, n);
+	for (i = k; i < n; i++) {
+		/* after a good ICV: bad padding or a replay raced in the burst */
+		sa->st.drop_malformed++;
+		drop(c, port, mb[i], SP_CNT_DROP_MALFORMED);
+	}
+	return k;
+}
+
+/* Inbound, after a good ICV: note the trailer's next header in hash.usr. */
+static inline void
+note_next_header(struct sp_sa *sa, struct rte_mbuf *m)
+{
+	uint8_t *np = esp_next_header(sa, m);
+
+	m->hash.usr = np != NULL ? *np : 0;
+}
+
+/* Synchronous crypto (CPU_CRYPTO): prepare does the crypto in place. */
+static uint16_t
+sa_crypto_sync(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
+{
+	uint16_t k, i, ok;
+
+	k = rte_ipsec_pkt_cpu_prepare(&sa->ss, mb, n);
+	prepare_refused(c, port, sa, mb, k, n);
+	ok = 0;
+	for (i = 0; i < k; i++) {
+		struct rte_mbuf *m = mb[i];
+		if (m->ol_flags & RTE_MBUF_F_RX_SEC_OFFLOAD_FAILED) {
+			if (sa->inbound)
+				sa->st.drop_auth++;
+			drop(c, port, m, sa->inbound ? SP_CNT_DROP_AUTH : SP_CNT_DROP_CRYPTO);
+			continue;
+		}
+		if (sa->inbound)
+			note_next_header(sa, m);
+		mb[ok++] = m;
+	}
+	return finish(c, port, sa, &sa->ss, mb, ok);
+}
+
+/*
+ * Lookaside crypto through the device's queue pair: prepare, enqueue,
+ * dequeue, process. Outbound, an IPv6 packet (hash.usr = IPPROTO_IPV6) of
+ * a tunnel SA gets that next header in its trailer before encryption.
+ */
+static uint16_t
+sa_crypto_async(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
+{
+	const struct rte_ipsec_session *ss = &sa->ss_async;
+	struct rte_crypto_op *cop[SP_BURST];
+	uint16_t k, enq, deq, i, ok, spins;
+	uint8_t *np;
+
+	if (rte_crypto_op_bulk_alloc(c->dp->cop_pool, RTE_CRYPTO_OP_TYPE_SYMMETRIC, cop, n) == 0) {
+		for (i = 0; i < n; i++)
+			drop(c, port, mb[i], SP_CNT_DROP_NOMEM);
+		return 0;
+	}
+	k = rte_ipsec_pkt_crypto_prepare(ss, mb, cop, n);
+	prepare_refused(c, port, sa, mb, k, n);
 	if (k < n)
 		rte_mempool_put_bulk(c->dp->cop_pool, (void **)&cop[k], n - k);
 	if (k == 0)
@@ -684,25 +741,46 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 			drop(c, port, m, sa->inbound ? SP_CNT_DROP_AUTH : SP_CNT_DROP_CRYPTO);
 			continue;
 		}
-		if (sa->inbound) {
-			np = esp_next_header(sa, m);
-			m->hash.usr = np != NULL ? *np : 0;
-		}
-		done[ok++] = m;
+		if (sa->inbound)
+			note_next_header(sa, m);
+		mb[ok++] = m;
 	}
 	rte_mempool_put_bulk(c->dp->cop_pool, (void **)cop, deq);
 	/* ops still in the device after the bound: their mbufs are lost to
 	 * us; count them (this does not happen with software PMDs) */
 	for (i = deq; i < enq; i++)
 		cnt(c, port, SP_CNT_DROP_CRYPTO);
+	return finish(c, port, sa, ss, mb, ok);
+}
 
-	k = rte_ipsec_pkt_process(&sa->ss, done, ok);
-	for (i = k; i < ok; i++) {
-		/* after a good ICV: bad padding or a replay raced in the burst */
-		sa->st.drop_malformed++;
-		drop(c, port, done[i], SP_CNT_DROP_MALFORMED);
+/*
+ * Run crypto for n mbufs of one SA. On return mb[0..ok) are processed; the
+ * rest have been freed and counted. Inbound, each mbuf's hash.usr holds
+ * the next header of its ESP trailer.
+ */
+static uint16_t
+sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
+{
+	struct rte_mbuf *v6[SP_BURST];
+	uint16_t i, k, n4, n6;
+
+	if (!sa->cpu)
+		return sa_crypto_async(c, port, sa, mb, n);
+	if (sa->inbound || sa->transport)
+		return sa_crypto_sync(c, port, sa, mb, n);
+	/* outbound tunnel: IPv6 inside goes the lookaside way */
+	for (i = 0, n4 = 0, n6 = 0; i < n; i++) {
+		if (mb[i]->hash.usr == IPPROTO_IPV6)
+			v6[n6++] = mb[i];
+		else
+			mb[n4++] = mb[i];
 	}
-	memcpy(mb, done, k * sizeof(mb[0]));
+	k = n4 ? sa_crypto_sync(c, port, sa, mb, n4) : 0;
+	if (n6) {
+		n6 = sa_crypto_async(c, port, sa, v6, n6);
+		memcpy(&mb[k], v6, n6 * sizeof(mb[0]));
+		k += n6;
+	}
 	return k;
 }
 

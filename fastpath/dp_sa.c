@@ -156,6 +156,7 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 	struct rte_ipsec_sa_prm prm;
 	struct rte_ipv4_hdr oh;
 	struct rte_ipv6_hdr oh6;
+	struct rte_cryptodev_info info;
 	struct sp_xforms x;
 	struct sp_sa *s;
 	int sz, rc, i, dev = -1;
@@ -297,14 +298,33 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 		goto fail;
 	}
 
-	s->ss.sa = s->sa;
-	s->ss.type = RTE_SECURITY_ACTION_TYPE_NONE;
-	s->ss.crypto.ses = s->cses;
-	s->ss.crypto.dev_id = dev;
-	rc = rte_ipsec_session_prepare(&s->ss);
+	/*
+	 * Synchronous crypto on the worker's own core where the PMD offers
+	 * it (ipsec-mb: aesni_gcm, aesni_mb): no crypto ops, no queue pair
+	 * round trip. Lookaside (enqueue/dequeue) otherwise, and for the
+	 * IPv6 packets of an outbound tunnel SA (see ss_async).
+	 */
+	rte_cryptodev_info_get(dev, &info);
+	s->ss_async.sa = s->sa;
+	s->ss_async.type = RTE_SECURITY_ACTION_TYPE_NONE;
+	s->ss_async.crypto.ses = s->cses;
+	s->ss_async.crypto.dev_id = dev;
+	rc = rte_ipsec_session_prepare(&s->ss_async);
 	if (rc != 0) {
 		snprintf(err, errlen, "rte_ipsec_session_prepare: %s", strerror(-rc));
 		goto fail;
+	}
+	s->ss = s->ss_async;
+	/* (AES-GMAC through ipsec-mb's CPU crypto fails every ICV in 22.11:
+	 * that suite stays lookaside) */
+	if (p->sync_crypto && p->enc != SP_ENC_AES_GMAC &&
+			(info.feature_flags & RTE_CRYPTODEV_FF_SYM_CPU_CRYPTO)) {
+		s->ss.type = RTE_SECURITY_ACTION_TYPE_CPU_CRYPTO;
+		if (rte_ipsec_session_prepare(&s->ss) == 0) {
+			s->cpu = 1;
+		} else {
+			s->ss = s->ss_async;
+		}
 	}
 	return s;
 

@@ -66,7 +66,11 @@ type Config struct {
 	NATTPort  uint16
 	IdleSleep time.Duration
 	Mbufs     uint32
-	Log       *slog.Logger
+	// LookasideCrypto makes every SA go through the crypto device's queue
+	// pair (enqueue/dequeue) even where the PMD can run synchronously on
+	// the worker's core (CPU crypto, the default where offered).
+	LookasideCrypto bool
+	Log             *slog.Logger
 }
 
 // cryptoDrivers maps a config name to the vdev driver.
@@ -100,12 +104,14 @@ type Fastpath struct {
 	mbufPool *C.struct_rte_mempool
 	// crypto devices in order of preference: the configured PMD, then
 	// ipsec-mb (aesni_gcm, aesni_mb), then openssl
-	cdevs    []cdev
-	worker   uint
-	done     chan error
-	tscHz    float64
-	tscBase  uint64
-	wallBase time.Time
+	cdevs []cdev
+	// asyncCrypto: lookaside crypto only (Config.LookasideCrypto)
+	asyncCrypto bool
+	worker      uint
+	done        chan error
+	tscHz       float64
+	tscBase     uint64
+	wallBase    time.Time
 
 	mu struct {
 		sync.Mutex
@@ -187,7 +193,7 @@ func Open(cfg Config) (*Fastpath, error) {
 		return nil, errors.New("fastpath: no worker lcore: give EAL at least two lcores (-l 0,1)")
 	}
 
-	f := &Fastpath{log: log, worker: workers[0], done: make(chan error, 1)}
+	f := &Fastpath{log: log, worker: workers[0], done: make(chan error, 1), asyncCrypto: cfg.LookasideCrypto}
 	f.mu.sas = make(map[model.SAID]*saEntry)
 	if err := f.setup(cfg, cdevNames); err != nil {
 		f.teardown()

@@ -441,42 +441,53 @@ func TestFastpathChild(t *testing.T) {
 	if err := fp.SetFIB(fib); err != nil {
 		t.Fatal(err)
 	}
-	for i, su := range suites {
-		spi := uint32(0x3000 + i)
-		ek, ik := make(model.Key, su.keyLen), make(model.Key, su.ikLen)
-		_, _ = rand.Read(ek)
-		_, _ = rand.Read(ik)
-		var ids [2]model.SAID
-		for j, inbound := range []bool{false, true} {
-			sa := mk(inbound)
-			sa.SPI, sa.EncAlg, sa.IntAlg, sa.ESN = spi, su.enc, su.integ, su.esn
-			sa.EncKey, sa.IntKey = append(model.Key(nil), ek...), append(model.Key(nil), ik...)
-			if err := fp.AddSA(sa); err != nil {
-				t.Fatalf("%s: %v", su.name, err)
+	// every suite both ways: synchronous CPU crypto where the PMD has it
+	// (the default), lookaside through the device's queue pair, and
+	// encrypted by the one, decrypted by the other
+	for pass, mode := range []string{"cpu", "lookaside", "mixed"} {
+		lookaside := mode == "lookaside"
+		for i, su := range suites {
+			spi := uint32(0x3000 + 0x100*pass + i)
+			ek, ik := make(model.Key, su.keyLen), make(model.Key, su.ikLen)
+			_, _ = rand.Read(ek)
+			_, _ = rand.Read(ik)
+			var ids [2]model.SAID
+			for j, inbound := range []bool{false, true} {
+				sa := mk(inbound)
+				sa.SPI, sa.EncAlg, sa.IntAlg, sa.ESN = spi, su.enc, su.integ, su.esn
+				sa.EncKey, sa.IntKey = append(model.Key(nil), ek...), append(model.Key(nil), ik...)
+				fp.asyncCrypto = lookaside || mode == "mixed" && inbound
+				if err := fp.AddSA(sa); err != nil {
+					t.Fatalf("%s: %v", su.name, err)
+				}
+				ids[j] = sa.SAID
 			}
-			ids[j] = sa.SAID
-		}
-		if err := fp.SetPolicies([]dataplane.Binding{{Policy: pol(model.DirOut), SA: ids[0], HasSA: true}, {Policy: pol(model.DirFwd)}}); err != nil {
-			t.Fatal(err)
-		}
-		msg := fmt.Sprintf("suite-%s", su.name)
-		send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2000, 64, []byte(msg))))
-		espF := recv(su.name+" encrypted", func(ip []byte) bool {
-			return ip[9] == 17 && binary.BigEndian.Uint16(ip[22:]) == 4500 && binary.BigEndian.Uint32(ip[28:]) == spi
-		})
-		if su.enc != model.EncrNull && su.enc != model.EncrNullAESGMAC && bytes.Contains(espF, []byte(msg)) {
-			t.Fatalf("%s: plaintext visible", su.name)
-		}
-		send(back(espF))
-		recv(su.name+" decrypted", isPlain(msg))
-		st, _ := fp.SAStats(ids[0])
-		t.Logf("%-18s ok on %s", su.name, st.Crypto)
-		for _, id := range ids {
-			if err := fp.DelSA(id); err != nil {
+			if err := fp.SetPolicies([]dataplane.Binding{{Policy: pol(model.DirOut), SA: ids[0], HasSA: true}, {Policy: pol(model.DirFwd)}}); err != nil {
 				t.Fatal(err)
+			}
+			msg := fmt.Sprintf("suite-%s", su.name)
+			send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2000, 64, []byte(msg))))
+			espF := recv(su.name+" encrypted", func(ip []byte) bool {
+				return ip[9] == 17 && binary.BigEndian.Uint16(ip[22:]) == 4500 && binary.BigEndian.Uint32(ip[28:]) == spi
+			})
+			if su.enc != model.EncrNull && su.enc != model.EncrNullAESGMAC && bytes.Contains(espF, []byte(msg)) {
+				t.Fatalf("%s: plaintext visible", su.name)
+			}
+			send(back(espF))
+			recv(su.name+" decrypted", isPlain(msg))
+			st, _ := fp.SAStats(ids[0])
+			t.Logf("%-18s ok on %s (%s)", su.name, st.Crypto, mode)
+			if lookaside && st.CryptoMode != "lookaside" || !lookaside && su.enc == model.EncrAESGCM16 && st.CryptoMode != "cpu" {
+				t.Fatalf("%s: crypto mode %q (lookaside only: %v)", su.name, st.CryptoMode, lookaside)
+			}
+			for _, id := range ids {
+				if err := fp.DelSA(id); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 	}
+	fp.asyncCrypto = false
 
 	// 10b'. replay window 0 (swanctl replay_window = 0): no anti-replay
 	{

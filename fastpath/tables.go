@@ -156,6 +156,7 @@ func (f *Fastpath) fillParams(p *C.struct_sp_sa_params, sa *model.SA, sp params)
 		p.cdevs[i] = C.uint8_t(d.id)
 	}
 	p.n_cdevs = C.uint8_t(len(f.cdevs))
+	p.sync_crypto = boolC(!f.asyncCrypto)
 }
 
 // MoveSA gives an SA new addresses and ports. The new SA takes over the
@@ -477,5 +478,6 @@ func (f *Fastpath) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 		DropMalformed: uint64(st.drop_malformed),
 		DropPolicy:    uint64(st.drop_policy),
 		Crypto:        e.crypto,
+		CryptoMode:    map[bool]string{true: "cpu", false: "lookaside"}[e.c.cpu != 0],
 	}, true
 }

@@ -38,6 +38,7 @@ type SA struct {
 	ReplayWindow uint32 `json:"replay_window"`
 	ESN          bool   `json:"esn"`
 	Crypto       string `json:"crypto_dev"`
+	CryptoMode   string `json:"crypto_mode"`
 	Bytes        uint64 `json:"bytes"`
 	Packets      uint64 `json:"packets"`
 	LastUse      string `json:"last_use,omitempty"`

@@ -93,6 +93,7 @@ type SACounters struct {
 	DropMalformed  uint64
 	DropPolicy     uint64
 	Crypto         string // crypto device that runs it
+	CryptoMode     string // "cpu" (synchronous on the worker) or "lookaside" (queue pair)
 	// SeqUsed is, for an outbound SA, the first sequence number it has
 	// not used (above every number sent): where it resumes after a restart.
 	SeqUsed uint64

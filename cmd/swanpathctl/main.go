@@ -109,7 +109,7 @@ func printSAs(w io.Writer, sas []ctl.SA) {
 		if s.Encap {
 			fmt.Fprintf(w, "\tencap type espinudp sport %d dport %d\n", s.SrcPort, s.DstPort)
 		}
-		fmt.Fprintf(w, "\tcrypto-dev %s\n", s.Crypto)
+		fmt.Fprintf(w, "\tcrypto-dev %s mode %s\n", s.Crypto, s.CryptoMode)
 		fmt.Fprintf(w, "\tcurrent: %d(bytes), %d(packets)", s.Bytes, s.Packets)
 		if s.LastUse != "" {
 			fmt.Fprintf(w, ", last use %s", s.LastUse)

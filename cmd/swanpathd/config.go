@@ -29,7 +29,8 @@ type Config struct {
 		MTU    int    `toml:"mtu"`
 	} `toml:"port"`
 	Crypto struct {
-		PMD string `toml:"pmd"`
+		PMD  string `toml:"pmd"`
+		Mode string `toml:"mode"`
 	} `toml:"crypto"`
 	Plugin struct {
 		Socket string `toml:"socket"`
@@ -55,6 +56,7 @@ func defaultConfig() Config {
 	c.EAL.FilePrefix = "swanpath"
 	c.EAL.InMemory = true
 	c.Crypto.PMD = "aesni_gcm"
+	c.Crypto.Mode = "cpu"
 	c.Plugin.Socket = "/run/swanpath/charon.sock"
 	c.Control.Socket = "/run/swanpath/swanpathd.sock"
 	c.Fastpath.NATTPort = 4500
@@ -131,6 +133,9 @@ func (c *Config) validate() []error {
 	}
 	if !slices.Contains(cryptoPMDs, c.Crypto.PMD) {
 		errs = append(errs, fmt.Errorf("crypto.pmd %q: want one of %s", c.Crypto.PMD, strings.Join(cryptoPMDs, ", ")))
+	}
+	if c.Crypto.Mode != "cpu" && c.Crypto.Mode != "lookaside" {
+		errs = append(errs, fmt.Errorf("crypto.mode %q: want cpu or lookaside", c.Crypto.Mode))
 	}
 	if c.Plugin.Socket == "" {
 		errs = append(errs, errors.New("plugin.socket is empty"))

@@ -144,12 +144,13 @@ func run(log *slog.Logger, cfg Config) error {
 	defer stop()
 
 	fcfg := fastpath.Config{
-		EALArgs:   cfg.ealArgs(),
-		Crypto:    cfg.Crypto.PMD,
-		NATTPort:  uint16(cfg.Fastpath.NATTPort),
-		IdleSleep: time.Duration(cfg.Fastpath.IdleSleepUS) * time.Microsecond,
-		Mbufs:     uint32(cfg.Fastpath.Mbufs),
-		Log:       log,
+		EALArgs:         cfg.ealArgs(),
+		Crypto:          cfg.Crypto.PMD,
+		LookasideCrypto: cfg.Crypto.Mode == "lookaside",
+		NATTPort:        uint16(cfg.Fastpath.NATTPort),
+		IdleSleep:       time.Duration(cfg.Fastpath.IdleSleepUS) * time.Microsecond,
+		Mbufs:           uint32(cfg.Fastpath.Mbufs),
+		Log:             log,
 	}
 	for _, p := range cfg.Ports {
 		fcfg.Ports = append(fcfg.Ports, fastpath.PortConfig{Name: p.Name, Device: p.Device, Tap: p.Tap, MTU: p.MTU})

@@ -50,7 +50,7 @@ func (v *views) SAs() []ctl.SA {
 			SPI: fmt.Sprintf("0x%08x", s.SPI), Dir: s.Direction(),
 			Src: s.Src.String(), Dst: s.Dst.String(), Proto: "esp", Mode: s.Mode.String(),
 			Reqid: s.Reqid, Encap: s.Encap, ReplayWindow: s.ReplayWindow, ESN: s.ESN,
-			Crypto: s.Crypto, KeyBits: s.KeyBits, Bytes: s.Bytes, Packets: s.Packets,
+			Crypto: s.Crypto, CryptoMode: s.CryptoMode, KeyBits: s.KeyBits, Bytes: s.Bytes, Packets: s.Packets,
 			DropAuth: s.DropAuth, DropReplay: s.DropReplay, DropMalform: s.DropMalformed,
 			DropPolicy: s.DropPolicy, Conn: s.Conn, Child: s.Child,
 		}
