@@ -24,6 +24,7 @@
 #include <rte_mempool.h>
 
 #define SP_MAX_PORTS 8
+#define SP_MAX_WORKERS 8	/* worker lcores; each has queue w of every port and crypto device */
 #define SP_BURST 32
 
 /* Drop and exception reasons, counted per port. Keep in step with
@@ -104,6 +105,7 @@ struct sp_sa_params {
 	uint8_t n_cdevs;	/* crypto devices to try, in order */
 	uint8_t cdevs[8];
 	uint8_t sync_crypto;	/* use CPU crypto where the device has it */
+	uint8_t multi_worker;	/* more than one worker: atomic sequence numbers */
 };
 
 struct sp_sa_stats {
@@ -149,11 +151,13 @@ struct sp_sa {
 	uint8_t dead;			/* hard lifetime over: drop everything */
 	uint64_t hard_packets;		/* hard limits, 0 = none: nothing passes beyond */
 	uint64_t hard_bytes;
+	uint64_t lim_packets;		/* what the limits count, shared by the workers */
+	uint64_t lim_bytes;
 	uint16_t outer_len;		/* outer IP (+UDP) a tunnel adds */
 	uint16_t esp_fixed;		/* ESP header + IV + ICV */
 	uint16_t overhead;		/* outer_len + esp_fixed */
 	uint16_t pad_align;		/* ESP payload + trailer padded to this */
-	struct sp_sa_stats st;
+	struct sp_sa_stats st[SP_MAX_WORKERS];	/* per worker: no shared writes */
 };
 
 /* One policy selector (IPv4). Addresses/masks network order, ports host. */
@@ -280,25 +284,30 @@ struct sp_port {
 	uint16_t mtu;		/* IP MTU of the wire */
 };
 
+/* What each worker owns: counters and its ring of notes to Go. */
+struct sp_worker {
+	struct sp_port_stats stats[SP_MAX_PORTS];
+	volatile uint32_t running;
+	volatile uint32_t note_head;	/* written by the worker */
+	volatile uint32_t note_tail;	/* written by Go */
+	struct sp_note note[SP_NOTE_RING];
+} __rte_cache_aligned;
+
 struct sp_dp {
-	/* published tables; read by the worker with acquire loads */
+	/* published tables; read by the workers with acquire loads */
 	struct sp_ipsec_tables *ipsec;
 	struct sp_fib *fib;
 
-	struct rte_rcu_qsbr *qsv;
+	struct rte_rcu_qsbr *qsv;	/* one reader per worker */
 	struct rte_mempool *cop_pool;
 	uint32_t n_ports;
+	uint32_t n_workers;
 	struct sp_port ports[SP_MAX_PORTS];
-	struct sp_port_stats stats[SP_MAX_PORTS];
 	uint16_t natt_port;	/* local UDP port for ESP-in-UDP, host order */
 	uint16_t tun_mtu;	/* smallest wire MTU: encrypted packets must fit */
 	uint32_t idle_sleep_us;	/* sleep when idle; 0 = busy poll */
 	volatile uint32_t stop;
-	volatile uint32_t running;
-
-	volatile uint32_t note_head;	/* written by worker */
-	volatile uint32_t note_tail;	/* written by Go */
-	struct sp_note note[SP_NOTE_RING];
+	struct sp_worker w[SP_MAX_WORKERS];
 } __rte_cache_aligned;
 
 /* dp_sa.c */
@@ -325,7 +334,8 @@ void sp_publish_fib(struct sp_dp *dp, struct sp_fib *f);
 void sp_synchronize(struct sp_dp *dp);
 
 /* dp_loop.c */
-int sp_worker_run(struct sp_dp *dp);
-uint32_t sp_note_pop(struct sp_dp *dp, struct sp_note *out, uint32_t max);
+int sp_worker_run(struct sp_dp *dp, uint32_t wid);
+uint32_t sp_note_pop(struct sp_dp *dp, uint32_t wid, struct sp_note *out, uint32_t max);
+int sp_running(struct sp_dp *dp);
 
 #endif

@@ -15,12 +15,18 @@
 #define SP_RX_DESC 1024
 #define SP_TX_DESC 1024
 
+/*
+ * One rx and one tx queue per worker. With several, the device spreads
+ * what it receives over the rx queues by a hash of the addresses (RSS on a
+ * NIC, the fanout hash of af_packet, the kernel's flow hash on a TAP).
+ */
 int
-sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, char *err, size_t errlen)
+sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, uint16_t nq,
+	char *err, size_t errlen)
 {
 	struct rte_eth_conf conf;
 	struct rte_eth_dev_info info;
-	uint16_t nrx = SP_RX_DESC, ntx = SP_TX_DESC;
+	uint16_t nrx = SP_RX_DESC, ntx = SP_TX_DESC, q;
 	int rc;
 
 	memset(&conf, 0, sizeof(conf));
@@ -29,7 +35,17 @@ sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, char *err, 
 		snprintf(err, errlen, "port %u: dev_info: %s", port, strerror(-rc));
 		return rc;
 	}
-	rc = rte_eth_dev_configure(port, 1, 1, &conf);
+	if (info.max_rx_queues < nq || info.max_tx_queues < nq) {
+		snprintf(err, errlen, "port %u (%s): %u workers need %u queues, the device has %u",
+			port, info.driver_name, nq, nq, RTE_MIN(info.max_rx_queues, info.max_tx_queues));
+		return -ENOTSUP;
+	}
+	if (nq > 1 && info.flow_type_rss_offloads != 0) {
+		conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+		conf.rx_adv_conf.rss_conf.rss_hf = (RTE_ETH_RSS_IP | RTE_ETH_RSS_UDP) &
+			info.flow_type_rss_offloads;
+	}
+	rc = rte_eth_dev_configure(port, nq, nq, &conf);
 	if (rc != 0) {
 		snprintf(err, errlen, "port %u (%s): configure: %s", port, info.driver_name, strerror(-rc));
 		return rc;
@@ -39,15 +55,17 @@ sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, char *err, 
 		snprintf(err, errlen, "port %u: descriptors: %s", port, strerror(-rc));
 		return rc;
 	}
-	rc = rte_eth_rx_queue_setup(port, 0, nrx, rte_eth_dev_socket_id(port), NULL, pool);
-	if (rc != 0) {
-		snprintf(err, errlen, "port %u: rx queue: %s", port, strerror(-rc));
-		return rc;
-	}
-	rc = rte_eth_tx_queue_setup(port, 0, ntx, rte_eth_dev_socket_id(port), NULL);
-	if (rc != 0) {
-		snprintf(err, errlen, "port %u: tx queue: %s", port, strerror(-rc));
-		return rc;
+	for (q = 0; q < nq; q++) {
+		rc = rte_eth_rx_queue_setup(port, q, nrx, rte_eth_dev_socket_id(port), NULL, pool);
+		if (rc != 0) {
+			snprintf(err, errlen, "port %u: rx queue %u: %s", port, q, strerror(-rc));
+			return rc;
+		}
+		rc = rte_eth_tx_queue_setup(port, q, ntx, rte_eth_dev_socket_id(port), NULL);
+		if (rc != 0) {
+			snprintf(err, errlen, "port %u: tx queue %u: %s", port, q, strerror(-rc));
+			return rc;
+		}
 	}
 	if (mtu != 0) {
 		rc = rte_eth_dev_set_mtu(port, mtu);
@@ -122,11 +140,13 @@ sp_cop_pool(uint32_t n, char *err, size_t errlen)
 }
 
 int
-sp_cdev_setup(const char *name, struct rte_mempool *sess_pool, int *id, char *err, size_t errlen)
+sp_cdev_setup(const char *name, struct rte_mempool *sess_pool, uint16_t nqp, int *id,
+	char *err, size_t errlen)
 {
 	struct rte_cryptodev_config conf;
 	struct rte_cryptodev_qp_conf qp;
 	int dev, rc;
+	uint16_t q;
 
 	dev = rte_cryptodev_get_dev_id(name);
 	if (dev < 0) {
@@ -135,7 +155,7 @@ sp_cdev_setup(const char *name, struct rte_mempool *sess_pool, int *id, char *er
 	}
 	memset(&conf, 0, sizeof(conf));
 	conf.socket_id = rte_cryptodev_socket_id(dev);
-	conf.nb_queue_pairs = 1;
+	conf.nb_queue_pairs = nqp;	/* one per worker */
 	rc = rte_cryptodev_configure(dev, &conf);
 	if (rc != 0) {
 		snprintf(err, errlen, "crypto device %s: configure: %d", name, rc);
@@ -144,10 +164,12 @@ sp_cdev_setup(const char *name, struct rte_mempool *sess_pool, int *id, char *er
 	memset(&qp, 0, sizeof(qp));
 	qp.nb_descriptors = 2048;
 	qp.mp_session = sess_pool;
-	rc = rte_cryptodev_queue_pair_setup(dev, 0, &qp, conf.socket_id);
-	if (rc != 0) {
-		snprintf(err, errlen, "crypto device %s: queue pair: %d", name, rc);
-		return rc;
+	for (q = 0; q < nqp; q++) {
+		rc = rte_cryptodev_queue_pair_setup(dev, q, &qp, conf.socket_id);
+		if (rc != 0) {
+			snprintf(err, errlen, "crypto device %s: queue pair %u: %d", name, q, rc);
+			return rc;
+		}
 	}
 	rc = rte_cryptodev_start(dev);
 	if (rc != 0) {

@@ -40,6 +40,8 @@ struct sp_txq {
 
 struct sp_ctx {
 	struct sp_dp *dp;
+	struct sp_worker *w;	/* this worker's counters and notes */
+	uint32_t wid;		/* its index: queue of every port and crypto device */
 	struct sp_ipsec_tables *t;
 	struct sp_fib *f;
 	uint64_t now;
@@ -50,8 +52,11 @@ struct sp_ctx {
 static inline void
 cnt(struct sp_ctx *c, uint32_t port, enum sp_cnt k)
 {
-	c->dp->stats[port].cnt[k]++;
+	c->w->stats[port].cnt[k]++;
 }
+
+/* this worker's counters of an SA */
+#define ST(c, sa) ((sa)->st[(c)->wid])
 
 static inline void
 drop(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, enum sp_cnt k)
@@ -86,16 +91,16 @@ flush(struct sp_ctx *c)
 	for (p = 0; p < dp->n_ports; p++) {
 		struct sp_txq *q = &c->wire[p];
 		if (q->n) {
-			sent = rte_eth_tx_burst(dp->ports[p].phys, 0, q->m, q->n);
-			dp->stats[p].cnt[SP_CNT_TX] += sent;
+			sent = rte_eth_tx_burst(dp->ports[p].phys, c->wid, q->m, q->n);
+			c->w->stats[p].cnt[SP_CNT_TX] += sent;
 			for (i = sent; i < q->n; i++)
 				drop(c, p, q->m[i], SP_CNT_DROP_TX);
 			q->n = 0;
 		}
 		q = &c->tap[p];
 		if (q->n) {
-			sent = rte_eth_tx_burst(dp->ports[p].tap, 0, q->m, q->n);
-			dp->stats[p].cnt[SP_CNT_TAP_TX] += sent;
+			sent = rte_eth_tx_burst(dp->ports[p].tap, c->wid, q->m, q->n);
+			c->w->stats[p].cnt[SP_CNT_TAP_TX] += sent;
 			for (i = sent; i < q->n; i++)
 				drop(c, p, q->m[i], SP_CNT_DROP_TX);
 			q->n = 0;
@@ -104,16 +109,16 @@ flush(struct sp_ctx *c)
 }
 
 static void
-note_push(struct sp_dp *dp, uint32_t kind, uint32_t port, uint8_t family,
+note_push(struct sp_worker *w, uint32_t kind, uint32_t port, uint8_t family,
 	const void *a, const void *d, uint32_t b)
 {
-	uint32_t h = dp->note_head;
+	uint32_t h = w->note_head;
 	uint32_t alen = family == 6 ? 16 : 4;
 	struct sp_note *n;
 
-	if (h - __atomic_load_n(&dp->note_tail, __ATOMIC_ACQUIRE) >= SP_NOTE_RING)
+	if (h - __atomic_load_n(&w->note_tail, __ATOMIC_ACQUIRE) >= SP_NOTE_RING)
 		return;	/* Go is behind; the next packet notes it again */
-	n = &dp->note[h % SP_NOTE_RING];
+	n = &w->note[h % SP_NOTE_RING];
 	memset(n, 0, sizeof(*n));
 	n->kind = kind;
 	n->port = port;
@@ -123,18 +128,32 @@ note_push(struct sp_dp *dp, uint32_t kind, uint32_t port, uint8_t family,
 		memcpy(n->a, a, alen);
 	if (d != NULL)
 		memcpy(n->d, d, alen);
-	__atomic_store_n(&dp->note_head, h + 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&w->note_head, h + 1, __ATOMIC_RELEASE);
 }
 
+/* Go takes the notes of worker wid (single consumer per ring). */
 uint32_t
-sp_note_pop(struct sp_dp *dp, struct sp_note *out, uint32_t max)
+sp_note_pop(struct sp_dp *dp, uint32_t wid, struct sp_note *out, uint32_t max)
 {
-	uint32_t t = dp->note_tail, h = __atomic_load_n(&dp->note_head, __ATOMIC_ACQUIRE);
+	struct sp_worker *w = &dp->w[wid];
+	uint32_t t = w->note_tail, h = __atomic_load_n(&w->note_head, __ATOMIC_ACQUIRE);
 	uint32_t n = 0;
 
 	while (t != h && n < max)
-		out[n++] = dp->note[t++ % SP_NOTE_RING];
-	__atomic_store_n(&dp->note_tail, t, __ATOMIC_RELEASE);
+		out[n++] = w->note[t++ % SP_NOTE_RING];
+	__atomic_store_n(&w->note_tail, t, __ATOMIC_RELEASE);
+	return n;
+}
+
+/* How many workers run. */
+int
+sp_running(struct sp_dp *dp)
+{
+	uint32_t i;
+	int n = 0;
+
+	for (i = 0; i < dp->n_workers; i++)
+		n += __atomic_load_n(&dp->w[i].running, __ATOMIC_ACQUIRE) != 0;
 	return n;
 }
 
@@ -320,7 +339,7 @@ route_out(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded)
 		k.port = nh->port;
 		rc = rte_hash_lookup_data(f->neigh6, &k, &data);
 		if (rc < 0) {
-			note_push(c->dp, SP_NOTE_MISS, k.port, 6, k.ip, NULL, 0);
+			note_push(c->w, SP_NOTE_MISS, k.port, 6, k.ip, NULL, 0);
 			drop(c, nh->port, m, SP_CNT_DROP_NO_NEIGH);
 			return;
 		}
@@ -333,7 +352,7 @@ route_out(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded)
 		k.port = nh->port;
 		rc = rte_hash_lookup_data(f->neigh, &k, &data);
 		if (rc < 0) {
-			note_push(c->dp, SP_NOTE_MISS, k.port, 4, &k.ip, NULL, 0);
+			note_push(c->w, SP_NOTE_MISS, k.port, 4, &k.ip, NULL, 0);
 			drop(c, nh->port, m, SP_CNT_DROP_NO_NEIGH);
 			return;
 		}
@@ -632,10 +651,10 @@ prepare_refused(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mb
 		if (!sa->inbound) {
 			drop(c, port, mb[i], SP_CNT_DROP_NOMEM);
 		} else if (!esp_len_ok(sa, mb[i])) {
-			sa->st.drop_malformed++;
+			ST(c, sa).drop_malformed++;
 			drop(c, port, mb[i], SP_CNT_DROP_MALFORMED);
 		} else {
-			sa->st.drop_replay++;
+			ST(c, sa).drop_replay++;
 			drop(c, port, mb[i], SP_CNT_DROP_REPLAY);
 		}
 	}
@@ -651,7 +670,7 @@ finish(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, const struct rte_ipsec
 	k = rte_ipsec_pkt_process(ss, mb, n);
 	for (i = k; i < n; i++) {
 		/* after a good ICV: bad padding or a replay raced in the burst */
-		sa->st.drop_malformed++;
+		ST(c, sa).drop_malformed++;
 		drop(c, port, mb[i], SP_CNT_DROP_MALFORMED);
 	}
 	return k;
@@ -679,7 +698,7 @@ sa_crypto_sync(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbu
 		struct rte_mbuf *m = mb[i];
 		if (m->ol_flags & RTE_MBUF_F_RX_SEC_OFFLOAD_FAILED) {
 			if (sa->inbound)
-				sa->st.drop_auth++;
+				ST(c, sa).drop_auth++;
 			drop(c, port, m, sa->inbound ? SP_CNT_DROP_AUTH : SP_CNT_DROP_CRYPTO);
 			continue;
 		}
@@ -720,7 +739,7 @@ sa_crypto_async(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mb
 				*np = IPPROTO_IPV6;
 	}
 
-	enq = rte_cryptodev_enqueue_burst(sa->cdev_id, 0, cop, k);
+	enq = rte_cryptodev_enqueue_burst(sa->cdev_id, c->wid, cop, k);
 	for (i = enq; i < k; i++)
 		drop(c, port, mb[i], SP_CNT_DROP_CRYPTO);
 	if (enq < k)
@@ -730,14 +749,14 @@ sa_crypto_async(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mb
 	 * from hanging the loop. */
 	deq = 0;
 	for (spins = 0; deq < enq && spins < 1000; spins++)
-		deq += rte_cryptodev_dequeue_burst(sa->cdev_id, 0, &cop[deq], enq - deq);
+		deq += rte_cryptodev_dequeue_burst(sa->cdev_id, c->wid, &cop[deq], enq - deq);
 
 	ok = 0;
 	for (i = 0; i < deq; i++) {
 		struct rte_mbuf *m = cop[i]->sym->m_src;
 		if (cop[i]->status != RTE_CRYPTO_OP_STATUS_SUCCESS) {
 			if (sa->inbound)
-				sa->st.drop_auth++;
+				ST(c, sa).drop_auth++;
 			drop(c, port, m, sa->inbound ? SP_CNT_DROP_AUTH : SP_CNT_DROP_CRYPTO);
 			continue;
 		}
@@ -792,14 +811,26 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 static uint16_t
 sa_limit(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
 {
+	uint64_t prev, bytes = 0;
 	uint16_t ok = n, i;
 
 	if (unlikely(__atomic_load_n(&sa->dead, __ATOMIC_RELAXED)))
 		ok = 0;
-	else if (unlikely(sa->hard_bytes != 0 && sa->st.bytes >= sa->hard_bytes))
-		ok = 0;
-	else if (unlikely(sa->hard_packets != 0 && sa->st.packets + n > sa->hard_packets))
-		ok = sa->st.packets >= sa->hard_packets ? 0 : sa->hard_packets - sa->st.packets;
+	else if (unlikely(sa->hard_bytes != 0 || sa->hard_packets != 0)) {
+		/* the workers share these counters: reserve what passes */
+		if (sa->hard_bytes != 0 &&
+				__atomic_load_n(&sa->lim_bytes, __ATOMIC_RELAXED) >= sa->hard_bytes) {
+			ok = 0;
+		} else if (sa->hard_packets != 0) {
+			prev = __atomic_fetch_add(&sa->lim_packets, n, __ATOMIC_RELAXED);
+			ok = prev >= sa->hard_packets ? 0 : RTE_MIN((uint64_t)n, sa->hard_packets - prev);
+		}
+		if (sa->hard_bytes != 0) {
+			for (i = 0; i < ok; i++)
+				bytes += rte_pktmbuf_pkt_len(mb[i]);
+			__atomic_fetch_add(&sa->lim_bytes, bytes, __ATOMIC_RELAXED);
+		}
+	}
 	for (i = ok; i < n; i++)
 		drop(c, port, mb[i], SP_CNT_DROP_EXPIRED);
 	return ok;
@@ -808,13 +839,14 @@ sa_limit(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[
 static void
 sa_count(struct sp_ctx *c, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
 {
+	struct sp_sa_stats *st = &ST(c, sa);
 	uint16_t i;
 
 	for (i = 0; i < n; i++)
-		sa->st.bytes += rte_pktmbuf_pkt_len(mb[i]);
-	sa->st.packets += n;
+		st->bytes += rte_pktmbuf_pkt_len(mb[i]);
+	st->packets += n;
 	if (n)
-		sa->st.last_use = c->now;
+		st->last_use = c->now;
 }
 
 /*
@@ -834,13 +866,13 @@ deliver_inbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mb
 		if (b->res[i] != 0)
 			spd_get(c, v6, 0, b->res[i], &r);
 		if (b->res[i] == 0 || r.action != 0 || r.reqid != sa->reqid) {
-			sa->st.drop_policy++;
+			ST(c, sa).drop_policy++;
 			drop(c, port, m[i], SP_CNT_DROP_POLICY);
 			continue;
 		}
-		sa->st.bytes += rte_pktmbuf_pkt_len(m[i]);
-		sa->st.packets++;
-		sa->st.last_use = c->now;
+		ST(c, sa).bytes += rte_pktmbuf_pkt_len(m[i]);
+		ST(c, sa).packets++;
+		ST(c, sa).last_use = c->now;
 		cnt(c, port, SP_CNT_ESP_IN);
 		route_out(c, port, m[i], !sa->transport);
 	}
@@ -867,7 +899,7 @@ check_mapping(struct sp_ctx *c, struct sp_sa *sa, const uint8_t *oh, uint32_t l3
 		alen = 4;
 	}
 	if (unlikely(sport != sa->peer_port || memcmp(src, sa->peer, alen) != 0))
-		note_push(c->dp, SP_NOTE_MAPPING, sa->spi, alen == 16 ? 6 : 4, src, NULL, sport);
+		note_push(c->w, SP_NOTE_MAPPING, sa->spi, alen == 16 ? 6 : 4, src, NULL, sport);
 }
 
 /* Inbound: n ESP packets (l2_len/l3_len point at the ESP header). */
@@ -949,7 +981,7 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 			spd_key(&b[pk.v6], l3, &pk);
 			continue;
 malformed:
-			sa->st.drop_malformed++;
+			ST(c, sa).drop_malformed++;
 			drop(c, port, m, SP_CNT_DROP_MALFORMED);
 		}
 		deliver_inbound(c, port, sa, fam[0], &b[0], 0);
@@ -1015,9 +1047,9 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 		if (sa == NULL) {
 			/* trap policy: ask the IKE daemon for an SA (acquire) */
 			if (k->v6)
-				note_push(c->dp, SP_NOTE_ACQUIRE, p.reqid, 6, ip6->src_addr, ip6->dst_addr, 0);
+				note_push(c->w, SP_NOTE_ACQUIRE, p.reqid, 6, ip6->src_addr, ip6->dst_addr, 0);
 			else
-				note_push(c->dp, SP_NOTE_ACQUIRE, p.reqid, 4, &ip->src_addr, &ip->dst_addr, 0);
+				note_push(c->w, SP_NOTE_ACQUIRE, p.reqid, 4, &ip->src_addr, &ip->dst_addr, 0);
 			drop(c, port, m, SP_CNT_DROP_NO_SA);
 			return 1;
 		}
@@ -1184,7 +1216,7 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 	int rc;
 
 	pl.n = 0;
-	c->dp->stats[p].cnt[SP_CNT_RX] += n;
+	c->w->stats[p].cnt[SP_CNT_RX] += n;
 	for (i = 0; i < n; i++) {
 		struct rte_mbuf *m = mb[i];
 		uint8_t *l3;
@@ -1261,7 +1293,7 @@ tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 	uint16_t no = 0, i;
 
 	pl.n = 0;
-	c->dp->stats[p].cnt[SP_CNT_TAP_RX] += n;
+	c->w->stats[p].cnt[SP_CNT_TAP_RX] += n;
 	for (i = 0; i < n; i++) {
 		struct rte_mbuf *m = mb[i];
 
@@ -1277,21 +1309,23 @@ tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 }
 
 int
-sp_worker_run(struct sp_dp *dp)
+sp_worker_run(struct sp_dp *dp, uint32_t wid)
 {
-	static struct sp_ctx ctx;	/* one worker; too big for the stack */
-	struct sp_ctx *c = &ctx;
+	/* one context per worker; too big for the stack */
+	static struct sp_ctx ctxs[SP_MAX_WORKERS];
+	struct sp_ctx *c = &ctxs[wid];
 	struct rte_mbuf *mb[SP_BURST];
-	unsigned int tid = rte_lcore_id();
 	uint64_t idle = 0;
 	uint32_t p;
 	uint16_t n, got;
 
 	memset(c, 0, sizeof(*c));
 	c->dp = dp;
-	rte_rcu_qsbr_thread_register(dp->qsv, tid);
-	rte_rcu_qsbr_thread_online(dp->qsv, tid);
-	__atomic_store_n(&dp->running, 1, __ATOMIC_RELEASE);
+	c->wid = wid;
+	c->w = &dp->w[wid];
+	rte_rcu_qsbr_thread_register(dp->qsv, wid);
+	rte_rcu_qsbr_thread_online(dp->qsv, wid);
+	__atomic_store_n(&c->w->running, 1, __ATOMIC_RELEASE);
 
 	while (!__atomic_load_n(&dp->stop, __ATOMIC_ACQUIRE)) {
 		c->t = __atomic_load_n(&dp->ipsec, __ATOMIC_ACQUIRE);
@@ -1299,12 +1333,12 @@ sp_worker_run(struct sp_dp *dp)
 		c->now = rte_get_tsc_cycles();
 		got = 0;
 		for (p = 0; p < dp->n_ports; p++) {
-			n = rte_eth_rx_burst(dp->ports[p].phys, 0, mb, SP_BURST);
+			n = rte_eth_rx_burst(dp->ports[p].phys, wid, mb, SP_BURST);
 			if (n) {
 				wire_burst(c, p, mb, n);
 				got += n;
 			}
-			n = rte_eth_rx_burst(dp->ports[p].tap, 0, mb, SP_BURST);
+			n = rte_eth_rx_burst(dp->ports[p].tap, wid, mb, SP_BURST);
 			if (n) {
 				tap_burst(c, p, mb, n);
 				got += n;
@@ -1312,7 +1346,7 @@ sp_worker_run(struct sp_dp *dp)
 		}
 		flush(c);
 		/* tables read above are no longer referenced */
-		rte_rcu_qsbr_quiescent(dp->qsv, tid);
+		rte_rcu_qsbr_quiescent(dp->qsv, wid);
 		if (got == 0 && dp->idle_sleep_us) {
 			/* on a shared box, give the core back when idle */
 			if (++idle > 64)
@@ -1321,8 +1355,8 @@ sp_worker_run(struct sp_dp *dp)
 			idle = 0;
 		}
 	}
-	rte_rcu_qsbr_thread_offline(dp->qsv, tid);
-	rte_rcu_qsbr_thread_unregister(dp->qsv, tid);
-	__atomic_store_n(&dp->running, 0, __ATOMIC_RELEASE);
+	rte_rcu_qsbr_thread_offline(dp->qsv, wid);
+	rte_rcu_qsbr_thread_unregister(dp->qsv, wid);
+	__atomic_store_n(&c->w->running, 0, __ATOMIC_RELEASE);
 	return 0;
 }

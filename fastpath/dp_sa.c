@@ -205,6 +205,8 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 
 	memset(&prm, 0, sizeof(prm));
 	prm.userdata = (uintptr_t)s;
+	/* several workers: sequence numbers and replay windows MT-safe */
+	prm.flags = p->multi_worker ? RTE_IPSEC_SAFLAG_SQN_ATOM : 0;
 	prm.ipsec_xform.spi = p->spi;
 	/* a moved SA keeps its salt (key material, not handed over again) */
 	s->salt = from != NULL ? from->salt : p->salt;

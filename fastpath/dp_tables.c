@@ -373,6 +373,6 @@ sp_publish_fib(struct sp_dp *dp, struct sp_fib *f)
 void
 sp_synchronize(struct sp_dp *dp)
 {
-	if (__atomic_load_n(&dp->running, __ATOMIC_ACQUIRE))
+	if (sp_running(dp))
 		rte_rcu_qsbr_synchronize(dp->qsv, RTE_QSBR_THRID_INVALID);
 }

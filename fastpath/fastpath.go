@@ -11,14 +11,14 @@ package fastpath
 #include <stdlib.h>
 #include "dp.h"
 
-int sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, char *err, size_t errlen);
+int sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, uint16_t nq, char *err, size_t errlen);
 int sp_port_mac(uint16_t port, uint8_t *mac);
 int sp_port_set_mac(uint16_t port, uint8_t *mac);
 int sp_port_by_name(const char *name, uint16_t *port);
 void sp_port_stop(uint16_t port);
 struct rte_mempool *sp_session_pool(uint32_t n, char *err, size_t errlen);
 struct rte_mempool *sp_cop_pool(uint32_t n, char *err, size_t errlen);
-int sp_cdev_setup(const char *name, struct rte_mempool *sess_pool, int *id, char *err, size_t errlen);
+int sp_cdev_setup(const char *name, struct rte_mempool *sess_pool, uint16_t nqp, int *id, char *err, size_t errlen);
 void sp_cdev_stop_all(void);
 struct sp_dp *sp_dp_new(uint32_t max_threads);
 void sp_dp_free(struct sp_dp *dp);
@@ -34,6 +34,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -107,7 +108,7 @@ type Fastpath struct {
 	cdevs []cdev
 	// asyncCrypto: lookaside crypto only (Config.LookasideCrypto)
 	asyncCrypto bool
-	worker      uint
+	workers     []uint // worker lcores; worker i polls queue i of every port
 	done        chan error
 	tscHz       float64
 	tscBase     uint64
@@ -133,6 +134,33 @@ func vdevName(dev string) string {
 }
 
 func isVdev(dev string) bool { return strings.HasPrefix(dev, "net_") }
+
+// workersInArgs counts the worker lcores an EAL "-l" list gives (all but
+// the main one), before EAL runs: af_packet ports need their queue count
+// in the device arguments. 1 when it cannot tell.
+func workersInArgs(args []string) int {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] != "-l" && args[i] != "--lcores" {
+			continue
+		}
+		n := 0
+		for _, part := range strings.Split(args[i+1], ",") {
+			part, _, _ = strings.Cut(part, "@") // --lcores lcore@cpu
+			lo, hi, isRange := strings.Cut(part, "-")
+			a, err1 := strconv.Atoi(lo)
+			b, err2 := a, error(nil)
+			if isRange {
+				b, err2 = strconv.Atoi(hi)
+			}
+			if err1 != nil || err2 != nil || b < a {
+				return 1
+			}
+			n += b - a + 1
+		}
+		return max(n-1, 1)
+	}
+	return 1
+}
 
 // Open initialises EAL, the ports, their TAPs and the crypto device, and
 // starts the worker lcore. EAL can be initialised once per process.
@@ -163,9 +191,16 @@ func Open(cfg Config) (*Fastpath, error) {
 		// never probe (and take) the machine's own NICs
 		args = append(args, "--no-pci")
 	}
+	nw := workersInArgs(cfg.EALArgs)
 	for i, p := range cfg.Ports {
 		if isVdev(p.Device) {
-			args = append(args, "--vdev", p.Device)
+			dev := p.Device
+			// af_packet: one queue pair per worker, spread by the
+			// kernel's fanout hash
+			if nw > 1 && strings.HasPrefix(dev, "net_af_packet") && !strings.Contains(dev, "qpairs=") {
+				dev += fmt.Sprintf(",qpairs=%d", nw)
+			}
+			args = append(args, "--vdev", dev)
 		} else {
 			args = append(args, "-a", p.Device)
 		}
@@ -188,12 +223,13 @@ func Open(cfg Config) (*Fastpath, error) {
 		return nil, fmt.Errorf("fastpath: EAL init: %w", err)
 	}
 	workers := eal.LcoresWorker()
-	if len(workers) == 0 {
+	if len(workers) == 0 || len(workers) > C.SP_MAX_WORKERS {
 		eal.Cleanup()
-		return nil, errors.New("fastpath: no worker lcore: give EAL at least two lcores (-l 0,1)")
+		return nil, fmt.Errorf("fastpath: %d worker lcores: give EAL 2 to %d lcores (-l 0,1: main and one worker)",
+			len(workers), C.SP_MAX_WORKERS+1)
 	}
 
-	f := &Fastpath{log: log, worker: workers[0], done: make(chan error, 1), asyncCrypto: cfg.LookasideCrypto}
+	f := &Fastpath{log: log, workers: workers, done: make(chan error, len(workers)), asyncCrypto: cfg.LookasideCrypto}
 	f.mu.sas = make(map[model.SAID]*saEntry)
 	if err := f.setup(cfg, cdevNames); err != nil {
 		f.teardown()
@@ -203,28 +239,33 @@ func Open(cfg Config) (*Fastpath, error) {
 	f.tscBase = uint64(C.rte_get_tsc_cycles())
 	f.wallBase = time.Now()
 
-	eal.ExecOnLcoreAsync(f.worker, f.done, func(*eal.LcoreCtx) {
-		C.sp_worker_run(f.dp)
-	})
-	// READY means forwarding: wait until the loop runs
+	for i, lc := range f.workers {
+		wid := C.uint32_t(i)
+		eal.ExecOnLcoreAsync(lc, f.done, func(*eal.LcoreCtx) {
+			C.sp_worker_run(f.dp, wid)
+		})
+	}
+	// READY means forwarding: wait until every loop runs
 	deadline := time.Now().Add(10 * time.Second)
-	for C.sp_load_u32(&f.dp.running) == 0 {
+	for int(C.sp_running(f.dp)) < len(f.workers) {
 		if time.Now().After(deadline) {
 			f.Close()
 			return nil, errors.New("fastpath: worker lcore did not start")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	log.Info("fast path forwarding", "lcore", f.worker, "ports", len(f.ports), "crypto", strings.Join(cdevNames, ","))
+	log.Info("fast path forwarding", "worker_lcores", fmt.Sprint(f.workers), "ports", len(f.ports), "crypto", strings.Join(cdevNames, ","))
 	return f, nil
 }
 
 func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 	var ebuf [256]C.char
-	f.dp = C.sp_dp_new(C.RTE_MAX_LCORE)
+	f.dp = C.sp_dp_new(C.SP_MAX_WORKERS)
 	if f.dp == nil {
 		return errors.New("fastpath: out of memory for the data plane state")
 	}
+	nq := C.uint16_t(len(f.workers))
+	f.dp.n_workers = C.uint32_t(nq)
 	f.dp.natt_port = C.uint16_t(cfg.NATTPort)
 	f.dp.idle_sleep_us = C.uint32_t(cfg.IdleSleep / time.Microsecond)
 
@@ -247,7 +288,7 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 	for _, name := range cdevNames {
 		cname := C.CString(name)
 		var id C.int
-		rc := C.sp_cdev_setup(cname, f.sessPool, &id, &ebuf[0], C.size_t(len(ebuf)))
+		rc := C.sp_cdev_setup(cname, f.sessPool, nq, &id, &ebuf[0], C.size_t(len(ebuf)))
 		C.free(unsafe.Pointer(cname))
 		if rc != 0 {
 			return fmt.Errorf("fastpath: %s", cerr(ebuf[:]))
@@ -264,7 +305,7 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 		if err != nil {
 			return fmt.Errorf("fastpath: port %s: TAP %s: %w", p.Name, p.Tap, err)
 		}
-		if rc := C.sp_port_setup(phys, pool, C.uint16_t(p.MTU), &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
+		if rc := C.sp_port_setup(phys, pool, C.uint16_t(p.MTU), nq, &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
 			return fmt.Errorf("fastpath: port %s: %s", p.Name, cerr(ebuf[:]))
 		}
 		var mac [6]byte
@@ -274,7 +315,7 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 		if rc := C.sp_port_set_mac(tap, (*C.uint8_t)(&mac[0])); rc != 0 {
 			return fmt.Errorf("fastpath: port %s: set TAP %s MAC: errno %d", p.Name, p.Tap, -rc)
 		}
-		if rc := C.sp_port_setup(tap, pool, C.uint16_t(p.MTU), &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
+		if rc := C.sp_port_setup(tap, pool, C.uint16_t(p.MTU), nq, &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
 			return fmt.Errorf("fastpath: port %s: TAP: %s", p.Name, cerr(ebuf[:]))
 		}
 		mtu := p.MTU
@@ -319,9 +360,11 @@ func (f *Fastpath) Close() error {
 // Stop stops the packet loop (idempotent); counters stay readable until
 // Close.
 func (f *Fastpath) Stop() {
-	if f.dp != nil && C.sp_load_u32(&f.dp.running) != 0 {
+	if f.dp != nil && C.sp_running(f.dp) != 0 {
 		C.sp_store_u32(&f.dp.stop, 1)
-		<-f.done
+		for range f.workers {
+			<-f.done
+		}
 	}
 }
 
@@ -361,7 +404,9 @@ func (f *Fastpath) PortStats() []dataplane.PortStats {
 	for i, p := range f.ports {
 		m := make(map[string]uint64, len(dataplane.CounterNames))
 		for k, name := range dataplane.CounterNames {
-			m[name] = uint64(f.dp.stats[i].cnt[k])
+			for w := range f.workers {
+				m[name] += uint64(f.dp.w[w].stats[i].cnt[k])
+			}
 		}
 		out[i] = dataplane.PortStats{Name: p.Name, Counters: m}
 	}
@@ -378,9 +423,16 @@ func (f *Fastpath) MbufsAvailable() int {
 // call: next hops without neighbour, packets for policies without SA.
 func (f *Fastpath) Notes() []dataplane.Note {
 	var buf [C.SP_NOTE_RING]C.struct_sp_note
-	n := C.sp_note_pop(f.dp, &buf[0], C.SP_NOTE_RING)
-	out := make([]dataplane.Note, 0, n)
-	for _, m := range buf[:n] {
+	var out []dataplane.Note
+	for w := range f.workers {
+		n := C.sp_note_pop(f.dp, C.uint32_t(w), &buf[0], C.SP_NOTE_RING)
+		out = f.appendNotes(out, buf[:n])
+	}
+	return out
+}
+
+func (f *Fastpath) appendNotes(out []dataplane.Note, notes []C.struct_sp_note) []dataplane.Note {
+	for _, m := range notes {
 		a, d := noteAddr(m.family, m.a), noteAddr(m.family, m.d)
 		switch m.kind {
 		case C.SP_NOTE_MISS:

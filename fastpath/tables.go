@@ -157,6 +157,7 @@ func (f *Fastpath) fillParams(p *C.struct_sp_sa_params, sa *model.SA, sp params)
 	}
 	p.n_cdevs = C.uint8_t(len(f.cdevs))
 	p.sync_crypto = boolC(!f.asyncCrypto)
+	p.multi_worker = boolC(len(f.workers) > 1)
 }
 
 // MoveSA gives an SA new addresses and ports. The new SA takes over the
@@ -192,7 +193,7 @@ func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint1
 	st := e.c.st
 	// continue after the last number sent; the counters go on, so SeqUsed
 	// stays start + packets
-	p.seq_start = C.uint64_t(nextSeq(sa.SeqStart, uint64(st.packets)))
+	p.seq_start = C.uint64_t(nextSeq(sa.SeqStart, f.sum(e.c).packets))
 	var ebuf [256]C.char
 	c := C.sp_sa_move(p, e.c, &ebuf[0], C.size_t(len(ebuf)))
 	if c == nil {
@@ -200,6 +201,7 @@ func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint1
 		return fmt.Errorf("move SA %s: %s", id, cerr(ebuf[:]))
 	}
 	c.st = st
+	c.lim_packets, c.lim_bytes = e.c.lim_packets, e.c.lim_bytes
 	old := e.c
 	ne := &saEntry{c: c, sa: sa, params: e.params, crypto: e.crypto}
 	delete(f.mu.sas, id)
@@ -467,17 +469,38 @@ func (f *Fastpath) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 	if !ok {
 		return dataplane.SACounters{}, false
 	}
-	st := &e.c.st
+	st := f.sum(e.c)
 	return dataplane.SACounters{
-		SeqUsed:       nextSeq(e.sa.SeqStart, uint64(st.packets)),
-		Bytes:         uint64(st.bytes),
-		Packets:       uint64(st.packets),
-		LastUse:       f.tscToTime(uint64(st.last_use)),
-		DropAuth:      uint64(st.drop_auth),
-		DropReplay:    uint64(st.drop_replay),
-		DropMalformed: uint64(st.drop_malformed),
-		DropPolicy:    uint64(st.drop_policy),
+		SeqUsed:       nextSeq(e.sa.SeqStart, st.packets),
+		Bytes:         st.bytes,
+		Packets:       st.packets,
+		LastUse:       f.tscToTime(st.lastUse),
+		DropAuth:      st.dropAuth,
+		DropReplay:    st.dropReplay,
+		DropMalformed: st.dropMalformed,
+		DropPolicy:    st.dropPolicy,
 		Crypto:        e.crypto,
 		CryptoMode:    map[bool]string{true: "cpu", false: "lookaside"}[e.c.cpu != 0],
 	}, true
+}
+
+// saSum is an SA's counters over all workers.
+type saSum struct {
+	packets, bytes, lastUse                         uint64
+	dropAuth, dropReplay, dropMalformed, dropPolicy uint64
+}
+
+func (f *Fastpath) sum(c *C.struct_sp_sa) saSum {
+	var s saSum
+	for w := range f.workers {
+		st := &c.st[w]
+		s.packets += uint64(st.packets)
+		s.bytes += uint64(st.bytes)
+		s.lastUse = max(s.lastUse, uint64(st.last_use))
+		s.dropAuth += uint64(st.drop_auth)
+		s.dropReplay += uint64(st.drop_replay)
+		s.dropMalformed += uint64(st.drop_malformed)
+		s.dropPolicy += uint64(st.drop_policy)
+	}
+	return s
 }
