@@ -1221,6 +1221,8 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		struct rte_mbuf *m = mb[i];
 		uint8_t *l3;
 
+		if (i + 1 < n)
+			rte_prefetch0(rte_pktmbuf_mtod(mb[i + 1], void *));
 		if (!is_ip(m)) {
 			to_tap(c, p, m);	/* ARP and the like */
 			continue;
