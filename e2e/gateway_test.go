@@ -378,7 +378,7 @@ func TestGatewayRekeyByPackets(t *testing.T) {
 	}
 	sent, _ := strconv.Atoi(m[1])
 	got, _ := strconv.Atoi(m[2])
-	t.Logf("1500 pings across rekeys: %d sent, %d answered", sent, got)
+	t.Logf("1500 pings across rekeys: %d sent, %d answered\n%s", sent, got, out)
 	if got < sent-5 {
 		t.Fatalf("lost %d of %d pings across the rekeys", sent-got, sent)
 	}

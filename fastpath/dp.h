@@ -172,7 +172,8 @@ struct sp_policy {
 	uint8_t action;		/* 0 ipsec, 1 pass, 2 drop */
 	uint16_t pad;
 	uint32_t reqid;
-	struct sp_sa *sa;	/* out: the SA to use; NULL = none yet */
+	struct sp_sa *sa;	/* out: the SA to use; NULL = none yet. Go
+				 * changes it in place (rekey): atomic */
 };
 
 /* One policy selector (IPv6), as sp_policy. */
@@ -208,11 +209,12 @@ struct sp_acl_key6 {
 	uint16_t dport;
 };
 
-/* IPsec tables, immutable once published. Each policy table has an
- * rte_acl context (NULL when the table is empty) whose match is 1 + the
- * index of the first policy, in table order, that matches. */
+/* IPsec tables, immutable once published. A policy table of more than
+ * SP_ACL_MIN policies has an rte_acl context whose match is 1 + the index
+ * of the first policy, in table order, that matches; a smaller one is
+ * searched in order (building an rte_acl context costs milliseconds). */
+#define SP_ACL_MIN 16
 struct sp_ipsec_tables {
-	struct rte_ipsec_sad *sad;	/* inbound SPI -> struct sp_sa */
 	uint32_t n_out;
 	uint32_t n_in;			/* in + fwd policies */
 	struct sp_policy *out;		/* ordered by priority */
@@ -299,6 +301,9 @@ struct sp_dp {
 	struct sp_fib *fib;
 
 	struct rte_rcu_qsbr *qsv;	/* one reader per worker */
+	/* inbound SPI -> struct sp_sa; changed in place (rte_hash with
+	 * reader-writer concurrency), SAs freed after a quiescent period */
+	struct rte_ipsec_sad *sad;
 	struct rte_mempool *cop_pool;
 	uint32_t n_ports;
 	uint32_t n_workers;
@@ -319,8 +324,10 @@ void sp_sa_free(struct sp_sa *sa);
 
 /* dp_tables.c */
 struct sp_ipsec_tables *sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_out6,
-	uint32_t n_in6, uint32_t n_sa);
-int sp_ipsec_tables_add_sa(struct sp_ipsec_tables *t, struct sp_sa *sa);
+	uint32_t n_in6);
+int sp_sad_create(struct sp_dp *dp, uint32_t max_sa);
+int sp_sad_add(struct sp_dp *dp, struct sp_sa *sa);
+int sp_sad_del(struct sp_dp *dp, struct sp_sa *sa);
 int sp_ipsec_tables_build_acl(struct sp_ipsec_tables *t, char *err, size_t errlen);
 void sp_ipsec_tables_free(struct sp_ipsec_tables *t);
 struct sp_fib *sp_fib_new(uint32_t n_routes, uint32_t n_neigh);

@@ -215,6 +215,8 @@ sp_dp_free(struct sp_dp *dp)
 {
 	if (dp == NULL)
 		return;
+	if (dp->sad != NULL)
+		rte_ipsec_sad_destroy(dp->sad);
 	rte_free(dp->qsv);
 	rte_free(dp);
 }

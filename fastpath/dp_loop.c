@@ -428,6 +428,61 @@ spd_key(struct sp_spd_batch *b, const uint8_t *l3, const struct sp_pkt *k)
 	}
 }
 
+static inline int
+port_in(uint16_t be, uint16_t lo, uint16_t hi)
+{
+	uint16_t p = rte_be_to_cpu_16(be);
+
+	return p >= lo && p <= hi;
+}
+
+/* A small table, in order: the first policy that matches each key. */
+static void
+linear4(const struct sp_policy *tab, uint32_t n, struct sp_spd_batch *b)
+{
+	uint32_t i, j;
+
+	for (j = 0; j < b->n; j++) {
+		const struct sp_acl_key4 *k = &b->k4[j];
+		b->res[j] = 0;
+		for (i = 0; i < n; i++) {
+			const struct sp_policy *p = &tab[i];
+			if ((k->src & p->src_mask) != p->src || (k->dst & p->dst_mask) != p->dst ||
+					(p->proto && p->proto != k->proto) ||
+					!port_in(k->sport, p->sport_lo, p->sport_hi) ||
+					!port_in(k->dport, p->dport_lo, p->dport_hi))
+				continue;
+			b->res[j] = i + 1;
+			break;
+		}
+	}
+}
+
+static void
+linear6(const struct sp_policy6 *tab, uint32_t n, struct sp_spd_batch *b)
+{
+	uint64_t s[2], d[2];
+	uint32_t i, j;
+
+	for (j = 0; j < b->n; j++) {
+		const struct sp_acl_key6 *k = &b->k6[j];
+		memcpy(s, k->src, 16);
+		memcpy(d, k->dst, 16);
+		b->res[j] = 0;
+		for (i = 0; i < n; i++) {
+			const struct sp_policy6 *p = &tab[i];
+			if ((s[0] & p->src_mask[0]) != p->src[0] || (s[1] & p->src_mask[1]) != p->src[1] ||
+					(d[0] & p->dst_mask[0]) != p->dst[0] || (d[1] & p->dst_mask[1]) != p->dst[1] ||
+					(p->proto && p->proto != k->proto) ||
+					!port_in(k->sport, p->sport_lo, p->sport_hi) ||
+					!port_in(k->dport, p->dport_lo, p->dport_hi))
+				continue;
+			b->res[j] = i + 1;
+			break;
+		}
+	}
+}
+
 /* Classify batch b (family v6) against the outbound or inbound table:
  * res[i] is 0 for no match, else 1 + the policy's index. */
 static void
@@ -438,13 +493,17 @@ spd_classify(struct sp_ctx *c, struct sp_spd_batch *b, int v6, int out)
 
 	if (b->n == 0)
 		return;
-	ctx = t == NULL ? NULL : v6 ? (out ? t->acl_out6 : t->acl_in6) :
-		(out ? t->acl_out : t->acl_in);
-	if (ctx == NULL) {
+	if (t == NULL) {
 		memset(b->res, 0, sizeof(b->res[0]) * b->n);
 		return;
 	}
-	rte_acl_classify(ctx, b->data, b->res, b->n, 1);
+	ctx = v6 ? (out ? t->acl_out6 : t->acl_in6) : (out ? t->acl_out : t->acl_in);
+	if (ctx != NULL)
+		rte_acl_classify(ctx, b->data, b->res, b->n, 1);
+	else if (v6)
+		linear6(out ? t->out6 : t->in6, out ? t->n_out6 : t->n_in6, b);
+	else
+		linear4(out ? t->out : t->in, out ? t->n_out : t->n_in, b);
 }
 
 /* The policy of a classification result (res != 0). */
@@ -457,12 +516,12 @@ spd_get(struct sp_ctx *c, int v6, int out, uint32_t res, struct sp_match *r)
 		const struct sp_policy6 *p = (out ? t->out6 : t->in6) + res - 1;
 		r->action = p->action;
 		r->reqid = p->reqid;
-		r->sa = p->sa;
+		r->sa = __atomic_load_n(&p->sa, __ATOMIC_ACQUIRE);
 	} else {
 		const struct sp_policy *p = (out ? t->out : t->in) + res - 1;
 		r->action = p->action;
 		r->reqid = p->reqid;
-		r->sa = p->sa;
+		r->sa = __atomic_load_n(&p->sa, __ATOMIC_ACQUIRE);
 	}
 }
 
@@ -923,12 +982,7 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 		keys[i].v4.spi = *spi;
 		kp[i] = &keys[i];
 	}
-	if (c->t == NULL) {
-		for (i = 0; i < n; i++)
-			drop(c, port, mb[i], SP_CNT_DROP_UNKNOWN_SPI);
-		return;
-	}
-	rte_ipsec_sad_lookup(c->t->sad, kp, sas, n);
+	rte_ipsec_sad_lookup(c->dp->sad, kp, sas, n);
 
 	for (i = 0; i < n; ) {
 		struct sp_sa *sa = sas[i];

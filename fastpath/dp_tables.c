@@ -17,12 +17,9 @@
 static uint32_t table_seq;
 
 struct sp_ipsec_tables *
-sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_out6, uint32_t n_in6,
-	uint32_t n_sa)
+sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_out6, uint32_t n_in6)
 {
-	struct rte_ipsec_sad_conf conf;
 	struct sp_ipsec_tables *t;
-	char name[RTE_IPSEC_SAD_NAMESIZE];
 
 	t = rte_zmalloc("sp_ipsec_tables", sizeof(*t), RTE_CACHE_LINE_SIZE);
 	if (t == NULL)
@@ -31,37 +28,57 @@ sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_out6, uint32_t n_i
 	t->in = rte_zmalloc("sp_in", sizeof(struct sp_policy) * (n_in + 1), 0);
 	t->out6 = rte_zmalloc("sp_out6", sizeof(struct sp_policy6) * (n_out6 + 1), 0);
 	t->in6 = rte_zmalloc("sp_in6", sizeof(struct sp_policy6) * (n_in6 + 1), 0);
-	if (t->out == NULL || t->in == NULL || t->out6 == NULL || t->in6 == NULL)
-		goto fail;
+	if (t->out == NULL || t->in == NULL || t->out6 == NULL || t->in6 == NULL) {
+		sp_ipsec_tables_free(t);
+		return NULL;
+	}
 	t->n_out = n_out;
 	t->n_in = n_in;
 	t->n_out6 = n_out6;
 	t->n_in6 = n_in6;
+	return t;
+}
+
+/* The SAD lives as long as the data plane: SAs come and go in place. */
+int
+sp_sad_create(struct sp_dp *dp, uint32_t max_sa)
+{
+	struct rte_ipsec_sad_conf conf;
 
 	memset(&conf, 0, sizeof(conf));
 	conf.socket_id = SOCKET_ID_ANY;
-	/* rte_hash wants room; never fewer than a few entries */
-	conf.max_sa[RTE_IPSEC_SAD_SPI_ONLY] = n_sa < 8 ? 8 : n_sa;
+	conf.max_sa[RTE_IPSEC_SAD_SPI_ONLY] = max_sa < 8 ? 8 : max_sa;
 	conf.max_sa[RTE_IPSEC_SAD_SPI_DIP] = 8;
 	conf.max_sa[RTE_IPSEC_SAD_SPI_DIP_SIP] = 8;
-	snprintf(name, sizeof(name), "spsad%u", __atomic_fetch_add(&table_seq, 1, __ATOMIC_RELAXED));
-	t->sad = rte_ipsec_sad_create(name, &conf);
-	if (t->sad == NULL)
-		goto fail;
-	return t;
-fail:
-	sp_ipsec_tables_free(t);
-	return NULL;
+	conf.flags = RTE_IPSEC_SAD_FLAG_RW_CONCURRENCY;
+	dp->sad = rte_ipsec_sad_create("spsad", &conf);
+	return dp->sad == NULL ? -rte_errno : 0;
 }
 
+static void
+sad_key(const struct sp_sa *sa, union rte_ipsec_sad_key *key)
+{
+	memset(key, 0, sizeof(*key));
+	key->v4.spi = rte_cpu_to_be_32(sa->spi);
+}
+
+/* Add (or replace: same SPI) an inbound SA. */
 int
-sp_ipsec_tables_add_sa(struct sp_ipsec_tables *t, struct sp_sa *sa)
+sp_sad_add(struct sp_dp *dp, struct sp_sa *sa)
 {
 	union rte_ipsec_sad_key key;
 
-	memset(&key, 0, sizeof(key));
-	key.v4.spi = rte_cpu_to_be_32(sa->spi);
-	return rte_ipsec_sad_add(t->sad, &key, RTE_IPSEC_SAD_SPI_ONLY, sa);
+	sad_key(sa, &key);
+	return rte_ipsec_sad_add(dp->sad, &key, RTE_IPSEC_SAD_SPI_ONLY, sa);
+}
+
+int
+sp_sad_del(struct sp_dp *dp, struct sp_sa *sa)
+{
+	union rte_ipsec_sad_key key;
+
+	sad_key(sa, &key);
+	return rte_ipsec_sad_del(dp->sad, &key, RTE_IPSEC_SAD_SPI_ONLY);
 }
 
 /* Field layouts of struct sp_acl_key4 / sp_acl_key6 for rte_acl. */
@@ -133,7 +150,7 @@ acl_build(const void *tab, uint32_t n, int v6, char *err, size_t errlen)
 	uint32_t i, w;
 	int rc;
 
-	if (n == 0)
+	if (n <= SP_ACL_MIN)
 		return NULL;
 	if (n > RTE_ACL_MAX_PRIORITY) {
 		snprintf(err, errlen, "too many policies (%u)", n);
@@ -213,16 +230,16 @@ sp_ipsec_tables_build_acl(struct sp_ipsec_tables *t, char *err, size_t errlen)
 {
 	err[0] = 0;
 	t->acl_out = acl_build(t->out, t->n_out, 0, err, errlen);
-	if (t->acl_out == NULL && t->n_out > 0)
+	if (t->acl_out == NULL && t->n_out > SP_ACL_MIN)
 		return -1;
 	t->acl_in = acl_build(t->in, t->n_in, 0, err, errlen);
-	if (t->acl_in == NULL && t->n_in > 0)
+	if (t->acl_in == NULL && t->n_in > SP_ACL_MIN)
 		return -1;
 	t->acl_out6 = acl_build(t->out6, t->n_out6, 1, err, errlen);
-	if (t->acl_out6 == NULL && t->n_out6 > 0)
+	if (t->acl_out6 == NULL && t->n_out6 > SP_ACL_MIN)
 		return -1;
 	t->acl_in6 = acl_build(t->in6, t->n_in6, 1, err, errlen);
-	if (t->acl_in6 == NULL && t->n_in6 > 0)
+	if (t->acl_in6 == NULL && t->n_in6 > SP_ACL_MIN)
 		return -1;
 	return 0;
 }
@@ -236,8 +253,6 @@ sp_ipsec_tables_free(struct sp_ipsec_tables *t)
 	rte_acl_free(t->acl_in);
 	rte_acl_free(t->acl_out6);
 	rte_acl_free(t->acl_in6);
-	if (t->sad != NULL)
-		rte_ipsec_sad_destroy(t->sad);
 	rte_free(t->out);
 	rte_free(t->in);
 	rte_free(t->out6);

@@ -67,6 +67,8 @@ type Config struct {
 	NATTPort  uint16
 	IdleSleep time.Duration
 	Mbufs     uint32
+	// MaxSAs bounds the inbound SAs (the SAD's size); 65536 when 0.
+	MaxSAs uint32
 	// LookasideCrypto makes every SA go through the crypto device's queue
 	// pair (enqueue/dequeue) even where the PMD can run synchronously on
 	// the worker's core (CPU crypto, the default where offered).
@@ -116,10 +118,15 @@ type Fastpath struct {
 
 	mu struct {
 		sync.Mutex
-		sas      map[model.SAID]*saEntry
-		bindings []dataplane.Binding
-		ipsec    *C.struct_sp_ipsec_tables
-		fib      *C.struct_sp_fib
+		sas   map[model.SAID]*saEntry
+		pols  map[model.PolicyID]*polState
+		bySA  map[model.SAID]map[model.PolicyID]struct{} // policies bound to an SA
+		ipsec *C.struct_sp_ipsec_tables
+		// policy table rebuilds: the last one, its cost, the next one due
+		lastPublish time.Time
+		lastBuild   time.Duration
+		timer       *time.Timer
+		fib         *C.struct_sp_fib
 	}
 }
 
@@ -231,6 +238,8 @@ func Open(cfg Config) (*Fastpath, error) {
 
 	f := &Fastpath{log: log, workers: workers, done: make(chan error, len(workers)), asyncCrypto: cfg.LookasideCrypto}
 	f.mu.sas = make(map[model.SAID]*saEntry)
+	f.mu.pols = make(map[model.PolicyID]*polState)
+	f.mu.bySA = make(map[model.SAID]map[model.PolicyID]struct{})
 	if err := f.setup(cfg, cdevNames); err != nil {
 		f.teardown()
 		return nil, err
@@ -266,6 +275,12 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 	}
 	nq := C.uint16_t(len(f.workers))
 	f.dp.n_workers = C.uint32_t(nq)
+	if cfg.MaxSAs == 0 {
+		cfg.MaxSAs = 65536
+	}
+	if rc := C.sp_sad_create(f.dp, C.uint32_t(cfg.MaxSAs)); rc != 0 {
+		return fmt.Errorf("fastpath: SAD for %d SAs: errno %d", cfg.MaxSAs, -rc)
+	}
 	f.dp.natt_port = C.uint16_t(cfg.NATTPort)
 	f.dp.idle_sleep_us = C.uint32_t(cfg.IdleSleep / time.Microsecond)
 
@@ -371,6 +386,10 @@ func (f *Fastpath) Stop() {
 func (f *Fastpath) teardown() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.mu.timer != nil {
+		f.mu.timer.Stop()
+		f.mu.timer = nil
+	}
 	if f.dp != nil {
 		C.sp_publish_ipsec(f.dp, nil)
 		C.sp_publish_fib(f.dp, nil)

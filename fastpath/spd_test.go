@@ -3,9 +3,12 @@ package fastpath
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/model"
@@ -68,5 +71,88 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 	e.recv("IPv6 source inside the /60 again, encrypted", 0x0800, isESP)
 	if st, _ := fp.SAStats(out); st.Packets != 3 || e.counters()["esp_out"] != esp0+1 {
 		t.Fatalf("outbound SA carried %d packets (want 3); esp_out %d -> %d (want +1)", st.Packets, esp0, e.counters()["esp_out"])
+	}
+
+	// a rekey: Bind moves the policy to the new SA in place
+	tun2 := tun
+	tun2.SPI = 0x5002
+	out2, in2 := e.addPair(tun2, key)
+	defer func() {
+		_ = fp.DelSA(out2)
+		_ = fp.DelSA(in2)
+	}()
+	wide := p("10.1.0.0/16", "10.2.0.0/16", 0, 0, 0, 300, model.ActionIPsec).Policy.PolicyID
+	if err := fp.Bind(wide, out2, true); err != nil {
+		t.Fatal(err)
+	}
+	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2011, 64, []byte("rekeyed"))))
+	e.recv("after Bind, ESP with the new SPI", 0x0800, func(ip []byte) bool {
+		return ip[9] == 17 && binary.BigEndian.Uint32(ip[28:]) == 0x5002
+	})
+	// deleting the SA a policy is bound to leaves no dangling pointer:
+	// the policy then has no SA (a trap)
+	if err := fp.DelSA(out2); err != nil {
+		t.Fatal(err)
+	}
+	b0 := e.counters()["drop_no_sa"]
+	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2011, 64, []byte("no-sa"))))
+	e.wait("drop_no_sa", b0+1)
+
+	// SetPolicy and DelPolicy take effect (maybe together, a moment later)
+	extra := p("10.1.0.0/24", "10.2.0.0/24", 17, 3000, 3000, 50, model.ActionDrop)
+	if err := fp.SetPolicy(extra); err != nil {
+		t.Fatal(err)
+	}
+	d0 := e.counters()["drop_policy"]
+	for deadline := time.Now().Add(3 * time.Second); e.counters()["drop_policy"] == d0; {
+		if time.Now().After(deadline) {
+			t.Fatal("a policy added with SetPolicy never took effect")
+		}
+		e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 3000, 64, []byte("dropped-3000"))))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := fp.DelPolicy(extra.Policy.PolicyID); err != nil {
+		t.Fatal(err)
+	}
+
+	// beyond a thousand policies, a burst of SetPolicy calls is rebuilt
+	// together (coalesced): the last of 1500 still takes effect
+	for i := range 1500 {
+		b := p(fmt.Sprintf("172.16.%d.%d/32", i/256, i%256), "172.31.0.0/16", 0, 0, 0, 400, model.ActionDrop)
+		if err := fp.SetPolicy(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := p("10.1.0.0/24", "10.2.0.0/24", 17, 3001, 3001, 60, model.ActionDrop)
+	if err := fp.SetPolicy(last); err != nil {
+		t.Fatal(err)
+	}
+	d0 = e.counters()["drop_policy"]
+	for deadline := time.Now().Add(5 * time.Second); e.counters()["drop_policy"] == d0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the last policy of a burst never took effect")
+		}
+		e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 3001, 64, []byte("dropped-3001"))))
+		time.Sleep(5 * time.Millisecond)
+	}
+	// now through rte_acl (the table is big): the /16 policy (priority
+	// 300) still protects what the drop policies do not take
+	if err := fp.Bind(wide, out, true); err != nil {
+		t.Fatal(err)
+	}
+	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2011, 64, []byte("acl-protected"))))
+	e.recv("through rte_acl, encrypted", 0x0800, isESP)
+	fp.mu.Lock()
+	n := len(fp.mu.pols)
+	acl := fp.mu.ipsec.acl_out != nil
+	fp.mu.Unlock()
+	if !acl {
+		t.Fatal("1500 outbound policies, but no rte_acl context")
+	}
+	if n != 1500+5 {
+		t.Fatalf("%d policies kept, want %d", n, 1500+5)
+	}
+	if err := fp.DelPolicy(extra.Policy.PolicyID); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("deleting a policy twice: %v", err)
 	}
 }

@@ -7,6 +7,8 @@ package fastpath
 
 static inline void sp_sa_kill(struct sp_sa *sa) { __atomic_store_n(&sa->dead, 1, __ATOMIC_RELAXED); }
 static inline void sp_sa_revive(struct sp_sa *sa) { __atomic_store_n(&sa->dead, 0, __ATOMIC_RELAXED); }
+static inline void sp_slot_set(struct sp_sa **slot, struct sp_sa *sa) { __atomic_store_n(slot, sa, __ATOMIC_RELEASE); }
+static inline struct sp_sa *sp_slot_get(struct sp_sa **slot) { return __atomic_load_n(slot, __ATOMIC_ACQUIRE); }
 */
 import "C"
 
@@ -16,6 +18,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 	"unsafe"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
@@ -91,12 +94,15 @@ func (f *Fastpath) AddSA(sa *model.SA) error {
 			"spi", fmt.Sprintf("0x%08x", sa.SPI), "suite", sp.name, "crypto", e.crypto)
 	}
 	e.sa.EncKey, e.sa.IntKey = nil, nil
-	f.mu.sas[sa.SAID] = e
-	if err := f.publishIPsecLocked(); err != nil {
-		delete(f.mu.sas, sa.SAID)
-		C.sp_sa_free(c)
-		return fmt.Errorf("add SA %s: %w", sa.SAID, err)
+	if sa.Inbound {
+		// in place: the SAD takes it at once
+		if rc := C.sp_sad_add(f.dp, c); rc != 0 {
+			C.sp_sa_free(c)
+			return fmt.Errorf("add SA %s: SAD: errno %d (fastpath.max_sas reached?)", sa.SAID, -rc)
+		}
 	}
+	// an outbound SA carries traffic once a policy is bound to it (Bind)
+	f.mu.sas[sa.SAID] = e
 	return nil
 }
 
@@ -109,9 +115,28 @@ func (f *Fastpath) DelSA(id model.SAID) error {
 		return fmt.Errorf("delete SA %s: %w", id, model.ErrNotFound)
 	}
 	delete(f.mu.sas, id)
-	err := f.publishIPsecLocked() // synchronizes before returning
+	var err error
+	if e.sa.Inbound {
+		if rc := C.sp_sad_del(f.dp, e.c); rc != 0 {
+			err = fmt.Errorf("delete SA %s: SAD: errno %d", id, -rc)
+		}
+	}
+	// no published policy may point at it (the control plane rebinds
+	// first; this is the guarantee)
+	f.repointLocked(id, e.c, nil)
+	C.sp_synchronize(f.dp) // then no worker holds it
 	C.sp_sa_free(e.c)
 	return err
+}
+
+// repointLocked makes every published policy slot that holds old hold
+// neu, for the policies bound to id.
+func (f *Fastpath) repointLocked(id model.SAID, old, neu *C.struct_sp_sa) {
+	for pid := range f.mu.bySA[id] {
+		if st := f.mu.pols[pid]; st != nil && st.slot != nil && C.sp_slot_get(st.slot) == old {
+			C.sp_slot_set(st.slot, neu)
+		}
+	}
 }
 
 // nextSeq is the first unused outbound sequence number of an SA that
@@ -206,7 +231,24 @@ func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint1
 	ne := &saEntry{c: c, sa: sa, params: e.params, crypto: e.crypto}
 	delete(f.mu.sas, id)
 	f.mu.sas[sa.SAID] = ne
-	err := f.publishIPsecLocked() // synchronizes: nobody uses old after this
+	var err error
+	if sa.Inbound {
+		// same SPI: the SAD entry now points at the new SA
+		if rc := C.sp_sad_add(f.dp, c); rc != 0 {
+			err = fmt.Errorf("move SA %s: SAD: errno %d", id, -rc)
+		}
+	} else {
+		// the policies bound to it follow, under its new ID
+		f.repointLocked(id, old, c)
+		if pids := f.mu.bySA[id]; pids != nil && sa.SAID != id {
+			for pid := range pids {
+				f.mu.pols[pid].b.SA = sa.SAID
+			}
+			f.mu.bySA[sa.SAID] = pids
+			delete(f.mu.bySA, id)
+		}
+	}
+	C.sp_synchronize(f.dp) // nobody uses old after this
 	C.sp_sa_free(old)
 	return err
 }
@@ -223,17 +265,166 @@ func (f *Fastpath) ExpireSA(id model.SAID) error {
 	return nil
 }
 
-// SetPolicies replaces the policy tables.
+// polState is a policy as the fast path keeps it: the binding, and where
+// its SA pointer sits in the published tables (nil until published).
+type polState struct {
+	b    dataplane.Binding
+	slot **C.struct_sp_sa
+}
+
+func checkPolicy(p *model.Policy) error {
+	if p.Sel.Src.Addr().Is4() != p.Sel.Dst.Addr().Is4() {
+		return fmt.Errorf("policy %s: %w (source and destination of different families)", p.Sel, model.ErrInvalid)
+	}
+	return nil
+}
+
+// SetPolicies replaces every policy and publishes the tables at once.
 func (f *Fastpath) SetPolicies(b []dataplane.Binding) error {
 	for _, x := range b {
-		if x.Policy.Sel.Src.Addr().Is4() != x.Policy.Sel.Dst.Addr().Is4() {
-			return fmt.Errorf("set policies: %s: %w (source and destination of different families)", x.Policy.Sel, model.ErrInvalid)
+		if err := checkPolicy(x.Policy); err != nil {
+			return fmt.Errorf("set policies: %w", err)
 		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.mu.bindings = slices.Clone(b)
+	f.mu.pols = make(map[model.PolicyID]*polState, len(b))
+	f.mu.bySA = make(map[model.SAID]map[model.PolicyID]struct{})
+	for _, x := range b {
+		f.putLocked(x)
+	}
 	return f.publishIPsecLocked()
+}
+
+// putLocked stores a binding (the policy copied).
+func (f *Fastpath) putLocked(b dataplane.Binding) {
+	p := *b.Policy
+	b.Policy = &p
+	if old := f.mu.pols[p.PolicyID]; old != nil {
+		f.unbindLocked(p.PolicyID, old)
+	}
+	f.mu.pols[p.PolicyID] = &polState{b: b}
+	f.bindLocked(p.PolicyID, b)
+}
+
+func (f *Fastpath) bindLocked(id model.PolicyID, b dataplane.Binding) {
+	if !b.HasSA {
+		return
+	}
+	m := f.mu.bySA[b.SA]
+	if m == nil {
+		m = make(map[model.PolicyID]struct{})
+		f.mu.bySA[b.SA] = m
+	}
+	m[id] = struct{}{}
+}
+
+func (f *Fastpath) unbindLocked(id model.PolicyID, st *polState) {
+	if !st.b.HasSA {
+		return
+	}
+	if m := f.mu.bySA[st.b.SA]; m != nil {
+		delete(m, id)
+		if len(m) == 0 {
+			delete(f.mu.bySA, st.b.SA)
+		}
+	}
+}
+
+// SetPolicy adds or replaces one policy. The tables are rebuilt aside and
+// swapped: at once up to a hundred policies, else at most once per short
+// interval together with the changes that follow (a burst of installs
+// into thousands of policies costs one rebuild per interval, not one per
+// policy).
+func (f *Fastpath) SetPolicy(b dataplane.Binding) error {
+	if err := checkPolicy(b.Policy); err != nil {
+		return fmt.Errorf("set policy: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if old := f.mu.pols[b.Policy.PolicyID]; old != nil && *old.b.Policy == *b.Policy {
+		// the same policy again (another CHILD_SA using it): a binding
+		// change at most
+		return f.bindInPlaceLocked(b.Policy.PolicyID, b.SA, b.HasSA)
+	}
+	f.putLocked(b)
+	return f.changedLocked()
+}
+
+// DelPolicy removes a policy (with the next rebuild of the tables).
+func (f *Fastpath) DelPolicy(id model.PolicyID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.mu.pols[id]
+	if st == nil {
+		return fmt.Errorf("delete policy %s %s: %w", id.Sel, id.Dir, model.ErrNotFound)
+	}
+	f.unbindLocked(id, st)
+	delete(f.mu.pols, id)
+	return f.changedLocked()
+}
+
+// Bind points an outbound policy at another SA, in place.
+func (f *Fastpath) Bind(id model.PolicyID, sa model.SAID, has bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.bindInPlaceLocked(id, sa, has)
+}
+
+func (f *Fastpath) bindInPlaceLocked(id model.PolicyID, sa model.SAID, has bool) error {
+	st := f.mu.pols[id]
+	if st == nil {
+		return fmt.Errorf("bind policy %s %s: %w", id.Sel, id.Dir, model.ErrNotFound)
+	}
+	f.unbindLocked(id, st)
+	st.b.SA, st.b.HasSA = sa, has
+	f.bindLocked(id, st.b)
+	if st.slot != nil {
+		C.sp_slot_set(st.slot, f.saPtrLocked(st.b))
+	}
+	return nil
+}
+
+func (f *Fastpath) saPtrLocked(b dataplane.Binding) *C.struct_sp_sa {
+	if b.HasSA {
+		if e, ok := f.mu.sas[b.SA]; ok {
+			return e.c
+		}
+	}
+	return nil
+}
+
+// coalesceAbove is the number of policies from which policy table rebuilds
+// are coalesced (see changedLocked).
+const coalesceAbove = 100
+
+// changedLocked publishes the policy tables now, or soon when they are big
+// and were rebuilt a moment ago.
+func (f *Fastpath) changedLocked() error {
+	if f.mu.timer != nil {
+		return nil // a rebuild is already due
+	}
+	// Up to a hundred policies the tables are rebuilt at once, so that a
+	// policy is in force when charon's request returns. Beyond, at most
+	// once per interval of a few times the last rebuild's cost, so that a
+	// burst of installs does not rebuild per policy.
+	every := min(4*f.mu.lastBuild, 100*time.Millisecond)
+	wait := every - time.Since(f.mu.lastPublish)
+	if len(f.mu.pols) < coalesceAbove || wait <= 0 {
+		return f.publishIPsecLocked()
+	}
+	f.mu.timer = time.AfterFunc(wait, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.mu.timer = nil
+		if f.dp == nil {
+			return
+		}
+		if err := f.publishIPsecLocked(); err != nil {
+			f.log.Error("policy tables not rebuilt", "err", err)
+		}
+	})
+	return nil
 }
 
 func (f *Fastpath) cdevNameOf(id int) string {
@@ -293,83 +484,94 @@ func fillPolicy6(dst *C.struct_sp_policy6, p *model.Policy, sa *C.struct_sp_sa) 
 	dst.sa = sa
 }
 
-// publishIPsecLocked builds new IPsec tables from the SAs and bindings,
-// publishes them and frees the previous ones after a grace period.
-func (f *Fastpath) publishIPsecLocked() error {
-	var out, in, out6, in6 []dataplane.Binding
-	for _, b := range f.mu.bindings {
-		v6 := b.Policy.Sel.Src.Addr().Is6()
-		switch {
-		case b.Policy.Dir == model.DirOut && v6:
-			out6 = append(out6, b)
-		case b.Policy.Dir == model.DirOut:
-			out = append(out, b)
-		case v6:
-			in6 = append(in6, b)
-		default:
-			in = append(in, b)
-		}
+// policyOrder is the order of the policy tables: priority (lower value
+// first, as XFRM), then the more specific selector, then a fixed order.
+func policyOrder(a, b *polState) int {
+	pa, pb := a.b.Policy, b.b.Policy
+	if c := cmp.Compare(pa.Priority, pb.Priority); c != 0 {
+		return c
 	}
-	// lower priority value wins, as in XFRM
-	byPrio := func(a, b dataplane.Binding) int { return cmp.Compare(a.Policy.Priority, b.Policy.Priority) }
-	for _, l := range [][]dataplane.Binding{out, in, out6, in6} {
-		slices.SortStableFunc(l, byPrio)
+	sa, sb := pa.Sel.Src.Bits()+pa.Sel.Dst.Bits(), pb.Sel.Src.Bits()+pb.Sel.Dst.Bits()
+	if c := cmp.Compare(sb, sa); c != 0 {
+		return c
 	}
+	if c := pa.Sel.Src.Addr().Compare(pb.Sel.Src.Addr()); c != 0 {
+		return c
+	}
+	if c := pa.Sel.Dst.Addr().Compare(pb.Sel.Dst.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Or(cmp.Compare(pa.Sel.Proto, pb.Sel.Proto), cmp.Compare(pa.Sel.SrcPortLo, pb.Sel.SrcPortLo),
+		cmp.Compare(pa.Sel.DstPortLo, pb.Sel.DstPortLo), cmp.Compare(pa.Dir, pb.Dir))
+}
 
-	nin := 0
-	for _, e := range f.mu.sas {
-		if e.sa.Inbound {
-			nin++
+// publishIPsecLocked builds the policy tables (with their rte_acl
+// contexts) aside, publishes them and frees the previous ones after a
+// grace period.
+func (f *Fastpath) publishIPsecLocked() error {
+	start := time.Now()
+	if f.mu.timer != nil {
+		f.mu.timer.Stop()
+		f.mu.timer = nil
+	}
+	var out, in, out6, in6 []*polState
+	for _, st := range f.mu.pols {
+		st.slot = nil
+		v6 := st.b.Policy.Sel.Src.Addr().Is6()
+		switch {
+		case st.b.Policy.Dir == model.DirOut && v6:
+			out6 = append(out6, st)
+		case st.b.Policy.Dir == model.DirOut:
+			out = append(out, st)
+		case v6:
+			in6 = append(in6, st)
+		default:
+			in = append(in, st)
 		}
+	}
+	for _, l := range [][]*polState{out, in, out6, in6} {
+		slices.SortFunc(l, policyOrder)
 	}
 	t := C.sp_ipsec_tables_new(C.uint32_t(len(out)), C.uint32_t(len(in)),
-		C.uint32_t(len(out6)), C.uint32_t(len(in6)), C.uint32_t(nin))
+		C.uint32_t(len(out6)), C.uint32_t(len(in6)))
 	if t == nil {
 		return fmt.Errorf("build IPsec tables: out of memory")
 	}
-	for _, e := range f.mu.sas {
-		if !e.sa.Inbound {
-			continue
-		}
-		if rc := C.sp_ipsec_tables_add_sa(t, e.c); rc != 0 {
-			C.sp_ipsec_tables_free(t)
-			return fmt.Errorf("SAD add spi=0x%08x: errno %d", e.sa.SPI, -rc)
-		}
-	}
-	saOf := func(b dataplane.Binding) *C.struct_sp_sa {
-		if b.HasSA {
-			if e, ok := f.mu.sas[b.SA]; ok {
-				return e.c
-			}
-		}
-		return nil
-	}
 	outs := unsafe.Slice(t.out, len(out)+1)
-	for i, b := range out {
-		fillPolicy(&outs[i], b.Policy, saOf(b))
+	for i, st := range out {
+		fillPolicy(&outs[i], st.b.Policy, f.saPtrLocked(st.b))
 	}
 	ins := unsafe.Slice(t.in, len(in)+1)
-	for i, b := range in {
-		fillPolicy(&ins[i], b.Policy, nil)
+	for i, st := range in {
+		fillPolicy(&ins[i], st.b.Policy, nil)
 	}
 	outs6 := unsafe.Slice(t.out6, len(out6)+1)
-	for i, b := range out6 {
-		fillPolicy6(&outs6[i], b.Policy, saOf(b))
+	for i, st := range out6 {
+		fillPolicy6(&outs6[i], st.b.Policy, f.saPtrLocked(st.b))
 	}
 	ins6 := unsafe.Slice(t.in6, len(in6)+1)
-	for i, b := range in6 {
-		fillPolicy6(&ins6[i], b.Policy, nil)
+	for i, st := range in6 {
+		fillPolicy6(&ins6[i], st.b.Policy, nil)
 	}
 	var ebuf [256]C.char
 	if C.sp_ipsec_tables_build_acl(t, &ebuf[0], C.size_t(len(ebuf))) != 0 {
 		C.sp_ipsec_tables_free(t)
 		return fmt.Errorf("build policy tables: %s", cerr(ebuf[:]))
 	}
+	// from now on Bind changes the SA pointers of the published tables
+	for i, st := range out {
+		st.slot = &outs[i].sa
+	}
+	for i, st := range out6 {
+		st.slot = &outs6[i].sa
+	}
 	old := f.mu.ipsec
 	C.sp_publish_ipsec(f.dp, t)
 	f.mu.ipsec = t
 	C.sp_synchronize(f.dp)
 	C.sp_ipsec_tables_free(old)
+	f.mu.lastPublish = time.Now()
+	f.mu.lastBuild = f.mu.lastPublish.Sub(start)
 	return nil
 }
 

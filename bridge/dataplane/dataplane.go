@@ -26,8 +26,15 @@ type Dataplane interface {
 	// ExpireSA stops all traffic on an SA (hard lifetime over) until it
 	// is deleted.
 	ExpireSA(id model.SAID) error
-	// SetPolicies replaces the whole policy table.
-	SetPolicies(b []Binding) error
+	// SetPolicy adds or replaces one policy (and the SA that protects its
+	// traffic). Policy changes that come in a burst may take effect
+	// together a few milliseconds later: the policy tables are rebuilt
+	// aside and swapped, at most once per short interval.
+	SetPolicy(b Binding) error
+	DelPolicy(id model.PolicyID) error
+	// Bind changes the SA that protects an outbound policy's traffic
+	// (rekey), at once and in place.
+	Bind(id model.PolicyID, sa model.SAID, has bool) error
 	// SetFIB replaces the forwarding tables (routes, neighbours).
 	SetFIB(f FIB) error
 	SAStats(id model.SAID) (SACounters, bool)

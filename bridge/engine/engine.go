@@ -41,6 +41,9 @@ type saEntry struct {
 type policyEntry struct {
 	p    model.Policy
 	refs int // charon installs the same policy once per CHILD_SA using it
+	// the outbound SA the data plane protects its traffic with
+	bound model.SAID
+	has   bool
 }
 
 // Engine holds the IPsec model and pushes it into the data plane.
@@ -53,6 +56,10 @@ type Engine struct {
 		sync.Mutex
 		sas      map[model.SAID]*saEntry
 		policies map[model.PolicyID]*policyEntry
+		// by reqid: outbound SAs, and outbound IPsec policies (what a
+		// rekey rebinds)
+		outSAs   map[uint32][]*saEntry
+		outPols  map[uint32]map[model.PolicyID]*policyEntry
 		spis     map[uint32]bool // allocated by GetSPI, not yet (or still) used
 		seq      uint64
 		acquired map[uint32]time.Time // reqid -> last acquire raised
@@ -67,6 +74,8 @@ func New(log *slog.Logger, dp dataplane.Dataplane) *Engine {
 	e := &Engine{log: log, dp: dp}
 	e.mu.sas = make(map[model.SAID]*saEntry)
 	e.mu.policies = make(map[model.PolicyID]*policyEntry)
+	e.mu.outSAs = make(map[uint32][]*saEntry)
+	e.mu.outPols = make(map[uint32]map[model.PolicyID]*policyEntry)
 	e.mu.spis = make(map[uint32]bool)
 	e.mu.acquired = make(map[uint32]time.Time)
 	e.mu.mapped = make(map[mappingKey]time.Time)
@@ -141,13 +150,19 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 		return err
 	}
 	e.mu.seq++
-	e.mu.sas[sa.SAID] = &saEntry{sa: info, seq: e.mu.seq, keyBits: keyBits, added: time.Now()}
+	ent := &saEntry{sa: info, seq: e.mu.seq, keyBits: keyBits, added: time.Now()}
+	e.mu.sas[sa.SAID] = ent
 	if info.Inbound {
 		e.mu.spis[info.SPI] = true
+	} else {
+		e.mu.outSAs[info.Reqid] = append(e.mu.outSAs[info.Reqid], ent)
 	}
 	e.log.Info("SA added", "spi", fmt.Sprintf("0x%08x", info.SPI), "dir", info.Direction(),
 		"src", info.Src, "dst", info.Dst, "reqid", info.Reqid, "encap", info.Encap)
-	return e.rebindLocked()
+	if info.Inbound {
+		return nil
+	}
+	return e.rebindLocked(info.Reqid)
 }
 
 // UpdateSA moves an SA to new addresses/ports (MOBIKE, NAT remapping). It
@@ -170,7 +185,16 @@ func (e *Engine) UpdateSA(ctx context.Context, id model.SAID, src netip.Addr, ne
 	}
 	e.log.Info("SA moved", "spi", fmt.Sprintf("0x%08x", id.SPI), "dir", ent.sa.Direction(),
 		"src", fmt.Sprintf("%s:%d", newSrc, newSport), "dst", fmt.Sprintf("%s:%d", newDst, newDport))
-	return e.rebindLocked()
+	if ent.sa.Inbound {
+		return nil
+	}
+	// its ID changes with its destination: the policies bound to it follow
+	for _, pe := range e.mu.outPols[ent.sa.Reqid] {
+		if pe.has && pe.bound == id {
+			pe.has = false
+		}
+	}
+	return e.rebindLocked(ent.sa.Reqid)
 }
 
 // QuerySA reports an SA's counters.
@@ -197,9 +221,16 @@ func (e *Engine) DelSA(ctx context.Context, id model.SAID) error {
 		return fmt.Errorf("delete SA %s: %w", id, model.ErrNotFound)
 	}
 	delete(e.mu.sas, id)
-	// unbind first so no policy points at the SA being freed
-	if err := e.rebindLocked(); err != nil {
-		e.log.Warn("rebind after SA delete", "spi", fmt.Sprintf("0x%08x", id.SPI), "err", err)
+	if !ent.sa.Inbound {
+		r := ent.sa.Reqid
+		e.mu.outSAs[r] = slices.DeleteFunc(e.mu.outSAs[r], func(s *saEntry) bool { return s == ent })
+		if len(e.mu.outSAs[r]) == 0 {
+			delete(e.mu.outSAs, r)
+		}
+		// unbind first so no policy points at the SA being freed
+		if err := e.rebindLocked(r); err != nil {
+			e.log.Warn("rebind after SA delete", "spi", fmt.Sprintf("0x%08x", id.SPI), "err", err)
+		}
 	}
 	if err := e.dp.DelSA(id); err != nil {
 		return err
@@ -233,14 +264,30 @@ func (e *Engine) FlushSAs(ctx context.Context) error {
 func (e *Engine) AddPolicy(ctx context.Context, p *model.Policy) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if pe, ok := e.mu.policies[p.PolicyID]; ok {
+	pe, ok := e.mu.policies[p.PolicyID]
+	if ok {
 		pe.refs++
+		e.unindexLocked(pe)
 		pe.p = *p // the newer CHILD_SA's template wins, as in kernel-netlink
 	} else {
-		e.mu.policies[p.PolicyID] = &policyEntry{p: *p, refs: 1}
+		pe = &policyEntry{p: *p, refs: 1}
+		e.mu.policies[p.PolicyID] = pe
 		e.log.Info("policy added", "sel", p.Sel.String(), "dir", p.Dir.String(), "action", p.Action.String(), "reqid", p.Reqid)
 	}
-	return e.rebindLocked()
+	if isOutIPsec(&pe.p) {
+		m := e.mu.outPols[pe.p.Reqid]
+		if m == nil {
+			m = make(map[model.PolicyID]*policyEntry)
+			e.mu.outPols[pe.p.Reqid] = m
+		}
+		m[pe.p.PolicyID] = pe
+	}
+	pe.has = false
+	if best := e.outSALocked(&pe.p); best != nil {
+		pe.bound, pe.has = best.sa.SAID, true
+	}
+	pol := pe.p
+	return e.dp.SetPolicy(dataplane.Binding{Policy: &pol, SA: pe.bound, HasSA: pe.has})
 }
 
 // QueryPolicy reports the last use of the policy's SA.
@@ -277,50 +324,71 @@ func (e *Engine) DelPolicy(ctx context.Context, id model.PolicyID) error {
 		return nil
 	}
 	delete(e.mu.policies, id)
+	e.unindexLocked(pe)
 	e.log.Info("policy deleted", "sel", id.Sel.String(), "dir", id.Dir.String())
-	return e.rebindLocked()
+	return e.dp.DelPolicy(id)
 }
 
 // FlushPolicies removes every policy.
 func (e *Engine) FlushPolicies(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	clear(e.mu.policies)
-	return e.rebindLocked()
+	var first error
+	for id, pe := range e.mu.policies {
+		delete(e.mu.policies, id)
+		e.unindexLocked(pe)
+		if err := e.dp.DelPolicy(id); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
-// rebindLocked recomputes which SA protects each outbound policy and
-// publishes the policy table: the newest outbound SA with the policy's
-// reqid (and tunnel destination, when the template names one).
-func (e *Engine) rebindLocked() error {
-	bs := make([]dataplane.Binding, 0, len(e.mu.policies))
-	for _, pe := range e.mu.policies {
-		p := pe.p
-		b := dataplane.Binding{Policy: &p}
-		if best := e.outSALocked(&p); best != nil {
-			b.SA, b.HasSA = best.sa.SAID, true
+func isOutIPsec(p *model.Policy) bool {
+	return p.Dir == model.DirOut && p.Action == model.ActionIPsec
+}
+
+// unindexLocked takes pe out of the by-reqid index.
+func (e *Engine) unindexLocked(pe *policyEntry) {
+	if m := e.mu.outPols[pe.p.Reqid]; m != nil {
+		delete(m, pe.p.PolicyID)
+		if len(m) == 0 {
+			delete(e.mu.outPols, pe.p.Reqid)
 		}
-		bs = append(bs, b)
 	}
-	// deterministic order for equal priorities: most specific first
-	slices.SortStableFunc(bs, func(a, b dataplane.Binding) int {
-		return (b.Policy.Sel.Src.Bits() + b.Policy.Sel.Dst.Bits()) - (a.Policy.Sel.Src.Bits() + a.Policy.Sel.Dst.Bits())
-	})
-	return e.dp.SetPolicies(bs)
+}
+
+// rebindLocked points every outbound IPsec policy of reqid at the SA that
+// protects it now (see outSALocked); the data plane changes only the
+// bindings that differ, in place.
+func (e *Engine) rebindLocked(reqid uint32) error {
+	var first error
+	for id, pe := range e.mu.outPols[reqid] {
+		var want model.SAID
+		has := false
+		if best := e.outSALocked(&pe.p); best != nil {
+			want, has = best.sa.SAID, true
+		}
+		if has == pe.has && want == pe.bound {
+			continue
+		}
+		pe.bound, pe.has = want, has
+		if err := e.dp.Bind(id, want, has); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // outSALocked is the SA that protects an outbound IPsec policy: the newest
 // outbound SA with its reqid (and tunnel destination, when the template
 // names one). nil for other policies or when none is installed yet.
 func (e *Engine) outSALocked(p *model.Policy) *saEntry {
-	if p.Dir != model.DirOut || p.Action != model.ActionIPsec {
+	if !isOutIPsec(p) {
 		return nil
 	}
 	var best *saEntry
-	for _, s := range e.mu.sas {
-		if s.sa.Inbound || s.sa.Reqid != p.Reqid {
-			continue
-		}
+	for _, s := range e.mu.outSAs[p.Reqid] {
 		if p.TmplDst.IsValid() && s.sa.Dst != p.TmplDst {
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,9 +19,11 @@ import (
 type fakeDP struct {
 	sas      map[model.SAID]bool
 	bindings []dataplane.Binding
-	keysSeen [][]byte
-	seqStart []uint64
-	expired  []model.SAID
+	// SetPolicy and Bind calls
+	publishes, binds int
+	keysSeen         [][]byte
+	seqStart         []uint64
+	expired          []model.SAID
 }
 
 var _ dataplane.Dataplane = (*fakeDP)(nil)
@@ -43,9 +46,32 @@ func (f *fakeDP) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint16,
 	f.sas[id] = true
 	return nil
 }
-func (f *fakeDP) ExpireSA(id model.SAID) error            { f.expired = append(f.expired, id); return nil }
-func (f *fakeDP) SetPolicies(b []dataplane.Binding) error { f.bindings = b; return nil }
-func (f *fakeDP) SetFIB(dataplane.FIB) error              { return nil }
+func (f *fakeDP) ExpireSA(id model.SAID) error { f.expired = append(f.expired, id); return nil }
+func (f *fakeDP) SetPolicy(b dataplane.Binding) error {
+	f.bindings = slices.DeleteFunc(f.bindings, func(x dataplane.Binding) bool { return x.Policy.PolicyID == b.Policy.PolicyID })
+	f.bindings = append(f.bindings, b)
+	f.publishes++
+	return nil
+}
+func (f *fakeDP) DelPolicy(id model.PolicyID) error {
+	n := len(f.bindings)
+	f.bindings = slices.DeleteFunc(f.bindings, func(x dataplane.Binding) bool { return x.Policy.PolicyID == id })
+	if len(f.bindings) == n {
+		return model.ErrNotFound
+	}
+	return nil
+}
+func (f *fakeDP) Bind(id model.PolicyID, sa model.SAID, has bool) error {
+	for i := range f.bindings {
+		if f.bindings[i].Policy.PolicyID == id {
+			f.bindings[i].SA, f.bindings[i].HasSA = sa, has
+			f.binds++
+			return nil
+		}
+	}
+	return model.ErrNotFound
+}
+func (f *fakeDP) SetFIB(dataplane.FIB) error { return nil }
 func (f *fakeDP) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 	return dataplane.SACounters{Bytes: 100, Packets: 2, SeqUsed: 1000 + uint64(id.SPI)}, f.sas[id]
 }
@@ -345,5 +371,41 @@ func TestMappingOnlyForInboundSAs(t *testing.T) {
 	}
 	if _, ok := e.Mapping(now, 0x999, nat, 31000); ok {
 		t.Fatal("mapping for an unknown SPI")
+	}
+}
+
+// A rekey (a newer outbound SA of the reqid) moves the policy to it in
+// place: Bind, no new policy table; deleting the newer SA moves it back.
+func TestRekeyRebindsInPlace(t *testing.T) {
+	dp := newFake()
+	e := New(slog.New(slog.NewTextHandler(io.Discard, nil)), dp)
+	ctx := context.Background()
+	pol := &model.Policy{PolicyID: model.PolicyID{Sel: model.Selector{Src: netip.MustParsePrefix("10.1.0.0/24"),
+		Dst: netip.MustParsePrefix("10.2.0.0/24")}, Dir: model.DirOut}, Reqid: 7, Mode: model.ModeTunnel}
+	if err := e.AddPolicy(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(spi uint32) *model.SA {
+		return &model.SA{SAID: model.SAID{Dst: netip.MustParseAddr("192.0.2.2"), SPI: spi, Proto: model.ProtoESP},
+			Src: netip.MustParseAddr("192.0.2.1"), Reqid: 7, Mode: model.ModeTunnel,
+			EncAlg: model.EncrAESGCM16, EncKey: make(model.Key, 20)}
+	}
+	old, neu := mk(0x100), mk(0x200)
+	for _, sa := range []*model.SA{old, neu} {
+		if err := e.AddSA(ctx, sa); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dp.publishes != 1 || dp.binds != 2 {
+		t.Fatalf("%d policy publishes, %d binds; want 1 and 2", dp.publishes, dp.binds)
+	}
+	if b := dp.bindings[0]; !b.HasSA || b.SA.SPI != 0x200 {
+		t.Fatalf("policy bound to %+v, want the newer SA 0x200", b)
+	}
+	if err := e.DelSA(ctx, neu.SAID); err != nil {
+		t.Fatal(err)
+	}
+	if b := dp.bindings[0]; !b.HasSA || b.SA.SPI != 0x100 || dp.publishes != 1 {
+		t.Fatalf("after deleting 0x200: %+v, %d publishes", b, dp.publishes)
 	}
 }
