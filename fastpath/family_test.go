@@ -332,7 +332,9 @@ func familyCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMA
 		_ = sink.SetReadDeadline(time.Now().Add(3 * time.Second))
 		n, from, err := sink.ReadFromUDPAddrPort(buf)
 		if err != nil || string(buf[:n]) != "transport-"+c.name || from.Addr() != c.peer {
-			t.Fatalf("transport %s: socket got %q from %v: %v (counters %v)", c.name, buf[:n], from, err, e.counters())
+			st, _ := fp.SAStats(inT)
+			t.Fatalf("transport %s: socket got %q from %v: %v (inbound SA %+v; counters %v; answer % x)",
+				c.name, buf[:n], from, err, st, e.counters(), answer)
 		}
 		// C3. IKE from the gateway's port 500 is not protected
 		ike := udpFrom(t, c.gw, 500)
