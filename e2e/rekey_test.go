@@ -102,7 +102,7 @@ func (w *rekeyWatch) poll(ctx context.Context) error {
 	return nil
 }
 
-// stop ends the polling (one last look first).
+// stop ends the polling; it is safe to call more than once.
 func (w *rekeyWatch) stop() {
 	if w.cancel == nil {
 		return
