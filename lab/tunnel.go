@@ -38,6 +38,9 @@ type Tunnel struct {
 	// section, e.g. "rekey_packets = 500" (the peer keeps its defaults, so
 	// the gateway's limits are the ones that trigger).
 	GatewayChildOptions []string
+	// GatewayIKEOptions are extra lines in the gateway's connection
+	// (IKE_SA) section, e.g. "rekey_time = 25s".
+	GatewayIKEOptions []string
 }
 
 func (t Tunnel) withDefaults() Tunnel {
@@ -71,7 +74,7 @@ func (t Tunnel) GatewayConf() string {
 	return t.render(side{
 		local: GWWanAddr, remote: PRWanAddr, localID: "gw.lab", remoteID: "pr.lab",
 		localTS: LeftNet, remoteTS: RightNet, start: t.GatewayStart, encap: t.Encap,
-		extra: t.GatewayChildOptions,
+		extra: t.GatewayChildOptions, ikeExtra: t.GatewayIKEOptions,
 	})
 }
 
@@ -87,7 +90,7 @@ func (t Tunnel) PeerConf() string {
 type side struct {
 	local, remote, localID, remoteID, localTS, remoteTS, start string
 	encap                                                      bool
-	extra                                                      []string
+	extra, ikeExtra                                            []string
 }
 
 func (t Tunnel) render(s side) string {
@@ -100,7 +103,7 @@ connections {
 		remote_addrs = %s
 		proposals = %s
 		encap = %s
-		local {
+%s		local {
 			auth = psk
 			id = %s
 		}
@@ -126,15 +129,16 @@ secrets {
 		secret = "%s"
 	}
 }
-`, ConnName, t.Version, s.local, s.remote, t.IKEProposals, yesNo(s.encap), s.localID, s.remoteID,
-		ChildName, s.localTS, s.remoteTS, t.ESPProposals, s.start, childExtra(s.extra), t.PSK)
+`, ConnName, t.Version, s.local, s.remote, t.IKEProposals, yesNo(s.encap), indent(s.ikeExtra, 2), s.localID, s.remoteID,
+		ChildName, s.localTS, s.remoteTS, t.ESPProposals, s.start, indent(s.extra, 4), t.PSK)
 	return b.String()
 }
 
-func childExtra(lines []string) string {
+// indent renders extra configuration lines at depth tabs.
+func indent(lines []string, depth int) string {
 	var b strings.Builder
 	for _, l := range lines {
-		b.WriteString("\t\t\t\t" + l + "\n")
+		b.WriteString(strings.Repeat("\t", depth) + l + "\n")
 	}
 	return b.String()
 }
