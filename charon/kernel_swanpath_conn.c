@@ -301,6 +301,14 @@ static status_t result_status(uint8_t type, chunk_t payload)
 		case SWANPATH_STATUS_NOT_FOUND:
 			return NOT_FOUND;
 		case SWANPATH_STATUS_UNSUPPORTED:
+			/* a proposal or policy the fast path cannot carry: say why
+			 * where the operator reads charon's log */
+			if (type == SWANPATH_ADD_SA || type == SWANPATH_ADD_POLICY)
+			{
+				DBG1(DBG_KNL, "kernel-swanpath: swanpathd cannot install "
+					 "this %s: %.*s", type == SWANPATH_ADD_SA ? "SA" : "policy",
+					 (int)msg.len, msg.ptr);
+			}
 			return NOT_SUPPORTED;
 		case SWANPATH_STATUS_EXISTS:
 			return ALREADY_DONE;

@@ -460,6 +460,35 @@ func TestGatewayTrap(t *testing.T) {
 	}
 }
 
+// TestGatewayUnsupportedSuite: a proposal that no crypto device of the fast
+// path can carry (3DES, which both charons and kernel-libipsec accept) makes
+// add_sa fail with a message that names the algorithm, charon logs it and
+// the CHILD_SA is not established; swanpathd holds no SA afterwards.
+func TestGatewayUnsupportedSuite(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// trap: start returns with the configuration loaded, without initiating
+	g := start(t, ctx, lab.Options{}, lab.Tunnel{ESPProposals: "3des-sha256", Encap: true, GatewayStart: "trap"})
+	err := g.gw.Initiate(ctx, lab.ChildName)
+	if err == nil {
+		t.Fatal("the 3DES CHILD_SA was established through the fast path")
+	}
+	t.Logf("initiate: %v", err)
+	want := regexp.MustCompile(`kernel-swanpath: swanpathd cannot install this SA: add SA spi=0x[0-9a-f]{8} [^\n]*: ENCR_3DES \(3\): not supported`)
+	if err := waitFor(ctx, "charon logs why", func() (bool, error) {
+		return want.MatchString(g.gw.Log()), fmt.Errorf("%s not in charon's log", want)
+	}); err != nil {
+		t.Fatalf("%v:\n%s", err, g.gw.Log())
+	}
+	sas, err := g.d.SAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sas) != 0 {
+		t.Fatalf("swanpathd holds SAs after the failed install: %+v", sas)
+	}
+}
+
 // TestGatewayPeerBehindNAT: the peer sits behind a NAT router that maps its
 // ports to 20000-29999. The SAs carry the real NAT-T ports, and ESP-in-UDP
 // to and from the mapped port passes both ways.

@@ -67,7 +67,7 @@ func checkSA(sa *model.SA) (params, error) {
 	}
 	s, ok := ciphers[sa.EncAlg]
 	if !ok {
-		return p, fmt.Errorf("encryption transform %d: %w", sa.EncAlg, model.ErrUnsupported)
+		return p, fmt.Errorf("%s: %w by the fast path (AES-GCM, AES-CBC, AES-CTR, ChaCha20-Poly1305, AES-GMAC and NULL are)", model.EncrName(sa.EncAlg), model.ErrUnsupported)
 	}
 	p.suite = s
 	p.keyLen = len(sa.EncKey) - s.saltLen
@@ -77,11 +77,11 @@ func checkSA(sa *model.SA) (params, error) {
 	aead := s.icv != 0
 	switch {
 	case aead && sa.IntAlg != model.IntegNone:
-		return p, fmt.Errorf("%s with integrity transform %d: %w", s.name, sa.IntAlg, model.ErrInvalid)
+		return p, fmt.Errorf("%s with %s: %w", s.name, model.IntegName(sa.IntAlg), model.ErrInvalid)
 	case !aead:
 		in, ok := integs[sa.IntAlg]
 		if !ok {
-			return p, fmt.Errorf("%s with integrity transform %d: %w", s.name, sa.IntAlg, model.ErrUnsupported)
+			return p, fmt.Errorf("%s with %s: %w by the fast path (HMAC-SHA1-96 and HMAC-SHA2 are)", s.name, model.IntegName(sa.IntAlg), model.ErrUnsupported)
 		}
 		if len(sa.IntKey) != in.keyLen {
 			return p, fmt.Errorf("integrity key of %d bytes (want %d): %w", len(sa.IntKey), in.keyLen, model.ErrInvalid)
