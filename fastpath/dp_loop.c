@@ -884,10 +884,18 @@ sa_limit(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[
 			prev = __atomic_fetch_add(&sa->lim_packets, n, __ATOMIC_RELAXED);
 			ok = prev >= sa->hard_packets ? 0 : RTE_MIN((uint64_t)n, sa->hard_packets - prev);
 		}
-		if (sa->hard_bytes != 0) {
+		if (sa->hard_bytes != 0 && ok > 0) {
+			/* a packet passes only if it stays within the limit; what
+			 * is reserved past it is never used (the SA is spent) */
 			for (i = 0; i < ok; i++)
 				bytes += rte_pktmbuf_pkt_len(mb[i]);
-			__atomic_fetch_add(&sa->lim_bytes, bytes, __ATOMIC_RELAXED);
+			prev = __atomic_fetch_add(&sa->lim_bytes, bytes, __ATOMIC_RELAXED);
+			for (i = 0; i < ok; i++) {
+				prev += rte_pktmbuf_pkt_len(mb[i]);
+				if (prev > sa->hard_bytes)
+					break;
+			}
+			ok = i;
 		}
 	}
 	for (i = ok; i < n; i++)

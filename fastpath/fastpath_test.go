@@ -537,6 +537,8 @@ func TestFastpathChild(t *testing.T) {
 	familyCases(t, fp, wire, vb, portMAC)
 	// 10e. SPD matching (spd_test.go)
 	spdCases(t, fp, wire, vb, portMAC)
+	// 10f. hard lifetimes by bytes and packets (limits_test.go)
+	limitCases(t, fp, wire, vb, portMAC)
 
 	// 11. nothing leaked: every mbuf is back in the pool
 	settle(wire)
