@@ -315,6 +315,10 @@ struct sp_dp {
 	struct sp_worker w[SP_MAX_WORKERS];
 } __rte_cache_aligned;
 
+/* dp_dev.c: offset of the mbuf dynamic field that holds, while a packet
+ * is in a crypto device (lookaside), the struct sp_sa it belongs to */
+extern int sp_mbuf_sa_off;
+
 /* dp_sa.c */
 struct sp_sa *sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
 	char *err, size_t errlen);

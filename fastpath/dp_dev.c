@@ -10,6 +10,8 @@
 #include <rte_ethdev.h>
 #include <rte_malloc.h>
 
+#include <rte_mbuf_dyn.h>
+
 #include "dp.h"
 
 #define SP_RX_DESC 1024
@@ -126,10 +128,23 @@ sp_session_pool(uint32_t n, char *err, size_t errlen)
 	return mp;
 }
 
+int sp_mbuf_sa_off = -1;
+
 struct rte_mempool *
 sp_cop_pool(uint32_t n, char *err, size_t errlen)
 {
+	static const struct rte_mbuf_dynfield sa_field = {
+		.name = "swanpath_dynfield_sa",
+		.size = sizeof(struct sp_sa *),
+		.align = __alignof__(struct sp_sa *),
+	};
 	struct rte_mempool *mp;
+
+	sp_mbuf_sa_off = rte_mbuf_dynfield_register(&sa_field);
+	if (sp_mbuf_sa_off < 0) {
+		snprintf(err, errlen, "mbuf field for the SA: %s", rte_strerror(rte_errno));
+		return NULL;
+	}
 
 	/* room for the AES-GCM IV behind each op (see SP_IV_OFFSET) */
 	mp = rte_crypto_op_pool_create("sp_cop", RTE_CRYPTO_OP_TYPE_SYMMETRIC, n, 128,

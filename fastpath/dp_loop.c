@@ -47,7 +47,12 @@ struct sp_ctx {
 	uint64_t now;
 	struct sp_txq wire[SP_MAX_PORTS];
 	struct sp_txq tap[SP_MAX_PORTS];
+	/* lookaside crypto: ops this worker has in each device */
+	uint32_t inflight;
+	uint16_t dev_inflight[RTE_CRYPTO_MAX_DEVS];
 };
+
+#define SA_OF(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_sa_off, struct sp_sa **)
 
 static inline void
 cnt(struct sp_ctx *c, uint32_t port, enum sp_cnt k)
@@ -769,33 +774,39 @@ sa_crypto_sync(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbu
 }
 
 /*
- * Lookaside crypto through the device's queue pair: prepare, enqueue,
- * dequeue, process. Outbound, an IPv6 packet (hash.usr = IPPROTO_IPV6) of
- * a tunnel SA gets that next header in its trailer before encryption.
+ * Lookaside crypto through the device's queue pair: prepare and enqueue.
+ * The loop goes on; crypto_poll takes the finished ops out of the device
+ * later in the same iteration or a later one and sends the packets on
+ * (no waiting for one burst). Outbound, an IPv6 packet (hash.usr =
+ * IPPROTO_IPV6) of a tunnel SA gets that next header in its trailer
+ * before encryption. While a packet is in the device its mbuf names its SA
+ * (SA_OF) and the port it came in on (hash.fdir.hi).
  */
-static uint16_t
+static void
 sa_crypto_async(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
 {
 	const struct rte_ipsec_session *ss = &sa->ss_async;
 	struct rte_crypto_op *cop[SP_BURST];
-	uint16_t k, enq, deq, i, ok, spins;
+	uint16_t k, enq, i;
 	uint8_t *np;
 
 	if (rte_crypto_op_bulk_alloc(c->dp->cop_pool, RTE_CRYPTO_OP_TYPE_SYMMETRIC, cop, n) == 0) {
 		for (i = 0; i < n; i++)
 			drop(c, port, mb[i], SP_CNT_DROP_NOMEM);
-		return 0;
+		return;
 	}
 	k = rte_ipsec_pkt_crypto_prepare(ss, mb, cop, n);
 	prepare_refused(c, port, sa, mb, k, n);
 	if (k < n)
 		rte_mempool_put_bulk(c->dp->cop_pool, (void **)&cop[k], n - k);
 	if (k == 0)
-		return 0;
-	if (!sa->inbound && !sa->transport) {
-		for (i = 0; i < k; i++)
-			if (mb[i]->hash.usr == IPPROTO_IPV6 && (np = esp_next_header(sa, mb[i])) != NULL)
-				*np = IPPROTO_IPV6;
+		return;
+	for (i = 0; i < k; i++) {
+		*SA_OF(mb[i]) = sa;
+		mb[i]->hash.fdir.hi = port;
+		if (!sa->inbound && !sa->transport && mb[i]->hash.usr == IPPROTO_IPV6 &&
+				(np = esp_next_header(sa, mb[i])) != NULL)
+			*np = IPPROTO_IPV6;
 	}
 
 	enq = rte_cryptodev_enqueue_burst(sa->cdev_id, c->wid, cop, k);
@@ -803,38 +814,15 @@ sa_crypto_async(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mb
 		drop(c, port, mb[i], SP_CNT_DROP_CRYPTO);
 	if (enq < k)
 		rte_mempool_put_bulk(c->dp->cop_pool, (void **)&cop[enq], k - enq);
-
-	/* Software PMDs finish in enqueue; the bound keeps a broken device
-	 * from hanging the loop. */
-	deq = 0;
-	for (spins = 0; deq < enq && spins < 1000; spins++)
-		deq += rte_cryptodev_dequeue_burst(sa->cdev_id, c->wid, &cop[deq], enq - deq);
-
-	ok = 0;
-	for (i = 0; i < deq; i++) {
-		struct rte_mbuf *m = cop[i]->sym->m_src;
-		if (cop[i]->status != RTE_CRYPTO_OP_STATUS_SUCCESS) {
-			if (sa->inbound)
-				ST(c, sa).drop_auth++;
-			drop(c, port, m, sa->inbound ? SP_CNT_DROP_AUTH : SP_CNT_DROP_CRYPTO);
-			continue;
-		}
-		if (sa->inbound)
-			note_next_header(sa, m);
-		mb[ok++] = m;
-	}
-	rte_mempool_put_bulk(c->dp->cop_pool, (void **)cop, deq);
-	/* ops still in the device after the bound: their mbufs are lost to
-	 * us; count them (this does not happen with software PMDs) */
-	for (i = deq; i < enq; i++)
-		cnt(c, port, SP_CNT_DROP_CRYPTO);
-	return finish(c, port, sa, ss, mb, ok);
+	c->dev_inflight[sa->cdev_id] += enq;
+	c->inflight += enq;
 }
 
 /*
- * Run crypto for n mbufs of one SA. On return mb[0..ok) are processed; the
- * rest have been freed and counted. Inbound, each mbuf's hash.usr holds
- * the next header of its ESP trailer.
+ * Run crypto for n mbufs of one SA. On return mb[0..ok) are processed by
+ * CPU crypto; those given to a device (lookaside) come back through
+ * crypto_poll; the rest have been freed and counted. Inbound, each
+ * processed mbuf's hash.usr holds the next header of its ESP trailer.
  */
 static uint16_t
 sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
@@ -842,8 +830,10 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 	struct rte_mbuf *v6[SP_BURST];
 	uint16_t i, k, n4, n6;
 
-	if (!sa->cpu)
-		return sa_crypto_async(c, port, sa, mb, n);
+	if (!sa->cpu) {
+		sa_crypto_async(c, port, sa, mb, n);
+		return 0;
+	}
 	if (sa->inbound || sa->transport)
 		return sa_crypto_sync(c, port, sa, mb, n);
 	/* outbound tunnel: IPv6 inside goes the lookaside way */
@@ -854,11 +844,8 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 			mb[n4++] = mb[i];
 	}
 	k = n4 ? sa_crypto_sync(c, port, sa, mb, n4) : 0;
-	if (n6) {
-		n6 = sa_crypto_async(c, port, sa, v6, n6);
-		memcpy(&mb[k], v6, n6 * sizeof(mb[0]));
-		k += n6;
-	}
+	if (n6)
+		sa_crypto_async(c, port, sa, v6, n6);
 	return k;
 }
 
@@ -969,6 +956,60 @@ check_mapping(struct sp_ctx *c, struct sp_sa *sa, const uint8_t *oh, uint32_t l3
 		note_push(c->w, SP_NOTE_MAPPING, sa->spi, alen == 16 ? 6 : 4, src, NULL, sport);
 }
 
+/*
+ * Inbound, after crypto: k decrypted packets of sa that came in on port.
+ */
+static void
+inbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *grp[], uint16_t k)
+{
+	struct rte_mbuf *fam[2][SP_BURST];
+	struct sp_spd_batch b[2];
+	struct sp_pkt pk;
+	uint16_t j;
+
+	b[0].n = b[1].n = 0;
+	for (j = 0; j < k; j++) {
+		struct rte_mbuf *m = grp[j];
+		/* rte_ipsec (transport mode, see dp.h) took out the ESP
+		 * header and trailer; the outer header is in place */
+		uint8_t *oh = rte_pktmbuf_mtod_offset(m, uint8_t *, m->l2_len);
+		uint8_t np = (uint8_t)m->hash.usr;
+		uint8_t *l3;
+
+		if (!sa->transport) {
+			if (np != IPPROTO_IPIP && np != IPPROTO_IPV6)
+				goto malformed;
+			if (sa->peer_port != 0)
+				check_mapping(c, sa, oh, m->l3_len);
+			rte_pktmbuf_adj(m, m->l2_len + m->l3_len);
+			l3 = rte_pktmbuf_mtod(m, uint8_t *);
+			if (is_v6(l3) != (np == IPPROTO_IPV6))
+				goto malformed;
+		} else {
+			if (sa->peer_port != 0)
+				check_mapping(c, sa, oh, m->l3_len);
+			rte_pktmbuf_adj(m, m->l2_len);
+			l3 = rte_pktmbuf_mtod(m, uint8_t *);
+			if (!is_v6(l3)) {
+				struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)l3;
+				ip->hdr_checksum = 0;
+				ip->hdr_checksum = rte_ipv4_cksum(ip);
+			}
+		}
+		if (ip_parse(m, 0, &pk) < 0)
+			goto malformed;
+		trim_to(m, pk.len);
+		fam[pk.v6][b[pk.v6].n] = m;
+		spd_key(&b[pk.v6], l3, &pk);
+		continue;
+malformed:
+		ST(c, sa).drop_malformed++;
+		drop(c, port, m, SP_CNT_DROP_MALFORMED);
+	}
+	deliver_inbound(c, port, sa, fam[0], &b[0], 0);
+	deliver_inbound(c, port, sa, fam[1], &b[1], 1);
+}
+
 /* Inbound: n ESP packets (l2_len/l3_len point at the ESP header). */
 static void
 esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
@@ -976,9 +1017,7 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 	const union rte_ipsec_sad_key *kp[SP_BURST];
 	union rte_ipsec_sad_key keys[SP_BURST];
 	void *sas[SP_BURST];
-	struct rte_mbuf *grp[SP_BURST], *fam[2][SP_BURST];
-	struct sp_spd_batch b[2];
-	struct sp_pkt pk;
+	struct rte_mbuf *grp[SP_BURST];
 	uint16_t i, j, g, k;
 
 	if (n == 0)
@@ -1007,60 +1046,16 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 
 		g = sa_limit(c, port, sa, grp, g);
 		k = sa_crypto(c, port, sa, grp, g);
-		b[0].n = b[1].n = 0;
-		for (j = 0; j < k; j++) {
-			struct rte_mbuf *m = grp[j];
-			/* rte_ipsec (transport mode, see dp.h) took out the ESP
-			 * header and trailer; the outer header is in place */
-			uint8_t *oh = rte_pktmbuf_mtod_offset(m, uint8_t *, m->l2_len);
-			uint8_t np = (uint8_t)m->hash.usr;
-			uint8_t *l3;
-
-			if (!sa->transport) {
-				if (np != IPPROTO_IPIP && np != IPPROTO_IPV6)
-					goto malformed;
-				if (sa->peer_port != 0)
-					check_mapping(c, sa, oh, m->l3_len);
-				rte_pktmbuf_adj(m, m->l2_len + m->l3_len);
-				l3 = rte_pktmbuf_mtod(m, uint8_t *);
-				if (is_v6(l3) != (np == IPPROTO_IPV6))
-					goto malformed;
-			} else {
-				if (sa->peer_port != 0)
-					check_mapping(c, sa, oh, m->l3_len);
-				rte_pktmbuf_adj(m, m->l2_len);
-				l3 = rte_pktmbuf_mtod(m, uint8_t *);
-				if (!is_v6(l3)) {
-					struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)l3;
-					ip->hdr_checksum = 0;
-					ip->hdr_checksum = rte_ipv4_cksum(ip);
-				}
-			}
-			if (ip_parse(m, 0, &pk) < 0)
-				goto malformed;
-			trim_to(m, pk.len);
-			fam[pk.v6][b[pk.v6].n] = m;
-			spd_key(&b[pk.v6], l3, &pk);
-			continue;
-malformed:
-			ST(c, sa).drop_malformed++;
-			drop(c, port, m, SP_CNT_DROP_MALFORMED);
-		}
-		deliver_inbound(c, port, sa, fam[0], &b[0], 0);
-		deliver_inbound(c, port, sa, fam[1], &b[1], 1);
+		inbound_done(c, port, sa, grp, k);
 	}
 }
 
-/* Outbound: n packets (data at the inner IP header) for one SA. */
+/* Outbound, after crypto: k ESP packets of sa, the plaintext came in on port. */
 static void
-esp_outbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
+outbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t k)
 {
-	uint16_t i, k;
+	uint16_t i;
 
-	n = sa_limit(c, port, sa, mb, n);
-	/* count the plaintext, as the kernel counts SA bytes */
-	sa_count(c, sa, mb, n);
-	k = sa_crypto(c, port, sa, mb, n);
 	for (i = 0; i < k; i++) {
 		uint8_t *l3 = rte_pktmbuf_mtod(mb[i], uint8_t *);
 		if (!is_v6(l3)) {
@@ -1078,6 +1073,16 @@ esp_outbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf 
 		cnt(c, port, SP_CNT_ESP_OUT);
 		route_out(c, port, mb[i], 0);
 	}
+}
+
+/* Outbound: n packets (data at the inner IP header) for one SA. */
+static void
+esp_outbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
+{
+	n = sa_limit(c, port, sa, mb, n);
+	/* count the plaintext, as the kernel counts SA bytes */
+	sa_count(c, sa, mb, n);
+	outbound_done(c, port, sa, mb, sa_crypto(c, port, sa, mb, n));
 }
 
 /*
@@ -1372,6 +1377,58 @@ tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 	encrypt_collected(c, p, outm, outsa, no);
 }
 
+/*
+ * Lookaside crypto: take what the devices have finished, in runs of one
+ * SA and one port, through rte_ipsec's process step and on their way.
+ */
+static void
+crypto_poll(struct sp_ctx *c)
+{
+	struct rte_crypto_op *cop[SP_BURST];
+	struct rte_mbuf *run[SP_BURST];
+	struct sp_sa *sa, *rsa = NULL;
+	uint32_t port, rport = 0;
+	uint16_t d, n, i, g, k;
+
+	for (d = 0; d < RTE_CRYPTO_MAX_DEVS && c->inflight > 0; d++) {
+		if (c->dev_inflight[d] == 0)
+			continue;
+		n = rte_cryptodev_dequeue_burst(d, c->wid, cop, SP_BURST);
+		c->dev_inflight[d] -= n;
+		c->inflight -= n;
+		for (i = 0, g = 0; i <= n; i++) {
+			struct rte_mbuf *m = i < n ? cop[i]->sym->m_src : NULL;
+
+			sa = m != NULL ? *SA_OF(m) : NULL;
+			port = m != NULL ? m->hash.fdir.hi : 0;
+			if (g > 0 && (m == NULL || sa != rsa || port != rport)) {
+				/* the run so far is complete */
+				k = finish(c, rport, rsa, &rsa->ss_async, run, g);
+				if (rsa->inbound)
+					inbound_done(c, rport, rsa, run, k);
+				else
+					outbound_done(c, rport, rsa, run, k);
+				g = 0;
+			}
+			if (m == NULL)
+				break;
+			rsa = sa;
+			rport = port;
+			if (cop[i]->status != RTE_CRYPTO_OP_STATUS_SUCCESS) {
+				if (sa->inbound)
+					ST(c, sa).drop_auth++;
+				drop(c, port, m, sa->inbound ? SP_CNT_DROP_AUTH : SP_CNT_DROP_CRYPTO);
+				continue;
+			}
+			if (sa->inbound)
+				note_next_header(sa, m);
+			run[g++] = m;
+		}
+		if (n > 0)
+			rte_mempool_put_bulk(c->dp->cop_pool, (void **)cop, n);
+	}
+}
+
 int
 sp_worker_run(struct sp_dp *dp, uint32_t wid)
 {
@@ -1408,10 +1465,15 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 				got += n;
 			}
 		}
+		if (c->inflight > 0)
+			crypto_poll(c);
 		flush(c);
-		/* tables read above are no longer referenced */
-		rte_rcu_qsbr_quiescent(dp->qsv, wid);
-		if (got == 0 && dp->idle_sleep_us) {
+		/* tables read above are no longer referenced; nor are SAs,
+		 * once no packet of theirs is in a crypto device (an SA is
+		 * freed only after every worker said so) */
+		if (c->inflight == 0)
+			rte_rcu_qsbr_quiescent(dp->qsv, wid);
+		if (got == 0 && c->inflight == 0 && dp->idle_sleep_us) {
 			/* on a shared box, give the core back when idle */
 			if (++idle > 64)
 				usleep(dp->idle_sleep_us);
@@ -1419,6 +1481,11 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 			idle = 0;
 		}
 	}
+	/* what the devices still hold: finish it (bounded: a device that
+	 * never completes keeps its mbufs) */
+	for (n = 0; c->inflight > 0 && n < 10000; n++)
+		crypto_poll(c);
+	flush(c);
 	rte_rcu_qsbr_thread_offline(dp->qsv, wid);
 	rte_rcu_qsbr_thread_unregister(dp->qsv, wid);
 	__atomic_store_n(&c->w->running, 0, __ATOMIC_RELEASE);
