@@ -56,9 +56,10 @@ type Engine struct {
 		sync.Mutex
 		sas      map[model.SAID]*saEntry
 		policies map[model.PolicyID]*policyEntry
-		// by reqid: outbound SAs, and outbound IPsec policies (what a
-		// rekey rebinds)
-		outSAs   map[uint32][]*saEntry
+		// by reqid: SAs of both directions (outbound ones are what a
+		// rekey rebinds to, all are what query_policy reads), and
+		// outbound IPsec policies
+		reqSAs   map[uint32][]*saEntry
 		outPols  map[uint32]map[model.PolicyID]*policyEntry
 		spis     map[uint32]bool // allocated by GetSPI, not yet (or still) used
 		seq      uint64
@@ -74,7 +75,7 @@ func New(log *slog.Logger, dp dataplane.Dataplane) *Engine {
 	e := &Engine{log: log, dp: dp}
 	e.mu.sas = make(map[model.SAID]*saEntry)
 	e.mu.policies = make(map[model.PolicyID]*policyEntry)
-	e.mu.outSAs = make(map[uint32][]*saEntry)
+	e.mu.reqSAs = make(map[uint32][]*saEntry)
 	e.mu.outPols = make(map[uint32]map[model.PolicyID]*policyEntry)
 	e.mu.spis = make(map[uint32]bool)
 	e.mu.acquired = make(map[uint32]time.Time)
@@ -152,10 +153,9 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	e.mu.seq++
 	ent := &saEntry{sa: info, seq: e.mu.seq, keyBits: keyBits, added: time.Now()}
 	e.mu.sas[sa.SAID] = ent
+	e.mu.reqSAs[info.Reqid] = append(e.mu.reqSAs[info.Reqid], ent)
 	if info.Inbound {
 		e.mu.spis[info.SPI] = true
-	} else {
-		e.mu.outSAs[info.Reqid] = append(e.mu.outSAs[info.Reqid], ent)
 	}
 	e.log.Info("SA added", "spi", fmt.Sprintf("0x%08x", info.SPI), "dir", info.Direction(),
 		"src", info.Src, "dst", info.Dst, "reqid", info.Reqid, "encap", info.Encap)
@@ -221,12 +221,12 @@ func (e *Engine) DelSA(ctx context.Context, id model.SAID) error {
 		return fmt.Errorf("delete SA %s: %w", id, model.ErrNotFound)
 	}
 	delete(e.mu.sas, id)
+	r := ent.sa.Reqid
+	e.mu.reqSAs[r] = slices.DeleteFunc(e.mu.reqSAs[r], func(s *saEntry) bool { return s == ent })
+	if len(e.mu.reqSAs[r]) == 0 {
+		delete(e.mu.reqSAs, r)
+	}
 	if !ent.sa.Inbound {
-		r := ent.sa.Reqid
-		e.mu.outSAs[r] = slices.DeleteFunc(e.mu.outSAs[r], func(s *saEntry) bool { return s == ent })
-		if len(e.mu.outSAs[r]) == 0 {
-			delete(e.mu.outSAs, r)
-		}
 		// unbind first so no policy points at the SA being freed
 		if err := e.rebindLocked(r); err != nil {
 			e.log.Warn("rebind after SA delete", "spi", fmt.Sprintf("0x%08x", id.SPI), "err", err)
@@ -296,11 +296,8 @@ func (e *Engine) QueryPolicy(ctx context.Context, id model.PolicyID) (model.SASt
 	pe, ok := e.mu.policies[id]
 	var best model.SAStats
 	if ok {
-		for said, s := range e.mu.sas {
-			if s.sa.Reqid != pe.p.Reqid {
-				continue
-			}
-			if c, ok := e.dp.SAStats(said); ok && c.LastUse.After(best.LastUse) {
+		for _, s := range e.mu.reqSAs[pe.p.Reqid] {
+			if c, ok := e.dp.SAStats(s.sa.SAID); ok && c.LastUse.After(best.LastUse) {
 				best.LastUse = c.LastUse
 			}
 		}
@@ -388,8 +385,8 @@ func (e *Engine) outSALocked(p *model.Policy) *saEntry {
 		return nil
 	}
 	var best *saEntry
-	for _, s := range e.mu.outSAs[p.Reqid] {
-		if p.TmplDst.IsValid() && s.sa.Dst != p.TmplDst {
+	for _, s := range e.mu.reqSAs[p.Reqid] {
+		if s.sa.Inbound || p.TmplDst.IsValid() && s.sa.Dst != p.TmplDst {
 			continue
 		}
 		if best == nil || s.seq > best.seq {
