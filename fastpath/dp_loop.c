@@ -852,7 +852,10 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 /*
  * Hard lifetime: of n packets for sa, how many may still pass. The rest
  * are dropped: no packet goes through an SA past its hard limit (RFC 4301
- * §4.4.2.1), whatever the control plane's timing.
+ * §4.4.2.1), whatever the control plane's timing. Outbound, bytes are the
+ * plaintext's and no packet crosses the limit; inbound, as in XFRM, the
+ * decrypted bytes count once they are known, so the packets of the burst
+ * that reaches the limit are the last.
  */
 static uint16_t
 sa_limit(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
@@ -871,9 +874,11 @@ sa_limit(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[
 			prev = __atomic_fetch_add(&sa->lim_packets, n, __ATOMIC_RELAXED);
 			ok = prev >= sa->hard_packets ? 0 : RTE_MIN((uint64_t)n, sa->hard_packets - prev);
 		}
-		if (sa->hard_bytes != 0 && ok > 0) {
+		if (sa->hard_bytes != 0 && ok > 0 && !sa->inbound) {
 			/* a packet passes only if it stays within the limit; what
-			 * is reserved past it is never used (the SA is spent) */
+			 * is reserved past it is never used (the SA is spent).
+			 * Inbound, as XFRM, the limit counts the decrypted bytes
+			 * (deliver_inbound): checked here, counted there. */
 			for (i = 0; i < ok; i++)
 				bytes += rte_pktmbuf_pkt_len(mb[i]);
 			prev = __atomic_fetch_add(&sa->lim_bytes, bytes, __ATOMIC_RELAXED);
@@ -926,6 +931,8 @@ deliver_inbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mb
 		}
 		ST(c, sa).bytes += rte_pktmbuf_pkt_len(m[i]);
 		ST(c, sa).packets++;
+		if (unlikely(sa->hard_bytes != 0))
+			__atomic_fetch_add(&sa->lim_bytes, rte_pktmbuf_pkt_len(m[i]), __ATOMIC_RELAXED);
 		ST(c, sa).last_use = c->now;
 		cnt(c, port, SP_CNT_ESP_IN);
 		route_out(c, port, m[i], !sa->transport);
