@@ -13,7 +13,8 @@
  *   rx (TAP)        -> outbound policy -> encrypt -> route -> tx
  *                      | no policy -> wire port of the same pair
  *
- * Every mbuf ends in exactly one tx queue or is freed and counted.
+ * Every mbuf ends in exactly one tx queue or is freed and counted (after,
+ * at most, a moment held for its next hop's neighbour entry).
  */
 #include <string.h>
 #include <unistd.h>
@@ -31,6 +32,8 @@
 #include "dp.h"
 
 #define ETH_HLEN ((uint16_t)sizeof(struct rte_ether_hdr))
+#define SP_HOLD 64		/* packets held per worker for a neighbour */
+#define SP_HOLD_MS 500		/* how long, at most */
 
 /* Per-iteration output buffers: one per wire port and one per TAP. */
 struct sp_txq {
@@ -50,6 +53,17 @@ struct sp_ctx {
 	/* lookaside crypto: ops this worker has in each device */
 	uint32_t inflight;
 	uint16_t dev_inflight[RTE_CRYPTO_MAX_DEVS];
+	/* packets whose next hop has no neighbour entry yet, held (as the
+	 * kernel holds them) until the mirror publishes one or SP_HOLD_MS */
+	uint16_t nheld;
+	struct sp_held {
+		struct rte_mbuf *m;	/* data at the IP header */
+		uint64_t since;
+		uint32_t in_port, out_port;
+	} held[SP_HOLD];
+	struct sp_fib *held_fib;	/* the FIB they last missed in */
+	uint64_t held_try;		/* when, in TSC */
+	uint64_t hold_tsc, retry_tsc;
 };
 
 #define SA_OF(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_sa_off, struct sp_sa **)
@@ -291,8 +305,75 @@ trim_to(struct rte_mbuf *m, uint32_t want)
  * its destination: local -> TAP of in_port, else route + neighbour -> wire.
  * forwarded: decrement TTL / hop limit (we act as a router for it).
  */
+/*
+ * No neighbour entry for the next hop yet (the mirror asked the kernel to
+ * resolve it): hold the packet (data at its IP header) for a moment, as the
+ * kernel queues packets on an unresolved neighbour; drop it when the hold
+ * is full.
+ */
 static void
+hold(struct sp_ctx *c, uint32_t in_port, uint32_t out_port, struct rte_mbuf *m, uint64_t since)
+{
+	if (c->nheld == SP_HOLD) {
+		drop(c, out_port, m, SP_CNT_DROP_NO_NEIGH);
+		return;
+	}
+	rte_pktmbuf_adj(m, ETH_HLEN);
+	c->held[c->nheld].m = m;
+	c->held[c->nheld].since = since;
+	c->held[c->nheld].in_port = in_port;
+	c->held[c->nheld].out_port = out_port;
+	c->nheld++;
+	c->held_fib = c->f;
+	c->held_try = c->now;
+}
+
+static void route_out_since(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m,
+	int forwarded, uint64_t since);
+
+/*
+ * The held packets: when the FIB has changed since they missed (or a
+ * millisecond has passed: a new FIB may sit where the old one was), route
+ * them again (their TTL is already down); past SP_HOLD_MS they are dropped.
+ */
+static void
+held_retry(struct sp_ctx *c)
+{
+	struct sp_held h[SP_HOLD];
+	uint16_t n = c->nheld, i;
+
+	if (c->f == c->held_fib && c->now - c->held_try < c->retry_tsc) {
+		/* nothing new: only the expired ones go */
+		for (i = 0; i < n; i++) {
+			if (c->now - c->held[i].since > c->hold_tsc) {
+				drop(c, c->held[i].out_port, c->held[i].m, SP_CNT_DROP_NO_NEIGH);
+				c->held[i] = c->held[--n];
+				i--;
+			}
+		}
+		c->nheld = n;
+		return;
+	}
+	memcpy(h, c->held, n * sizeof(h[0]));
+	c->nheld = 0;
+	for (i = 0; i < n; i++) {
+		if (c->now - h[i].since > c->hold_tsc)
+			drop(c, h[i].out_port, h[i].m, SP_CNT_DROP_NO_NEIGH);
+		else
+			route_out_since(c, h[i].in_port, h[i].m, 0, h[i].since);
+	}
+	c->held_fib = c->f;
+	c->held_try = c->now;
+}
+
+static inline void
 route_out(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded)
+{
+	route_out_since(c, in_port, m, forwarded, c->now);
+}
+
+static void
+route_out_since(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded, uint64_t since)
 {
 	uint8_t *l3 = rte_pktmbuf_mtod(m, uint8_t *);
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)l3;
@@ -344,8 +425,9 @@ route_out(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded)
 		k.port = nh->port;
 		rc = rte_hash_lookup_data(f->neigh6, &k, &data);
 		if (rc < 0) {
-			note_push(c->w, SP_NOTE_MISS, k.port, 6, k.ip, NULL, 0);
-			drop(c, nh->port, m, SP_CNT_DROP_NO_NEIGH);
+			if (since == c->now)
+				note_push(c->w, SP_NOTE_MISS, k.port, 6, k.ip, NULL, 0);
+			hold(c, in_port, nh->port, m, since);
 			return;
 		}
 	} else {
@@ -357,8 +439,9 @@ route_out(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded)
 		k.port = nh->port;
 		rc = rte_hash_lookup_data(f->neigh, &k, &data);
 		if (rc < 0) {
-			note_push(c->w, SP_NOTE_MISS, k.port, 4, &k.ip, NULL, 0);
-			drop(c, nh->port, m, SP_CNT_DROP_NO_NEIGH);
+			if (since == c->now)
+				note_push(c->w, SP_NOTE_MISS, k.port, 4, &k.ip, NULL, 0);
+			hold(c, in_port, nh->port, m, since);
 			return;
 		}
 	}
@@ -1451,6 +1534,8 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	c->dp = dp;
 	c->wid = wid;
 	c->w = &dp->w[wid];
+	c->hold_tsc = rte_get_tsc_hz() / 1000 * SP_HOLD_MS;
+	c->retry_tsc = rte_get_tsc_hz() / 1000;
 	rte_rcu_qsbr_thread_register(dp->qsv, wid);
 	rte_rcu_qsbr_thread_online(dp->qsv, wid);
 	__atomic_store_n(&c->w->running, 1, __ATOMIC_RELEASE);
@@ -1474,6 +1559,8 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 		}
 		if (c->inflight > 0)
 			crypto_poll(c);
+		if (c->nheld > 0)
+			held_retry(c);
 		flush(c);
 		/* tables read above are no longer referenced; nor are SAs,
 		 * once no packet of theirs is in a crypto device (an SA is
@@ -1493,6 +1580,9 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	for (n = 0; c->inflight > 0 && n < 10000; n++)
 		crypto_poll(c);
 	flush(c);
+	for (n = 0; n < c->nheld; n++)
+		drop(c, c->held[n].out_port, c->held[n].m, SP_CNT_DROP_NO_NEIGH);
+	c->nheld = 0;
 	rte_rcu_qsbr_thread_offline(dp->qsv, wid);
 	rte_rcu_qsbr_thread_unregister(dp->qsv, wid);
 	__atomic_store_n(&c->w->running, 0, __ATOMIC_RELEASE);
