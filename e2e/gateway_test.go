@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -506,6 +507,50 @@ func TestGatewayPeerBehindNAT(t *testing.T) {
 		t.Fatalf("outbound SA ports %d -> %d, want 4500 -> the NAT's 20000-29999: %+v", out.SrcPort, out.DstPort, out)
 	}
 	t.Logf("outbound SA to %s:%d (NAT-mapped), %d packets", out.Dst, out.DstPort, out.Packets)
+
+	// NAT-T keep-alives (RFC 3948 §2.3: one 0xff byte to port 4500) sent
+	// from the peer's side of the NAT pass the fast path's exception path
+	// to the gateway's kernel, where charon's socket takes them
+	ka, err := g.l.Capture(lab.GW, lab.GWWanTap, "udp dst port 4500 and udp[4:2] = 9 and udp[8] = 0xff")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ka.Stop()
+	st0, err := g.d.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = inNetns(g.l.NS(lab.PR).Name, func() error {
+		c, err := net.Dial("udp4", net.JoinHostPort(lab.GWWanAddr, "4500"))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for range 3 {
+			if _, err := c.Write([]byte{0xff}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = waitFor(ctx, "three keep-alives on the gateway's TAP", func() (bool, error) {
+		pk, err := lab.ReadPcap(ka.Path)
+		return err == nil && len(pk) >= 3, fmt.Errorf("%d keep-alives captured (%v)", len(pk), err)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st1, err := g.d.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st1["wan"]["esp_in"] != st0["wan"]["esp_in"] || st1["wan"]["drop_malformed"] != st0["wan"]["drop_malformed"] {
+		t.Fatalf("keep-alives taken for ESP: esp_in %d -> %d, drop_malformed %d -> %d",
+			st0["wan"]["esp_in"], st1["wan"]["esp_in"], st0["wan"]["drop_malformed"], st1["wan"]["drop_malformed"])
+	}
 }
 
 // TestGatewayNATRemap: the NAT router forgets its mappings and maps the
