@@ -48,6 +48,9 @@ type Tunnel struct {
 	// default, LeftNet and RightNet), FamilyV6 (LeftNet6 and RightNet6)
 	// or FamilyDual (both; needs Options.IPv6 unless FamilyV4).
 	Inner Family
+	// GatewayIKEOptions are extra lines in the gateway's connection
+	// (IKE_SA) section, e.g. "rekey_time = 25s".
+	GatewayIKEOptions []string
 }
 
 func (t Tunnel) withDefaults() Tunnel {
@@ -83,7 +86,7 @@ func (t Tunnel) GatewayConf() string {
 	return t.render(side{
 		local: gw, remote: pr, localID: "gw.lab", remoteID: "pr.lab",
 		localTS: left, remoteTS: right, start: t.GatewayStart, encap: t.Encap,
-		extra: t.GatewayChildOptions,
+		extra: t.GatewayChildOptions, ikeExtra: t.GatewayIKEOptions,
 	})
 }
 
@@ -108,7 +111,7 @@ func (t Tunnel) peerConf(encap bool) string {
 type side struct {
 	local, remote, localID, remoteID, localTS, remoteTS, start string
 	encap                                                      bool
-	extra                                                      []string
+	extra, ikeExtra                                            []string
 }
 
 func (t Tunnel) render(s side) string {
@@ -121,7 +124,7 @@ connections {
 		remote_addrs = %s
 		proposals = %s
 		encap = %s
-		local {
+%s		local {
 			auth = psk
 			id = %s
 		}
@@ -147,15 +150,16 @@ secrets {
 		secret = "%s"
 	}
 }
-`, ConnName, t.Version, s.local, s.remote, t.IKEProposals, yesNo(s.encap), s.localID, s.remoteID,
-		ChildName, s.localTS, s.remoteTS, t.ESPProposals, s.start, childExtra(s.extra), t.PSK)
+`, ConnName, t.Version, s.local, s.remote, t.IKEProposals, yesNo(s.encap), indent(s.ikeExtra, 2), s.localID, s.remoteID,
+		ChildName, s.localTS, s.remoteTS, t.ESPProposals, s.start, indent(s.extra, 4), t.PSK)
 	return b.String()
 }
 
-func childExtra(lines []string) string {
+// indent renders extra configuration lines at depth tabs.
+func indent(lines []string, depth int) string {
 	var b strings.Builder
 	for _, l := range lines {
-		b.WriteString("\t\t\t\t" + l + "\n")
+		b.WriteString(strings.Repeat("\t", depth) + l + "\n")
 	}
 	return b.String()
 }

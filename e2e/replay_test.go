@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/swanpath/swanpath/lab"
+)
+
+// TestGatewayReplayWAN: valid ESP-in-UDP frames captured as they arrived
+// at the gateway's WAN port, sent again byte for byte from the peer's side
+// of the link, are all dropped as replays (drop_replay on the port and on
+// the SA) and none is decrypted again; traffic goes on afterwards.
+func TestGatewayReplayWAN(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	g := start(t, ctx, lab.Options{}, lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true})
+	warmUp(t, ctx, g)
+
+	inSA := func() (spi uint32, packets, dropReplay uint64) {
+		t.Helper()
+		sas, err := g.d.SAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, ok := saByDir(sas, "in")
+		if !ok || len(sas) != 2 {
+			t.Fatalf("want one inbound SA among two: %+v", sas)
+		}
+		return parseSPI(t, in.SPI), in.Packets, in.DropReplay
+	}
+	spi, pkts0, _ := inSA()
+
+	// Whole frames from the peer, as the gateway's port receives them.
+	capture, err := g.l.CaptureSnap(lab.GW, lab.GWWan,
+		fmt.Sprintf("udp and src host %s and dst host %s and port 4500", lab.PRWanAddr, lab.GWWanAddr), 65535)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.pingBothWays(t, ctx, 5)
+	_, pkts1, _ := inSA()
+	src, dst := netip.MustParseAddr(lab.PRWanAddr), netip.MustParseAddr(lab.GWWanAddr)
+	espOfSA := func(pkts []lab.Packet) [][]byte {
+		var frames [][]byte
+		for _, p := range pkts {
+			if p.ESPinUDP && p.SPI == spi && p.Src == src && p.Dst == dst && len(p.Data) == p.Len {
+				frames = append(frames, p.Data)
+			}
+		}
+		return frames
+	}
+	// tcpdump (libpcap's TPACKET_V3 ring) hands packets over in blocks,
+	// at the latest after its 1-s buffer timeout, and loses the block in
+	// hand when it is stopped: wait until the file holds what the SA saw.
+	cctx, ccancel := context.WithTimeout(ctx, 15*time.Second)
+	defer ccancel()
+	err = waitFor(cctx, "capture written", func() (bool, error) {
+		pkts, err := lab.ReadPcap(capture.Path)
+		if err != nil {
+			return false, err
+		}
+		n := len(espOfSA(pkts))
+		return uint64(n) >= pkts1-pkts0, fmt.Errorf("%d ESP frames in the capture", n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkts, err := capture.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := espOfSA(pkts)
+	t.Logf("captured %d frames at the gateway's WAN port, %d of them ESP-in-UDP for SA 0x%08x; the SA decrypted %d meanwhile",
+		len(pkts), len(frames), spi, pkts1-pkts0)
+	// 5 pings each way: 10 ESP packets from the peer. Each captured frame
+	// must have been accepted once, or its copy would be no replay.
+	if len(frames) < 10 || uint64(len(frames)) != pkts1-pkts0 {
+		t.Fatalf("captured %d ESP frames for SA 0x%08x, but the SA decrypted %d packets meanwhile",
+			len(frames), spi, pkts1-pkts0)
+	}
+
+	before, err := g.d.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, saReplay0 := inSA()
+	if err := g.l.SendFrames(lab.PR, lab.PRWan, frames); err != nil {
+		t.Fatal(err)
+	}
+	n := uint64(len(frames))
+	// every replayed frame is handled one way or the other: dropped as a
+	// replay, or (wrongly) decrypted
+	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer wcancel()
+	err = waitFor(wctx, "replayed frames handled", func() (bool, error) {
+		now, err := g.d.Stats(wctx)
+		if err != nil {
+			return false, err
+		}
+		d := func(k string) uint64 { return now["wan"][k] - before["wan"][k] }
+		return d("drop_replay")+d("esp_in") >= n, fmt.Errorf("drop_replay +%d, esp_in +%d of %d", d("drop_replay"), d("esp_in"), n)
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	_, pkts2, saReplay := inSA()
+	now, err := g.d.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta := func(k string) uint64 { return now["wan"][k] - before["wan"][k] }
+	t.Logf("replayed %d frames: wan rx +%d, drop_replay +%d, esp_in +%d", n, delta("rx"), delta("drop_replay"), delta("esp_in"))
+	if delta("rx") < n {
+		t.Errorf("the gateway's WAN port received %d frames, %d were replayed", delta("rx"), n)
+	}
+	if delta("drop_replay") != n {
+		t.Errorf("drop_replay rose by %d, want exactly %d (the replayed frames)", delta("drop_replay"), n)
+	}
+	if delta("esp_in") != 0 {
+		t.Errorf("esp_in rose by %d: replayed ESP was decrypted and forwarded", delta("esp_in"))
+	}
+	if saReplay-saReplay0 != n || pkts2 != pkts1 {
+		t.Errorf("inbound SA: drop_replay +%d (want %d), packets +%d (want 0)", saReplay-saReplay0, n, pkts2-pkts1)
+	}
+	g.pingBothWays(t, ctx, 3)
+}
