@@ -35,9 +35,12 @@ func (l *Lab) Capture(role, iface, bpfFilter string) (*Capture, error) {
 func (l *Lab) CaptureSnap(role, iface, bpfFilter string, snaplen int) (*Capture, error) {
 	ns := l.NS(role)
 	path := filepath.Join(l.dir, fmt.Sprintf("%s-%s-%d.pcap", role, iface, captureSeq.Add(1)))
-	// -U: write each packet at once; -Z root: Debian's tcpdump would drop to
-	// user tcpdump, which cannot write into the 0700 test dir.
-	args := []string{"tcpdump", "-i", iface, "-n", "-U", "-Z", "root", "-s", strconv.Itoa(snaplen), "-w", path}
+	// -U: write each packet at once; --immediate-mode: get each packet from
+	// the kernel at once (libpcap otherwise leaves up to a second of them in
+	// the ring, and tcpdump loses those when it stops); -Z root: Debian's
+	// tcpdump would drop to user tcpdump, which cannot write into the 0700
+	// test dir.
+	args := []string{"tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-Z", "root", "-s", strconv.Itoa(snaplen), "-w", path}
 	if bpfFilter != "" {
 		args = append(args, bpfFilter)
 	}

@@ -243,6 +243,31 @@ func (c *Charon) LoadAll(ctx context.Context) error {
 	return err
 }
 
+// Load replaces swanctl.conf with swanctl and loads it (LoadAll):
+// connections no longer in it are unloaded, SAs already up stay.
+func (c *Charon) Load(ctx context.Context, swanctl string) error {
+	if err := os.WriteFile(c.swanctl, []byte(swanctl), 0o600); err != nil {
+		return err
+	}
+	return c.LoadAll(ctx)
+}
+
+// Terminate closes IKE_SA ike (a connection name) with its CHILD_SAs and
+// waits until charon has deleted it (ctx bounds the wait).
+func (c *Charon) Terminate(ctx context.Context, ike string) error {
+	timeout := 30 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	m := vici.NewMessage()
+	_ = m.Set("ike", ike)
+	_ = m.Set("timeout", fmt.Sprint(timeout.Milliseconds()))
+	if _, err := c.call(ctx, "terminate", m); err != nil {
+		return fmt.Errorf("terminate %s in %s: %w", ike, c.ns.Name, err)
+	}
+	return nil
+}
+
 // Initiate initiates CHILD_SA child and waits for the result (charon
 // retransmits on its own; ctx bounds the wait).
 func (c *Charon) Initiate(ctx context.Context, child string) error {

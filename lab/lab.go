@@ -8,7 +8,13 @@
 // The gateway's veth ends `lan` and `wan` are left without addresses, because
 // in the real tests swanpathd takes them as DPDK ports and puts the gateway's
 // addresses on its TAP interfaces (ConfigureGateway). Options.GatewayAddrs puts
-// them straight on the veths instead (the lab's self-test).
+// them straight on the veths instead (the lab's self-test). With
+// Options.SwanpathPeer the peer is a swanpath gateway too and its veths are
+// left alone the same way (ConfigurePeer).
+//
+// Options.IPv6 gives every link an IPv6 ULA /64 as well (the *Addr6 and
+// *Net6 constants): the same host numbers, fd00:1::/64 behind the gateway,
+// fd00:192::/64 on the WAN, fd00:2::/64 behind the peer.
 //
 // Every namespace, process and file a lab makes is removed by its t.Cleanup,
 // also when the test fails or panics; SIGINT/SIGTERM to the test binary runs
@@ -84,6 +90,22 @@ const (
 	WANNet   = "192.0.2.0/24"
 )
 
+// IPv6 addresses of the topology (Options.IPv6), unique local addresses
+// only (RFC 4193), one /64 per link. They carry no DAD (nodad), so they are
+// usable as soon as the lab is built.
+const (
+	H1Addr6    = "fd00:1::10"
+	GWLanAddr6 = "fd00:1::1"
+	GWWanAddr6 = "fd00:192::1"
+	PRWanAddr6 = "fd00:192::2"
+	PRLanAddr6 = "fd00:2::1"
+	H2Addr6    = "fd00:2::10"
+
+	LeftNet6  = "fd00:1::/64" // behind the gateway
+	RightNet6 = "fd00:2::/64" // behind the peer
+	WANNet6   = "fd00:192::/64"
+)
+
 // Interface names inside the namespaces.
 const (
 	GWLan  = "lan"  // gw's veth towards h1
@@ -102,14 +124,26 @@ type Options struct {
 	// NAT puts a NAT router (nftables masquerade to ports 20000-29999)
 	// between the WAN and the peer, so the peer's NAT-T port is not 4500.
 	NAT bool
+	// IPv6 adds the IPv6 addresses (H1Addr6 ... H2Addr6) to every link,
+	// IPv6 default routes to h1 and h2 and IPv6 forwarding to gw and pr,
+	// next to the IPv4 ones. Like IPv4, gw and pr get no route to the LAN
+	// behind the other: only a tunnel joins the two LANs. Not with NAT.
+	IPv6 bool
+	// SwanpathPeer makes the peer (pr) a second swanpath gateway: its
+	// veths (lan, wan) stay unaddressed for its own swanpathd, and
+	// StartSwanpathGateway starts swanpathd and charon with the
+	// kernel-swanpath plugin there instead of kernel-libipsec. Not with NAT.
+	SwanpathPeer bool
 }
 
 // Lab is one instance of the topology.
 type Lab struct {
-	t      testing.TB
-	prefix string // e.g. "sp1a2b3c"; namespaces are prefix-role
-	nat    bool
-	dir    string // per-test working dir for configs, logs, captures
+	t            testing.TB
+	prefix       string // e.g. "sp1a2b3c"; namespaces are prefix-role
+	nat          bool
+	ipv6         bool
+	swanpathPeer bool
+	dir          string // per-test working dir for configs, logs, captures
 
 	mu struct {
 		sync.Mutex
@@ -136,12 +170,15 @@ func New(t testing.TB, opts Options) *Lab {
 			t.Skipf("lab: %s not found: %v", bin, err)
 		}
 	}
+	if opts.NAT && (opts.IPv6 || opts.SwanpathPeer) {
+		t.Fatalf("lab: Options.NAT does not go with IPv6 or SwanpathPeer (the NAT router is IPv4 only and expects a kernel-libipsec peer)")
+	}
 	if err := RemoveStale(); err != nil {
 		t.Logf("lab: removing stale namespaces: %v", err)
 	}
 	installSignalHandler()
 
-	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), nat: opts.NAT}
+	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), nat: opts.NAT, ipv6: opts.IPv6, swanpathPeer: opts.SwanpathPeer}
 	if err := writeMarker(l.prefix); err != nil {
 		t.Fatalf("lab: %v", err)
 	}
@@ -182,6 +219,13 @@ func (l *Lab) roles() []string {
 
 // NAT says whether the peer is behind the NAT router.
 func (l *Lab) NAT() bool { return l.nat }
+
+// IPv6 says whether the links carry IPv6 addresses too (Options.IPv6).
+func (l *Lab) IPv6() bool { return l.ipv6 }
+
+// SwanpathPeer says whether the peer is a swanpath gateway too
+// (Options.SwanpathPeer).
+func (l *Lab) SwanpathPeer() bool { return l.swanpathPeer }
 
 func (l *Lab) build(opts Options) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -238,10 +282,15 @@ func (l *Lab) build(opts Options) error {
 	cmds := [][]string{
 		{"ip", "-n", h1.Name, "addr", "add", H1Addr + "/24", "dev", HostIf},
 		{"ip", "-n", h1.Name, "route", "add", "default", "via", GWLanAddr},
-		{"ip", "-n", pr.Name, "addr", "add", l.PeerAddr() + "/24", "dev", PRWan},
-		{"ip", "-n", pr.Name, "addr", "add", PRLanAddr + "/24", "dev", PRLan},
 		{"ip", "-n", h2.Name, "addr", "add", H2Addr + "/24", "dev", HostIf},
 		{"ip", "-n", h2.Name, "route", "add", "default", "via", PRLanAddr},
+	}
+	if l.ipv6 {
+		cmds = append(cmds,
+			[]string{"ip", "-n", h1.Name, "addr", "add", H1Addr6 + "/64", "dev", HostIf, "nodad"},
+			[]string{"ip", "-n", h1.Name, "-6", "route", "add", "default", "via", GWLanAddr6},
+			[]string{"ip", "-n", h2.Name, "addr", "add", H2Addr6 + "/64", "dev", HostIf, "nodad"},
+			[]string{"ip", "-n", h2.Name, "-6", "route", "add", "default", "via", PRLanAddr6})
 	}
 	for _, c := range cmds {
 		if err := run(ctx, c...); err != nil {
@@ -249,7 +298,12 @@ func (l *Lab) build(opts Options) error {
 		}
 	}
 	for _, ns := range []*NS{gw, pr} {
-		if err := ns.Sysctl(ctx, "net.ipv4.ip_forward", "1"); err != nil {
+		if err := l.forwarding(ctx, ns); err != nil {
+			return err
+		}
+	}
+	if !l.swanpathPeer {
+		if err := l.ConfigurePeer(PRLan, PRWan); err != nil {
 			return err
 		}
 	}
@@ -260,6 +314,17 @@ func (l *Lab) build(opts Options) error {
 	}
 	if opts.GatewayAddrs {
 		return l.ConfigureGateway(GWLan, GWWan)
+	}
+	return nil
+}
+
+// forwarding switches IP forwarding on in ns (IPv6 too with Options.IPv6).
+func (l *Lab) forwarding(ctx context.Context, ns *NS) error {
+	if err := ns.Sysctl(ctx, "net.ipv4.ip_forward", "1"); err != nil {
+		return err
+	}
+	if l.ipv6 {
+		return ns.Sysctl(ctx, "net.ipv6.conf.all.forwarding", "1")
 	}
 	return nil
 }
@@ -335,24 +400,52 @@ func (l *Lab) RemapNAT(ctx context.Context, lo, hi int) error {
 }
 
 // ConfigureGateway puts the gateway's addresses on lanIf (10.1.0.1/24) and
-// wanIf (192.0.2.1/24) in the gw namespace and brings them up. With swanpathd
-// these are its TAP interfaces, called after swanpathd created them. Routes:
-// both networks are connected; 10.2.0.0/24 is reached by IPsec policy.
+// wanIf (192.0.2.1/24) in the gw namespace, with Options.IPv6 also
+// fd00:1::1/64 and fd00:192::1/64, brings them up and switches forwarding
+// on. With swanpathd these are its TAP interfaces, called after swanpathd
+// created them. Routes: both networks are connected; 10.2.0.0/24 (and
+// fd00:2::/64) is reached by IPsec policy.
 func (l *Lab) ConfigureGateway(lanIf, wanIf string) error {
+	if err := l.configureRouter(l.NS(GW), lanIf, wanIf, [2]string{GWLanAddr, GWWanAddr}, [2]string{GWLanAddr6, GWWanAddr6}); err != nil {
+		return fmt.Errorf("configure gateway: %w", err)
+	}
+	return nil
+}
+
+// ConfigurePeer is ConfigureGateway for the peer (pr): 10.2.0.1/24 on lanIf,
+// its WAN address (Lab.PeerAddr)/24 on wanIf, with Options.IPv6 also
+// fd00:2::1/64 and fd00:192::2/64. The lab calls it on pr's veths unless
+// Options.SwanpathPeer; then StartSwanpathGateway calls it on the TAPs of
+// pr's swanpathd.
+func (l *Lab) ConfigurePeer(lanIf, wanIf string) error {
+	if err := l.configureRouter(l.NS(PR), lanIf, wanIf, [2]string{PRLanAddr, l.PeerAddr()}, [2]string{PRLanAddr6, PRWanAddr6}); err != nil {
+		return fmt.Errorf("configure peer: %w", err)
+	}
+	return nil
+}
+
+// configureRouter puts addr4 (lan, wan) as /24 and, with Options.IPv6,
+// addr6 as /64 without DAD on lanIf and wanIf in ns.
+func (l *Lab) configureRouter(ns *NS, lanIf, wanIf string, addr4, addr6 [2]string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	gw := l.NS(GW)
-	for _, c := range [][]string{
+	cmds := [][]string{
 		{"link", "set", lanIf, "up"},
 		{"link", "set", wanIf, "up"},
-		{"addr", "replace", GWLanAddr + "/24", "dev", lanIf},
-		{"addr", "replace", GWWanAddr + "/24", "dev", wanIf},
-	} {
-		if err := run(ctx, append([]string{"ip", "-n", gw.Name}, c...)...); err != nil {
-			return fmt.Errorf("configure gateway: %w", err)
+		{"addr", "replace", addr4[0] + "/24", "dev", lanIf},
+		{"addr", "replace", addr4[1] + "/24", "dev", wanIf},
+	}
+	if l.ipv6 {
+		cmds = append(cmds,
+			[]string{"addr", "replace", addr6[0] + "/64", "dev", lanIf, "nodad"},
+			[]string{"addr", "replace", addr6[1] + "/64", "dev", wanIf, "nodad"})
+	}
+	for _, c := range cmds {
+		if err := run(ctx, append([]string{"ip", "-n", ns.Name}, c...)...); err != nil {
+			return err
 		}
 	}
-	return gw.Sysctl(ctx, "net.ipv4.ip_forward", "1")
+	return l.forwarding(ctx, ns)
 }
 
 // Close stops every process the lab started, kills whatever else still runs

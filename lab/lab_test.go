@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -196,4 +197,120 @@ func TestCharonPrivateRun(t *testing.T) {
 	if err := c.Stop(); err != nil {
 		t.Errorf("stop charon: %v", err)
 	}
+}
+
+// TestIPv6Addressing proves Options.IPv6 without swanpathd (addresses on
+// the veths, kernel forwarding): every address is there at once (no DAD
+// pending), every neighbour answers over IPv6, the hosts' default routes
+// point at their router, gw and pr have no route to the LAN behind the
+// other (only a tunnel may join the LANs), and once the test adds those
+// two routes, h1 and h2 reach each other with the packets crossing the
+// WAN, forwarded by both routers. IPv4 keeps working beside it.
+func TestIPv6Addressing(t *testing.T) {
+	l := New(t, Options{GatewayAddrs: true, IPv6: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	for _, a := range []struct{ role, dev, addr string }{
+		{H1, HostIf, H1Addr6}, {GW, GWLan, GWLanAddr6}, {GW, GWWan, GWWanAddr6},
+		{PR, PRWan, PRWanAddr6}, {PR, PRLan, PRLanAddr6}, {H2, HostIf, H2Addr6},
+	} {
+		out, err := l.NS(a.role).Exec(ctx, "ip", "-6", "-o", "addr", "show", "dev", a.dev, "scope", "global")
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := ""
+		for _, ln := range strings.Split(out, "\n") {
+			if strings.Contains(ln, " "+a.addr+"/64 ") {
+				line = ln
+			}
+		}
+		switch {
+		case line == "":
+			t.Errorf("%s %s: no %s/64: %q", a.role, a.dev, a.addr, out)
+		case strings.Contains(line, "tentative") || strings.Contains(line, "dadfailed"):
+			t.Errorf("%s %s: %s not usable yet: %q", a.role, a.dev, a.addr, line)
+		}
+	}
+	for _, r := range []struct{ role, via string }{{H1, GWLanAddr6}, {H2, PRLanAddr6}} {
+		out, err := l.NS(r.role).Exec(ctx, "ip", "-6", "route", "show", "default")
+		if err != nil || !strings.Contains(out, "via "+r.via+" ") {
+			t.Errorf("%s: IPv6 default route %q (%v), want via %s", r.role, out, err, r.via)
+		}
+	}
+	for _, role := range []string{GW, PR} {
+		out, err := l.NS(role).Exec(ctx, "sysctl", "-n", "net.ipv6.conf.all.forwarding", "net.ipv4.ip_forward")
+		if err != nil || strings.Fields(out)[0] != "1" || strings.Fields(out)[1] != "1" {
+			t.Errorf("%s: forwarding (ipv6, ipv4) = %q %v, want 1 1", role, out, err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// neighbours, and each router's far address through its near one
+	for _, p := range []struct{ from, to string }{
+		{H1, GWLanAddr6}, {H1, GWWanAddr6}, {GW, PRWanAddr6}, {PR, GWWanAddr6},
+		{H2, PRLanAddr6}, {H2, PRWanAddr6}, {H1, GWLanAddr}, {H2, PRLanAddr},
+	} {
+		if err := l.Ping(ctx, p.from, p.to, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for _, r := range []struct{ role, dst string }{{GW, H2Addr6}, {PR, H1Addr6}} {
+		if out, err := l.NS(r.role).Exec(ctx, "ip", "-6", "route", "get", r.dst); err == nil {
+			t.Fatalf("%s routes %s outside a tunnel: %s", r.role, r.dst, out)
+		}
+	}
+	for _, c := range []struct{ role, net, via string }{{GW, RightNet6, PRWanAddr6}, {PR, LeftNet6, GWWanAddr6}} {
+		if _, err := l.NS(c.role).Exec(ctx, "ip", "-6", "route", "add", c.net, "via", c.via); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wan, err := l.Capture(GW, GWWan, "icmp6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Ping(ctx, H1, H2Addr6, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Ping(ctx, H2, H1Addr6, 5); err != nil {
+		t.Fatal(err)
+	}
+	pkts, err := wan.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ICMPv6 echo request (128) and reply (129) between the hosts, each
+	// forwarded once by the router before the WAN (hop limit 64 - 1)
+	h1, h2 := netip.MustParseAddr(H1Addr6), netip.MustParseAddr(H2Addr6)
+	echoes := map[uint8]int{}
+	for _, p := range pkts {
+		src, dst, hops, icmpType, ok := icmp6(p.Data)
+		if !ok || !(src == h1 && dst == h2 || src == h2 && dst == h1) {
+			continue
+		}
+		if hops != 63 {
+			t.Errorf("%s > %s type %d with hop limit %d on the WAN, want 63", src, dst, icmpType, hops)
+		}
+		echoes[icmpType]++
+	}
+	t.Logf("WAN: %d ICMPv6 frames, %d echo requests and %d replies between h1 and h2", len(pkts), echoes[128], echoes[129])
+	if echoes[128] < 10 || echoes[129] < 10 {
+		t.Fatalf("h1 <-> h2 echoes on the WAN: %d requests, %d replies, want >= 10 each", echoes[128], echoes[129])
+	}
+}
+
+// icmp6 decodes an Ethernet frame carrying ICMPv6 straight after the IPv6
+// header.
+func icmp6(b []byte) (src, dst netip.Addr, hops, icmpType uint8, ok bool) {
+	if len(b) < 14+40+1 || b[12] != 0x86 || b[13] != 0xdd {
+		return src, dst, 0, 0, false
+	}
+	ip := b[14:]
+	if ip[0]>>4 != 6 || ip[6] != 58 {
+		return src, dst, 0, 0, false
+	}
+	return netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40])), ip[7], ip[40], true
 }

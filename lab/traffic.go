@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,7 +13,7 @@ import (
 
 var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
-// Ping sends pings from namespace role fromNS to toIP until count replies
+// Ping sends pings from namespace role fromNS to toIP (IPv4 or IPv6) until count replies
 // arrived (ping -c count -w deadline); it fails if fewer did before ctx's
 // deadline (default 10 s + 1 s per ping).
 func (l *Lab) Ping(ctx context.Context, fromNS, toIP string, count int) error {
@@ -22,7 +23,13 @@ func (l *Lab) Ping(ctx context.Context, fromNS, toIP string, count int) error {
 			deadline = s
 		}
 	}
-	out, err := l.NS(fromNS).Exec(ctx, "ping", "-n", "-q", "-i", "0.2", "-W", "1",
+	// the family explicitly (ping -4/-6), as ping would otherwise pick one
+	// for a host name
+	family := "-4"
+	if a, err := netip.ParseAddr(toIP); err == nil && a.Is6() && !a.Is4In6() {
+		family = "-6"
+	}
+	out, err := l.NS(fromNS).Exec(ctx, "ping", family, "-n", "-q", "-i", "0.2", "-W", "1",
 		"-c", strconv.Itoa(count), "-w", strconv.Itoa(deadline), toIP)
 	if m := pingStats.FindStringSubmatch(out); m != nil {
 		rx, _ := strconv.Atoi(m[2])

@@ -26,6 +26,8 @@ type Tunnel struct {
 	// Encap forces UDP encapsulation on the gateway side. kernel-libipsec
 	// requires ESP-in-UDP and fakes NAT detection to get it, so the peer
 	// always ends up encapsulating; this makes the gateway say so too.
+	// A swanpath peer (Options.SwanpathPeer) follows this field: false
+	// gives plain ESP (IP protocol 50) on both sides.
 	Encap bool
 	// PSK; a fixed lab secret by default.
 	PSK string
@@ -38,6 +40,14 @@ type Tunnel struct {
 	// section, e.g. "rekey_packets = 500" (the peer keeps its defaults, so
 	// the gateway's limits are the ones that trigger).
 	GatewayChildOptions []string
+	// Outer is the family of the IKE and ESP endpoints: FamilyV4 (the
+	// default, GWWanAddr and PRWanAddr) or FamilyV6 (GWWanAddr6 and
+	// PRWanAddr6; needs Options.IPv6).
+	Outer Family
+	// Inner is the family of the traffic selectors: FamilyV4 (the
+	// default, LeftNet and RightNet), FamilyV6 (LeftNet6 and RightNet6)
+	// or FamilyDual (both; needs Options.IPv6 unless FamilyV4).
+	Inner Family
 	// GatewayIKEOptions are extra lines in the gateway's connection
 	// (IKE_SA) section, e.g. "rekey_time = 25s".
 	GatewayIKEOptions []string
@@ -57,7 +67,7 @@ func (t Tunnel) withDefaults() Tunnel {
 		t.PeerStart = "none"
 	}
 	if t.PeerLocal == "" {
-		t.PeerLocal = PRWanAddr
+		_, t.PeerLocal = t.endpoints()
 	}
 	if t.Version == 0 {
 		t.Version = 2
@@ -71,19 +81,30 @@ func (t Tunnel) withDefaults() Tunnel {
 // GatewayConf is swanctl.conf for the gateway (gw).
 func (t Tunnel) GatewayConf() string {
 	t = t.withDefaults()
+	gw, pr := t.endpoints()
+	left, right := t.selectors()
 	return t.render(side{
-		local: GWWanAddr, remote: PRWanAddr, localID: "gw.lab", remoteID: "pr.lab",
-		localTS: LeftNet, remoteTS: RightNet, start: t.GatewayStart, encap: t.Encap,
+		local: gw, remote: pr, localID: "gw.lab", remoteID: "pr.lab",
+		localTS: left, remoteTS: right, start: t.GatewayStart, encap: t.Encap,
 		extra: t.GatewayChildOptions, ikeExtra: t.GatewayIKEOptions,
 	})
 }
 
-// PeerConf is swanctl.conf for the peer (pr).
-func (t Tunnel) PeerConf() string {
+// PeerConf is swanctl.conf for the kernel-libipsec peer (pr), which
+// always asks for UDP encapsulation.
+func (t Tunnel) PeerConf() string { return t.peerConf(true) }
+
+// SwanpathPeerConf is swanctl.conf for a peer that is a swanpath gateway
+// (Options.SwanpathPeer): it asks for UDP encapsulation only with Encap.
+func (t Tunnel) SwanpathPeerConf() string { return t.peerConf(t.Encap) }
+
+func (t Tunnel) peerConf(encap bool) string {
 	t = t.withDefaults()
+	gw, _ := t.endpoints()
+	left, right := t.selectors()
 	return t.render(side{
-		local: t.PeerLocal, remote: GWWanAddr, localID: "pr.lab", remoteID: "gw.lab",
-		localTS: RightNet, remoteTS: LeftNet, start: t.PeerStart, encap: true,
+		local: t.PeerLocal, remote: gw, localID: "pr.lab", remoteID: "gw.lab",
+		localTS: right, remoteTS: left, start: t.PeerStart, encap: encap,
 	})
 }
 
@@ -160,10 +181,10 @@ func LibipsecPlugin() Plugin {
 // ipsec0 and routes the remote TS into it from table 220; ip_forward (set
 // by New) is all that forwarding h2 <-> tunnel needs.
 func (l *Lab) StartPeer(ctx context.Context, tun Tunnel) (*Charon, error) {
-	if tun.PeerLocal == "" {
-		tun.PeerLocal = l.PeerAddr()
+	if err := tun.check(l.ipv6); err != nil {
+		return nil, err
 	}
-	c, err := l.StartCharon(PR, CharonOptions{Plugins: []Plugin{LibipsecPlugin()}, Swanctl: tun.PeerConf()})
+	c, err := l.StartCharon(PR, CharonOptions{Plugins: []Plugin{LibipsecPlugin()}, Swanctl: l.PeerConf(tun)})
 	if err != nil {
 		return nil, err
 	}
