@@ -169,19 +169,28 @@ func decodeEthernet(b []byte) Packet {
 		p.EtherTyp = binary.BigEndian.Uint16(b[2:4])
 		b = b[4:]
 	}
-	if p.EtherTyp != 0x0800 || len(b) < 20 || b[0]>>4 != 4 {
-		return p
-	}
-	ihl := int(b[0]&0x0f) * 4
-	if ihl < 20 || len(b) < ihl {
-		return p
-	}
-	p.Proto = b[9]
-	p.Src = netip.AddrFrom4([4]byte(b[12:16]))
-	p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
-	fragOff := binary.BigEndian.Uint16(b[6:8]) & 0x1fff
-	l4 := b[ihl:]
-	if fragOff != 0 {
+	var l4 []byte
+	switch {
+	case p.EtherTyp == 0x0800 && len(b) >= 20 && b[0]>>4 == 4:
+		ihl := int(b[0]&0x0f) * 4
+		if ihl < 20 || len(b) < ihl {
+			return p
+		}
+		p.Proto = b[9]
+		p.Src = netip.AddrFrom4([4]byte(b[12:16]))
+		p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+		if binary.BigEndian.Uint16(b[6:8])&0x1fff != 0 {
+			return p // a later fragment: no transport header
+		}
+		l4 = b[ihl:]
+	case p.EtherTyp == 0x86dd && len(b) >= 40 && b[0]>>4 == 6:
+		// the fixed header only: what the lab sends carries no
+		// extension headers (Proto is then the first one's number)
+		p.Proto = b[6]
+		p.Src = netip.AddrFrom16([16]byte(b[8:24]))
+		p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
+		l4 = b[40:]
+	default:
 		return p
 	}
 	switch p.Proto {
@@ -206,6 +215,12 @@ func decodeEthernet(b []byte) Packet {
 	return p
 }
 
+// LinkLocal says whether p is IPv6 from a link-local or unspecified source
+// (neighbour discovery, MLD): link traffic, not routed.
+func LinkLocal(p Packet) bool {
+	return p.Src.Is6() && (p.Src.IsLinkLocalUnicast() || p.Src.IsUnspecified())
+}
+
 // WANSummary counts what CheckWAN saw between the two gateways.
 type WANSummary struct {
 	Packets  int // all frames
@@ -224,8 +239,8 @@ func CheckWAN(pkts []Packet) (WANSummary, error) {
 	nbad := 0
 	for _, p := range pkts {
 		s.Packets++
-		if !p.Src.IsValid() {
-			continue // ARP, IPv6 ND
+		if !p.Src.IsValid() || LinkLocal(p) {
+			continue // ARP, IPv6 neighbour discovery and MLD
 		}
 		pair := (p.Src == gw && p.Dst == pr) || (p.Src == pr && p.Dst == gw)
 		switch {

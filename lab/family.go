@@ -32,7 +32,7 @@ func (t Tunnel) check(ipv6 bool) error {
 		return fmt.Errorf("tunnel: outer family %s, want v4 or v6", t.Outer)
 	case t.Inner != FamilyV4 && t.Inner != FamilyV6 && t.Inner != FamilyDual:
 		return fmt.Errorf("tunnel: inner family %s, want v4, v6 or dual", t.Inner)
-	case !ipv6 && (t.Outer != FamilyV4 || t.Inner != FamilyV4):
+	case !ipv6 && (t.Outer != FamilyV4 || t.Inner != FamilyV4 && !t.Transport):
 		return fmt.Errorf("tunnel: outer %s, inner %s need a lab with Options.IPv6", t.Outer, t.Inner)
 	}
 	return nil

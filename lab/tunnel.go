@@ -48,6 +48,11 @@ type Tunnel struct {
 	// default, LeftNet and RightNet), FamilyV6 (LeftNet6 and RightNet6)
 	// or FamilyDual (both; needs Options.IPv6 unless FamilyV4).
 	Inner Family
+	// Transport makes the CHILD_SA transport mode between the two
+	// endpoints' own addresses (traffic selectors: those addresses, of the
+	// Outer family); Inner is then ignored. kernel-libipsec does tunnel
+	// mode only, so this needs Options.SwanpathPeer.
+	Transport bool
 	// GatewayIKEOptions are extra lines in the gateway's connection
 	// (IKE_SA) section, e.g. "rekey_time = 25s".
 	GatewayIKEOptions []string
@@ -83,6 +88,9 @@ func (t Tunnel) GatewayConf() string {
 	t = t.withDefaults()
 	gw, pr := t.endpoints()
 	left, right := t.selectors()
+	if t.Transport {
+		left, right = gw, pr
+	}
 	return t.render(side{
 		local: gw, remote: pr, localID: "gw.lab", remoteID: "pr.lab",
 		localTS: left, remoteTS: right, start: t.GatewayStart, encap: t.Encap,
@@ -102,6 +110,9 @@ func (t Tunnel) peerConf(encap bool) string {
 	t = t.withDefaults()
 	gw, _ := t.endpoints()
 	left, right := t.selectors()
+	if t.Transport {
+		left, right = gw, t.PeerLocal
+	}
 	return t.render(side{
 		local: t.PeerLocal, remote: gw, localID: "pr.lab", remoteID: "gw.lab",
 		localTS: right, remoteTS: left, start: t.PeerStart, encap: encap,
@@ -134,7 +145,7 @@ connections {
 		}
 		children {
 			%s {
-				mode = tunnel
+				mode = %s
 				local_ts = %s
 				remote_ts = %s
 				esp_proposals = %s
@@ -151,7 +162,7 @@ secrets {
 	}
 }
 `, ConnName, t.Version, s.local, s.remote, t.IKEProposals, yesNo(s.encap), indent(s.ikeExtra, 2), s.localID, s.remoteID,
-		ChildName, s.localTS, s.remoteTS, t.ESPProposals, s.start, indent(s.extra, 4), t.PSK)
+		ChildName, map[bool]string{false: "tunnel", true: "transport"}[t.Transport], s.localTS, s.remoteTS, t.ESPProposals, s.start, indent(s.extra, 4), t.PSK)
 	return b.String()
 }
 
