@@ -4,7 +4,8 @@
 #                     the tunnel and print the SA table with counters
 #   sudo make test    set up, build, run every test (unit, fuzz seeds, lab)
 #   make build        build swanpathd, swanpathctl and the charon plugin
-#   make bench        benchmarks (never part of the tests)
+#   sudo make bench   the fast path beside ipsec-secgw and the crypto ceiling
+#                     (bench/results; never part of the tests)
 
 export PATH := /usr/local/go/bin:$(PATH)
 # go-dpdk is not in the checksum database; go.sum pins it.
@@ -54,8 +55,11 @@ unit:
 demo: setup build install-plugin
 	$(GO) run ./lab/cmd/swanpath-demo
 
+# BENCH_QUICK=1: a smoke run (few cases, short windows) into build/bench-quick;
+# BENCH_FLAGS: more swanpath-bench flags (go run ./bench/cmd/swanpath-bench -h)
 bench: setup build install-plugin
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+	bash scripts/bench-deps.sh
+	$(GO) run ./bench/cmd/swanpath-bench $(if $(BENCH_QUICK),-quick) $(BENCH_FLAGS)
 
 fmt:
 	gofmt -l -w .

@@ -1,0 +1,180 @@
+package report
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+func mpps(m Measure) string {
+	if !m.OK() {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", m.PPS/1e6)
+}
+
+func gbps(m Measure) string {
+	if !m.OK() {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", m.Gbps)
+}
+
+func cycles(m Measure) string {
+	if !m.OK() || m.CyclesPerPkt == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f", m.CyclesPerPkt)
+}
+
+func ratio(v float64) string {
+	if v == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// footnotes numbers the distinct reasons for missing numbers.
+type footnotes struct {
+	list []string
+	idx  map[string]int
+}
+
+func (f *footnotes) mark(m Measure) string {
+	if m.Error == "" {
+		return ""
+	}
+	if f.idx == nil {
+		f.idx = map[string]int{}
+	}
+	i, ok := f.idx[m.Error]
+	if !ok {
+		f.list = append(f.list, m.Error)
+		i = len(f.list)
+		f.idx[m.Error] = i
+	}
+	return fmt.Sprintf(" [%d]", i)
+}
+
+// SuiteTitles and MixTitles name suites and mixes for people.
+var (
+	SuiteTitles = map[string]string{}
+	MixTitles   = map[string]string{}
+)
+
+func title(m map[string]string, k string) string {
+	if t, ok := m[k]; ok {
+		return t
+	}
+	return k
+}
+
+// Markdown renders the results for people.
+func (r *Results) Markdown() string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	m := r.Machine
+	w("# swanpath fast path benchmark\n\n")
+	w("Measured %s – %s (UTC) by `make bench`", r.Started.UTC().Format("2006-01-02 15:04"), r.Finished.UTC().Format("15:04"))
+	if r.Settings.Quick {
+		w(" in quick mode (`BENCH_QUICK=1`: fewer cases, short windows — a smoke test, not a measurement)")
+	}
+	w(".\nRaw data: `results.json`; chart: `throughput.png`.\n\n")
+
+	w("## Machine\n\n")
+	w("| | |\n|---|---|\n")
+	w("| CPU | %s (%d cores%s) |\n", m.CPU, m.Cores, map[bool]string{true: ", " + m.Virt + " guest", false: ""}[m.Virt != ""])
+	w("| CPU features | %s |\n", m.CPUFlags)
+	w("| TSC | %.1f MHz |\n", m.TSCHz/1e6)
+	w("| Kernel | %s (%s) |\n", m.Kernel, m.OS)
+	w("| Memory | %s, hugepages %s |\n", m.MemoryKB, m.Hugepages)
+	w("| DPDK | %s, intel-ipsec-mb %s |\n", m.DPDK, m.IPsecMB)
+	w("| swanpath | %s, %s |\n", m.Swanpath, m.Go)
+	w("| Load average | %s before, %s after |\n\n", m.LoadBefore, m.LoadAfter)
+
+	w("## Throughput on one worker core\n\n")
+	w("Mpps and Gbps of plaintext frames (size counted with FCS, as RFC 2544; inbound:\n")
+	w("the frames after decryption), median of %d windows of %s after %s of warm-up.\n", r.Settings.Windows, r.Settings.Window, r.Settings.Warmup)
+	w("Cycles per packet = TSC Hz / packets per second of the one busy worker core.\n")
+	w("Ratios are swanpath's packet rate over the other's.\n\n")
+	w("| dir | suite | frames | SAs | encap | crypto PMD | swanpath Mpps | Gbps | cyc/pkt | ipsec-secgw Mpps | Gbps | cyc/pkt | ceiling Mpps | Gbps | cyc/pkt | sp/secgw | sp/ceiling |\n")
+	w("|---|---|---|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	var fn footnotes
+	for _, row := range r.Rows {
+		encap := "ESP"
+		if row.Encap {
+			encap = "UDP"
+		}
+		dir := "out (encrypt)"
+		if row.Dir == "in" {
+			dir = "in (decrypt)"
+		}
+		dev := strings.TrimPrefix(row.CryptoDev, "crypto_")
+		if row.CryptoMode != "" {
+			dev += " (" + row.CryptoMode + ")"
+		}
+		w("| %s | %s | %s | %d | %s | %s | %s%s | %s | %s | %s%s | %s | %s | %s%s | %s | %s | %s | %s |\n",
+			dir, title(SuiteTitles, row.Suite), title(MixTitles, row.Mix), row.SAs, encap, dev,
+			mpps(row.Swanpath), fn.mark(row.Swanpath), gbps(row.Swanpath), cycles(row.Swanpath),
+			mpps(row.Secgw), fn.mark(row.Secgw), gbps(row.Secgw), cycles(row.Secgw),
+			mpps(row.Ceiling), fn.mark(row.Ceiling), gbps(row.Ceiling), cycles(row.Ceiling),
+			ratio(row.VsSecgw), ratio(row.VsCeiling))
+	}
+	if len(fn.list) > 0 {
+		w("\nNo number:\n\n")
+		for i, s := range fn.list {
+			w("%d. %s\n", i+1, oneLine(s))
+		}
+	}
+	var drops []string
+	for _, row := range r.Rows {
+		if len(row.Drops) > 0 {
+			drops = append(drops, fmt.Sprintf("`%s`: %v", row.Case, row.Drops))
+		}
+	}
+	if len(drops) > 0 {
+		w("\nswanpathd's drop counters over whole runs (set-up included):\n\n")
+		for _, d := range drops {
+			w("- %s\n", d)
+		}
+	}
+
+	if in := r.Install; in != nil {
+		w("\n## Installing SAs through the plugin socket\n\n")
+		w("%s\n\n", in.Description)
+		w("| | |\n|---|---|\n")
+		w("| SA + policy pairs asked for | %d (%s) |\n", in.SAs, title(SuiteTitles, in.Suite))
+		w("| installed | %d |\n", in.Installed)
+		if in.Error != "" {
+			w("| stopped by | %s |\n", oneLine(in.Error))
+		}
+		w("| time for the requests | %.2f s (%.0f pairs/s) |\n", in.Seconds, in.PerSecond)
+		w("| until every installed SA carried packets | %.2f s (%d of %d) |\n", in.LiveAfter, in.Live, in.Installed)
+		w("| forwarding before (100 ms samples, median) | %.2f Mpps |\n", in.RateBefore/1e6)
+		w("| forwarding during: lowest 100 ms sample | %.2f Mpps |\n", in.RateMin/1e6)
+		w("| forwarding during: median | %.2f Mpps |\n", in.RateMedian/1e6)
+		w("| samples below half the rate before | %d of %d |\n", in.Stalls, len(in.Samples))
+		w("| DPDK heap growth | %.1f MiB, %.0f bytes per pair |\n", float64(int64(in.HeapAfter)-int64(in.HeapBefore))/(1<<20), in.HeapPerSA)
+		w("| RSS growth (Go heap, C malloc) | %.1f MiB, %.0f bytes per pair |\n", float64(int64(in.RSSAfter)-int64(in.RSSBefore))/(1<<20), in.RSSPerSA)
+	}
+	if len(r.Notes) > 0 {
+		w("\n## Notes\n\n")
+		for _, n := range r.Notes {
+			w("- %s\n", n)
+		}
+	}
+	return b.String()
+}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i] + " …"
+	}
+	return strings.ReplaceAll(s, "|", "\\|")
+}
+
+// WriteMarkdown writes the Markdown rendering to path.
+func (r *Results) WriteMarkdown(path string) error {
+	return os.WriteFile(path, []byte(r.Markdown()), 0o644)
+}

@@ -1,0 +1,138 @@
+// Package report holds the benchmark's results and writes them: a JSON
+// file with everything measured, a Markdown table, and a PNG chart.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+)
+
+// Case is one configuration of offered traffic.
+type Case struct {
+	Dir   string `json:"dir"`   // "out" (encrypt) or "in" (decrypt)
+	Suite string `json:"suite"` // traffic.Suite.Name
+	Mix   string `json:"mix"`   // traffic.Mix.Name
+	SAs   int    `json:"sas"`
+	Encap bool   `json:"udp_encap"`
+}
+
+func (c Case) String() string {
+	e := "esp"
+	if c.Encap {
+		e = "udp"
+	}
+	return fmt.Sprintf("%s-%s-%s-%dsa-%s", c.Dir, c.Suite, c.Mix, c.SAs, e)
+}
+
+// Measure is one system's throughput on one case. Error says why there is
+// no number (then the rates are zero).
+type Measure struct {
+	PPS          float64   `json:"pps"` // median of the windows
+	Windows      []float64 `json:"windows_pps,omitempty"`
+	Gbps         float64   `json:"gbps"`
+	CyclesPerPkt float64   `json:"cycles_per_packet"`
+	Error        string    `json:"error,omitempty"`
+}
+
+// OK reports whether the measure has a number.
+func (m Measure) OK() bool { return m.Error == "" && m.PPS > 0 }
+
+// Row is one case with the three systems side by side.
+type Row struct {
+	Case
+	MeanFrame  float64 `json:"mean_frame_bytes"` // FCS included
+	CryptoDev  string  `json:"crypto_dev"`       // where swanpathd ran the SAs
+	CryptoMode string  `json:"crypto_mode"`
+	Swanpath   Measure `json:"swanpath"`
+	Secgw      Measure `json:"ipsec_secgw"`
+	Ceiling    Measure `json:"ceiling"`
+	// swanpath / ipsec-secgw and swanpath / ceiling, by packet rate
+	VsSecgw   float64 `json:"swanpath_vs_ipsec_secgw,omitempty"`
+	VsCeiling float64 `json:"swanpath_vs_ceiling,omitempty"`
+	// SAs that carried packets in swanpathd (every one should)
+	SAsUsed int `json:"swanpath_sas_used,omitempty"`
+	// swanpathd's nonzero drop counters over the whole run
+	Drops map[string]uint64 `json:"swanpath_drops,omitempty"`
+}
+
+// Fill computes the derived numbers of a measure from its windows.
+func (m *Measure) Fill(meanFrame, tscHz float64) {
+	if m.PPS <= 0 {
+		return
+	}
+	m.Gbps = m.PPS * meanFrame * 8 / 1e9
+	if tscHz > 0 {
+		m.CyclesPerPkt = tscHz / m.PPS
+	}
+}
+
+// Ratios fills VsSecgw and VsCeiling.
+func (r *Row) Ratios() {
+	if r.Swanpath.OK() && r.Secgw.OK() {
+		r.VsSecgw = r.Swanpath.PPS / r.Secgw.PPS
+	}
+	if r.Swanpath.OK() && r.Ceiling.OK() {
+		r.VsCeiling = r.Swanpath.PPS / r.Ceiling.PPS
+	}
+}
+
+// Install is the SA install experiment.
+type Install struct {
+	SAs       int     `json:"sas"`       // asked for
+	Installed int     `json:"installed"` // SA + policy pairs that went in
+	Error     string  `json:"error,omitempty"`
+	Seconds   float64 `json:"seconds"`    // first request to the last reply
+	LiveAfter float64 `json:"live_after"` // until every SA carried packets
+	Live      int     `json:"live"`       // SAs that carried packets by then
+	PerSecond float64 `json:"pairs_per_second"`
+	// the tx rate (packets/s) in 100 ms samples: before, and the lowest
+	// and median during the install
+	RateBefore  float64   `json:"tx_pps_before"`
+	RateMin     float64   `json:"tx_pps_min_during"`
+	RateMedian  float64   `json:"tx_pps_median_during"`
+	Samples     []float64 `json:"tx_pps_samples_during"`
+	Stalls      int       `json:"samples_below_half_before"`
+	HeapBefore  uint64    `json:"dpdk_heap_before"`
+	HeapAfter   uint64    `json:"dpdk_heap_after"`
+	RSSBefore   uint64    `json:"rss_before"`
+	RSSAfter    uint64    `json:"rss_after"`
+	HeapPerSA   float64   `json:"dpdk_heap_bytes_per_pair"`
+	RSSPerSA    float64   `json:"rss_bytes_per_pair"`
+	Suite       string    `json:"suite"`
+	Description string    `json:"description"`
+}
+
+// Settings are how the run measured.
+type Settings struct {
+	Quick     bool    `json:"quick"`
+	Warmup    string  `json:"warmup"`
+	Window    string  `json:"window"`
+	Windows   int     `json:"windows"`
+	Lcores    string  `json:"lcores"`
+	ManySAs   int     `json:"many_sas"`
+	IMIX      []int   `json:"imix_sizes"`
+	TSCHz     float64 `json:"tsc_hz"`
+	CryptoOps int     `json:"crypto_perf_ops"`
+}
+
+// Results is everything one run produced.
+type Results struct {
+	Machine  Machine   `json:"machine"`
+	Settings Settings  `json:"settings"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Rows     []Row     `json:"rows"`
+	Install  *Install  `json:"install,omitempty"`
+	Notes    []string  `json:"notes"`
+}
+
+// WriteJSON writes r to path.
+func (r *Results) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

@@ -1,0 +1,109 @@
+package sut
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Telemetry is DPDK's telemetry socket of a running DPDK process
+// (/var/run/dpdk/<file-prefix>/dpdk_telemetry.v2): one JSON request, one
+// JSON reply, over a SOCK_SEQPACKET unix socket.
+type Telemetry struct {
+	c   *net.UnixConn
+	buf []byte
+}
+
+// TelemetryPath is where a DPDK process with this --file-prefix listens.
+func TelemetryPath(prefix string) string {
+	return filepath.Join("/var/run/dpdk", prefix, "dpdk_telemetry.v2")
+}
+
+// RemoveRuntimeDir removes what EAL leaves in /var/run/dpdk for prefix
+// (the telemetry socket stays behind even with --in-memory).
+func RemoveRuntimeDir(prefix string) {
+	if prefix != "" {
+		_ = os.RemoveAll(filepath.Join("/var/run/dpdk", prefix))
+	}
+}
+
+// DialTelemetry connects and reads the greeting.
+func DialTelemetry(path string) (*Telemetry, error) {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("telemetry %s: %w", path, err)
+	}
+	t := &Telemetry{c: c, buf: make([]byte, 1<<20)}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(t.buf); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("telemetry %s: greeting: %w", path, err)
+	}
+	return t, nil
+}
+
+// Close closes the connection.
+func (t *Telemetry) Close() error { return t.c.Close() }
+
+// Query sends cmd (e.g. "/ethdev/stats,1") and decodes the value of the
+// reply's single key into v.
+func (t *Telemetry) Query(cmd string, v any) error {
+	_ = t.c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := t.c.Write([]byte(cmd)); err != nil {
+		return fmt.Errorf("telemetry %s: %w", cmd, err)
+	}
+	n, err := t.c.Read(t.buf)
+	if err != nil {
+		return fmt.Errorf("telemetry %s: %w", cmd, err)
+	}
+	var rep map[string]json.RawMessage
+	if err := json.Unmarshal(t.buf[:n], &rep); err != nil {
+		return fmt.Errorf("telemetry %s: %w", cmd, err)
+	}
+	for _, raw := range rep {
+		if string(raw) == "null" {
+			return fmt.Errorf("telemetry %s: no such command or object", cmd)
+		}
+		return json.Unmarshal(raw, v)
+	}
+	return fmt.Errorf("telemetry %s: empty reply", cmd)
+}
+
+// PortTx is the number of packets port has sent (ethdev opackets).
+func (t *Telemetry) PortTx(port int) (uint64, error) {
+	var st struct {
+		OPackets uint64 `json:"opackets"`
+	}
+	if err := t.Query(fmt.Sprintf("/ethdev/stats,%d", port), &st); err != nil {
+		return 0, err
+	}
+	return st.OPackets, nil
+}
+
+// HeapAlloc is the bytes allocated from DPDK's malloc heaps (rte_malloc,
+// memzones, mempools) of every socket.
+func (t *Telemetry) HeapAlloc() (uint64, error) {
+	var ids struct {
+		List []int `json:"Heap_id"`
+	}
+	var list []int
+	if err := t.Query("/eal/heap_list", &ids); err == nil {
+		list = ids.List
+	} else {
+		return 0, err
+	}
+	var total uint64
+	for _, id := range list {
+		var info struct {
+			Alloc uint64 `json:"Alloc_size"`
+		}
+		if err := t.Query(fmt.Sprintf("/eal/heap_info,%d", id), &info); err != nil {
+			return 0, err
+		}
+		total += info.Alloc
+	}
+	return total, nil
+}
