@@ -169,7 +169,7 @@ func run(o options) error {
 		Started: time.Now(),
 		Settings: report.Settings{Quick: o.quick, Warmup: o.warmup.String(), Window: o.window.String(),
 			Windows: o.windows, Lcores: o.lcores, ManySAs: o.manySAs,
-			IMIX: []int{imix.Sizes[0], imix.Sizes[1], imix.Sizes[6]},
+			IMIX:  []int{imix.Sizes[0], imix.Sizes[1], imix.Sizes[6]},
 			TSCHz: b.tscHz, CryptoOps: o.cryptoOps},
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {

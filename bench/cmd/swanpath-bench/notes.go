@@ -15,39 +15,39 @@ func (b *bench) notes() []string {
 			"Compare columns of one row (measured back to back) rather than rows far apart.",
 		fmt.Sprintf("Every DPDK process runs with EAL lcores %q: lcore 0 is the main (control) lcore, lcore 1 the "+
 			"one worker that does all packet work; with 2 cores, everything else shares core 0.", o.lcores),
-		"swanpathd is the production binary (bin/swanpathd) with its production code path, in a network namespace "+
-			"of the benchmark's own: port lan and wan are net_pcap (rx_pcap=<generated pcap>, infinite_rx=1) on "+
-			"the input side and net_null (no-rx=1) on the output side, each with its TAP; routes and permanent "+
-			"neighbours on the TAPs are mirrored from the namespace's kernel. SAs and policies are installed "+
-			"through the plugin socket (bridge/pluginsock Client), as charon's kernel-swanpath plugin does. "+
+		"swanpathd is the production binary (bin/swanpathd) with its production code path, in a network namespace " +
+			"of the benchmark's own: port lan and wan are net_pcap (rx_pcap=<generated pcap>, infinite_rx=1) on " +
+			"the input side and net_null (no-rx=1) on the output side, each with its TAP; routes and permanent " +
+			"neighbours on the TAPs are mirrored from the namespace's kernel. SAs and policies are installed " +
+			"through the plugin socket (bridge/pluginsock Client), as charon's kernel-swanpath plugin does. " +
 			"Counted: the output port's tx counter (`swanpathctl stats`).",
 		fmt.Sprintf("swanpathd config: crypto.pmd = %s, crypto.mode = %s, idle_sleep_us = 0; every SA's crypto "+
 			"device is read back from `swanpathctl sa` (column crypto PMD) and the same PMD is given to "+
 			"ipsec-secgw and dpdk-test-crypto-perf.", o.pmd, o.mode),
-		"ipsec-secgw: DPDK 22.11's example built from Debian's dpdk source package against the installed "+
-			"libdpdk-dev (scripts/bench-deps.sh), librte_ipsec path (-l), SA type "+secgwType+", replay window "+
-			"0 (-w 0), promiscuous, the same pcap, ports, lcores, PMD and SAs (sa/sp/rt/neigh rules generated "+
-			"from the same SA list and keys). Counted: the output port's ethdev opackets via DPDK telemetry. "+
-			"Its build drops one line of port_conf (RX checksum offload, which net_pcap/net_null lack and which "+
+		"ipsec-secgw: DPDK 22.11's example built from Debian's dpdk source package against the installed " +
+			"libdpdk-dev (scripts/bench-deps.sh), librte_ipsec path (-l), SA type " + secgwType + ", replay window " +
+			"0 (-w 0), promiscuous, the same pcap, ports, lcores, PMD and SAs (sa/sp/rt/neigh rules generated " +
+			"from the same SA list and keys). Counted: the output port's ethdev opackets via DPDK telemetry. " +
+			"Its build drops one line of port_conf (RX checksum offload, which net_pcap/net_null lack and which " +
 			"22.11 would otherwise demand at start).",
-		"Crypto ceiling: dpdk-test-crypto-perf --ptest throughput on the same PMD and one worker lcore, burst "+
-			"32, buffers of exactly the bytes ESP encrypts per frame (inner packet + padding + trailer: 48, "+
-			"556/560, 1404/1408 B for 64, 570, 1420 B frames); AES-GCM with ESP's 8-byte AAD. For IMIX the "+
+		"Crypto ceiling: dpdk-test-crypto-perf --ptest throughput on the same PMD and one worker lcore, burst " +
+			"32, buffers of exactly the bytes ESP encrypts per frame (inner packet + padding + trailer: 48, " +
+			"556/560, 1404/1408 B for 64, 570, 1420 B frames); AES-GCM with ESP's 8-byte AAD. For IMIX the " +
 			"per-size rates combine harmonically (time per packet averaged over the mix). Median of the runs.",
-		"Replay windows are 0 on both systems (infinite_rx replays the same packets). Inbound frames are real "+
-			"ESP made with Go's crypto/cipher (AES-GCM) and crypto/aes + crypto/hmac (AES-CBC + HMAC-SHA-256-128) "+
+		"Replay windows are 0 on both systems (infinite_rx replays the same packets). Inbound frames are real " +
+			"ESP made with Go's crypto/cipher (AES-GCM) and crypto/aes + crypto/hmac (AES-CBC + HMAC-SHA-256-128) " +
 			"from the installed keys; a decryption failure would show as drop_auth and void the number.",
 		fmt.Sprintf("Many-SA cases: %d SA + policy pairs, frames spread round robin over all of them (every SA "+
 			"must count packets in `swanpathctl sa`, else the row says so).", o.manySAs),
-		"IMIX: 7:4:1 interleaved. The usual large frame, 1518 B (a 1500 B IP packet), does not fit a 1500 B "+
-			"tunnel MTU once encrypted, and swanpathd cannot run a larger MTU: its port mtu applies to the TAP "+
-			"too, and the TAP PMD refuses frames above 1522 B (\"Frame size (1618) > device max frame size "+
-			"(1522)\"); it does not fragment outer packets either, so it would drop those frames (drop_mtu). "+
-			"The large IMIX frame is therefore 1420 B here for all three columns (`-imix 64,570,1518` restores "+
+		"IMIX: 7:4:1 interleaved. The usual large frame, 1518 B (a 1500 B IP packet), does not fit a 1500 B " +
+			"tunnel MTU once encrypted, and swanpathd cannot run a larger MTU: its port mtu applies to the TAP " +
+			"too, and the TAP PMD refuses frames above 1522 B (\"Frame size (1618) > device max frame size " +
+			"(1522)\"); it does not fragment outer packets either, so it would drop those frames (drop_mtu). " +
+			"The large IMIX frame is therefore 1420 B here for all three columns (`-imix 64,570,1518` restores " +
 			"the usual one).",
-		"Added latency per packet is not measured: on in-memory ports there is no clock on the wire, and in the "+
-			"lab's veths (net_af_packet, ~0.4 Mpps) AF_PACKET and the kernel dominate; the fast path has no "+
-			"plaintext forwarding path of its own to compare with (unprotected traffic goes through the kernel "+
+		"Added latency per packet is not measured: on in-memory ports there is no clock on the wire, and in the " +
+			"lab's veths (net_af_packet, ~0.4 Mpps) AF_PACKET and the kernel dominate; the fast path has no " +
+			"plaintext forwarding path of its own to compare with (unprotected traffic goes through the kernel " +
 			"via the TAPs), so a difference of two paths there would not be the cost of IPsec.",
 	}
 }
