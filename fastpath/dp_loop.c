@@ -34,6 +34,7 @@
 #define ETH_HLEN ((uint16_t)sizeof(struct rte_ether_hdr))
 #define SP_HOLD 64		/* packets held per worker for a neighbour */
 #define SP_HOLD_MS 500		/* how long, at most */
+#define SP_TAP_EVERY 8		/* under load, an idle TAP is polled every 8th iteration */
 
 /* Per-iteration output buffers: one per wire port and one per TAP. */
 struct sp_txq {
@@ -62,8 +63,14 @@ struct sp_ctx {
 		uint32_t in_port, out_port;
 	} held[SP_HOLD];
 	struct sp_fib *held_fib;	/* the FIB they last missed in */
+	/* the last IPv4 neighbour found in this iteration's FIB (a burst
+	 * mostly goes to one next hop): key and index into f->macs */
+	struct sp_neigh_key nc_key;
+	uintptr_t nc_data;
+	int nc_ok;
 	uint64_t held_try;		/* when, in TSC */
 	uint64_t hold_tsc, retry_tsc;
+	uint8_t tap_wait[SP_MAX_PORTS];	/* iterations until a TAP is polled again */
 };
 
 #define SA_OF(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_sa_off, struct sp_sa **)
@@ -437,7 +444,17 @@ route_out_since(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forw
 			ttl_dec(ip);
 		k.ip = nh->gw ? nh->gw : ip->dst_addr;
 		k.port = nh->port;
-		rc = rte_hash_lookup_data(f->neigh, &k, &data);
+		if (c->nc_ok && c->nc_key.ip == k.ip && c->nc_key.port == k.port) {
+			data = (void *)c->nc_data;
+			rc = 0;
+		} else {
+			rc = rte_hash_lookup_data(f->neigh, &k, &data);
+			if (rc >= 0) {
+				c->nc_key = k;
+				c->nc_data = (uintptr_t)data;
+				c->nc_ok = 1;
+			}
+		}
 		if (rc < 0) {
 			if (since == c->now)
 				note_push(c->w, SP_NOTE_MISS, k.port, 4, &k.ip, NULL, 0);
@@ -1106,20 +1123,29 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 {
 	const union rte_ipsec_sad_key *kp[SP_BURST];
 	union rte_ipsec_sad_key keys[SP_BURST];
-	void *sas[SP_BURST];
+	void *sas[SP_BURST], *found[SP_BURST];
 	struct rte_mbuf *grp[SP_BURST];
-	uint16_t i, j, g, k;
+	uint16_t run[SP_BURST];
+	uint16_t i, j, g, k, u = 0;
+	uint32_t spi, last = 0;
 
 	if (n == 0)
 		return;
+	/* one SAD lookup per run of packets with the same SPI */
 	for (i = 0; i < n; i++) {
-		const uint32_t *spi = rte_pktmbuf_mtod_offset(mb[i], const uint32_t *,
-			mb[i]->l2_len + mb[i]->l3_len);
-		memset(&keys[i], 0, sizeof(keys[i]));
-		keys[i].v4.spi = *spi;
-		kp[i] = &keys[i];
+		spi = *rte_pktmbuf_mtod_offset(mb[i], const uint32_t *, mb[i]->l2_len + mb[i]->l3_len);
+		if (u == 0 || spi != last) {
+			memset(&keys[u], 0, sizeof(keys[u]));
+			keys[u].v4.spi = spi;
+			kp[u] = &keys[u];
+			u++;
+			last = spi;
+		}
+		run[i] = u - 1;
 	}
-	rte_ipsec_sad_lookup(c->dp->sad, kp, sas, n);
+	rte_ipsec_sad_lookup(c->dp->sad, kp, found, u);
+	for (i = 0; i < n; i++)
+		sas[i] = found[run[i]];
 
 	for (i = 0; i < n; ) {
 		struct sp_sa *sa = sas[i];
@@ -1543,6 +1569,7 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	while (!__atomic_load_n(&dp->stop, __ATOMIC_ACQUIRE)) {
 		c->t = __atomic_load_n(&dp->ipsec, __ATOMIC_ACQUIRE);
 		c->f = __atomic_load_n(&dp->fib, __ATOMIC_ACQUIRE);
+		c->nc_ok = 0;	/* the FIB may be another one now */
 		c->now = rte_get_tsc_cycles();
 		got = 0;
 		for (p = 0; p < dp->n_ports; p++) {
@@ -1551,7 +1578,17 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 				wire_burst(c, p, mb, n);
 				got += n;
 			}
+		}
+		for (p = 0; p < dp->n_ports; p++) {
+			/* a TAP's rx is a read() system call: while the wire
+			 * keeps the worker busy, a TAP that had nothing is asked
+			 * again only every SP_TAP_EVERY iterations */
+			if (got > 0 && c->tap_wait[p] > 0) {
+				c->tap_wait[p]--;
+				continue;
+			}
 			n = rte_eth_rx_burst(dp->ports[p].tap, wid, mb, SP_BURST);
+			c->tap_wait[p] = n == 0 ? SP_TAP_EVERY - 1 : 0;
 			if (n) {
 				tap_burst(c, p, mb, n);
 				got += n;

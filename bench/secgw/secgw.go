@@ -87,6 +87,23 @@ func (c *Config) writeConfig(path string) error {
 				spi, traffic.LocalNet, s.RemoteNet)
 		}
 	}
+	if !c.Inbound && len(p.SAs) > 0 {
+		// ipsec-secgw refuses an unprotected port without an inbound SA
+		// ("Cannot use unprotected portmask without configured SA
+		// inbound"): the first SA's inbound half, which no frame uses
+		s := &p.SAs[0]
+		fmt.Fprintf(&b, "sa in %d ", s.SPIIn)
+		if p.Suite.AEAD() {
+			fmt.Fprintf(&b, "aead_algo aes-128-gcm aead_key %s ", hexKey(s.EncKey))
+		} else {
+			fmt.Fprintf(&b, "cipher_algo aes-128-cbc cipher_key %s auth_algo sha256-hmac auth_key %s ",
+				hexKey(s.EncKey), hexKey(s.IntKey))
+		}
+		fmt.Fprintf(&b, "mode ipv4-tunnel src %s dst %s type %s\n", traffic.PeerWAN, traffic.GatewayWAN, typ)
+		// and its SP rule: ipsec-secgw derives the SA's inner family from it
+		fmt.Fprintf(&b, "sp ipv4 in esp protect %d pri 1 src %s dst %s sport 0:65535 dport 0:65535\n",
+			s.SPIIn, s.RemoteNet, traffic.LocalNet)
+	}
 	mac := func(m [6]byte) string { return hexKey(m[:]) }
 	if c.Inbound {
 		fmt.Fprintf(&b, "rt ipv4 dst %s port %d\n", traffic.LocalNet, outPort)
@@ -165,7 +182,7 @@ func Start(ctx context.Context, c Config) (r *Run, err error) {
 		}
 		select {
 		case <-r.proc.Done():
-			return r, fmt.Errorf("ipsec-secgw exited: %v\n%s", r.proc.Err(), r.proc.Tail(25))
+			return r, fmt.Errorf("ipsec-secgw exited: %v\n%s", r.proc.Err(), r.why())
 		case <-ctx.Done():
 			return r, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
@@ -180,7 +197,7 @@ func Start(ctx context.Context, c Config) (r *Run, err error) {
 func (r *Run) Tx() (uint64, error) {
 	select {
 	case <-r.proc.Done():
-		return 0, fmt.Errorf("ipsec-secgw exited: %v\n%s", r.proc.Err(), r.proc.Tail(25))
+		return 0, fmt.Errorf("ipsec-secgw exited: %v\n%s", r.proc.Err(), r.why())
 	default:
 	}
 	return r.tel.PortTx(outPort)
@@ -193,6 +210,18 @@ func (r *Run) Rx() (uint64, error) {
 	}
 	err := r.tel.Query(fmt.Sprintf("/ethdev/stats,%d", inPort), &st)
 	return st.IPackets, err
+}
+
+// why is what ipsec-secgw said when it gave up: its "Cause:" and error
+// lines (stdout and stderr interleave), then the last lines.
+func (r *Run) why() string {
+	var b strings.Builder
+	for _, l := range strings.Split(r.proc.Output(), "\n") {
+		if strings.Contains(l, "Cause:") || strings.Contains(strings.ToLower(l), "error") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String() + r.proc.Tail(10)
 }
 
 // Output is what ipsec-secgw printed.
