@@ -16,6 +16,8 @@ PKGS=(
 	dpdk dpdk-dev libdpdk-dev librte-crypto-ipsec-mb23 librte-crypto-openssl23 pkg-config
 	# strongSwan: charon, swanctl, kernel-libipsec (interop peer)
 	strongswan-charon strongswan-swanctl charon-systemd libcharon-extra-plugins
+	# openssl (curve25519, chacha20poly1305) and gcm, which charon loads
+	libstrongswan-standard-plugins
 	# building the charon plugin (configure needs gmp/openssl headers)
 	build-essential dpkg-dev libgmp-dev libssl-dev libsystemd-dev libpcap-dev
 	# lab and tests
