@@ -263,6 +263,54 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+// TestResolveKeepsStatic checks that resolving a next hop the kernel has as a
+// permanent entry leaves that entry as it is (NTF_USE would strip NUD_PERMANENT and,
+// with no answer, end in FAILED), and sends no solicitation for it.
+func TestResolveKeepsStatic(t *testing.T) {
+	l := newLab(t)
+	m := startMirror(t, l)
+	h, err := netlink.NewHandleAt(l.gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	target := netip.MustParseAddr("10.99.0.5")
+	mac := net.HardwareAddr{0x02, 0, 0, 0, 0x99, 0x05}
+	if err := h.NeighSet(&netlink.Neigh{LinkIndex: l.gwIdx, Family: unix.AF_INET, State: unix.NUD_PERMANENT,
+		IP: target.AsSlice(), HardwareAddr: mac}); err != nil {
+		t.Fatal(err)
+	}
+	capt := capture(t, l.peer, l.peerIdx)
+	if err := m.resolveOne(h, neighKey{l.gwIdx, target}); err != nil {
+		t.Fatal(err)
+	}
+	// a solicitation would have gone out at once; the unresolved
+	// 10.99.0.6 after it shows the capture works and marks the end
+	other := netip.MustParseAddr("10.99.0.6")
+	if err := m.resolveOne(h, neighKey{l.gwIdx, other}); err != nil {
+		t.Fatal(err)
+	}
+	if got := capt.arpRequestsUntil(t, other); got[target] {
+		t.Errorf("ARP request for %s, a permanent neighbour", target)
+	}
+	neighs, err := h.NeighList(l.gwIdx, unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, n := range neighs {
+		if n.IP.Equal(target.AsSlice()) {
+			found = true
+			if n.State != unix.NUD_PERMANENT || !bytes.Equal(n.HardwareAddr, mac) {
+				t.Errorf("permanent neighbour became state %#x lladdr %v", n.State, n.HardwareAddr)
+			}
+		}
+	}
+	if !found {
+		t.Error("permanent neighbour is gone")
+	}
+}
+
 // TestNTFUse documents the kernel behaviour Resolve relies on: RTM_NEWNEIGH with NTF_USE
 // on a neighbour that does not exist yet creates it and sends a solicitation.
 func TestNTFUse(t *testing.T) {
@@ -305,6 +353,14 @@ func capture(t *testing.T, ns netns.NsHandle, ifindex int) *capturer {
 // waitARPRequest waits for an ARP request (RFC 826) whose target protocol address is ip.
 func (c *capturer) waitARPRequest(t *testing.T, target netip.Addr) {
 	t.Helper()
+	c.arpRequestsUntil(t, target)
+}
+
+// arpRequestsUntil reads ARP requests until one for end arrives and returns the
+// targets of all of them (end included); no request for end within 5 s fails the test.
+func (c *capturer) arpRequestsUntil(t *testing.T, end netip.Addr) map[netip.Addr]bool {
+	t.Helper()
+	seen := map[netip.Addr]bool{}
 	buf := make([]byte, 2048)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -324,11 +380,14 @@ func (c *capturer) waitARPRequest(t *testing.T, target netip.Addr) {
 		if binary.BigEndian.Uint16(arp[6:8]) != 1 { // opcode request
 			continue
 		}
-		if netip.AddrFrom4([4]byte(arp[24:28])) == target {
-			return
+		a := netip.AddrFrom4([4]byte(arp[24:28]))
+		seen[a] = true
+		if a == end {
+			return seen
 		}
 	}
-	t.Fatalf("no ARP request for %s on the wire", target)
+	t.Fatalf("no ARP request for %s on the wire", end)
+	return nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

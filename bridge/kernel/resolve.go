@@ -86,11 +86,21 @@ func (m *Mirror) resolveLoop(ctx context.Context, queue <-chan neighKey) {
 // INCOMPLETE and solicits at once, or refreshes a STALE entry through DELAY/PROBE. No
 // packet is involved, so nothing is queued or lost. If that fails, a UDP datagram to the
 // discard port from a socket bound to the device has the same effect via the output path.
+//
+// A static entry (PERMANENT or NOARP) is left alone: NTF_USE strips NUD_PERMANENT
+// (__neigh_update) and the entry then solicits like a dynamic one; with nobody
+// answering, the operator's static neighbour would be gone. The fast path can miss such
+// an entry only while the mirror has not caught up; the next snapshot brings it.
 func (m *Mirror) resolveOne(h *netlink.Handle, key neighKey) error {
 	if h != nil {
 		family := unix.AF_INET6
 		if key.ip.Is4() {
 			family = unix.AF_INET
+		}
+		if static, err := isStatic(h, key, family); err != nil {
+			m.log.Debug("kernel mirror: neighbour lookup failed", "ifindex", key.ifindex, "ip", key.ip, "err", err)
+		} else if static {
+			return nil
 		}
 		err := h.NeighSet(&netlink.Neigh{
 			LinkIndex: key.ifindex,
@@ -104,6 +114,20 @@ func (m *Mirror) resolveOne(h *netlink.Handle, key neighKey) error {
 		m.log.Debug("kernel mirror: NTF_USE failed, falling back to UDP", "ifindex", key.ifindex, "ip", key.ip, "err", err)
 	}
 	return m.poke(key)
+}
+
+// isStatic tells whether the kernel holds the neighbour key as a static entry.
+func isStatic(h *netlink.Handle, key neighKey, family int) (bool, error) {
+	neighs, err := h.NeighList(key.ifindex, family)
+	if err != nil {
+		return false, err
+	}
+	for _, n := range neighs {
+		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == key.ip {
+			return n.State&(unix.NUD_PERMANENT|unix.NUD_NOARP) != 0, nil
+		}
+	}
+	return false, nil
 }
 
 // poke sends one empty UDP datagram to ip:9 (discard, RFC 863) out of interface
