@@ -122,8 +122,10 @@ struct sp_sa_stats {
  * until Go frees it after a quiescent period.
  *
  * Inbound SAs run rte_ipsec in transport mode whatever their mode: the loop
- * reads the ESP trailer's next header itself and takes the outer header
- * off, so that one tunnel SA carries IPv4 and IPv6 inside (as XFRM does).
+ * reads the ESP trailer's next header itself, so that one tunnel SA carries
+ * IPv4 and IPv6 inside (as XFRM does). A tunnel packet goes to rte_ipsec
+ * without its outer headers (taken off before crypto; their length kept in
+ * outer_l3_len), so that rte_ipsec has no header to move.
  * Outbound tunnel SAs run rte_ipsec's tunnel mode with next header IPv4 and
  * the loop sets IPv6 in the trailer of IPv6 packets before encryption. */
 struct sp_sa {
@@ -157,6 +159,9 @@ struct sp_sa {
 	uint16_t esp_fixed;		/* ESP header + IV + ICV */
 	uint16_t overhead;		/* outer_len + esp_fixed */
 	uint16_t pad_align;		/* ESP payload + trailer padded to this */
+	uint32_t hdr_sum;		/* outbound IPv4 tunnel: one's complement sum of the
+					 * outer header template's 16-bit words, bar
+					 * total_length, packet_id and checksum (which are 0) */
 	struct sp_sa_stats st[SP_MAX_WORKERS];	/* per worker: no shared writes */
 };
 

@@ -34,6 +34,9 @@
 #define ETH_HLEN ((uint16_t)sizeof(struct rte_ether_hdr))
 #define SP_HOLD 64		/* packets held per worker for a neighbour */
 #define SP_HOLD_MS 500		/* how long, at most */
+/* outer IP (+UDP) headers of inbound tunnel ESP: at most this long (what
+ * an mbuf's outer_l3_len holds); longer IPv6 extension chains are dropped */
+#define SP_OUTER_MAX 511
 #define SP_TAP_EVERY 8		/* under load, an idle TAP is polled every 8th iteration */
 
 /* Per-iteration output buffers: one per wire port and one per TAP. */
@@ -1084,12 +1087,14 @@ inbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf 
 		uint8_t *l3;
 
 		if (!sa->transport) {
+			/* the outer headers went before crypto (esp_inbound);
+			 * they are still there, in front of the ESP header */
+			l3 = rte_pktmbuf_mtod(m, uint8_t *);
 			if (np != IPPROTO_IPIP && np != IPPROTO_IPV6)
 				goto malformed;
 			if (sa->peer_port != 0)
-				check_mapping(c, sa, oh, m->l3_len);
-			rte_pktmbuf_adj(m, m->l2_len + m->l3_len);
-			l3 = rte_pktmbuf_mtod(m, uint8_t *);
+				check_mapping(c, sa, l3 - (sa->esp_fixed - sa->icv_len) - m->outer_l3_len,
+					m->outer_l3_len);
 			if (is_v6(l3) != (np == IPPROTO_IPV6))
 				goto malformed;
 		} else {
@@ -1156,8 +1161,27 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 		}
 		/* a run of packets for the same SA */
 		g = 0;
-		for (j = i; j < n && sas[j] == sa; j++)
-			grp[g++] = mb[j];
+		for (j = i; j < n && sas[j] == sa; j++) {
+			struct rte_mbuf *m = mb[j];
+			if (!sa->transport) {
+				/*
+				 * Tunnel: the outer headers go now, so that
+				 * rte_ipsec (transport mode, see dp.h) has no
+				 * header to move down over the ESP header. Their
+				 * length stays in outer_l3_len for the NAT-T
+				 * mapping check after authentication.
+				 */
+				if (unlikely(m->l3_len > SP_OUTER_MAX)) {
+					drop(c, port, m, SP_CNT_DROP_MALFORMED);
+					continue;
+				}
+				m->outer_l3_len = m->l3_len;
+				rte_pktmbuf_adj(m, m->l2_len + m->l3_len);
+				m->l2_len = 0;
+				m->l3_len = 0;
+			}
+			grp[g++] = m;
+		}
 		i = j;
 
 		g = sa_limit(c, port, sa, grp, g);
@@ -1176,9 +1200,17 @@ outbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf
 		uint8_t *l3 = rte_pktmbuf_mtod(mb[i], uint8_t *);
 		if (!is_v6(l3)) {
 			struct rte_ipv4_hdr *oh = (struct rte_ipv4_hdr *)l3;
-			/* rte_ipsec leaves the IPv4 header checksum to us */
-			oh->hdr_checksum = 0;
-			oh->hdr_checksum = rte_ipv4_cksum(oh);
+			/* rte_ipsec leaves the IPv4 header checksum to us; a
+			 * tunnel header is the SA's template but for length
+			 * and id (read back as the 16-bit words they were
+			 * written as: no reload of the whole fresh header) */
+			if (!sa->transport) {
+				uint32_t sum = sa->hdr_sum + oh->total_length + oh->packet_id;
+				oh->hdr_checksum = (uint16_t)~__rte_raw_cksum_reduce(sum);
+			} else {
+				oh->hdr_checksum = 0;
+				oh->hdr_checksum = rte_ipv4_cksum(oh);
+			}
 		} else if (sa->encap) {
 			/* RFC 8200 §8.1: UDP over IPv6 carries a checksum */
 			struct rte_ipv6_hdr *oh = (struct rte_ipv6_hdr *)l3;
@@ -1400,6 +1432,10 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 
 	pl.n = 0;
 	c->w->stats[p].cnt[SP_CNT_RX] += n;
+	/* the mbufs' second cache line (l2_len, l3_len), which the PMD
+	 * did not touch, is written for every packet below */
+	for (i = 0; i < n; i++)
+		rte_prefetch0(RTE_PTR_ADD(mb[i], RTE_CACHE_LINE_SIZE));
 	for (i = 0; i < n; i++) {
 		struct rte_mbuf *m = mb[i];
 		uint8_t *l3;

@@ -233,6 +233,16 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 		 */
 		prm.ipsec_xform.mode = RTE_SECURITY_IPSEC_SA_MODE_TRANSPORT;
 		prm.trs.proto = p->family == 6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
+		/*
+		 * An inbound tunnel SA gets its packets without the outer
+		 * headers (l2_len = l3_len = 0, nothing to move): rte_ipsec's
+		 * header update then must not write into the inner packet.
+		 * As an IPv6 SA it looks for an IPv6 header of l3_len (0)
+		 * bytes, finds none and leaves the packet alone; as an IPv4
+		 * SA it would set the inner header's protocol and length.
+		 */
+		if (p->inbound && !p->transport)
+			prm.trs.proto = IPPROTO_IPV6;
 	} else {
 		/*
 		 * Outbound tunnel: the library prepends this template (and a
@@ -260,6 +270,10 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 			oh.next_proto_id = p->encap ? IPPROTO_UDP : IPPROTO_ESP;
 			memcpy(&oh.src_addr, p->src, 4);
 			memcpy(&oh.dst_addr, p->dst, 4);
+			/* rte_ipsec fills in total_length and packet_id only
+			 * (no ECN or DSCP copying is asked for), so the loop
+			 * finishes the checksum from this sum */
+			s->hdr_sum = __rte_raw_cksum(&oh, sizeof(oh), 0);
 			prm.ipsec_xform.tunnel.type = RTE_SECURITY_IPSEC_TUNNEL_IPV4;
 			prm.tun.hdr = &oh;
 			prm.tun.hdr_len = sizeof(oh);
