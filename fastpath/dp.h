@@ -292,8 +292,30 @@ struct sp_port {
 };
 
 /* What each worker owns: counters and its ring of notes to Go. */
+/*
+ * Latency inside the fast path: for each frame handed to a wire port, the
+ * time from the rx burst it came in with to the tx burst, in TSC units of
+ * 2^lat_shift cycles, counted in log-linear buckets: units 0..31 one bucket
+ * each, then 16 buckets per power of two (about 6% wide). sp_lat_bucket
+ * and latBucketLow (Go) are inverses.
+ */
+#define SP_LAT_BUCKETS 448
+
+static inline uint32_t
+sp_lat_bucket(uint64_t units)
+{
+	uint32_t msb, idx;
+
+	if (units < 32)
+		return (uint32_t)units;
+	msb = 63 - __builtin_clzll(units);
+	idx = 32 + (msb - 5) * 16 + (uint32_t)((units >> (msb - 4)) & 15);
+	return idx < SP_LAT_BUCKETS ? idx : SP_LAT_BUCKETS - 1;
+}
+
 struct sp_worker {
 	struct sp_port_stats stats[SP_MAX_PORTS];
+	uint64_t lat[SP_LAT_BUCKETS];	/* see sp_lat_bucket */
 	volatile uint32_t running;
 	volatile uint32_t note_head;	/* written by the worker */
 	volatile uint32_t note_tail;	/* written by Go */
@@ -316,6 +338,7 @@ struct sp_dp {
 	uint16_t natt_port;	/* local UDP port for ESP-in-UDP, host order */
 	uint16_t tun_mtu;	/* smallest wire MTU: encrypted packets must fit */
 	uint32_t idle_sleep_us;	/* sleep when idle; 0 = busy poll */
+	uint32_t lat_shift;	/* latency unit: 2^lat_shift TSC cycles */
 	volatile uint32_t stop;
 	struct sp_worker w[SP_MAX_WORKERS];
 } __rte_cache_aligned;
@@ -323,6 +346,7 @@ struct sp_dp {
 /* dp_dev.c: offset of the mbuf dynamic field that holds, while a packet
  * is in a crypto device (lookaside), the struct sp_sa it belongs to */
 extern int sp_mbuf_sa_off;
+extern int sp_mbuf_rxt_off;	/* uint64_t: TSC of the rx burst a frame came in with */
 
 /* dp_sa.c */
 struct sp_sa *sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,

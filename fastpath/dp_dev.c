@@ -129,6 +129,7 @@ sp_session_pool(uint32_t n, char *err, size_t errlen)
 }
 
 int sp_mbuf_sa_off = -1;
+int sp_mbuf_rxt_off = -1;
 
 struct rte_mempool *
 sp_cop_pool(uint32_t n, char *err, size_t errlen)
@@ -138,11 +139,21 @@ sp_cop_pool(uint32_t n, char *err, size_t errlen)
 		.size = sizeof(struct sp_sa *),
 		.align = __alignof__(struct sp_sa *),
 	};
+	static const struct rte_mbuf_dynfield rxt_field = {
+		.name = "swanpath_dynfield_rx_tsc",
+		.size = sizeof(uint64_t),
+		.align = __alignof__(uint64_t),
+	};
 	struct rte_mempool *mp;
 
 	sp_mbuf_sa_off = rte_mbuf_dynfield_register(&sa_field);
 	if (sp_mbuf_sa_off < 0) {
 		snprintf(err, errlen, "mbuf field for the SA: %s", rte_strerror(rte_errno));
+		return NULL;
+	}
+	sp_mbuf_rxt_off = rte_mbuf_dynfield_register(&rxt_field);
+	if (sp_mbuf_rxt_off < 0) {
+		snprintf(err, errlen, "mbuf field for the rx time: %s", rte_strerror(rte_errno));
 		return NULL;
 	}
 

@@ -77,6 +77,7 @@ struct sp_ctx {
 };
 
 #define SA_OF(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_sa_off, struct sp_sa **)
+#define RXT(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_rxt_off, uint64_t *)
 
 static inline void
 cnt(struct sp_ctx *c, uint32_t port, enum sp_cnt k)
@@ -117,9 +118,17 @@ flush(struct sp_ctx *c)
 	uint16_t sent, i;
 	uint32_t p;
 
+	uint64_t now = 0;
+
 	for (p = 0; p < dp->n_ports; p++) {
 		struct sp_txq *q = &c->wire[p];
 		if (q->n) {
+			/* latency, up to the handoff (the PMD owns the mbufs
+			 * after it) */
+			if (now == 0)
+				now = rte_get_tsc_cycles();
+			for (i = 0; i < q->n; i++)
+				c->w->lat[sp_lat_bucket((now - *RXT(q->m[i])) >> dp->lat_shift)]++;
 			sent = rte_eth_tx_burst(dp->ports[p].phys, c->wid, q->m, q->n);
 			c->w->stats[p].cnt[SP_CNT_TX] += sent;
 			for (i = sent; i < q->n; i++)
@@ -679,6 +688,8 @@ icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, uint32_t s
 	struct rte_mbuf *r;
 
 	r = rte_pktmbuf_alloc(m->pool);
+	if (r != NULL)
+		*RXT(r) = *RXT(m);
 	if (r == NULL) {
 		drop(c, port, m, SP_CNT_DROP_NOMEM);
 		return;
@@ -741,6 +752,8 @@ icmp6_too_big(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const uint8_t
 	struct rte_mbuf *r;
 
 	r = rte_pktmbuf_alloc(m->pool);
+	if (r != NULL)
+		*RXT(r) = *RXT(m);
 	if (r == NULL) {
 		drop(c, port, m, SP_CNT_DROP_NOMEM);
 		return;
@@ -1440,6 +1453,7 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		struct rte_mbuf *m = mb[i];
 		uint8_t *l3;
 
+		*RXT(m) = c->now;
 		if (i + 1 < n)
 			rte_prefetch0(rte_pktmbuf_mtod(mb[i + 1], void *));
 		if (!is_ip(m)) {
@@ -1518,6 +1532,7 @@ tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 	for (i = 0; i < n; i++) {
 		struct rte_mbuf *m = mb[i];
 
+		*RXT(m) = c->now;
 		if (is_ip(m) && ip_parse(m, ETH_HLEN, &pl.k[pl.n]) == 0 &&
 				spd_wanted(c, rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HLEN), &pl.k[pl.n], 0)) {
 			pl.m[pl.n++] = m;

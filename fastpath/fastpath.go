@@ -113,6 +113,7 @@ type Fastpath struct {
 	workers     []uint // worker lcores; worker i polls queue i of every port
 	done        chan error
 	tscHz       float64
+	latShift    uint
 	tscBase     uint64
 	wallBase    time.Time
 
@@ -247,6 +248,10 @@ func Open(cfg Config) (*Fastpath, error) {
 	f.tscHz = float64(C.rte_get_tsc_hz())
 	f.tscBase = uint64(C.rte_get_tsc_cycles())
 	f.wallBase = time.Now()
+	// latency unit: the power of two of TSC cycles nearest below 16 ns
+	for f.latShift = 0; float64(uint64(2)<<f.latShift) <= f.tscHz*16e-9; f.latShift++ {
+	}
+	f.dp.lat_shift = C.uint32_t(f.latShift)
 
 	for i, lc := range f.workers {
 		wid := C.uint32_t(i)
@@ -430,6 +435,31 @@ func (f *Fastpath) PortStats() []dataplane.PortStats {
 		out[i] = dataplane.PortStats{Name: p.Name, Counters: m}
 	}
 	return out
+}
+
+// Latency is the histogram of every worker's latency from receive burst
+// to the wire's transmit queue, since start.
+func (f *Fastpath) Latency() dataplane.Latency {
+	l := dataplane.Latency{Buckets: make([]dataplane.LatencyBucket, C.SP_LAT_BUCKETS)}
+	unit := float64(uint64(1)<<f.latShift) / f.tscHz * float64(time.Second)
+	for i := range l.Buckets {
+		l.Buckets[i].Low = time.Duration(float64(latBucketLow(i)) * unit)
+		for w := range f.workers {
+			l.Buckets[i].Count += uint64(f.dp.w[w].lat[i])
+		}
+	}
+	return l
+}
+
+// latBucketLow is the smallest latency (in units) bucket i holds: the
+// inverse of sp_lat_bucket (dp.h).
+func latBucketLow(i int) uint64 {
+	if i < 32 {
+		return uint64(i)
+	}
+	msb := uint((i-32)/16 + 5)
+	sub := uint64((i - 32) % 16)
+	return (16 + sub) << (msb - 4)
 }
 
 // MbufsAvailable is the number of free mbufs (in the pool and the

@@ -565,6 +565,7 @@ func TestFastpathChild(t *testing.T) {
 	// 11. nothing leaked: every mbuf is back in the pool (once what is
 	// held for a neighbour has been dropped)
 	settle(wire)
+	latencyCheck(t, fp)
 	for deadline := time.Now().Add(2 * time.Second); fp.MbufsAvailable() != avail0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -684,4 +685,25 @@ func csum(b []byte) uint16 {
 		s = s>>16 + s&0xffff
 	}
 	return ^uint16(s)
+}
+
+// latencyCheck: every frame handed to a wire port is in the latency
+// histogram once, each with the time since its own receive burst (a stale
+// or missing stamp would put it seconds or hours away).
+func latencyCheck(t *testing.T, fp *Fastpath) {
+	t.Helper()
+	var sent uint64
+	for _, p := range fp.PortStats() {
+		sent += p.Counters["tx"] + p.Counters["drop_tx"]
+	}
+	l := fp.Latency()
+	if l.Frames() != sent || sent == 0 {
+		t.Fatalf("latency histogram holds %d frames, the wire ports were handed %d", l.Frames(), sent)
+	}
+	// the slowest: frames held for a neighbour (at most SP_HOLD_MS)
+	med, max := l.Quantile(0.5), l.Quantile(1)
+	if med <= 0 || med > 100*time.Millisecond || max > time.Second {
+		t.Fatalf("latency median %v, max %v", med, max)
+	}
+	t.Logf("latency of %d frames: median %v, p99 %v, max %v", sent, med, l.Quantile(0.99), max)
 }

@@ -157,6 +157,22 @@ func (r *Results) Markdown() string {
 		w("| DPDK heap growth | %.1f MiB, %.0f bytes per pair |\n", float64(int64(in.HeapAfter)-int64(in.HeapBefore))/(1<<20), in.HeapPerSA)
 		w("| RSS growth (Go heap, C malloc) | %.1f MiB, %.0f bytes per pair |\n", float64(int64(in.RSSAfter)-int64(in.RSSBefore))/(1<<20), in.RSSPerSA)
 	}
+	if lb := r.Lab; lb != nil {
+		w("\n## The lab: a real tunnel through namespaces and veths\n\n")
+		w("swanpathd on the gateway's two veths (net_af_packet), Debian's charon with kernel-libipsec as the peer, ESP %s in UDP; iperf3 TCP for %d s, the receiver's rate. Plaintext: the same hosts and veths with both routers forwarding in the kernel, no IPsec. Latency at a moderate rate: %d pings h1 -> h2 every %s.\n\n",
+			lb.ESP, lb.Seconds, lb.Pings, lb.PingInterval)
+		if lb.Error != "" {
+			w("Not measured: %s\n", oneLine(lb.Error))
+		} else {
+			w("| | |\n|---|---|\n")
+			w("| iperf3 plaintext h1 -> h2 (kernel forwarding) | %.0f Mbit/s |\n", lb.PlainBps/1e6)
+			w("| iperf3 through the tunnel h1 -> h2 | %.0f Mbit/s (%.0f%% of plaintext) |\n", lb.TunnelBps/1e6, 100*lb.TunnelBps/lb.PlainBps)
+			w("| iperf3 through the tunnel h2 -> h1 | %.0f Mbit/s |\n", lb.TunnelRevBps/1e6)
+			w("| fast path latency, receive burst to transmit queue (%d frames) | median %.1f µs, p99 %.1f µs |\n",
+				lb.Frames, float64(lb.LatencyMedianNS)/1e3, float64(lb.LatencyP99NS)/1e3)
+			w("| ping round trip h1 -> h2 (two hosts, two routers, both ESP ends) | avg %.0f µs, max %.0f µs |\n", lb.RTTAvgUS, lb.RTTMaxUS)
+		}
+	}
 	if len(r.Notes) > 0 {
 		w("\n## Notes\n\n")
 		for _, n := range r.Notes {

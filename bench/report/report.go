@@ -104,6 +104,29 @@ type Install struct {
 	Description string    `json:"description"`
 }
 
+// Lab is the lab experiment: the real tunnel through namespaces and veths.
+type Lab struct {
+	Error   string `json:"error,omitempty"`
+	ESP     string `json:"esp"`
+	Seconds int    `json:"iperf3_seconds"`
+	// iperf3 TCP, receiver's rate: plaintext h1 -> h2 with both routers
+	// forwarding in the kernel over the same veths; through the tunnel
+	// (swanpathd on af_packet, kernel-libipsec peer) both ways
+	PlainBps     float64 `json:"plaintext_bps"`
+	TunnelBps    float64 `json:"tunnel_bps"`
+	TunnelRevBps float64 `json:"tunnel_reverse_bps"`
+	// at a moderate rate (Pings pings h1 -> h2 every PingInterval): the
+	// fast path's own latency (receive burst to transmit queue) of the
+	// Frames it sent meanwhile, and ping's round trips
+	PingInterval    string  `json:"ping_interval"`
+	Pings           int     `json:"pings"`
+	Frames          uint64  `json:"frames"`
+	LatencyMedianNS int64   `json:"latency_median_ns"`
+	LatencyP99NS    int64   `json:"latency_p99_ns"`
+	RTTAvgUS        float64 `json:"ping_rtt_avg_us"`
+	RTTMaxUS        float64 `json:"ping_rtt_max_us"`
+}
+
 // Settings are how the run measured.
 type Settings struct {
 	Quick     bool    `json:"quick"`
@@ -125,6 +148,7 @@ type Results struct {
 	Finished time.Time `json:"finished"`
 	Rows     []Row     `json:"rows"`
 	Install  *Install  `json:"install,omitempty"`
+	Lab      *Lab      `json:"lab,omitempty"`
 	Notes    []string  `json:"notes"`
 }
 

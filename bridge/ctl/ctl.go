@@ -80,6 +80,28 @@ type Port struct {
 // Stats is the reply to "stats".
 type Stats struct {
 	Ports []Port `json:"ports"`
+	// Latency: frames handed to the wire since start, by the time they
+	// spent in the fast path (receive burst to transmit queue)
+	Latency *Latency `json:"latency,omitempty"`
+}
+
+// GetLatency is s.Latency, nil when s is.
+func (s *Stats) GetLatency() *Latency {
+	if s == nil {
+		return nil
+	}
+	return s.Latency
+}
+
+// Latency is a histogram: Counts[i] frames took at least LowNS[i]
+// nanoseconds and less than LowNS[i+1] (every bucket, so that two readings
+// can be subtracted).
+type Latency struct {
+	Frames   uint64   `json:"frames"`
+	MedianNS int64    `json:"median_ns"`
+	P99NS    int64    `json:"p99_ns"`
+	LowNS    []int64  `json:"low_ns"`
+	Counts   []uint64 `json:"counts"`
 }
 
 // Source gives the views; swanpathd implements it.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/swanpath/swanpath/bridge/ctl"
 	"github.com/swanpath/swanpath/bridge/dataplane"
@@ -190,4 +191,8 @@ func printStats(w io.Writer, st *ctl.Stats) {
 		devs = append(devs, fmt.Sprintf("%s: %s (tap %s, %s)", p.Name, p.Device, p.Tap, p.MAC))
 	}
 	fmt.Fprintln(w, strings.Join(devs, "\n"))
+	if l := st.Latency; l != nil && l.Frames > 0 {
+		fmt.Fprintf(w, "latency in the fast path (receive to wire transmit queue), %d frames since start: median %s, p99 %s\n",
+			l.Frames, time.Duration(l.MedianNS), time.Duration(l.P99NS))
+	}
 }

@@ -27,6 +27,7 @@ import (
 
 type options struct {
 	quick      bool
+	labSeconds int
 	out        string
 	swanpathd  string
 	secgw      string
@@ -75,11 +76,12 @@ func main() {
 	flag.IntVar(&o.manySAs, "sas", 10000, "SA count of the many-SA cases (0 or 1: none)")
 	flag.IntVar(&o.installSAs, "install", -1, "SA + policy pairs of the install experiment (default: -sas, 1000 with -quick; 0: skip)")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "traffic before the first window")
-	flag.DurationVar(&o.window, "window", 5*time.Second, "length of one measurement window")
+	flag.DurationVar(&o.window, "window", 3*time.Second, "length of one measurement window")
 	flag.IntVar(&o.windows, "windows", 3, "windows per case (the median counts)")
 	flag.IntVar(&o.cryptoOps, "crypto-ops", 10_000_000, "dpdk-test-crypto-perf operations per buffer size")
 	flag.IntVar(&o.cryptoRuns, "crypto-runs", 3, "dpdk-test-crypto-perf runs (the median counts)")
 	flag.StringVar(&o.imix, "imix", "64,570,1420", "IMIX frame sizes, 7:4:1 (see bench/results/README in results.md notes)")
+	flag.IntVar(&o.labSeconds, "lab", 10, "seconds of iperf3 (and pings) in the lab experiment (5 with -quick; 0: skip)")
 	flag.StringVar(&o.only, "only", "", "run only cases whose name contains this (e.g. out-gcm128-64-1sa)")
 	flag.Parse()
 	if o.quick {
@@ -87,6 +89,7 @@ func main() {
 		setIfUnset("warmup", &o.warmup, 500*time.Millisecond)
 		setIfUnset("crypto-ops", &o.cryptoOps, 2_000_000)
 		setIfUnset("crypto-runs", &o.cryptoRuns, 1)
+		setIfUnset("lab", &o.labSeconds, 5)
 	}
 	if o.installSAs < 0 {
 		o.installSAs = o.manySAs
@@ -191,6 +194,11 @@ func run(o options) error {
 		b.logf("install experiment: %d SA + policy pairs", o.installSAs)
 		in := b.installExperiment(ctx, o.installSAs)
 		res.Install = &in
+	}
+	if o.labSeconds > 0 && ctx.Err() == nil && o.only == "" {
+		b.logf("lab experiment: iperf3 %d s plaintext and through the tunnel, latency at a moderate rate", o.labSeconds)
+		lb := b.labExperiment(ctx, filepath.Join(filepath.Dir(o.swanpathd), "swanpathctl"))
+		res.Lab = &lb
 	}
 	res.Finished = time.Now()
 	res.Machine.LoadAfter = report.LoadAvg()

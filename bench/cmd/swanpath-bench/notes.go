@@ -45,9 +45,11 @@ func (b *bench) notes() []string {
 			"(1522)\"); it does not fragment outer packets either, so it would drop those frames (drop_mtu). " +
 			"The large IMIX frame is therefore 1420 B here for all three columns (`-imix 64,570,1518` restores " +
 			"the usual one).",
-		"Added latency per packet is not measured: on in-memory ports there is no clock on the wire, and in the " +
-			"lab's veths (net_af_packet, ~0.4 Mpps) AF_PACKET and the kernel dominate; the fast path has no " +
-			"plaintext forwarding path of its own to compare with (unprotected traffic goes through the kernel " +
-			"via the TAPs), so a difference of two paths there would not be the cost of IPsec.",
+		"Latency: the fast path stamps each frame with the time of the receive burst it came in with and, " +
+			"when it hands the frame to a wire port's transmit queue, counts the difference in a histogram " +
+			"(`swanpathctl stats`; crypto, SPD, routing and the rest of that loop iteration included; the " +
+			"port's own transmit and the wire are not). The lab section reads it before and after the pings " +
+			"(a moderate rate: the in-memory cases run flat out, where a frame's latency is a whole burst's " +
+			"work). Ping's round trip adds both hosts, the kernel-libipsec peer and the veths.",
 	}
 }

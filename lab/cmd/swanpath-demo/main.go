@@ -18,45 +18,6 @@ import (
 	"github.com/swanpath/swanpath/lab"
 )
 
-// runner stands in for testing.TB so the lab can run outside `go test`:
-// failures end the demo with the message, cleanups run in reverse order.
-type runner struct {
-	testing.TB // never called: only the methods below are used by lab
-	cleanups   []func()
-	failed     bool
-	tmp        string
-}
-
-type failure struct{ msg string }
-
-func (r *runner) Helper()                   {}
-func (r *runner) Logf(f string, a ...any)   { fmt.Fprintf(os.Stderr, f+"\n", a...) }
-func (r *runner) Errorf(f string, a ...any) { r.failed = true; r.Logf(f, a...) }
-func (r *runner) Fatalf(f string, a ...any) { r.failed = true; panic(failure{fmt.Sprintf(f, a...)}) }
-func (r *runner) Fatal(a ...any)            { r.failed = true; panic(failure{fmt.Sprint(a...)}) }
-func (r *runner) Skip(a ...any)             { panic(failure{fmt.Sprint(a...)}) }
-func (r *runner) Skipf(f string, a ...any)  { panic(failure{fmt.Sprintf(f, a...)}) }
-func (r *runner) Failed() bool              { return r.failed }
-func (r *runner) Cleanup(f func())          { r.cleanups = append(r.cleanups, f) }
-func (r *runner) Name() string              { return "swanpath-demo" }
-func (r *runner) TempDir() string {
-	if r.tmp == "" {
-		d, err := os.MkdirTemp("", "swanpath-demo")
-		if err != nil {
-			r.Fatal(err)
-		}
-		r.tmp = d
-		r.Cleanup(func() { os.RemoveAll(d) })
-	}
-	return r.tmp
-}
-
-func (r *runner) close() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
-}
-
 func main() {
 	bin := flag.String("bin", "bin", "directory with swanpathd and swanpathctl")
 	esp := flag.String("esp", "aes128gcm16", "ESP proposal of the tunnel")
@@ -68,28 +29,20 @@ func main() {
 	}
 	testing.Init()
 
-	r := &runner{}
+	r := lab.NewRunner("swanpath-demo")
 	code := 0
-	func() {
-		defer func() {
-			if v := recover(); v != nil {
-				f, ok := v.(failure)
-				if !ok {
-					panic(v)
-				}
-				fmt.Fprintln(os.Stderr, "swanpath-demo: FAILED:", f.msg)
-				code = 1
-			}
-		}()
-		defer r.close()
+	if err := r.Run(func() {
 		demo(r, filepath.Join(*bin, "swanpathd"), filepath.Join(*bin, "swanpathctl"), *esp, *secs)
-	}()
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, "swanpath-demo: FAILED:", err)
+		code = 1
+	}
 	os.Exit(code)
 }
 
 func step(format string, a ...any) { fmt.Printf("\n==> "+format+"\n", a...) }
 
-func demo(r *runner, swanpathd, swanpathctl, esp string, secs int) {
+func demo(r *lab.Runner, swanpathd, swanpathctl, esp string, secs int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -139,7 +92,7 @@ func demo(r *runner, swanpathd, swanpathctl, esp string, secs int) {
 	step("done; removing the lab")
 }
 
-func show(r *runner, ctx context.Context, d *lab.Swanpathd, what string) {
+func show(r *lab.Runner, ctx context.Context, d *lab.Swanpathd, what string) {
 	out, err := d.Ctl(ctx, what)
 	if err != nil {
 		r.Fatal(err)
