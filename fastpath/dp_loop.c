@@ -71,6 +71,9 @@ struct sp_ctx {
 	struct sp_neigh_key nc_key;
 	uintptr_t nc_data;
 	int nc_ok;
+	/* and the last IPv4 destination's next hop (index into f->nh) */
+	uint32_t rc_dst, rc_idx;
+	int rc_ok;
 	uint64_t held_try;		/* when, in TSC */
 	uint64_t hold_tsc, retry_tsc;
 	uint8_t tap_wait[SP_MAX_PORTS];	/* iterations until a TAP is polled again */
@@ -385,14 +388,24 @@ held_retry(struct sp_ctx *c)
 	c->held_try = c->now;
 }
 
+static __rte_always_inline void route_out_body(struct sp_ctx *c, uint32_t in_port,
+	struct rte_mbuf *m, int forwarded, uint64_t since);
+
+/* the per-packet paths get the body inlined; held packets call it here */
 static inline void
 route_out(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded)
 {
-	route_out_since(c, in_port, m, forwarded, c->now);
+	route_out_body(c, in_port, m, forwarded, c->now);
 }
 
 static void
 route_out_since(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded, uint64_t since)
+{
+	route_out_body(c, in_port, m, forwarded, since);
+}
+
+static __rte_always_inline void
+route_out_body(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwarded, uint64_t since)
 {
 	uint8_t *l3 = rte_pktmbuf_mtod(m, uint8_t *);
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)l3;
@@ -408,8 +421,20 @@ route_out_since(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forw
 		drop(c, in_port, m, SP_CNT_DROP_NO_ROUTE);
 		return;
 	}
-	rc = v6 ? rte_lpm6_lookup(f->lpm6, ip6->dst_addr, &idx) :
-		rte_lpm_lookup(f->lpm, rte_be_to_cpu_32(ip->dst_addr), &idx);
+	if (v6) {
+		rc = rte_lpm6_lookup(f->lpm6, ip6->dst_addr, &idx);
+	} else if (c->rc_ok && c->rc_dst == ip->dst_addr) {
+		/* a burst mostly goes to few destinations */
+		idx = c->rc_idx;
+		rc = 0;
+	} else {
+		rc = rte_lpm_lookup(f->lpm, rte_be_to_cpu_32(ip->dst_addr), &idx);
+		if (rc == 0) {
+			c->rc_dst = ip->dst_addr;
+			c->rc_idx = idx;
+			c->rc_ok = 1;
+		}
+	}
 	if (rc != 0 || idx >= f->n_nh) {
 		drop(c, in_port, m, SP_CNT_DROP_NO_ROUTE);
 		return;
@@ -1620,7 +1645,7 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	while (!__atomic_load_n(&dp->stop, __ATOMIC_ACQUIRE)) {
 		c->t = __atomic_load_n(&dp->ipsec, __ATOMIC_ACQUIRE);
 		c->f = __atomic_load_n(&dp->fib, __ATOMIC_ACQUIRE);
-		c->nc_ok = 0;	/* the FIB may be another one now */
+		c->nc_ok = c->rc_ok = 0;	/* the FIB may be another one now */
 		c->now = rte_get_tsc_cycles();
 		got = 0;
 		for (p = 0; p < dp->n_ports; p++) {
