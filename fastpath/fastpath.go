@@ -67,7 +67,8 @@ type Config struct {
 	NATTPort  uint16
 	IdleSleep time.Duration
 	Mbufs     uint32
-	// MaxSAs bounds the inbound SAs (the SAD's size); 65536 when 0.
+	// MaxSAs bounds the SAs, both directions and both sides of a rekey
+	// together (the SAD's size and the crypto session pool's); 16384 when 0.
 	MaxSAs uint32
 	// LookasideCrypto makes every SA go through the crypto device's queue
 	// pair (enqueue/dequeue) even where the PMD can run synchronously on
@@ -104,6 +105,7 @@ type Fastpath struct {
 	dp       *C.struct_sp_dp
 	ports    []dataplane.PortInfo
 	sessPool *C.struct_rte_mempool
+	maxSAs   uint32 // Config.MaxSAs: the session pool's size
 	mbufPool *C.struct_rte_mempool
 	// crypto devices in order of preference: the configured PMD, then
 	// ipsec-mb (aesni_gcm, aesni_mb), then openssl
@@ -281,8 +283,9 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 	nq := C.uint16_t(len(f.workers))
 	f.dp.n_workers = C.uint32_t(nq)
 	if cfg.MaxSAs == 0 {
-		cfg.MaxSAs = 65536
+		cfg.MaxSAs = 16384
 	}
+	f.maxSAs = cfg.MaxSAs
 	if rc := C.sp_sad_create(f.dp, C.uint32_t(cfg.MaxSAs)); rc != 0 {
 		return fmt.Errorf("fastpath: SAD for %d SAs: errno %d", cfg.MaxSAs, -rc)
 	}
@@ -297,7 +300,7 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 	pool := (*C.struct_rte_mempool)(unsafe.Pointer(mp))
 	f.mbufPool = pool
 
-	f.sessPool = C.sp_session_pool(4096, &ebuf[0], C.size_t(len(ebuf)))
+	f.sessPool = C.sp_session_pool(C.uint32_t(cfg.MaxSAs), &ebuf[0], C.size_t(len(ebuf)))
 	if f.sessPool == nil {
 		return fmt.Errorf("fastpath: %s", cerr(ebuf[:]))
 	}

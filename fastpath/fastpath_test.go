@@ -87,6 +87,7 @@ func TestFastpathChild(t *testing.T) {
 		EALArgs:   []string{"-l", "0,1", "--file-prefix", ns, "--in-memory", "-m", "256", "--log-level", "lib.eal:error"},
 		Ports:     []PortConfig{{Name: "a", Device: "net_af_packet0,iface=va", Tap: "tpa"}},
 		IdleSleep: 10 * time.Microsecond,
+		MaxSAs:    256,
 		Log:       log,
 	})
 	if err != nil {
@@ -566,6 +567,7 @@ func TestFastpathChild(t *testing.T) {
 	// held for a neighbour has been dropped)
 	settle(wire)
 	latencyCheck(t, fp)
+	maxSAsCheck(t, fp, 256)
 	for deadline := time.Now().Add(2 * time.Second); fp.MbufsAvailable() != avail0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -706,4 +708,39 @@ func latencyCheck(t *testing.T, fp *Fastpath) {
 		t.Fatalf("latency median %v, max %v", med, max)
 	}
 	t.Logf("latency of %d frames: median %v, p99 %v, max %v", sent, med, l.Quantile(0.99), max)
+}
+
+// maxSAsCheck: SAs go in up to Config.MaxSAs in all, the next one is
+// refused with a message naming fastpath.max_sas, and every session comes
+// back when they go (a second fill reaches the limit again).
+func maxSAsCheck(t *testing.T, fp *Fastpath, max int) {
+	t.Helper()
+	key := make(model.Key, 20)
+	for round := 0; round < 2; round++ {
+		var ids []model.SAID
+		var err error
+		for i := 0; i <= max; i++ {
+			sa := &model.SA{SAID: model.SAID{Dst: peerAddr, SPI: 0x70000000 + uint32(i), Proto: model.ProtoESP},
+				Src: gwAddr, Reqid: 900, Mode: model.ModeTunnel, EncAlg: model.EncrAESGCM16,
+				EncKey: append(model.Key(nil), key...)}
+			if err = fp.AddSA(sa); err != nil {
+				break
+			}
+			ids = append(ids, sa.SAID)
+		}
+		if err == nil || !strings.Contains(err.Error(), "max_sas") {
+			t.Fatalf("round %d: %d SAs added, then %v; want a refusal naming max_sas", round, len(ids), err)
+		}
+		fp.mu.Lock()
+		held := len(fp.mu.sas)
+		fp.mu.Unlock()
+		if held != max {
+			t.Fatalf("round %d: refused with %d SAs held, want %d", round, held, max)
+		}
+		for _, id := range ids {
+			if err := fp.DelSA(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 }

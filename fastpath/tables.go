@@ -68,6 +68,9 @@ func (f *Fastpath) AddSA(sa *model.SA) error {
 	if _, dup := f.mu.sas[sa.SAID]; dup {
 		return fmt.Errorf("add SA %s: %w", sa.SAID, model.ErrExists)
 	}
+	if len(f.mu.sas) >= int(f.maxSAs) {
+		return fmt.Errorf("add SA %s: the fast path holds %d SAs, its fastpath.max_sas", sa.SAID, f.maxSAs)
+	}
 
 	// parameters (with the keys) in C memory, wiped right after use
 	p := newParams()

@@ -30,6 +30,7 @@ type SwanpathdConfig struct {
 	Lcores     string // "0,1": main and one worker
 	MemoryMB   int
 	Mbufs      int    // 0: swanpathd's default
+	MaxSAs     int    // fastpath.max_sas; 0: swanpathd's default
 	CryptoPMD  string // crypto.pmd
 	CryptoMode string // crypto.mode
 	FilePrefix string
@@ -49,6 +50,9 @@ func (c SwanpathdConfig) toml(dir string) string {
 	mbufs := ""
 	if c.Mbufs > 0 {
 		mbufs = fmt.Sprintf("mbufs = %d\n", c.Mbufs)
+	}
+	if c.MaxSAs > 0 {
+		mbufs += fmt.Sprintf("max_sas = %d\n", c.MaxSAs)
 	}
 	return fmt.Sprintf(`# written by swanpath-bench
 [eal]

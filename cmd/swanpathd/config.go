@@ -42,6 +42,7 @@ type Config struct {
 		NATTPort    int    `toml:"natt_port"`
 		IdleSleepUS int    `toml:"idle_sleep_us"`
 		Mbufs       int    `toml:"mbufs"`
+		MaxSAs      int    `toml:"max_sas"`
 		StateFile   string `toml:"state_file"`
 	} `toml:"fastpath"`
 	Log struct {
@@ -60,6 +61,7 @@ func defaultConfig() Config {
 	c.Plugin.Socket = "/run/swanpath/charon.sock"
 	c.Control.Socket = "/run/swanpath/swanpathd.sock"
 	c.Fastpath.NATTPort = 4500
+	c.Fastpath.MaxSAs = 16384
 	c.Fastpath.StateFile = "/run/swanpath/outbound-seq.json"
 	c.Log.Level = "info"
 	return c
@@ -148,6 +150,9 @@ func (c *Config) validate() []error {
 	}
 	if c.Fastpath.IdleSleepUS < 0 || c.Fastpath.IdleSleepUS > 100000 {
 		errs = append(errs, fmt.Errorf("fastpath.idle_sleep_us %d out of range 0..100000", c.Fastpath.IdleSleepUS))
+	}
+	if c.Fastpath.MaxSAs < 64 || c.Fastpath.MaxSAs > 1<<20 {
+		errs = append(errs, fmt.Errorf("fastpath.max_sas %d out of range 64..1048576", c.Fastpath.MaxSAs))
 	}
 	if c.Fastpath.StateFile == "" {
 		errs = append(errs, errors.New("fastpath.state_file is empty (outbound sequence numbers must survive a restart)"))

@@ -150,6 +150,7 @@ func run(log *slog.Logger, cfg Config) error {
 		NATTPort:        uint16(cfg.Fastpath.NATTPort),
 		IdleSleep:       time.Duration(cfg.Fastpath.IdleSleepUS) * time.Microsecond,
 		Mbufs:           uint32(cfg.Fastpath.Mbufs),
+		MaxSAs:          uint32(cfg.Fastpath.MaxSAs),
 		Log:             log,
 	}
 	for _, p := range cfg.Ports {
