@@ -1019,7 +1019,7 @@ sa_limit(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[
 			/* a packet passes only if it stays within the limit; what
 			 * is reserved past it is never used (the SA is spent).
 			 * Inbound, as XFRM, the limit counts the decrypted bytes
-			 * (deliver_inbound): checked here, counted there. */
+			 * (inbound_flush): checked here, counted there. */
 			for (i = 0; i < ok; i++)
 				bytes += rte_pktmbuf_pkt_len(mb[i]);
 			prev = __atomic_fetch_add(&sa->lim_bytes, bytes, __ATOMIC_RELAXED);
@@ -1050,33 +1050,55 @@ sa_count(struct sp_ctx *c, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
 }
 
 /*
- * Decrypted packets of sa (data at their IP header, b their selector keys,
- * one family): the first inbound policy each matches must protect it with
- * this SA's reqid (as XFRM's policy check); then they go on their way.
+ * Decrypted packets of a burst (of any SAs and ports), data at their IP
+ * header, waiting for their inbound policy check: one classification per
+ * family for all of them, however many SAs the burst spans.
+ */
+struct sp_inb {
+	struct sp_spd_batch b[2];
+	struct rte_mbuf *m[2][SP_BURST];
+	struct sp_sa *sa[2][SP_BURST];
+	uint8_t port[2][SP_BURST];
+};
+
+/*
+ * The first inbound policy each packet matches must protect it with its
+ * SA's reqid (as XFRM's policy check); then they go on their way.
  */
 static void
-deliver_inbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf **m,
-	struct sp_spd_batch *b, int v6)
+inbound_flush(struct sp_ctx *c, struct sp_inb *ib)
 {
 	struct sp_match r;
+	struct sp_sa *sa;
+	struct rte_mbuf *m;
+	uint32_t port;
 	uint16_t i;
+	int v;
 
-	spd_classify(c, b, v6, 0);
-	for (i = 0; i < b->n; i++) {
-		if (b->res[i] != 0)
-			spd_get(c, v6, 0, b->res[i], &r);
-		if (b->res[i] == 0 || r.action != 0 || r.reqid != sa->reqid) {
-			ST(c, sa).drop_policy++;
-			drop(c, port, m[i], SP_CNT_DROP_POLICY);
-			continue;
+	for (v = 0; v < 2; v++) {
+		struct sp_spd_batch *b = &ib->b[v];
+
+		spd_classify(c, b, v, 0);
+		for (i = 0; i < b->n; i++) {
+			sa = ib->sa[v][i];
+			m = ib->m[v][i];
+			port = ib->port[v][i];
+			if (b->res[i] != 0)
+				spd_get(c, v, 0, b->res[i], &r);
+			if (b->res[i] == 0 || r.action != 0 || r.reqid != sa->reqid) {
+				ST(c, sa).drop_policy++;
+				drop(c, port, m, SP_CNT_DROP_POLICY);
+				continue;
+			}
+			ST(c, sa).bytes += rte_pktmbuf_pkt_len(m);
+			ST(c, sa).packets++;
+			if (unlikely(sa->hard_bytes != 0))
+				__atomic_fetch_add(&sa->lim_bytes, rte_pktmbuf_pkt_len(m), __ATOMIC_RELAXED);
+			ST(c, sa).last_use = c->now;
+			cnt(c, port, SP_CNT_ESP_IN);
+			route_out(c, port, m, !sa->transport);
 		}
-		ST(c, sa).bytes += rte_pktmbuf_pkt_len(m[i]);
-		ST(c, sa).packets++;
-		if (unlikely(sa->hard_bytes != 0))
-			__atomic_fetch_add(&sa->lim_bytes, rte_pktmbuf_pkt_len(m[i]), __ATOMIC_RELAXED);
-		ST(c, sa).last_use = c->now;
-		cnt(c, port, SP_CNT_ESP_IN);
-		route_out(c, port, m[i], !sa->transport);
+		b->n = 0;
 	}
 }
 
@@ -1108,14 +1130,12 @@ check_mapping(struct sp_ctx *c, struct sp_sa *sa, const uint8_t *oh, uint32_t l3
  * Inbound, after crypto: k decrypted packets of sa that came in on port.
  */
 static void
-inbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *grp[], uint16_t k)
+inbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *grp[], uint16_t k,
+	struct sp_inb *ib)
 {
-	struct rte_mbuf *fam[2][SP_BURST];
-	struct sp_spd_batch b[2];
 	struct sp_pkt pk;
-	uint16_t j;
+	uint16_t j, q;
 
-	b[0].n = b[1].n = 0;
 	for (j = 0; j < k; j++) {
 		struct rte_mbuf *m = grp[j];
 		/* rte_ipsec (transport mode, see dp.h) took out the ESP
@@ -1149,15 +1169,16 @@ inbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf 
 		if (ip_parse(m, 0, &pk) < 0)
 			goto malformed;
 		trim_to(m, pk.len);
-		fam[pk.v6][b[pk.v6].n] = m;
-		spd_key(&b[pk.v6], l3, &pk);
+		q = ib->b[pk.v6].n;
+		ib->m[pk.v6][q] = m;
+		ib->sa[pk.v6][q] = sa;
+		ib->port[pk.v6][q] = (uint8_t)port;
+		spd_key(&ib->b[pk.v6], l3, &pk);
 		continue;
 malformed:
 		ST(c, sa).drop_malformed++;
 		drop(c, port, m, SP_CNT_DROP_MALFORMED);
 	}
-	deliver_inbound(c, port, sa, fam[0], &b[0], 0);
-	deliver_inbound(c, port, sa, fam[1], &b[1], 1);
 }
 
 /* Inbound: n ESP packets (l2_len/l3_len point at the ESP header). */
@@ -1171,9 +1192,11 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 	uint16_t run[SP_BURST];
 	uint16_t i, j, g, k, u = 0;
 	uint32_t spi, last = 0;
+	struct sp_inb ib;
 
 	if (n == 0)
 		return;
+	ib.b[0].n = ib.b[1].n = 0;
 	/* one SAD lookup per run of packets with the same SPI */
 	for (i = 0; i < n; i++) {
 		spi = *rte_pktmbuf_mtod_offset(mb[i], const uint32_t *, mb[i]->l2_len + mb[i]->l3_len);
@@ -1224,8 +1247,9 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 
 		g = sa_limit(c, port, sa, grp, g);
 		k = sa_crypto(c, port, sa, grp, g);
-		inbound_done(c, port, sa, grp, k);
+		inbound_done(c, port, sa, grp, k, &ib);
 	}
+	inbound_flush(c, &ib);
 }
 
 /* Outbound, after crypto: k ESP packets of sa, the plaintext came in on port. */
@@ -1581,6 +1605,9 @@ crypto_poll(struct sp_ctx *c)
 	struct sp_sa *sa, *rsa = NULL;
 	uint32_t port, rport = 0;
 	uint16_t d, n, i, g, k;
+	struct sp_inb ib;
+
+	ib.b[0].n = ib.b[1].n = 0;
 
 	for (d = 0; d < RTE_CRYPTO_MAX_DEVS && c->inflight > 0; d++) {
 		if (c->dev_inflight[d] == 0)
@@ -1597,7 +1624,7 @@ crypto_poll(struct sp_ctx *c)
 				/* the run so far is complete */
 				k = finish(c, rport, rsa, &rsa->ss_async, run, g);
 				if (rsa->inbound)
-					inbound_done(c, rport, rsa, run, k);
+					inbound_done(c, rport, rsa, run, k, &ib);
 				else
 					outbound_done(c, rport, rsa, run, k);
 				g = 0;
@@ -1618,6 +1645,8 @@ crypto_poll(struct sp_ctx *c)
 		}
 		if (n > 0)
 			rte_mempool_put_bulk(c->dp->cop_pool, (void **)cop, n);
+		/* at most SP_BURST of them: deliver before the next device */
+		inbound_flush(c, &ib);
 	}
 }
 

@@ -94,7 +94,12 @@ func (r *Results) Markdown() string {
 
 	w("## Throughput on one worker core\n\n")
 	w("Mpps and Gbps of plaintext frames (size counted with FCS, as RFC 2544; inbound:\n")
-	w("the frames after decryption), median of %d windows of %s after %s of warm-up.\n", r.Settings.Windows, r.Settings.Window, r.Settings.Warmup)
+	rounds := r.Settings.Rounds
+	if rounds < 1 {
+		rounds = 1
+	}
+	w("the frames after decryption). swanpathd and ipsec-secgw take turns on each case, %d round(s) of %d windows of %s\n", rounds, r.Settings.Windows, r.Settings.Window)
+	w("each (after %s of warm-up per start); a system's rate is the median of all its windows.\n", r.Settings.Warmup)
 	w("Cycles per packet = TSC Hz / packets per second of the one busy worker core.\n")
 	w("Ratios are swanpath's packet rate over the other's.\n\n")
 	w("| dir | suite | frames | SAs | encap | crypto PMD | swanpath Mpps | Gbps | cyc/pkt | ipsec-secgw Mpps | Gbps | cyc/pkt | ceiling Mpps | Gbps | cyc/pkt | sp/secgw | sp/ceiling |\n")

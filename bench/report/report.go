@@ -133,6 +133,7 @@ type Settings struct {
 	Warmup    string  `json:"warmup"`
 	Window    string  `json:"window"`
 	Windows   int     `json:"windows"`
+	Rounds    int     `json:"rounds"`
 	Lcores    string  `json:"lcores"`
 	ManySAs   int     `json:"many_sas"`
 	IMIX      []int   `json:"imix_sizes"`

@@ -28,6 +28,7 @@ import (
 type options struct {
 	quick      bool
 	labSeconds int
+	rounds     int
 	out        string
 	swanpathd  string
 	secgw      string
@@ -77,7 +78,8 @@ func main() {
 	flag.IntVar(&o.installSAs, "install", -1, "SA + policy pairs of the install experiment (default: -sas, 1000 with -quick; 0: skip)")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "traffic before the first window")
 	flag.DurationVar(&o.window, "window", 3*time.Second, "length of one measurement window")
-	flag.IntVar(&o.windows, "windows", 3, "windows per case (the median counts)")
+	flag.IntVar(&o.windows, "windows", 2, "windows per system and round")
+	flag.IntVar(&o.rounds, "rounds", 2, "rounds per case: swanpathd and ipsec-secgw take turns (the median of all windows counts)")
 	flag.IntVar(&o.cryptoOps, "crypto-ops", 10_000_000, "dpdk-test-crypto-perf operations per buffer size")
 	flag.IntVar(&o.cryptoRuns, "crypto-runs", 3, "dpdk-test-crypto-perf runs (the median counts)")
 	flag.StringVar(&o.imix, "imix", "64,570,1420", "IMIX frame sizes, 7:4:1 (see bench/results/README in results.md notes)")
@@ -90,6 +92,7 @@ func main() {
 		setIfUnset("crypto-ops", &o.cryptoOps, 2_000_000)
 		setIfUnset("crypto-runs", &o.cryptoRuns, 1)
 		setIfUnset("lab", &o.labSeconds, 5)
+		setIfUnset("rounds", &o.rounds, 1)
 	}
 	if o.installSAs < 0 {
 		o.installSAs = o.manySAs
@@ -171,7 +174,7 @@ func run(o options) error {
 		Machine: report.Describe(repo, b.tscHz),
 		Started: time.Now(),
 		Settings: report.Settings{Quick: o.quick, Warmup: o.warmup.String(), Window: o.window.String(),
-			Windows: o.windows, Lcores: o.lcores, ManySAs: o.manySAs,
+			Windows: o.windows, Rounds: o.rounds, Lcores: o.lcores, ManySAs: o.manySAs,
 			IMIX:  []int{imix.Sizes[0], imix.Sizes[1], imix.Sizes[6]},
 			TSCHz: b.tscHz, CryptoOps: o.cryptoOps},
 	}
@@ -180,7 +183,10 @@ func run(o options) error {
 	}
 
 	cases := b.cases()
-	b.logf("%d cases, about %s each", len(cases), 2*(o.warmup+time.Duration(o.windows)*o.window)+10*time.Second)
+	if o.rounds < 1 {
+		o.rounds = 1
+	}
+	b.logf("%d cases, about %s each", len(cases), time.Duration(o.rounds)*(2*(o.warmup+time.Duration(o.windows)*o.window)+8*time.Second))
 	for i, c := range cases {
 		if ctx.Err() != nil {
 			break
