@@ -1210,6 +1210,18 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 		run[i] = u - 1;
 	}
 	rte_ipsec_sad_lookup(c->dp->sad, kp, found, u);
+	/* with many SAs each is cold: start loading them, their rte_ipsec
+	 * state and this worker's counters (written after crypto) */
+	for (i = 0; i < u; i++)
+		if (found[i] != NULL)
+			rte_prefetch0(found[i]);
+	for (i = 0; i < u; i++) {
+		struct sp_sa *sa = found[i];
+		if (sa != NULL) {
+			rte_prefetch0(sa->sa);
+			rte_prefetch0(&ST(c, sa));
+		}
+	}
 	for (i = 0; i < n; i++)
 		sas[i] = found[run[i]];
 
