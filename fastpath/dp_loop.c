@@ -1395,6 +1395,57 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 	}
 }
 
+/* How far ahead of the packet at hand its policy and its SA are loaded
+ * (see spd_prefetch). */
+#define SP_POL_AHEAD 8
+#define SP_SA_AHEAD 4
+
+static inline void
+pol_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
+{
+	/* the same policy as the packet before: loaded already */
+	if (j >= b->n || b->res[j] == 0 || (j > 0 && b->res[j] == b->res[j - 1]))
+		return;
+	if (v6)
+		rte_prefetch0(c->t->out6 + b->res[j] - 1);
+	else
+		rte_prefetch0(c->t->out + b->res[j] - 1);
+}
+
+/* The lines of an SA that protect() reads. */
+static inline void
+sa_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
+{
+	struct sp_match r;
+
+	if (j >= b->n || b->res[j] == 0 || (j > 0 && b->res[j] == b->res[j - 1]))
+		return;
+	spd_get(c, v6, 1, b->res[j], &r);
+	if (r.sa != NULL) {
+		rte_prefetch0(RTE_PTR_ADD(r.sa, RTE_CACHE_LINE_SIZE * 2));
+		rte_prefetch0(RTE_PTR_ADD(r.sa, RTE_CACHE_LINE_SIZE * 3));
+	}
+}
+
+/*
+ * With many policies and SAs, the ones a burst matched are cold: while
+ * packet j is protected, the policy of packet j + SP_POL_AHEAD and the SA
+ * of packet j + SP_SA_AHEAD (whose policy has arrived by then) are loaded;
+ * this starts the pipeline.
+ */
+static void
+spd_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6)
+{
+	uint16_t j;
+
+	if (c->t == NULL)
+		return;
+	for (j = 0; j < SP_POL_AHEAD; j++)
+		pol_prefetch(c, b, v6, j);
+	for (j = 0; j < SP_SA_AHEAD; j++)
+		sa_prefetch(c, b, v6, j);
+}
+
 /* Plaintext packets of a burst, all from the wire or all from the TAP,
  * waiting for their SPD lookup. */
 struct sp_plain {
@@ -1439,10 +1490,18 @@ plaintext_burst(struct sp_ctx *c, uint32_t port, struct sp_plain *pl, int from_w
 	}
 	for (v = 0; v < 2; v++) {
 		spd_classify(c, &b[v], v, 1);
+		spd_prefetch(c, &b[v], v);
 		for (j = 0; j < b[v].n; j++) {
 			i = idx[v][j];
+			pol_prefetch(c, &b[v], v, j + SP_POL_AHEAD);
+			sa_prefetch(c, &b[v], v, j + SP_SA_AHEAD);
 			if (b[v].res[j] != 0) {
 				spd_get(c, v, 1, b[v].res[j], &r);
+				if (r.sa != NULL && (j == 0 || b[v].res[j] != b[v].res[j - 1])) {
+					/* for the crypto and the counting after */
+					rte_prefetch0(r.sa->sa);
+					rte_prefetch0(&ST(c, r.sa));
+				}
 				if (protect(c, port, pl->m[i], &pl->k[i], &r, from_wire, outm, outsa, nout))
 					continue;
 			} else if (from_wire) {
