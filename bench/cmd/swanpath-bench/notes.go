@@ -10,9 +10,10 @@ func (b *bench) notes() []string {
 		secgwType = "no-offload (lookaside cryptodev)"
 	}
 	return []string{
-		"The machine is shared with other engineers' tests (DPDK processes, charons, iperf3) that ran during this " +
-			"benchmark: numbers are medians of several windows, and the load average above shows how busy it was. " +
-			"Compare columns of one row (measured back to back) rather than rows far apart.",
+		"The machine is a virtual machine whose host is shared: the same case measured minutes apart moved by " +
+			"up to 10-15% in this project's runs. swanpathd and ipsec-secgw therefore take turns on each case and " +
+			"each rate is the median of all its windows; the load average above shows how busy the guest itself " +
+			"was. Compare columns of one row (measured back to back) rather than rows far apart.",
 		fmt.Sprintf("Every DPDK process runs with EAL lcores %q: lcore 0 is the main (control) lcore, lcore 1 the "+
 			"one worker that does all packet work; with 2 cores, everything else shares core 0.", o.lcores),
 		"swanpathd is the production binary (bin/swanpathd) with its production code path, in a network namespace " +
