@@ -91,6 +91,15 @@ cnt(struct sp_ctx *c, uint32_t port, enum sp_cnt k)
 /* this worker's counters of an SA */
 #define ST(c, sa) ((sa)->st[(c)->wid])
 
+/* What crypto and counting will touch of a cold SA: its rte_ipsec state
+ * and this worker's counters. */
+static inline void
+sa_state_prefetch(struct sp_ctx *c, struct sp_sa *sa)
+{
+	rte_prefetch0(sa->sa);
+	rte_prefetch0(&ST(c, sa));
+}
+
 static inline void
 drop(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, enum sp_cnt k)
 {
@@ -120,7 +129,6 @@ flush(struct sp_ctx *c)
 	struct sp_dp *dp = c->dp;
 	uint16_t sent, i;
 	uint32_t p;
-
 	uint64_t now = 0;
 
 	for (p = 0; p < dp->n_ports; p++) {
@@ -713,12 +721,11 @@ icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, uint32_t s
 	struct rte_mbuf *r;
 
 	r = rte_pktmbuf_alloc(m->pool);
-	if (r != NULL)
-		*RXT(r) = *RXT(m);
 	if (r == NULL) {
 		drop(c, port, m, SP_CNT_DROP_NOMEM);
 		return;
 	}
+	*RXT(r) = *RXT(m);	/* the reply's latency counts from the offender's */
 	reh = (struct rte_ether_hdr *)rte_pktmbuf_append(r, ETH_HLEN + sizeof(*rip) + sizeof(*icmp) + quote);
 	if (reh == NULL) {
 		rte_pktmbuf_free(r);
@@ -777,12 +784,11 @@ icmp6_too_big(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const uint8_t
 	struct rte_mbuf *r;
 
 	r = rte_pktmbuf_alloc(m->pool);
-	if (r != NULL)
-		*RXT(r) = *RXT(m);
 	if (r == NULL) {
 		drop(c, port, m, SP_CNT_DROP_NOMEM);
 		return;
 	}
+	*RXT(r) = *RXT(m);	/* the reply's latency counts from the offender's */
 	reh = (struct rte_ether_hdr *)rte_pktmbuf_append(r, ETH_HLEN + sizeof(*rip) + 8 + quote);
 	if (reh == NULL) {
 		rte_pktmbuf_free(r);
@@ -1215,13 +1221,9 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 	for (i = 0; i < u; i++)
 		if (found[i] != NULL)
 			rte_prefetch0(found[i]);
-	for (i = 0; i < u; i++) {
-		struct sp_sa *sa = found[i];
-		if (sa != NULL) {
-			rte_prefetch0(sa->sa);
-			rte_prefetch0(&ST(c, sa));
-		}
-	}
+	for (i = 0; i < u; i++)
+		if (found[i] != NULL)
+			sa_state_prefetch(c, found[i]);
 	for (i = 0; i < n; i++)
 		sas[i] = found[run[i]];
 
@@ -1400,11 +1402,18 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 #define SP_POL_AHEAD 8
 #define SP_SA_AHEAD 4
 
+/* Packet j matched a policy, and not the one the packet before matched
+ * (whose lines are loaded already). */
+static inline int
+new_policy(const struct sp_spd_batch *b, uint16_t j)
+{
+	return j < b->n && b->res[j] != 0 && (j == 0 || b->res[j] != b->res[j - 1]);
+}
+
 static inline void
 pol_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 {
-	/* the same policy as the packet before: loaded already */
-	if (j >= b->n || b->res[j] == 0 || (j > 0 && b->res[j] == b->res[j - 1]))
+	if (!new_policy(b, j))
 		return;
 	if (v6)
 		rte_prefetch0(c->t->out6 + b->res[j] - 1);
@@ -1418,7 +1427,7 @@ sa_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 {
 	struct sp_match r;
 
-	if (j >= b->n || b->res[j] == 0 || (j > 0 && b->res[j] == b->res[j - 1]))
+	if (!new_policy(b, j))
 		return;
 	spd_get(c, v6, 1, b->res[j], &r);
 	if (r.sa != NULL) {
@@ -1497,11 +1506,8 @@ plaintext_burst(struct sp_ctx *c, uint32_t port, struct sp_plain *pl, int from_w
 			sa_prefetch(c, &b[v], v, j + SP_SA_AHEAD);
 			if (b[v].res[j] != 0) {
 				spd_get(c, v, 1, b[v].res[j], &r);
-				if (r.sa != NULL && (j == 0 || b[v].res[j] != b[v].res[j - 1])) {
-					/* for the crypto and the counting after */
-					rte_prefetch0(r.sa->sa);
-					rte_prefetch0(&ST(c, r.sa));
-				}
+				if (r.sa != NULL && new_policy(&b[v], j))
+					sa_state_prefetch(c, r.sa);
 				if (protect(c, port, pl->m[i], &pl->k[i], &r, from_wire, outm, outsa, nout))
 					continue;
 			} else if (from_wire) {

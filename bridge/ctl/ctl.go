@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/swanpath/swanpath/bridge/dataplane"
 )
 
 // SA is an SA as swanpathctl shows it.
@@ -85,14 +87,6 @@ type Stats struct {
 	Latency *Latency `json:"latency,omitempty"`
 }
 
-// GetLatency is s.Latency, nil when s is.
-func (s *Stats) GetLatency() *Latency {
-	if s == nil {
-		return nil
-	}
-	return s.Latency
-}
-
 // Latency is a histogram: Counts[i] frames took at least LowNS[i]
 // nanoseconds and less than LowNS[i+1] (every bucket, so that two readings
 // can be subtracted).
@@ -102,6 +96,27 @@ type Latency struct {
 	P99NS    int64    `json:"p99_ns"`
 	LowNS    []int64  `json:"low_ns"`
 	Counts   []uint64 `json:"counts"`
+}
+
+// NewLatency is the view of a histogram, with its median and p99.
+func NewLatency(l dataplane.Latency) *Latency {
+	out := &Latency{Frames: l.Frames(), MedianNS: int64(l.Quantile(0.5)), P99NS: int64(l.Quantile(0.99))}
+	for _, b := range l.Buckets {
+		out.LowNS = append(out.LowNS, int64(b.Low))
+		out.Counts = append(out.Counts, b.Count)
+	}
+	return out
+}
+
+// Histogram is the histogram the view shows.
+func (l *Latency) Histogram() dataplane.Latency {
+	var h dataplane.Latency
+	for i, low := range l.LowNS {
+		if i < len(l.Counts) {
+			h.Buckets = append(h.Buckets, dataplane.LatencyBucket{Low: time.Duration(low), Count: l.Counts[i]})
+		}
+	}
+	return h
 }
 
 // Source gives the views; swanpathd implements it.

@@ -121,17 +121,7 @@ func (v *views) Stats() ctl.Stats {
 		st.Ports = append(st.Ports, row)
 	}
 	if src, ok := v.dp.(interface{ Latency() dataplane.Latency }); ok {
-		st.Latency = latencyView(src.Latency())
+		st.Latency = ctl.NewLatency(src.Latency())
 	}
 	return st
-}
-
-// latencyView is the histogram with its median and p99.
-func latencyView(l dataplane.Latency) *ctl.Latency {
-	out := &ctl.Latency{Frames: l.Frames(), MedianNS: int64(l.Quantile(0.5)), P99NS: int64(l.Quantile(0.99))}
-	for _, b := range l.Buckets {
-		out.LowNS = append(out.LowNS, int64(b.Low))
-		out.Counts = append(out.Counts, b.Count)
-	}
-	return out
 }

@@ -108,17 +108,12 @@ var pingRTT = regexp.MustCompile(`= ([0-9.]+)/([0-9.]+)/([0-9.]+)/`)
 
 // latencyOf reads swanpathd's latency histogram through its control socket.
 func latencyOf(sock string) (dataplane.Latency, error) {
-	var h dataplane.Latency
 	rep, err := ctl.Call(sock, "stats")
 	if err != nil {
-		return h, err
+		return dataplane.Latency{}, err
 	}
-	l := rep.Stats.GetLatency()
-	if l == nil || len(l.LowNS) != len(l.Counts) {
-		return h, fmt.Errorf("swanpathd reports no latency histogram")
+	if rep.Stats == nil || rep.Stats.Latency == nil {
+		return dataplane.Latency{}, fmt.Errorf("swanpathd reports no latency histogram")
 	}
-	for i, low := range l.LowNS {
-		h.Buckets = append(h.Buckets, dataplane.LatencyBucket{Low: time.Duration(low), Count: l.Counts[i]})
-	}
-	return h, nil
+	return rep.Stats.Latency.Histogram(), nil
 }

@@ -34,9 +34,8 @@ func (b *bench) startSwanpathd(ctx context.Context, pcap string, frames int, inb
 		CryptoPMD: b.opt.pmd, CryptoMode: b.opt.mode, FilePrefix: b.prefix("sp"),
 		Lan: fmt.Sprintf(pcapDev, pcap), Wan: nullDev,
 	}
-	if sas+1 > 16384 {
-		cfg.MaxSAs = sas + 1024
-	}
+	// room for the case's SAs whatever swanpathd's default
+	cfg.MaxSAs = sas + 1024
 	if inbound {
 		cfg.Lan, cfg.Wan = nullDev, fmt.Sprintf(pcapDev, pcap)
 	}
