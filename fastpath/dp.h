@@ -317,6 +317,7 @@ struct sp_worker {
 	struct sp_port_stats stats[SP_MAX_PORTS];
 	uint64_t lat[SP_LAT_BUCKETS];	/* see sp_lat_bucket */
 	volatile uint32_t running;
+	int32_t tid;			/* the worker's OS thread, set before running */
 	volatile uint32_t note_head;	/* written by the worker */
 	volatile uint32_t note_tail;	/* written by Go */
 	struct sp_note note[SP_NOTE_RING];

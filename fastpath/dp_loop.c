@@ -1746,6 +1746,7 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	c->retry_tsc = rte_get_tsc_hz() / 1000;
 	rte_rcu_qsbr_thread_register(dp->qsv, wid);
 	rte_rcu_qsbr_thread_online(dp->qsv, wid);
+	c->w->tid = rte_sys_gettid();
 	__atomic_store_n(&c->w->running, 1, __ATOMIC_RELEASE);
 
 	while (!__atomic_load_n(&dp->stop, __ATOMIC_ACQUIRE)) {

@@ -33,6 +33,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -119,6 +120,8 @@ type Fastpath struct {
 	tscBase     uint64
 	wallBase    time.Time
 
+	builds sync.WaitGroup // policy table rebuilds outside mu
+
 	mu struct {
 		sync.Mutex
 		sas   map[model.SAID]*saEntry
@@ -129,7 +132,14 @@ type Fastpath struct {
 		lastPublish time.Time
 		lastBuild   time.Duration
 		timer       *time.Timer
-		fib         *C.struct_sp_fib
+		// gen counts policy changes, removed the changes that took a
+		// policy out (deleted or replaced); pubGen is gen as of the
+		// published tables. building: a rebuild runs outside the lock.
+		gen, removed, pubGen uint64
+		building             bool
+		stale                bool   // a rebuild was thrown away: the next runs under the lock
+		installs             uint64 // policy tables published
+		fib                  *C.struct_sp_fib
 	}
 }
 
@@ -270,6 +280,11 @@ func Open(cfg Config) (*Fastpath, error) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	if control, err := f.pinControlThreads(); err != nil {
+		log.Warn("control threads not kept off the worker CPUs", "err", err)
+	} else if control.Count() > 0 {
+		log.Info("control threads kept off the worker CPUs", "cpus", cpuList(&control), "gomaxprocs", runtime.GOMAXPROCS(0))
+	}
 	log.Info("fast path forwarding", "worker_lcores", fmt.Sprint(f.workers), "ports", len(f.ports), "crypto", strings.Join(cdevNames, ","))
 	return f, nil
 }
@@ -394,6 +409,11 @@ func (f *Fastpath) Stop() {
 func (f *Fastpath) teardown() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	for f.mu.building { // a rebuild outside the lock: let it finish
+		f.mu.Unlock()
+		f.builds.Wait()
+		f.mu.Lock()
+	}
 	if f.mu.timer != nil {
 		f.mu.timer.Stop()
 		f.mu.timer = nil

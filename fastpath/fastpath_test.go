@@ -94,6 +94,7 @@ func TestFastpathChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fp.Close()
+	threadsOffWorkers(t, fp)
 
 	vb, err := net.InterfaceByName("vb")
 	if err != nil {

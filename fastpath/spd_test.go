@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,4 +156,79 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 	if err := fp.DelPolicy(extra.Policy.PolicyID); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("deleting a policy twice: %v", err)
 	}
+
+	// A rebuild of the big tables runs outside the lock: requests go on
+	// meanwhile. A binding changed meanwhile is what the new tables carry;
+	// a policy deleted meanwhile is not in them.
+	tun3 := tun
+	tun3.SPI = 0x5003
+	out3, in3 := e.addPair(tun3, key)
+	defer func() {
+		_ = fp.DelSA(out3)
+		_ = fp.DelSA(in3)
+	}()
+	isSPI := func(spi uint32) func(ip []byte) bool {
+		return func(ip []byte) bool { return ip[9] == 17 && binary.BigEndian.Uint32(ip[28:]) == spi }
+	}
+	duringBuild := func(add dataplane.Binding, meanwhile func() error) {
+		t.Helper()
+		entered, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		hook := func() { once.Do(func() { close(entered); <-release }) }
+		buildHook.Store(&hook)
+		defer buildHook.Store(nil)
+		defer close(release)
+		if err := fp.SetPolicy(add); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("adding a policy to 1500 started no rebuild")
+		}
+		done := make(chan error, 1)
+		go func() { done <- meanwhile() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a policy request waited for the rebuild of the tables")
+		}
+	}
+	settled := func() {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			fp.mu.Lock()
+			ok := fp.mu.pubGen == fp.mu.gen && !fp.mu.building && fp.mu.timer == nil
+			fp.mu.Unlock()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the policy tables never caught up with the policies")
+			}
+		}
+	}
+	duringBuild(p("10.1.0.0/24", "10.2.0.0/24", 17, 3002, 3002, 60, model.ActionDrop),
+		func() error { return fp.Bind(wide, out3, true) })
+	settled()
+	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2011, 64, []byte("rebound-in-build"))))
+	e.recv("bound to a new SA during a rebuild, ESP with its SPI", 0x0800, isSPI(0x5003))
+	gone := p("10.1.0.0/24", "10.2.0.0/24", 17, 3003, 3003, 60, model.ActionDrop)
+	fp.mu.Lock()
+	installs := fp.mu.installs
+	fp.mu.Unlock()
+	duringBuild(gone, func() error { return fp.DelPolicy(gone.Policy.PolicyID) })
+	settled()
+	fp.mu.Lock()
+	installs = fp.mu.installs - installs
+	fp.mu.Unlock()
+	if installs != 1 {
+		// the tables built with it must have been thrown away, never in force
+		t.Fatalf("%d policy tables published after a policy was deleted during their rebuild, want 1", installs)
+	}
+	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 3003, 64, []byte("deleted-in-build"))))
+	e.recv("a drop policy deleted during a rebuild is not in force: protected by the /16", 0x0800, isSPI(0x5003))
 }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -296,6 +297,8 @@ func (f *Fastpath) SetPolicies(b []dataplane.Binding) error {
 	for _, x := range b {
 		f.putLocked(x)
 	}
+	f.mu.gen++
+	f.mu.removed++
 	return f.publishIPsecLocked()
 }
 
@@ -305,7 +308,9 @@ func (f *Fastpath) putLocked(b dataplane.Binding) {
 	b.Policy = &p
 	if old := f.mu.pols[p.PolicyID]; old != nil {
 		f.unbindLocked(p.PolicyID, old)
+		f.mu.removed++ // the old one is out of the tables being built
 	}
+	f.mu.gen++
 	f.mu.pols[p.PolicyID] = &polState{b: b}
 	f.bindLocked(p.PolicyID, b)
 }
@@ -364,6 +369,8 @@ func (f *Fastpath) DelPolicy(id model.PolicyID) error {
 	}
 	f.unbindLocked(id, st)
 	delete(f.mu.pols, id)
+	f.mu.gen++
+	f.mu.removed++
 	return f.changedLocked()
 }
 
@@ -402,31 +409,23 @@ func (f *Fastpath) saPtrLocked(b dataplane.Binding) *C.struct_sp_sa {
 const coalesceAbove = 100
 
 // changedLocked publishes the policy tables now, or soon when they are big
-// and were rebuilt a moment ago.
+// and were rebuilt a moment ago. The caller counted the change (gen, and
+// removed if a policy went out).
 func (f *Fastpath) changedLocked() error {
-	if f.mu.timer != nil {
-		return nil // a rebuild is already due
+	if f.mu.timer != nil || f.mu.building {
+		return nil // a rebuild is due, or runs and follows up
 	}
 	// Up to a hundred policies the tables are rebuilt at once, so that a
-	// policy is in force when charon's request returns. Beyond, at most
-	// once per interval of a few times the last rebuild's cost, so that a
-	// burst of installs does not rebuild per policy.
-	every := min(4*f.mu.lastBuild, 100*time.Millisecond)
-	wait := every - time.Since(f.mu.lastPublish)
-	if len(f.mu.pols) < coalesceAbove || wait <= 0 {
+	// policy is in force when charon's request returns. Beyond, outside the
+	// lock and at most once per interval of a few times the last rebuild's
+	// cost, so that a burst of installs neither waits for rebuilds nor
+	// rebuilds per policy.
+	if len(f.mu.pols) < coalesceAbove {
 		return f.publishIPsecLocked()
 	}
-	f.mu.timer = time.AfterFunc(wait, func() {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		f.mu.timer = nil
-		if f.dp == nil {
-			return
-		}
-		if err := f.publishIPsecLocked(); err != nil {
-			f.log.Error("policy tables not rebuilt", "err", err)
-		}
-	})
+	every := min(4*f.mu.lastBuild, 100*time.Millisecond)
+	wait := max(every-time.Since(f.mu.lastPublish), 0)
+	f.mu.timer = time.AfterFunc(wait, f.rebuild)
 	return nil
 }
 
@@ -508,74 +507,175 @@ func policyOrder(a, b *polState) int {
 		cmp.Compare(pa.Sel.DstPortLo, pb.Sel.DstPortLo), cmp.Compare(pa.Dir, pb.Dir))
 }
 
-// publishIPsecLocked builds the policy tables (with their rte_acl
-// contexts) aside, publishes them and frees the previous ones after a
-// grace period.
-func (f *Fastpath) publishIPsecLocked() error {
-	start := time.Now()
-	if f.mu.timer != nil {
-		f.mu.timer.Stop()
-		f.mu.timer = nil
-	}
-	var out, in, out6, in6 []*polState
+// polSnap is the policy set a rebuild of the tables starts from: the
+// policies by table, in table order, and the change counters of that moment.
+type polSnap struct {
+	out, in, out6, in6 []*polState
+	gen, removed       uint64
+	start              time.Time
+}
+
+// snapshotLocked takes the policy set for a rebuild. Only the lists are
+// taken here: a polState's policy never changes (a changed policy is a new
+// polState), so the tables can be built from them outside the lock.
+func (f *Fastpath) snapshotLocked() *polSnap {
+	s := &polSnap{gen: f.mu.gen, removed: f.mu.removed, start: time.Now()}
 	for _, st := range f.mu.pols {
-		st.slot = nil
 		v6 := st.b.Policy.Sel.Src.Addr().Is6()
 		switch {
 		case st.b.Policy.Dir == model.DirOut && v6:
-			out6 = append(out6, st)
+			s.out6 = append(s.out6, st)
 		case st.b.Policy.Dir == model.DirOut:
-			out = append(out, st)
+			s.out = append(s.out, st)
 		case v6:
-			in6 = append(in6, st)
+			s.in6 = append(s.in6, st)
 		default:
-			in = append(in, st)
+			s.in = append(s.in, st)
 		}
 	}
-	for _, l := range [][]*polState{out, in, out6, in6} {
+	return s
+}
+
+// buildTables builds the policy tables of s, with their rte_acl contexts
+// and no SA pointers yet (installLocked sets them). It needs no lock.
+func buildTables(s *polSnap) (*C.struct_sp_ipsec_tables, error) {
+	for _, l := range [][]*polState{s.out, s.in, s.out6, s.in6} {
 		slices.SortFunc(l, policyOrder)
 	}
-	t := C.sp_ipsec_tables_new(C.uint32_t(len(out)), C.uint32_t(len(in)),
-		C.uint32_t(len(out6)), C.uint32_t(len(in6)))
+	t := C.sp_ipsec_tables_new(C.uint32_t(len(s.out)), C.uint32_t(len(s.in)),
+		C.uint32_t(len(s.out6)), C.uint32_t(len(s.in6)))
 	if t == nil {
-		return fmt.Errorf("build IPsec tables: out of memory")
+		return nil, fmt.Errorf("build IPsec tables: out of memory")
 	}
-	outs := unsafe.Slice(t.out, len(out)+1)
-	for i, st := range out {
-		fillPolicy(&outs[i], st.b.Policy, f.saPtrLocked(st.b))
+	outs := unsafe.Slice(t.out, len(s.out)+1)
+	for i, st := range s.out {
+		fillPolicy(&outs[i], st.b.Policy, nil)
 	}
-	ins := unsafe.Slice(t.in, len(in)+1)
-	for i, st := range in {
+	ins := unsafe.Slice(t.in, len(s.in)+1)
+	for i, st := range s.in {
 		fillPolicy(&ins[i], st.b.Policy, nil)
 	}
-	outs6 := unsafe.Slice(t.out6, len(out6)+1)
-	for i, st := range out6 {
-		fillPolicy6(&outs6[i], st.b.Policy, f.saPtrLocked(st.b))
+	outs6 := unsafe.Slice(t.out6, len(s.out6)+1)
+	for i, st := range s.out6 {
+		fillPolicy6(&outs6[i], st.b.Policy, nil)
 	}
-	ins6 := unsafe.Slice(t.in6, len(in6)+1)
-	for i, st := range in6 {
+	ins6 := unsafe.Slice(t.in6, len(s.in6)+1)
+	for i, st := range s.in6 {
 		fillPolicy6(&ins6[i], st.b.Policy, nil)
+	}
+	if h := buildHook.Load(); h != nil {
+		(*h)()
 	}
 	var ebuf [256]C.char
 	if C.sp_ipsec_tables_build_acl(t, &ebuf[0], C.size_t(len(ebuf))) != 0 {
 		C.sp_ipsec_tables_free(t)
-		return fmt.Errorf("build policy tables: %s", cerr(ebuf[:]))
+		return nil, fmt.Errorf("build policy tables: %s", cerr(ebuf[:]))
+	}
+	return t, nil
+}
+
+// buildHook, when set (tests), runs in every rebuild between taking the
+// policies and building the rte_acl contexts.
+var buildHook atomic.Pointer[func()]
+
+// installLocked points the outbound policies of t at their SAs as bound
+// now, publishes t and frees the previous tables after a grace period.
+// No policy of s may have been removed since s was taken.
+func (f *Fastpath) installLocked(t *C.struct_sp_ipsec_tables, s *polSnap) {
+	f.mu.lastBuild = time.Since(s.start)
+	outs := unsafe.Slice(t.out, len(s.out)+1)
+	outs6 := unsafe.Slice(t.out6, len(s.out6)+1)
+	for _, st := range f.mu.pols {
+		st.slot = nil // a policy added since s is in no table yet
 	}
 	// from now on Bind changes the SA pointers of the published tables
-	for i, st := range out {
+	for i, st := range s.out {
+		outs[i].sa = f.saPtrLocked(st.b)
 		st.slot = &outs[i].sa
 	}
-	for i, st := range out6 {
+	for i, st := range s.out6 {
+		outs6[i].sa = f.saPtrLocked(st.b)
 		st.slot = &outs6[i].sa
 	}
 	old := f.mu.ipsec
 	C.sp_publish_ipsec(f.dp, t)
 	f.mu.ipsec = t
+	f.mu.pubGen = s.gen
+	f.mu.installs++
 	C.sp_synchronize(f.dp)
 	C.sp_ipsec_tables_free(old)
 	f.mu.lastPublish = time.Now()
-	f.mu.lastBuild = f.mu.lastPublish.Sub(start)
+}
+
+// publishIPsecLocked rebuilds the policy tables under the lock and
+// publishes them.
+func (f *Fastpath) publishIPsecLocked() error {
+	if f.mu.timer != nil {
+		f.mu.timer.Stop()
+		f.mu.timer = nil
+	}
+	s := f.snapshotLocked()
+	t, err := buildTables(s)
+	if err != nil {
+		return err
+	}
+	f.installLocked(t, s)
 	return nil
+}
+
+// rebuild rebuilds the policy tables outside the lock, so that requests go
+// on meanwhile: policies added meanwhile wait for the next rebuild, binding
+// changes are taken over when the tables are installed. If a policy was
+// removed meanwhile, the tables are stale: they are thrown away and the
+// next rebuild runs under the lock (so that a stream of removals cannot
+// starve the rebuilds).
+func (f *Fastpath) rebuild() {
+	f.mu.Lock()
+	f.mu.timer = nil
+	if f.dp == nil || f.mu.building {
+		f.mu.Unlock()
+		return
+	}
+	if f.mu.stale {
+		f.mu.stale = false
+		if err := f.publishIPsecLocked(); err != nil {
+			f.log.Error("policy tables not rebuilt", "err", err)
+		}
+		f.followUpLocked()
+		f.mu.Unlock()
+		return
+	}
+	f.mu.building = true
+	f.builds.Add(1)
+	defer f.builds.Done()
+	s := f.snapshotLocked()
+	f.mu.Unlock()
+
+	t, err := buildTables(s)
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mu.building = false
+	switch {
+	case err != nil:
+		f.log.Error("policy tables not rebuilt", "err", err)
+	case s.removed != f.mu.removed || s.gen < f.mu.pubGen:
+		C.sp_ipsec_tables_free(t)
+		f.mu.stale = s.removed != f.mu.removed
+	default:
+		f.installLocked(t, s)
+	}
+	f.followUpLocked()
+}
+
+// followUpLocked schedules the next rebuild if the policies changed since
+// the published tables.
+func (f *Fastpath) followUpLocked() {
+	if f.mu.gen != f.mu.pubGen {
+		if err := f.changedLocked(); err != nil {
+			f.log.Error("policy tables not rebuilt", "err", err)
+		}
+	}
 }
 
 // SetFIB replaces the forwarding tables.

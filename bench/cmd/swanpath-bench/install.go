@@ -29,7 +29,9 @@ func (b *bench) installExperiment(ctx context.Context, n int) report.Install {
 		"swanpathd forwards outbound %s 64 B frames on one worker (every other frame through one SA installed "+
 			"beforehand, the rest spread over the SAs being installed, dropped by a drop policy until theirs is in). "+
 			"Then %d SA + outbound policy pairs go in through the plugin socket, one request at a time as charon's "+
-			"plugin sends them. Live = every new SA counted packets (`swanpathctl sa`). Forwarding is the WAN tx "+
+			"plugin sends them. Live = the drop policy took its last frame (the LAN port's drop_policy counter, read "+
+			"every 10 ms, stopped rising; the time is the first read that showed its final value), confirmed by every "+
+			"new SA having counted packets (`swanpathctl sa`). Forwarding is the WAN tx "+
 			"counter sampled every 100 ms. Memory: DPDK heap (telemetry /eal/heap_info) and RSS of swanpathd "+
 			"before and after.", suite.Title, n)}
 	fail := func(format string, a ...any) report.Install {
@@ -103,28 +105,60 @@ func (b *bench) installExperiment(ctx context.Context, n int) report.Install {
 	if res.Seconds > 0 {
 		res.PerSecond = float64(installed) / res.Seconds
 	}
-	// live: every installed SA has counted packets
-	deadline := time.Now().Add(120 * time.Second)
-	for {
+	// live: the drop policy stops taking frames (every remote net's own
+	// policy is in force with its SA), and every installed SA has counted
+	// packets. A listing of 10,000 SAs takes a few hundred ms, the drop
+	// counter a few: it times the moment, the listing confirms it.
+	drops := func() (uint64, error) { return d.Counter("lan", "drop_policy") }
+	allLive := func() bool {
 		sas, err := d.SAs()
-		if err == nil {
-			live := 0
-			for _, s := range sas {
-				if s.Packets > 0 {
-					live++
-				}
-			}
-			res.Live = live - 1 // SA 0 was live before
-			if res.Live >= installed {
-				break
+		if err != nil {
+			return false
+		}
+		live := 0
+		for _, s := range sas {
+			if s.Packets > 0 {
+				live++
 			}
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		res.Live = live - 1 // SA 0 was live before
+		return res.Live >= installed
+	}
+	prev, _ := drops()
+	lastRise := time.Now()
+	liveAt := time.Time{}
+	for deadline := time.Now().Add(120 * time.Second); ctx.Err() == nil && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		n, err := drops()
+		if err != nil {
+			continue
+		}
+		if n != prev {
+			prev, lastRise = n, time.Now()
+			continue
+		}
+		if time.Since(lastRise) < 300*time.Millisecond {
+			continue
+		}
+		// quiet for 300 ms: were they all live then?
+		if allLive() {
+			liveAt = lastRise
 			break
 		}
-		time.Sleep(200 * time.Millisecond)
+		// not yet (a policy without its SA?): time it by the listings
+		for ctx.Err() == nil && time.Now().Before(deadline) {
+			if allLive() {
+				liveAt = time.Now()
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		break
 	}
-	res.LiveAfter = time.Since(t0).Seconds()
+	if liveAt.IsZero() {
+		liveAt = time.Now()
+	}
+	res.LiveAfter = liveAt.Sub(t0).Seconds()
 	stopSampling()
 	wg.Wait()
 	res.Samples = during

@@ -84,7 +84,7 @@ func main() {
 	flag.IntVar(&o.cryptoRuns, "crypto-runs", 3, "dpdk-test-crypto-perf runs (the median counts)")
 	flag.StringVar(&o.imix, "imix", "64,570,1420", "IMIX frame sizes, 7:4:1 (see bench/results/README in results.md notes)")
 	flag.IntVar(&o.labSeconds, "lab", 10, "seconds of iperf3 (and pings) in the lab experiment (5 with -quick; 0: skip)")
-	flag.StringVar(&o.only, "only", "", "run only cases whose name contains this (e.g. out-gcm128-64-1sa)")
+	flag.StringVar(&o.only, "only", "", "run only the cases whose name contains this (e.g. out-gcm128-64-1sa), or only the install or lab experiment (install, lab)")
 	flag.Parse()
 	if o.quick {
 		setIfUnset("window", &o.window, time.Second)
@@ -182,6 +182,18 @@ func run(o options) error {
 		return err
 	}
 
+	// the worker's CPU stays for the worker: this process, and every
+	// process it starts, runs on the others
+	unpin := func() {}
+	if cpus, err := sut.WorkerCPUs(o.lcores); err != nil {
+		return err
+	} else if restore, err := sut.KeepOff(cpus); err != nil {
+		b.logf("not kept off the worker CPUs %v: %v", cpus, err)
+	} else {
+		unpin = restore
+	}
+	defer func() { unpin() }()
+
 	cases := b.cases()
 	if o.rounds < 1 {
 		o.rounds = 1
@@ -196,12 +208,14 @@ func run(o options) error {
 		b.logf("  swanpath %s | ipsec-secgw %s | ceiling %s", show(row.Swanpath), show(row.Secgw), show(row.Ceiling))
 		res.Rows = append(res.Rows, row)
 	}
-	if o.installSAs > 0 && ctx.Err() == nil && o.only == "" {
+	if o.installSAs > 0 && ctx.Err() == nil && o.extra("install") {
 		b.logf("install experiment: %d SA + policy pairs", o.installSAs)
 		in := b.installExperiment(ctx, o.installSAs)
 		res.Install = &in
 	}
-	if o.labSeconds > 0 && ctx.Err() == nil && o.only == "" {
+	unpin()
+	unpin = func() {}
+	if o.labSeconds > 0 && ctx.Err() == nil && o.extra("lab") {
 		b.logf("lab experiment: iperf3 %d s plaintext and through the tunnel, latency at a moderate rate", o.labSeconds)
 		lb := b.labExperiment(ctx, filepath.Join(filepath.Dir(o.swanpathd), "swanpathctl"))
 		res.Lab = &lb
@@ -224,6 +238,12 @@ func run(o options) error {
 	fmt.Print(res.Markdown())
 	b.logf("results in %s", o.out)
 	return ctx.Err()
+}
+
+// extra says whether the experiment named name runs: always without -only,
+// and with -only when -only names it ("install", "lab").
+func (o options) extra(name string) bool {
+	return o.only == "" || strings.Contains(name, o.only)
 }
 
 func show(m report.Measure) string {
