@@ -21,7 +21,7 @@ import (
 // control thread that the kernel schedules on its CPU takes turns with it,
 // which stalls the fast path and delays the control thread (a plugin
 // request then waits for the worker's time slice). GOMAXPROCS follows the
-// CPUs left, unless the environment sets it. With no CPU left beside the
+// CPUs left (at most), unless the environment sets it. With no CPU left beside the
 // workers nothing changes.
 func (f *Fastpath) pinControlThreads() (control unix.CPUSet, err error) {
 	workers := map[int]bool{}
@@ -70,7 +70,8 @@ func (f *Fastpath) pinControlThreads() (control unix.CPUSet, err error) {
 		}
 	}
 	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(control.Count())
+		// never above the default (which follows a cgroup CPU quota)
+		runtime.GOMAXPROCS(min(runtime.GOMAXPROCS(0), control.Count()))
 	}
 	return control, nil
 }

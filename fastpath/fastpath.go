@@ -139,7 +139,12 @@ type Fastpath struct {
 		building             bool
 		stale                bool   // a rebuild was thrown away: the next runs under the lock
 		installs             uint64 // policy tables published
-		fib                  *C.struct_sp_fib
+		timerSeq             uint64 // which timer is f.mu.timer
+		closing              bool   // teardown: no more rebuilds
+		// policies taken out of pols that the published tables still
+		// hold, by the SA their slot points at (until the next install)
+		orphans map[model.SAID][]*polState
+		fib     *C.struct_sp_fib
 	}
 }
 
@@ -409,7 +414,8 @@ func (f *Fastpath) Stop() {
 func (f *Fastpath) teardown() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for f.mu.building { // a rebuild outside the lock: let it finish
+	f.mu.closing = true // no rebuild starts from now on
+	if f.mu.building {  // one outside the lock: let it finish
 		f.mu.Unlock()
 		f.builds.Wait()
 		f.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/model"
@@ -178,8 +179,15 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 		buildHook.Store(&hook)
 		defer buildHook.Store(nil)
 		defer close(release)
-		if err := fp.SetPolicy(add); err != nil {
-			t.Fatal(err)
+		added := make(chan error, 1)
+		go func() { added <- fp.SetPolicy(add) }()
+		select {
+		case err := <-added:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("adding a policy to 1500 did not return (a rebuild under the lock?)")
 		}
 		select {
 		case <-entered:
@@ -229,6 +237,40 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 		// the tables built with it must have been thrown away, never in force
 		t.Fatalf("%d policy tables published after a policy was deleted during their rebuild, want 1", installs)
 	}
+
+	// A policy taken out while the published tables still hold it (until
+	// the next install): its SA, deleted meanwhile, is not left in them.
+	tun4 := tun
+	tun4.SPI = 0x5004
+	out4, in4 := e.addPair(tun4, key)
+	defer func() { _ = fp.DelSA(in4) }()
+	p4 := p("10.1.0.0/24", "10.2.0.0/24", 17, 3004, 3004, 60, model.ActionIPsec)
+	p4.SA = out4
+	if err := fp.SetPolicy(p4); err != nil {
+		t.Fatal(err)
+	}
+	settled()
+	fp.mu.Lock()
+	c4 := fp.mu.sas[out4].c
+	fp.mu.Unlock()
+	duringBuild(p("10.1.0.0/24", "10.2.0.0/24", 17, 3005, 3005, 60, model.ActionDrop), func() error {
+		if err := fp.DelPolicy(p4.Policy.PolicyID); err != nil {
+			return err
+		}
+		if err := fp.DelSA(out4); err != nil {
+			return err
+		}
+		fp.mu.Lock()
+		defer fp.mu.Unlock()
+		outs := unsafe.Slice(fp.mu.ipsec.out, int(fp.mu.ipsec.n_out))
+		for i := range outs {
+			if outs[i].sa == c4 {
+				return fmt.Errorf("published policy %d still points at a deleted SA", i)
+			}
+		}
+		return nil
+	})
+	settled()
 	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 3003, 64, []byte("deleted-in-build"))))
 	e.recv("a drop policy deleted during a rebuild is not in force: protected by the /16", 0x0800, isSPI(0x5003))
 }

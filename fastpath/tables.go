@@ -128,16 +128,23 @@ func (f *Fastpath) DelSA(id model.SAID) error {
 	// no published policy may point at it (the control plane rebinds
 	// first; this is the guarantee)
 	f.repointLocked(id, e.c, nil)
+	delete(f.mu.orphans, id)
 	C.sp_synchronize(f.dp) // then no worker holds it
 	C.sp_sa_free(e.c)
 	return err
 }
 
 // repointLocked makes every published policy slot that holds old hold
-// neu, for the policies bound to id.
+// neu, for the policies bound to id, and for those taken out but still in
+// the published tables.
 func (f *Fastpath) repointLocked(id model.SAID, old, neu *C.struct_sp_sa) {
 	for pid := range f.mu.bySA[id] {
 		if st := f.mu.pols[pid]; st != nil && st.slot != nil && C.sp_slot_get(st.slot) == old {
+			C.sp_slot_set(st.slot, neu)
+		}
+	}
+	for _, st := range f.mu.orphans[id] {
+		if C.sp_slot_get(st.slot) == old {
 			C.sp_slot_set(st.slot, neu)
 		}
 	}
@@ -244,6 +251,10 @@ func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint1
 	} else {
 		// the policies bound to it follow, under its new ID
 		f.repointLocked(id, old, c)
+		if o := f.mu.orphans[id]; o != nil && sa.SAID != id {
+			f.mu.orphans[sa.SAID] = append(f.mu.orphans[sa.SAID], o...)
+			delete(f.mu.orphans, id)
+		}
 		if pids := f.mu.bySA[id]; pids != nil && sa.SAID != id {
 			for pid := range pids {
 				f.mu.pols[pid].b.SA = sa.SAID
@@ -292,6 +303,9 @@ func (f *Fastpath) SetPolicies(b []dataplane.Binding) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	for _, st := range f.mu.pols {
+		f.orphanLocked(st)
+	}
 	f.mu.pols = make(map[model.PolicyID]*polState, len(b))
 	f.mu.bySA = make(map[model.SAID]map[model.PolicyID]struct{})
 	for _, x := range b {
@@ -308,11 +322,25 @@ func (f *Fastpath) putLocked(b dataplane.Binding) {
 	b.Policy = &p
 	if old := f.mu.pols[p.PolicyID]; old != nil {
 		f.unbindLocked(p.PolicyID, old)
+		f.orphanLocked(old)
 		f.mu.removed++ // the old one is out of the tables being built
 	}
 	f.mu.gen++
 	f.mu.pols[p.PolicyID] = &polState{b: b}
 	f.bindLocked(p.PolicyID, b)
+}
+
+// orphanLocked keeps a policy taken out of the policy set while the
+// published tables still hold it (until the next install): its SA must not
+// be freed under it (see repointLocked).
+func (f *Fastpath) orphanLocked(st *polState) {
+	if st.slot == nil || !st.b.HasSA {
+		return
+	}
+	if f.mu.orphans == nil {
+		f.mu.orphans = make(map[model.SAID][]*polState)
+	}
+	f.mu.orphans[st.b.SA] = append(f.mu.orphans[st.b.SA], st)
 }
 
 func (f *Fastpath) bindLocked(id model.PolicyID, b dataplane.Binding) {
@@ -368,6 +396,7 @@ func (f *Fastpath) DelPolicy(id model.PolicyID) error {
 		return fmt.Errorf("delete policy %s %s: %w", id.Sel, id.Dir, model.ErrNotFound)
 	}
 	f.unbindLocked(id, st)
+	f.orphanLocked(st)
 	delete(f.mu.pols, id)
 	f.mu.gen++
 	f.mu.removed++
@@ -423,9 +452,14 @@ func (f *Fastpath) changedLocked() error {
 	if len(f.mu.pols) < coalesceAbove {
 		return f.publishIPsecLocked()
 	}
+	if f.mu.closing {
+		return nil
+	}
 	every := min(4*f.mu.lastBuild, 100*time.Millisecond)
 	wait := max(every-time.Since(f.mu.lastPublish), 0)
-	f.mu.timer = time.AfterFunc(wait, f.rebuild)
+	f.mu.timerSeq++
+	seq := f.mu.timerSeq
+	f.mu.timer = time.AfterFunc(wait, func() { f.rebuild(seq) })
 	return nil
 }
 
@@ -602,6 +636,8 @@ func (f *Fastpath) installLocked(t *C.struct_sp_ipsec_tables, s *polSnap) {
 	f.mu.ipsec = t
 	f.mu.pubGen = s.gen
 	f.mu.installs++
+	f.mu.stale = false
+	f.mu.orphans = nil // their slots were in the tables just freed
 	C.sp_synchronize(f.dp)
 	C.sp_ipsec_tables_free(old)
 	f.mu.lastPublish = time.Now()
@@ -629,19 +665,22 @@ func (f *Fastpath) publishIPsecLocked() error {
 // removed meanwhile, the tables are stale: they are thrown away and the
 // next rebuild runs under the lock (so that a stream of removals cannot
 // starve the rebuilds).
-func (f *Fastpath) rebuild() {
+func (f *Fastpath) rebuild(seq uint64) {
 	f.mu.Lock()
-	f.mu.timer = nil
-	if f.dp == nil || f.mu.building {
+	if f.mu.timerSeq == seq {
+		f.mu.timer = nil // this one fired (not a later one)
+	}
+	if f.dp == nil || f.mu.closing || f.mu.building {
 		f.mu.Unlock()
 		return
 	}
 	if f.mu.stale {
-		f.mu.stale = false
-		if err := f.publishIPsecLocked(); err != nil {
+		err := f.publishIPsecLocked()
+		if err != nil {
 			f.log.Error("policy tables not rebuilt", "err", err)
+		} else {
+			f.followUpLocked()
 		}
-		f.followUpLocked()
 		f.mu.Unlock()
 		return
 	}
@@ -658,7 +697,12 @@ func (f *Fastpath) rebuild() {
 	f.mu.building = false
 	switch {
 	case err != nil:
+		// the next change tries again
 		f.log.Error("policy tables not rebuilt", "err", err)
+		return
+	case f.mu.closing:
+		C.sp_ipsec_tables_free(t)
+		return
 	case s.removed != f.mu.removed || s.gen < f.mu.pubGen:
 		C.sp_ipsec_tables_free(t)
 		f.mu.stale = s.removed != f.mu.removed

@@ -12,7 +12,7 @@ import (
 
 // KeepOff confines every thread of this process, and so every process it
 // starts from now on (a child inherits its creator's CPUs), to the CPUs
-// other than cpus, and GOMAXPROCS to their number: the worker lcores'
+// other than cpus, and GOMAXPROCS to at most their number: the worker lcores'
 // CPUs stay for the workers (DPDK processes pin their lcores themselves).
 // The returned func undoes it.
 func KeepOff(cpus []int) (restore func(), err error) {
@@ -27,15 +27,14 @@ func KeepOff(cpus []int) (restore func(), err error) {
 	if set.Count() == 0 {
 		return nil, fmt.Errorf("no CPU left beside %v", cpus)
 	}
-	procs := runtime.GOMAXPROCS(0)
 	if err := setAll(&set); err != nil {
 		setAll(&orig)
 		return nil, err
 	}
-	runtime.GOMAXPROCS(set.Count())
+	runtime.GOMAXPROCS(min(runtime.GOMAXPROCS(0), set.Count()))
 	return func() {
 		setAll(&orig)
-		runtime.GOMAXPROCS(procs)
+		runtime.SetDefaultGOMAXPROCS()
 	}, nil
 }
 

@@ -124,36 +124,46 @@ func (b *bench) installExperiment(ctx context.Context, n int) report.Install {
 		res.Live = live - 1 // SA 0 was live before
 		return res.Live >= installed
 	}
-	prev, _ := drops()
-	lastRise := time.Now()
-	liveAt := time.Time{}
-	for deadline := time.Now().Add(120 * time.Second); ctx.Err() == nil && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-		n, err := drops()
-		if err != nil {
-			continue
-		}
-		if n != prev {
-			prev, lastRise = n, time.Now()
-			continue
-		}
-		if time.Since(lastRise) < 300*time.Millisecond {
-			continue
-		}
-		// quiet for 300 ms: were they all live then?
-		if allLive() {
-			liveAt = lastRise
-			break
-		}
-		// not yet (a policy without its SA?): time it by the listings
+	deadline := time.Now().Add(120 * time.Second)
+	byListing := func() time.Time {
 		for ctx.Err() == nil && time.Now().Before(deadline) {
 			if allLive() {
-				liveAt = time.Now()
-				break
+				return time.Now()
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		break
+		return time.Time{}
+	}
+	var liveAt time.Time
+	if installed < n {
+		// the frames of the SAs that did not go in meet the drop policy
+		// for good: the listings time it
+		liveAt = byListing()
+	} else {
+		prev, _ := drops()
+		lastRise := time.Now()
+		for ctx.Err() == nil && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+			k, err := drops()
+			if err != nil {
+				continue
+			}
+			if k != prev {
+				prev, lastRise = k, time.Now()
+				continue
+			}
+			if time.Since(lastRise) < 300*time.Millisecond {
+				continue
+			}
+			// quiet for 300 ms: were they all live then? If not (a
+			// policy without its SA?), the listings time it
+			if allLive() {
+				liveAt = lastRise
+			} else {
+				liveAt = byListing()
+			}
+			break
+		}
 	}
 	if liveAt.IsZero() {
 		liveAt = time.Now()

@@ -53,6 +53,7 @@ type bench struct {
 	seq      int
 	ceilings map[ceilKey]map[int]float64
 	ceilErr  map[ceilKey]string
+	confined bool // this process (and what it starts) kept off the worker CPUs
 }
 
 func (b *bench) logf(format string, a ...any) {
@@ -186,11 +187,11 @@ func run(o options) error {
 	// process it starts, runs on the others
 	unpin := func() {}
 	if cpus, err := sut.WorkerCPUs(o.lcores); err != nil {
-		return err
+		b.logf("the worker CPUs not kept apart: %v", err)
 	} else if restore, err := sut.KeepOff(cpus); err != nil {
 		b.logf("not kept off the worker CPUs %v: %v", cpus, err)
 	} else {
-		unpin = restore
+		unpin, b.confined = restore, true
 	}
 	defer func() { unpin() }()
 
@@ -241,9 +242,9 @@ func run(o options) error {
 }
 
 // extra says whether the experiment named name runs: always without -only,
-// and with -only when -only names it ("install", "lab").
+// and with -only when -only is its name ("install", "lab").
 func (o options) extra(name string) bool {
-	return o.only == "" || strings.Contains(name, o.only)
+	return o.only == "" || o.only == name
 }
 
 func show(m report.Measure) string {

@@ -9,18 +9,22 @@ func (b *bench) notes() []string {
 	if o.mode != "cpu" {
 		secgwType = "no-offload (lookaside cryptodev)"
 	}
+	confinement := "The worker's CPU is kept for it, as on a gateway whose worker cores are isolated: for the " +
+		"throughput cases and the install experiment the benchmark confines itself, and so every process it " +
+		"starts, to the other CPUs (the DPDK processes then pin their lcores themselves; swanpathd also keeps " +
+		"its own control threads off its workers' CPUs). With 2 cores, everything else shares core 0, the " +
+		"plugin-socket client of the install experiment included. The lab experiment runs without that confinement."
+	if !b.confined {
+		confinement = "The benchmark could not keep itself off the worker's CPU (see its log): other processes " +
+			"may have run there (swanpathd still keeps its own control threads off its workers' CPUs)."
+	}
 	return []string{
 		"The machine is a virtual machine whose host is shared: the same case measured minutes apart moved by " +
 			"up to 10-15% in this project's runs. swanpathd and ipsec-secgw therefore take turns on each case and " +
 			"each rate is the median of all its windows; the load average above shows how busy the guest itself " +
 			"was. Compare columns of one row (measured back to back) rather than rows far apart.",
 		fmt.Sprintf("Every DPDK process runs with EAL lcores %q: lcore 0 is the main (control) lcore, lcore 1 the "+
-			"one worker that does all packet work. The worker's CPU is kept for it, as on a gateway whose worker "+
-			"cores are isolated: for the throughput cases and the install experiment the benchmark confines itself, "+
-			"and so every process it starts, to the other CPUs (the DPDK processes then pin their lcores "+
-			"themselves; swanpathd also keeps its own control threads off its workers' CPUs). With 2 cores, "+
-			"everything else shares core 0, the plugin-socket client of the install experiment included. The lab "+
-			"experiment runs without that confinement.", o.lcores),
+			"one worker that does all packet work. %s", o.lcores, confinement),
 		"swanpathd is the production binary (bin/swanpathd) with its production code path, in a network namespace " +
 			"of the benchmark's own: port lan and wan are net_pcap (rx_pcap=<generated pcap>, infinite_rx=1) on " +
 			"the input side and net_null (no-rx=1) on the output side, each with its TAP; routes and permanent " +
