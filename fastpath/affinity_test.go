@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/swanpath/swanpath/internal/cpus"
 )
 
 // threadsOffWorkers checks, in a child process with a running Fastpath,
@@ -29,9 +31,9 @@ func threadsOffWorkers(t *testing.T, fp *Fastpath) {
 			t.Fatal(err)
 		}
 		workers[tid] = true
-		orCPUs(&wcpus, &s)
+		cpus.Or(&wcpus, &s)
 	}
-	tids, err := threads()
+	tids, err := cpus.Threads()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,14 +43,14 @@ func threadsOffWorkers(t *testing.T, fp *Fastpath) {
 		if workers[tid] || unix.SchedGetaffinity(tid, &s) != nil {
 			continue
 		}
-		for c := range cpuSetSize {
+		for c := range cpus.Size {
 			if s.IsSet(c) && wcpus.IsSet(c) {
-				t.Errorf("thread %d may run on CPU %d, a worker's (%s)", tid, c, cpuList(&wcpus))
+				t.Errorf("thread %d may run on CPU %d, a worker's (%s)", tid, c, cpus.List(&wcpus))
 			}
 		}
-		orCPUs(&control, &s)
+		cpus.Or(&control, &s)
 	}
 	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) > control.Count() {
-		t.Errorf("GOMAXPROCS %d, more than the %d CPUs beside the workers (%s)", runtime.GOMAXPROCS(0), control.Count(), cpuList(&control))
+		t.Errorf("GOMAXPROCS %d, more than the %d CPUs beside the workers (%s)", runtime.GOMAXPROCS(0), control.Count(), cpus.List(&control))
 	}
 }

@@ -46,6 +46,7 @@ import (
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/model"
+	"github.com/swanpath/swanpath/internal/cpus"
 )
 
 // PortConfig is one fast path port: a DPDK device (vdev arguments such as
@@ -288,7 +289,7 @@ func Open(cfg Config) (*Fastpath, error) {
 	if control, err := f.pinControlThreads(); err != nil {
 		log.Warn("control threads not kept off the worker CPUs", "err", err)
 	} else if control.Count() > 0 {
-		log.Info("control threads kept off the worker CPUs", "cpus", cpuList(&control), "gomaxprocs", runtime.GOMAXPROCS(0))
+		log.Info("control threads kept off the worker CPUs", "cpus", cpus.List(&control), "gomaxprocs", runtime.GOMAXPROCS(0))
 	}
 	log.Info("fast path forwarding", "worker_lcores", fmt.Sprint(f.workers), "ports", len(f.ports), "crypto", strings.Join(cdevNames, ","))
 	return f, nil

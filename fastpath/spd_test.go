@@ -179,31 +179,28 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 		buildHook.Store(&hook)
 		defer buildHook.Store(nil)
 		defer close(release)
-		added := make(chan error, 1)
-		go func() { added <- fp.SetPolicy(add) }()
-		select {
-		case err := <-added:
-			if err != nil {
-				t.Fatal(err)
+		// returns runs f and fails unless it returns, without error,
+		// within 10 s
+		returns := func(f func() error, what string) {
+			t.Helper()
+			done := make(chan error, 1)
+			go func() { done <- f() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal(what)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("adding a policy to 1500 did not return (a rebuild under the lock?)")
 		}
+		returns(func() error { return fp.SetPolicy(add) }, "adding a policy to 1500 did not return (a rebuild under the lock?)")
 		select {
 		case <-entered:
 		case <-time.After(10 * time.Second):
 			t.Fatal("adding a policy to 1500 started no rebuild")
 		}
-		done := make(chan error, 1)
-		go func() { done <- meanwhile() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("a policy request waited for the rebuild of the tables")
-		}
+		returns(meanwhile, "a policy request waited for the rebuild of the tables")
 	}
 	settled := func() {
 		t.Helper()

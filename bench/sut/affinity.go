@@ -2,61 +2,41 @@ package sut
 
 import (
 	"fmt"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/swanpath/swanpath/internal/cpus"
 )
 
 // KeepOff confines every thread of this process, and so every process it
 // starts from now on (a child inherits its creator's CPUs), to the CPUs
-// other than cpus, and GOMAXPROCS to at most their number: the worker lcores'
+// other than workers, and GOMAXPROCS to at most their number: the worker lcores'
 // CPUs stay for the workers (DPDK processes pin their lcores themselves).
 // The returned func undoes it.
-func KeepOff(cpus []int) (restore func(), err error) {
+func KeepOff(workers []int) (restore func(), err error) {
 	var orig unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &orig); err != nil {
 		return nil, fmt.Errorf("CPU affinity: %w", err)
 	}
 	set := orig
-	for _, c := range cpus {
+	for _, c := range workers {
 		set.Clear(c)
 	}
 	if set.Count() == 0 {
-		return nil, fmt.Errorf("no CPU left beside %v", cpus)
+		return nil, fmt.Errorf("no CPU left beside %v", workers)
 	}
-	if err := setAll(&set); err != nil {
-		setAll(&orig)
+	if err := cpus.SetAll(&set, nil); err != nil {
+		cpus.SetAll(&orig, nil)
 		return nil, err
 	}
 	runtime.GOMAXPROCS(min(runtime.GOMAXPROCS(0), set.Count()))
 	return func() {
-		setAll(&orig)
+		cpus.SetAll(&orig, nil)
 		runtime.SetDefaultGOMAXPROCS()
 	}, nil
-}
-
-// setAll sets the CPUs of every thread of the process (twice: a thread
-// may start during the first pass).
-func setAll(s *unix.CPUSet) error {
-	for range 2 {
-		ents, err := os.ReadDir("/proc/self/task")
-		if err != nil {
-			return err
-		}
-		for _, e := range ents {
-			tid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			if err := unix.SchedSetaffinity(tid, s); err != nil && err != unix.ESRCH {
-				return fmt.Errorf("CPU affinity of thread %d: %w", tid, err)
-			}
-		}
-	}
-	return nil
 }
 
 // WorkerCPUs are the CPUs of the worker lcores of an EAL -l list (every
