@@ -37,7 +37,7 @@
 /* outer IP (+UDP) headers of inbound tunnel ESP: at most this long (what
  * an mbuf's outer_l3_len holds); longer IPv6 extension chains are dropped */
 #define SP_OUTER_MAX 511
-#define SP_TAP_EVERY 8		/* under load, an idle TAP is polled every 8th iteration */
+#define SP_TAP_US 100		/* under load, an idle TAP is polled again after this long */
 
 /* Per-iteration output buffers: one per wire port and one per TAP. */
 struct sp_txq {
@@ -75,8 +75,8 @@ struct sp_ctx {
 	uint32_t rc_dst, rc_idx;
 	int rc_ok;
 	uint64_t held_try;		/* when, in TSC */
-	uint64_t hold_tsc, retry_tsc;
-	uint8_t tap_wait[SP_MAX_PORTS];	/* iterations until a TAP is polled again */
+	uint64_t hold_tsc, retry_tsc, tap_tsc;
+	uint64_t tap_next[SP_MAX_PORTS];	/* under load, when a TAP is polled again (TSC) */
 };
 
 #define SA_OF(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_sa_off, struct sp_sa **)
@@ -127,9 +127,9 @@ static void
 flush(struct sp_ctx *c)
 {
 	struct sp_dp *dp = c->dp;
-	uint16_t sent, i;
+	uint16_t sent, i, run;
 	uint32_t p;
-	uint64_t now = 0;
+	uint64_t now = 0, t;
 
 	for (p = 0; p < dp->n_ports; p++) {
 		struct sp_txq *q = &c->wire[p];
@@ -138,8 +138,14 @@ flush(struct sp_ctx *c)
 			 * after it) */
 			if (now == 0)
 				now = rte_get_tsc_cycles();
-			for (i = 0; i < q->n; i++)
-				c->w->lat[sp_lat_bucket((now - *RXT(q->m[i])) >> dp->lat_shift)]++;
+			/* the frames of one rx burst share their stamp and
+			 * come in runs: one bucket per run */
+			for (i = 0; i < q->n; i += run) {
+				t = *RXT(q->m[i]);
+				for (run = 1; i + run < q->n && *RXT(q->m[i + run]) == t; run++)
+					;
+				c->w->lat[sp_lat_bucket((now - t) >> dp->lat_shift)] += run;
+			}
 			sent = rte_eth_tx_burst(dp->ports[p].phys, c->wid, q->m, q->n);
 			c->w->stats[p].cnt[SP_CNT_TX] += sent;
 			for (i = sent; i < q->n; i++)
@@ -1250,10 +1256,8 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 					drop(c, port, m, SP_CNT_DROP_MALFORMED);
 					continue;
 				}
-				m->outer_l3_len = m->l3_len;
 				rte_pktmbuf_adj(m, m->l2_len + m->l3_len);
-				m->l2_len = 0;
-				m->l3_len = 0;
+				m->tx_offload = rte_mbuf_tx_offload(0, 0, 0, 0, m->l3_len, 0, 0);
 			}
 			grp[g++] = m;
 		}
@@ -1387,8 +1391,9 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 			else
 				ttl_dec(ip);
 		}
-		m->l2_len = 0;
-		m->l3_len = sa->transport ? k->l3len : 0;
+		/* l2_len 0, l3_len as below: one store of the whole word (the
+		 * bit fields one by one cost a stalled reload each) */
+		m->tx_offload = rte_mbuf_tx_offload(0, sa->transport ? k->l3len : 0, 0, 0, 0, 0, 0);
 		m->hash.usr = k->v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
 		outm[*nout] = m;
 		outsa[*nout] = sa;
@@ -1565,7 +1570,7 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 	struct rte_mbuf *esp[SP_BURST], *outm[SP_BURST];
 	struct sp_sa *outsa[SP_BURST];
 	struct sp_plain pl;
-	struct sp_pkt k;
+	struct sp_pkt *k;
 	uint16_t ne = 0, no = 0, i;
 	int rc;
 
@@ -1586,7 +1591,11 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 			to_tap(c, p, m);	/* ARP and the like */
 			continue;
 		}
-		rc = ip_parse(m, ETH_HLEN, &k);
+		/* parsed in place: the next free slot of the plaintext
+		 * batch (a copy of the fields just written one by one would
+		 * wait for them to reach the cache) */
+		k = &pl.k[pl.n];
+		rc = ip_parse(m, ETH_HLEN, k);
 		if (rc < 0) {
 			drop(c, p, m, SP_CNT_DROP_MALFORMED);
 			continue;
@@ -1598,20 +1607,19 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 			continue;
 		}
 		l3 = rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HLEN);
-		if (k.proto == IPPROTO_ESP) {
-			if (k.len - k.l3len < sizeof(struct rte_esp_hdr) + 8) {
+		if (k->proto == IPPROTO_ESP) {
+			if (k->len - k->l3len < sizeof(struct rte_esp_hdr) + 8) {
 				drop(c, p, m, SP_CNT_DROP_MALFORMED);
 				continue;
 			}
-			trim_to(m, ETH_HLEN + k.len);
-			m->l2_len = ETH_HLEN;
-			m->l3_len = k.l3len;
+			trim_to(m, ETH_HLEN + k->len);
+			m->tx_offload = rte_mbuf_tx_offload(ETH_HLEN, k->l3len, 0, 0, 0, 0, 0);
 			esp[ne++] = m;
 			continue;
 		}
-		if (k.proto == IPPROTO_UDP && k.dport == c->dp->natt_port) {
-			const struct rte_udp_hdr *uh = (const struct rte_udp_hdr *)(l3 + k.l3len);
-			uint32_t plen = k.len - k.l3len;
+		if (k->proto == IPPROTO_UDP && k->dport == c->dp->natt_port) {
+			const struct rte_udp_hdr *uh = (const struct rte_udp_hdr *)(l3 + k->l3len);
+			uint32_t plen = k->len - k->l3len;
 			if (plen >= sizeof(*uh)) {
 				const uint32_t *marker = (const uint32_t *)(uh + 1);
 				uint32_t ulen = rte_be_to_cpu_16(uh->dgram_len);
@@ -1622,9 +1630,9 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 						drop(c, p, m, SP_CNT_DROP_MALFORMED);
 						continue;
 					}
-					trim_to(m, ETH_HLEN + k.len);
-					m->l2_len = ETH_HLEN;
-					m->l3_len = k.l3len + sizeof(*uh);
+					trim_to(m, ETH_HLEN + k->len);
+					m->tx_offload = rte_mbuf_tx_offload(ETH_HLEN,
+						k->l3len + sizeof(*uh), 0, 0, 0, 0, 0);
 					esp[ne++] = m;
 					continue;
 				}
@@ -1632,9 +1640,8 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 				continue;
 			}
 		}
-		if (spd_wanted(c, l3, &k, 1)) {
-			pl.m[pl.n] = m;
-			pl.k[pl.n++] = k;
+		if (spd_wanted(c, l3, k, 1)) {
+			pl.m[pl.n++] = m;
 		} else {
 			to_tap(c, p, m);
 		}
@@ -1744,6 +1751,7 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	c->w = &dp->w[wid];
 	c->hold_tsc = rte_get_tsc_hz() / 1000 * SP_HOLD_MS;
 	c->retry_tsc = rte_get_tsc_hz() / 1000;
+	c->tap_tsc = rte_get_tsc_hz() / 1000000 * SP_TAP_US;
 	rte_rcu_qsbr_thread_register(dp->qsv, wid);
 	rte_rcu_qsbr_thread_online(dp->qsv, wid);
 	c->w->tid = rte_sys_gettid();
@@ -1763,15 +1771,14 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 			}
 		}
 		for (p = 0; p < dp->n_ports; p++) {
-			/* a TAP's rx is a read() system call: while the wire
-			 * keeps the worker busy, a TAP that had nothing is asked
-			 * again only every SP_TAP_EVERY iterations */
-			if (got > 0 && c->tap_wait[p] > 0) {
-				c->tap_wait[p]--;
+			/* a TAP's rx is a readv() system call: while the
+			 * wire keeps the worker busy, a TAP that had nothing
+			 * is asked again only after SP_TAP_US (the kernel's
+			 * queue holds what it sends meanwhile) */
+			if (got > 0 && c->now < c->tap_next[p])
 				continue;
-			}
 			n = rte_eth_rx_burst(dp->ports[p].tap, wid, mb, SP_BURST);
-			c->tap_wait[p] = n == 0 ? SP_TAP_EVERY - 1 : 0;
+			c->tap_next[p] = n == 0 ? c->now + c->tap_tsc : 0;
 			if (n) {
 				tap_burst(c, p, mb, n);
 				got += n;
