@@ -3,7 +3,10 @@ package report
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+
+	"github.com/swanpath/swanpath/bench/sut"
 )
 
 func mpps(m Measure) string {
@@ -32,6 +35,54 @@ func ratio(v float64) string {
 		return "—"
 	}
 	return fmt.Sprintf("%.2f", v)
+}
+
+// ratioRounds is ratio(v) with, for two rounds or more, the lowest and
+// highest of the per-round ratios.
+func ratioRounds(v float64, rounds []float64) string {
+	if v == 0 || len(rounds) < 2 {
+		return ratio(v)
+	}
+	return fmt.Sprintf("%.2f (%.2f–%.2f)", v, slices.Min(rounds), slices.Max(rounds))
+}
+
+// secgwSummary says, over the rows with both numbers, how swanpath's rate
+// compares with ipsec-secgw's: the median ratio, how many rows are at or
+// above 1, the extremes, and the median spread of the per-round ratios.
+func secgwSummary(rows []Row) string {
+	var rs, spreads []float64
+	var lo, hi Row
+	for _, row := range rows {
+		if row.VsSecgw == 0 {
+			continue
+		}
+		if len(rs) == 0 || row.VsSecgw < lo.VsSecgw {
+			lo = row
+		}
+		if len(rs) == 0 || row.VsSecgw > hi.VsSecgw {
+			hi = row
+		}
+		rs = append(rs, row.VsSecgw)
+		if len(row.VsSecgwRounds) >= 2 {
+			spreads = append(spreads, slices.Max(row.VsSecgwRounds)-slices.Min(row.VsSecgwRounds))
+		}
+	}
+	if len(rs) == 0 {
+		return ""
+	}
+	atLeast := 0
+	for _, v := range rs {
+		if v >= 1 {
+			atLeast++
+		}
+	}
+	s := fmt.Sprintf("swanpath / ipsec-secgw over the %d cases with both numbers: median %.2f; %d of %d at or above 1.00; lowest %.2f (`%s`), highest %.2f (`%s`).",
+		len(rs), sut.Median(rs), atLeast, len(rs), lo.VsSecgw, lo.Case, hi.VsSecgw, hi.Case)
+	if len(spreads) > 0 {
+		s += fmt.Sprintf(" The per-round ratios of one case lie %.2f apart (median over the cases; highest minus lowest): the noise of this machine between rounds of the same case.",
+			sut.Median(spreads))
+	}
+	return s
 }
 
 // footnotes numbers the distinct reasons for missing numbers.
@@ -101,7 +152,8 @@ func (r *Results) Markdown() string {
 	w("the frames after decryption). swanpathd and ipsec-secgw take turns on each case, %d round(s) of %d windows of %s\n", rounds, r.Settings.Windows, r.Settings.Window)
 	w("each (after %s of warm-up per start); a system's rate is the median of all its windows.\n", r.Settings.Warmup)
 	w("Cycles per packet = TSC Hz / packets per second of the one busy worker core.\n")
-	w("Ratios are swanpath's packet rate over the other's.\n\n")
+	w("Ratios are swanpath's packet rate over the other's; in brackets, for two rounds or more, the lowest and\n")
+	w("highest of the per-round ratios (each round's swanpath and ipsec-secgw ran back to back).\n\n")
 	w("| dir | suite | frames | SAs | encap | crypto PMD | swanpath Mpps | Gbps | cyc/pkt | ipsec-secgw Mpps | Gbps | cyc/pkt | ceiling Mpps | Gbps | cyc/pkt | sp/secgw | sp/ceiling |\n")
 	w("|---|---|---|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	var fn footnotes
@@ -123,7 +175,10 @@ func (r *Results) Markdown() string {
 			mpps(row.Swanpath), fn.mark(row.Swanpath), gbps(row.Swanpath), cycles(row.Swanpath),
 			mpps(row.Secgw), fn.mark(row.Secgw), gbps(row.Secgw), cycles(row.Secgw),
 			mpps(row.Ceiling), fn.mark(row.Ceiling), gbps(row.Ceiling), cycles(row.Ceiling),
-			ratio(row.VsSecgw), ratio(row.VsCeiling))
+			ratioRounds(row.VsSecgw, row.VsSecgwRounds), ratio(row.VsCeiling))
+	}
+	if sum := secgwSummary(r.Rows); sum != "" {
+		w("\n%s\n", sum)
 	}
 	if len(fn.list) > 0 {
 		w("\nNo number:\n\n")

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/swanpath/swanpath/bench/sut"
 )
 
 // Case is one configuration of offered traffic.
@@ -51,6 +53,9 @@ type Row struct {
 	// swanpath / ipsec-secgw and swanpath / ceiling, by packet rate
 	VsSecgw   float64 `json:"swanpath_vs_ipsec_secgw,omitempty"`
 	VsCeiling float64 `json:"swanpath_vs_ceiling,omitempty"`
+	// swanpath / ipsec-secgw in each round alone (the two ran back to
+	// back): how far the machine's noise moves the ratio
+	VsSecgwRounds []float64 `json:"swanpath_vs_ipsec_secgw_rounds,omitempty"`
 	// SAs that carried packets in swanpathd (every one should)
 	SAsUsed int `json:"swanpath_sas_used,omitempty"`
 	// swanpathd's nonzero drop counters over the whole run
@@ -75,6 +80,25 @@ func (r *Row) Ratios() {
 	}
 	if r.Swanpath.OK() && r.Ceiling.OK() {
 		r.VsCeiling = r.Swanpath.PPS / r.Ceiling.PPS
+	}
+}
+
+// RoundRatios fills VsSecgwRounds from the windows of the two systems,
+// perRound of each per round, in the order they were measured: for each
+// round that both have in full, the median of swanpath's windows over the
+// median of ipsec-secgw's.
+func (r *Row) RoundRatios(perRound int) {
+	r.VsSecgwRounds = nil
+	if !r.Swanpath.OK() || !r.Secgw.OK() || perRound < 1 {
+		return
+	}
+	n := min(len(r.Swanpath.Windows), len(r.Secgw.Windows)) / perRound
+	for i := 0; i < n; i++ {
+		sp := sut.Median(r.Swanpath.Windows[i*perRound : (i+1)*perRound])
+		sg := sut.Median(r.Secgw.Windows[i*perRound : (i+1)*perRound])
+		if sp > 0 && sg > 0 {
+			r.VsSecgwRounds = append(r.VsSecgwRounds, sp/sg)
+		}
 	}
 }
 

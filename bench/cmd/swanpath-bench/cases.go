@@ -118,6 +118,7 @@ func (b *bench) runCase(ctx context.Context, c report.Case) report.Row {
 		m.Fill(row.MeanFrame, b.tscHz)
 	}
 	row.Ratios()
+	row.RoundRatios(b.opt.windows)
 	return row
 }
 
