@@ -10,6 +10,7 @@
 #ifndef SP_DP_H
 #define SP_DP_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <rte_config.h>
 #include <rte_common.h>
@@ -130,12 +131,22 @@ struct sp_sa_stats {
  * the loop sets IPv6 in the trailer of IPv6 packets before encryption. */
 struct sp_sa {
 	struct rte_ipsec_session ss;	/* cache aligned, first */
-	/* an outbound tunnel SA whose ss is synchronous (CPU crypto) needs
-	 * this lookaside session of the same rte_ipsec SA for IPv6 inside:
-	 * the trailer's next header is set between prepare and crypto */
-	struct rte_ipsec_session ss_async;
+	/* what the loop reads of an SA for every packet, in the line after
+	 * ss: a cold SA costs these two lines, its rte_ipsec state and this
+	 * worker's counters (see SP_SA_HOT_END) */
 	struct rte_ipsec_sa *sa;
-	void *cses;			/* cryptodev sym session */
+	uint64_t hard_packets;		/* hard limits, 0 = none: nothing passes beyond */
+	uint64_t hard_bytes;
+	uint32_t spi;
+	uint32_t reqid;
+	uint32_t hdr_sum;		/* outbound IPv4 tunnel: one's complement sum of the
+					 * outer header template's 16-bit words, bar
+					 * total_length, packet_id and checksum (which are 0) */
+	uint16_t outer_len;		/* outer IP (+UDP) a tunnel adds */
+	uint16_t esp_fixed;		/* ESP header + IV + ICV */
+	uint16_t overhead;		/* outer_len + esp_fixed */
+	uint16_t pad_align;		/* ESP payload + trailer padded to this */
+	uint16_t peer_port;		/* its NAT-T port (host order), 0 = plain ESP */
 	uint8_t cdev_id;
 	uint8_t inbound;
 	uint8_t encap;
@@ -144,55 +155,65 @@ struct sp_sa {
 	uint8_t icv_len;
 	uint8_t sqh_len;		/* ESN high bits kept behind the trailer during crypto */
 	uint8_t cpu;			/* ss is synchronous: RTE_SECURITY_ACTION_TYPE_CPU_CRYPTO */
-	uint32_t spi;
-	uint32_t reqid;
+	uint8_t dead;			/* hard lifetime over: drop everything */
+	/* the rest: set-up, hard limits that are set, NAT-T, ICMP errors */
+	void *cses;			/* cryptodev sym session */
 	uint32_t salt;			/* AEAD salt / CTR nonce, kept for sp_sa_move */
 	uint8_t src[16];		/* outer source (network order) */
 	uint8_t peer[16];		/* the remote end (network order) */
-	uint16_t peer_port;		/* its NAT-T port (host order), 0 = plain ESP */
-	uint8_t dead;			/* hard lifetime over: drop everything */
-	uint64_t hard_packets;		/* hard limits, 0 = none: nothing passes beyond */
-	uint64_t hard_bytes;
 	uint64_t lim_packets;		/* what the limits count, shared by the workers */
 	uint64_t lim_bytes;
-	uint16_t outer_len;		/* outer IP (+UDP) a tunnel adds */
-	uint16_t esp_fixed;		/* ESP header + IV + ICV */
-	uint16_t overhead;		/* outer_len + esp_fixed */
-	uint16_t pad_align;		/* ESP payload + trailer padded to this */
-	uint32_t hdr_sum;		/* outbound IPv4 tunnel: one's complement sum of the
-					 * outer header template's 16-bit words, bar
-					 * total_length, packet_id and checksum (which are 0) */
 	struct sp_sa_stats st[SP_MAX_WORKERS];	/* per worker: no shared writes */
+	/* an outbound tunnel SA whose ss is synchronous (CPU crypto) needs
+	 * this lookaside session of the same rte_ipsec SA for IPv6 inside:
+	 * the trailer's next header is set between prepare and crypto */
+	struct rte_ipsec_session ss_async;
 };
 
-/* One policy selector (IPv4). Addresses/masks network order, ports host. */
+/* The per-packet fields end within the SA's second cache line. */
+#define SP_SA_HOT_END (offsetof(struct sp_sa, dead) + 1)
+_Static_assert(SP_SA_HOT_END <= 2 * RTE_CACHE_LINE_SIZE,
+	"struct sp_sa: the per-packet fields must fit in its first two cache lines");
+
+/*
+ * One policy selector (IPv4). Addresses/masks network order, ports host.
+ * What the loop reads of a matched policy comes first: the tables are
+ * cache aligned and the entries 48 (IPv6: 96) bytes, so these 16 bytes
+ * never straddle two cache lines, and the line the loop prefetches (the
+ * entry's first) is the one that holds them.
+ */
 struct sp_policy {
+	struct sp_sa *sa;	/* out: the SA to use; NULL = none yet. Go
+				 * changes it in place (rekey): atomic */
+	uint32_t reqid;
+	uint8_t action;		/* 0 ipsec, 1 pass, 2 drop */
+	uint8_t proto;		/* 0 = any */
+	uint16_t pad;
 	uint32_t src;
 	uint32_t src_mask;
 	uint32_t dst;
 	uint32_t dst_mask;
 	uint16_t sport_lo, sport_hi;
 	uint16_t dport_lo, dport_hi;
-	uint8_t proto;		/* 0 = any */
-	uint8_t action;		/* 0 ipsec, 1 pass, 2 drop */
-	uint16_t pad;
-	uint32_t reqid;
-	struct sp_sa *sa;	/* out: the SA to use; NULL = none yet. Go
-				 * changes it in place (rekey): atomic */
+	uint8_t pad2[8];
 };
 
 /* One policy selector (IPv6), as sp_policy. */
 struct sp_policy6 {
+	struct sp_sa *sa;
+	uint32_t reqid;
+	uint8_t action;
+	uint8_t proto;
+	uint16_t pad;
 	uint64_t src[2], src_mask[2];
 	uint64_t dst[2], dst_mask[2];
 	uint16_t sport_lo, sport_hi;
 	uint16_t dport_lo, dport_hi;
-	uint8_t proto;
-	uint8_t action;
-	uint16_t pad;
-	uint32_t reqid;
-	struct sp_sa *sa;
+	uint8_t pad2[8];
 };
+
+_Static_assert(sizeof(struct sp_policy) == 48 && sizeof(struct sp_policy6) == 96,
+	"policy entries: a multiple of 16 bytes whose first 16 never straddle a cache line");
 
 /* What rte_acl classifies of a packet: the selector fields in network
  * order (rte_acl wants the first field one byte long). */

@@ -91,8 +91,17 @@ cnt(struct sp_ctx *c, uint32_t port, enum sp_cnt k)
 /* this worker's counters of an SA */
 #define ST(c, sa) ((sa)->st[(c)->wid])
 
+/* The lines of a cold SA that the loop reads for every packet (ss and the
+ * fields up to SP_SA_HOT_END). */
+static inline void
+sa_lines_prefetch(const struct sp_sa *sa)
+{
+	rte_prefetch0(sa);
+	rte_prefetch0(RTE_PTR_ADD(sa, RTE_CACHE_LINE_SIZE));
+}
+
 /* What crypto and counting will touch of a cold SA: its rte_ipsec state
- * and this worker's counters. */
+ * and this worker's counters (sa->sa is read from the SA's second line). */
 static inline void
 sa_state_prefetch(struct sp_ctx *c, struct sp_sa *sa)
 {
@@ -1226,7 +1235,7 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 	 * state and this worker's counters (written after crypto) */
 	for (i = 0; i < u; i++)
 		if (found[i] != NULL)
-			rte_prefetch0(found[i]);
+			sa_lines_prefetch(found[i]);
 	for (i = 0; i < u; i++)
 		if (found[i] != NULL)
 			sa_state_prefetch(c, found[i]);
@@ -1426,7 +1435,7 @@ pol_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 		rte_prefetch0(c->t->out + b->res[j] - 1);
 }
 
-/* The lines of an SA that protect() reads. */
+/* The lines of an SA that protect() and the crypto after it read. */
 static inline void
 sa_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 {
@@ -1435,10 +1444,8 @@ sa_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 	if (!new_policy(b, j))
 		return;
 	spd_get(c, v6, 1, b->res[j], &r);
-	if (r.sa != NULL) {
-		rte_prefetch0(RTE_PTR_ADD(r.sa, RTE_CACHE_LINE_SIZE * 2));
-		rte_prefetch0(RTE_PTR_ADD(r.sa, RTE_CACHE_LINE_SIZE * 3));
-	}
+	if (r.sa != NULL)
+		sa_lines_prefetch(r.sa);
 }
 
 /*

@@ -24,10 +24,11 @@ sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_out6, uint32_t n_i
 	t = rte_zmalloc("sp_ipsec_tables", sizeof(*t), RTE_CACHE_LINE_SIZE);
 	if (t == NULL)
 		return NULL;
-	t->out = rte_zmalloc("sp_out", sizeof(struct sp_policy) * (n_out + 1), 0);
-	t->in = rte_zmalloc("sp_in", sizeof(struct sp_policy) * (n_in + 1), 0);
-	t->out6 = rte_zmalloc("sp_out6", sizeof(struct sp_policy6) * (n_out6 + 1), 0);
-	t->in6 = rte_zmalloc("sp_in6", sizeof(struct sp_policy6) * (n_in6 + 1), 0);
+	/* cache aligned: see struct sp_policy */
+	t->out = rte_zmalloc("sp_out", sizeof(struct sp_policy) * (n_out + 1), RTE_CACHE_LINE_SIZE);
+	t->in = rte_zmalloc("sp_in", sizeof(struct sp_policy) * (n_in + 1), RTE_CACHE_LINE_SIZE);
+	t->out6 = rte_zmalloc("sp_out6", sizeof(struct sp_policy6) * (n_out6 + 1), RTE_CACHE_LINE_SIZE);
+	t->in6 = rte_zmalloc("sp_in6", sizeof(struct sp_policy6) * (n_in6 + 1), RTE_CACHE_LINE_SIZE);
 	if (t->out == NULL || t->in == NULL || t->out6 == NULL || t->in6 == NULL) {
 		sp_ipsec_tables_free(t);
 		return NULL;
