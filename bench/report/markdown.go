@@ -152,8 +152,9 @@ func (r *Results) Markdown() string {
 	w("the frames after decryption). swanpathd and ipsec-secgw take turns on each case, %d round(s) of %d windows of %s\n", rounds, r.Settings.Windows, r.Settings.Window)
 	w("each (after %s of warm-up per start); a system's rate is the median of all its windows.\n", r.Settings.Warmup)
 	w("Cycles per packet = TSC Hz / packets per second of the one busy worker core.\n")
-	w("Ratios are swanpath's packet rate over the other's; in brackets, for two rounds or more, the lowest and\n")
-	w("highest of the per-round ratios (each round's swanpath and ipsec-secgw ran back to back).\n\n")
+	w("Ratios are swanpath's packet rate over the other's. With two rounds or more, sp/secgw is the median of the\n")
+	w("per-round ratios (each round's swanpath and ipsec-secgw ran back to back, so a slow spell of the machine\n")
+	w("falls on both), with their lowest and highest in brackets.\n\n")
 	w("| dir | suite | frames | SAs | encap | crypto PMD | swanpath Mpps | Gbps | cyc/pkt | ipsec-secgw Mpps | Gbps | cyc/pkt | ceiling Mpps | Gbps | cyc/pkt | sp/secgw | sp/ceiling |\n")
 	w("|---|---|---|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	var fn footnotes

@@ -50,7 +50,8 @@ type Row struct {
 	Swanpath   Measure `json:"swanpath"`
 	Secgw      Measure `json:"ipsec_secgw"`
 	Ceiling    Measure `json:"ceiling"`
-	// swanpath / ipsec-secgw and swanpath / ceiling, by packet rate
+	// swanpath / ipsec-secgw (with two rounds or more: the median of the
+	// per-round ratios) and swanpath / ceiling, by packet rate
 	VsSecgw   float64 `json:"swanpath_vs_ipsec_secgw,omitempty"`
 	VsCeiling float64 `json:"swanpath_vs_ceiling,omitempty"`
 	// swanpath / ipsec-secgw in each round alone (the two ran back to
@@ -86,7 +87,10 @@ func (r *Row) Ratios() {
 // RoundRatios fills VsSecgwRounds from the windows of the two systems,
 // perRound of each per round, in the order they were measured: for each
 // round that both have in full, the median of swanpath's windows over the
-// median of ipsec-secgw's.
+// median of ipsec-secgw's. With two rounds or more, VsSecgw becomes their
+// median: each round's two systems ran back to back, so a slow spell of the
+// machine falls on both, where the ratio of the overall medians can set
+// one system's slow windows against the other's fast ones.
 func (r *Row) RoundRatios(perRound int) {
 	r.VsSecgwRounds = nil
 	if !r.Swanpath.OK() || !r.Secgw.OK() || perRound < 1 {
@@ -99,6 +103,9 @@ func (r *Row) RoundRatios(perRound int) {
 		if sp > 0 && sg > 0 {
 			r.VsSecgwRounds = append(r.VsSecgwRounds, sp/sg)
 		}
+	}
+	if len(r.VsSecgwRounds) >= 2 {
+		r.VsSecgw = sut.Median(r.VsSecgwRounds)
 	}
 }
 

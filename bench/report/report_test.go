@@ -19,9 +19,9 @@ func row(dir string, sp, sg []float64) Row {
 }
 
 func TestRoundRatios(t *testing.T) {
-	// round 1: swanpath 4,6 against 5,5; round 2: 2,2 against 1,3
-	r := row("out", []float64{4, 6, 2, 2}, []float64{5, 5, 1, 3})
-	want := []float64{4.0 / 5, 2.0 / 1}
+	// round 1: swanpath 4,6 against 5,5; round 2: 3,3 against 1,3
+	r := row("out", []float64{4, 6, 3, 3}, []float64{5, 5, 1, 3})
+	want := []float64{5.0 / 5, 3.0 / 2}
 	if len(r.VsSecgwRounds) != len(want) {
 		t.Fatalf("round ratios %v, want %v", r.VsSecgwRounds, want)
 	}
@@ -30,32 +30,42 @@ func TestRoundRatios(t *testing.T) {
 			t.Fatalf("round ratios %v, want %v", r.VsSecgwRounds, want)
 		}
 	}
+	// the ratio is their median, not that of the overall medians
+	// (3.5 / 4 = 0.875: swanpath's slow round against ipsec-secgw's fast one)
+	if r.VsSecgw != 1.25 {
+		t.Fatalf("ratio %v, want the median of the round ratios, 1.25", r.VsSecgw)
+	}
 
-	// a round that one system lacks in full does not count
-	r = row("out", []float64{4, 6, 2}, []float64{5, 5, 1, 3})
-	if len(r.VsSecgwRounds) != 1 || r.VsSecgwRounds[0] != 0.8 {
-		t.Fatalf("with a partial round: %v, want [0.8]", r.VsSecgwRounds)
+	// a round that one system lacks in full does not count, and one round
+	// leaves the ratio of the overall medians
+	r = row("out", []float64{4, 6, 3}, []float64{5, 5, 1, 3})
+	if len(r.VsSecgwRounds) != 1 || r.VsSecgwRounds[0] != 1 {
+		t.Fatalf("with a partial round: %v, want [1]", r.VsSecgwRounds)
+	}
+	if r.VsSecgw != 4.0/4 {
+		t.Fatalf("with one full round: ratio %v, want 1", r.VsSecgw)
 	}
 
 	// no ipsec-secgw number: no ratios
 	r = row("out", []float64{4, 6}, nil)
 	r.Secgw = Measure{Error: "not supported"}
+	r.VsSecgw = 0
 	r.RoundRatios(2)
-	if r.VsSecgwRounds != nil {
-		t.Fatalf("without ipsec-secgw: %v", r.VsSecgwRounds)
+	if r.VsSecgwRounds != nil || r.VsSecgw != 0 {
+		t.Fatalf("without ipsec-secgw: %v, %v", r.VsSecgwRounds, r.VsSecgw)
 	}
 }
 
 func TestMarkdownRatioSpreadAndSummary(t *testing.T) {
-	a := row("out", []float64{4, 6, 2, 2}, []float64{5, 5, 1, 3}) // 2/3 overall, rounds 0.8 and 2
-	b := row("in", []float64{3, 3, 3, 3}, []float64{2, 2, 2, 2})  // 1.5, rounds 1.5 and 1.5
+	a := row("out", []float64{4, 6, 3, 3}, []float64{5, 5, 1, 3}) // rounds 1 and 1.5
+	b := row("in", []float64{3, 3, 3, 3}, []float64{4, 4, 4, 4})  // rounds 0.75 and 0.75
 	res := Results{Settings: Settings{Rounds: 2, Windows: 2}, Rows: []Row{a, b}}
 	md := res.Markdown()
 	for _, want := range []string{
-		"| 0.67 (0.80–2.00) |",
-		"| 1.50 (1.50–1.50) |",
-		"over the 2 cases with both numbers: median 0.67; 1 of 2 at or above 1.00; lowest 0.67 (`out-gcm128-64-1sa-esp`), highest 1.50 (`in-gcm128-64-1sa-esp`)",
-		"lie 0.00 apart (median over the cases; highest minus lowest): the noise",
+		"| 1.25 (1.00–1.50) |",
+		"| 0.75 (0.75–0.75) |",
+		"over the 2 cases with both numbers: median 1.00; 1 of 2 at or above 1.00; lowest 0.75 (`in-gcm128-64-1sa-esp`), highest 1.25 (`out-gcm128-64-1sa-esp`)",
+		"lie 0.25 apart (median over the cases; highest minus lowest): the noise",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("the Markdown lacks %q:\n%s", want, md)

@@ -75,14 +75,18 @@ func Windows(ctx context.Context, c Counter, warmup, w time.Duration, n int) ([]
 	return rates, nil
 }
 
-// Median of xs (the lower middle for an even count); 0 for none.
+// Median of xs (the mean of the two middle values for an even count); 0
+// for none.
 func Median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
 	s := slices.Clone(xs)
 	slices.Sort(s)
-	return s[(len(s)-1)/2]
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return s[len(s)/2]
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
