@@ -132,8 +132,9 @@ struct sp_sa_stats {
 struct sp_sa {
 	struct rte_ipsec_session ss;	/* cache aligned, first */
 	/* what the loop reads of an SA for every packet, in the line after
-	 * ss: a cold SA costs these two lines, its rte_ipsec state and this
-	 * worker's counters (see SP_SA_HOT_END) */
+	 * ss: with CPU crypto a cold SA costs these two lines, its rte_ipsec
+	 * state and this worker's counters (see SP_SA_HOT_END); lookaside
+	 * crypto, and IPv6 in an outbound tunnel, read ss_async too */
 	struct rte_ipsec_sa *sa;
 	uint64_t hard_packets;		/* hard limits, 0 = none: nothing passes beyond */
 	uint64_t hard_bytes;

@@ -34,9 +34,11 @@
 #define ETH_HLEN ((uint16_t)sizeof(struct rte_ether_hdr))
 #define SP_HOLD 64		/* packets held per worker for a neighbour */
 #define SP_HOLD_MS 500		/* how long, at most */
-/* outer IP (+UDP) headers of inbound tunnel ESP: at most this long (what
- * an mbuf's outer_l3_len holds); longer IPv6 extension chains are dropped */
-#define SP_OUTER_MAX 511
+/* IP headers (IPv6 extension headers included; + UDP for ESP in UDP) in
+ * front of ESP, inbound, and of an outbound transport packet: at most what
+ * an mbuf's 9-bit l3_len and outer_l3_len hold; longer chains are dropped
+ * as malformed */
+#define SP_L3_MAX 511
 #define SP_TAP_US 100		/* under load, an idle TAP is polled again after this long */
 
 /* Per-iteration output buffers: one per wire port and one per TAP. */
@@ -1261,10 +1263,6 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 				 * length stays in outer_l3_len for the NAT-T
 				 * mapping check after authentication.
 				 */
-				if (unlikely(m->l3_len > SP_OUTER_MAX)) {
-					drop(c, port, m, SP_CNT_DROP_MALFORMED);
-					continue;
-				}
 				rte_pktmbuf_adj(m, m->l2_len + m->l3_len);
 				m->tx_offload = rte_mbuf_tx_offload(0, 0, 0, 0, m->l3_len, 0, 0);
 			}
@@ -1355,6 +1353,10 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 			else
 				note_push(c->w, SP_NOTE_ACQUIRE, p.reqid, 4, &ip->src_addr, &ip->dst_addr, 0);
 			drop(c, port, m, SP_CNT_DROP_NO_SA);
+			return 1;
+		}
+		if (unlikely(sa->transport && k->l3len > SP_L3_MAX)) {
+			drop(c, port, m, SP_CNT_DROP_MALFORMED);
 			return 1;
 		}
 		/* encrypted size: overhead, the header left in front in
@@ -1615,7 +1617,7 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		}
 		l3 = rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HLEN);
 		if (k->proto == IPPROTO_ESP) {
-			if (k->len - k->l3len < sizeof(struct rte_esp_hdr) + 8) {
+			if (k->len - k->l3len < sizeof(struct rte_esp_hdr) + 8 || k->l3len > SP_L3_MAX) {
 				drop(c, p, m, SP_CNT_DROP_MALFORMED);
 				continue;
 			}
@@ -1633,7 +1635,8 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 				/* RFC 3948 §2.2: a zero SPI field is the non-ESP
 				 * marker (IKE); a 1-byte 0xff is a keepalive. */
 				if (plen >= sizeof(*uh) + 4 && *marker != 0) {
-					if (ulen != plen || plen < sizeof(*uh) + sizeof(struct rte_esp_hdr) + 8) {
+					if (ulen != plen || plen < sizeof(*uh) + sizeof(struct rte_esp_hdr) + 8 ||
+							k->l3len + sizeof(*uh) > SP_L3_MAX) {
 						drop(c, p, m, SP_CNT_DROP_MALFORMED);
 						continue;
 					}

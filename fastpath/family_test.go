@@ -216,7 +216,16 @@ func familyCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMA
 	e.send(long)
 	trunc := append([]byte(nil), esp[:14+40]...) // payload length says more than there is
 	e.send(trunc)
-	e.wait("drop_malformed", before["drop_malformed"]+3)
+	// 520 bytes of IPv6 header in front of ESP: more than an mbuf's
+	// l3_len holds (cut to 9 bits, the SPI would be read from the wrong
+	// place and counted as an unknown SPI)
+	huge := insertExt6(insertExt6(esp, 60, 29), 60, 29)
+	e.send(huge)
+	e.wait("drop_malformed", before["drop_malformed"]+4)
+	if now := e.counters(); now["drop_unknown_spi"] != before["drop_unknown_spi"] {
+		t.Fatalf("ESP behind 520 header bytes counted as an unknown SPI: %d -> %d",
+			before["drop_unknown_spi"], now["drop_unknown_spi"])
+	}
 
 	// A4. trap on an IPv6 policy: the acquire carries IPv6 addresses
 	if err := fp.SetPolicies([]dataplane.Binding{{Policy: pol(sel66, model.DirOut, 62, model.ModeTunnel)}}); err != nil {

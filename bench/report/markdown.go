@@ -2,6 +2,7 @@ package report
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -72,7 +73,8 @@ func secgwSummary(rows []Row) string {
 	}
 	atLeast := 0
 	for _, v := range rs {
-		if v >= 1 {
+		// as printed: a 0.996 the table shows as 1.00 counts
+		if math.Round(v*100) >= 100 {
 			atLeast++
 		}
 	}

@@ -59,13 +59,17 @@ func TestRoundRatios(t *testing.T) {
 func TestMarkdownRatioSpreadAndSummary(t *testing.T) {
 	a := row("out", []float64{4, 6, 3, 3}, []float64{5, 5, 1, 3}) // rounds 1 and 1.5
 	b := row("in", []float64{3, 3, 3, 3}, []float64{4, 4, 4, 4})  // rounds 0.75 and 0.75
-	res := Results{Settings: Settings{Rounds: 2, Windows: 2}, Rows: []Row{a, b}}
+	// 0.996 prints as 1.00 and counts as at or above 1.00
+	c := row("in", []float64{996, 996, 996, 996}, []float64{1000, 1000, 1000, 1000})
+	c.Case.Suite = "cbc128-sha256"
+	res := Results{Settings: Settings{Rounds: 2, Windows: 2}, Rows: []Row{a, b, c}}
 	md := res.Markdown()
 	for _, want := range []string{
 		"| 1.25 (1.00–1.50) |",
 		"| 0.75 (0.75–0.75) |",
-		"over the 2 cases with both numbers: median 1.00; 1 of 2 at or above 1.00; lowest 0.75 (`in-gcm128-64-1sa-esp`), highest 1.25 (`out-gcm128-64-1sa-esp`)",
-		"lie 0.25 apart (median over the cases; highest minus lowest): the noise",
+		"| 1.00 (1.00–1.00) |",
+		"over the 3 cases with both numbers: median 1.00; 2 of 3 at or above 1.00; lowest 0.75 (`in-gcm128-64-1sa-esp`), highest 1.25 (`out-gcm128-64-1sa-esp`)",
+		"lie 0.00 apart (median over the cases; highest minus lowest): the noise",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("the Markdown lacks %q:\n%s", want, md)
