@@ -209,8 +209,9 @@ func (l *Lab) StartSwanpathGateway(ctx context.Context, bin, ctlBin string, tun 
 		return g, err
 	}
 	g.GW, err = l.StartCharon(GW, CharonOptions{
-		Plugins: []Plugin{SwanpathPlugin(d)},
-		Swanctl: tun.GatewayConf(),
+		Plugins:  []Plugin{SwanpathPlugin(d)},
+		Swanctl:  tun.GatewayConf(),
+		Settings: tun.GatewayCharonSettings,
 	})
 	if err != nil {
 		return g, err

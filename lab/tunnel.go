@@ -40,6 +40,10 @@ type Tunnel struct {
 	// section, e.g. "rekey_packets = 500" (the peer keeps its defaults, so
 	// the gateway's limits are the ones that trigger).
 	GatewayChildOptions []string
+	// GatewayCharonSettings are extra lines in the charon { } section of
+	// the gateway's strongswan.conf (when a lab gateway's charon runs),
+	// e.g. "retransmit_timeout = 1.0".
+	GatewayCharonSettings []string
 	// Outer is the family of the IKE and ESP endpoints: FamilyV4 (the
 	// default, GWWanAddr and PRWanAddr) or FamilyV6 (GWWanAddr6 and
 	// PRWanAddr6; needs Options.IPv6).
