@@ -88,6 +88,20 @@ func (e *famEnv) addPair(tmpl model.SA, key model.Key) (out, in model.SAID) {
 	return out, in
 }
 
+// delSAs deletes SAs a test added (errors ignored: a test may have deleted
+// some itself).
+func (e *famEnv) delSAs(ids ...model.SAID) {
+	for _, id := range ids {
+		_ = e.fp.DelSA(id)
+	}
+}
+
+// withSPI is tmpl with another SPI (a rekeyed pair of the same tunnel).
+func withSPI(tmpl model.SA, spi uint32) model.SA {
+	tmpl.SPI = spi
+	return tmpl
+}
+
 func (e *famEnv) counters() map[string]uint64 { return e.fp.PortStats()[0].Counters }
 
 func (e *famEnv) wait(name string, want uint64) { e.t.Helper(); waitCounter(e.t, e.fp, name, want) }

@@ -76,13 +76,8 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 	}
 
 	// a rekey: Bind moves the policy to the new SA in place
-	tun2 := tun
-	tun2.SPI = 0x5002
-	out2, in2 := e.addPair(tun2, key)
-	defer func() {
-		_ = fp.DelSA(out2)
-		_ = fp.DelSA(in2)
-	}()
+	out2, in2 := e.addPair(withSPI(tun, 0x5002), key)
+	defer e.delSAs(out2, in2)
 	wide := p("10.1.0.0/16", "10.2.0.0/16", 0, 0, 0, 300, model.ActionIPsec).Policy.PolicyID
 	if err := fp.Bind(wide, out2, true); err != nil {
 		t.Fatal(err)
@@ -161,13 +156,8 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 	// A rebuild of the big tables runs outside the lock: requests go on
 	// meanwhile. A binding changed meanwhile is what the new tables carry;
 	// a policy deleted meanwhile is not in them.
-	tun3 := tun
-	tun3.SPI = 0x5003
-	out3, in3 := e.addPair(tun3, key)
-	defer func() {
-		_ = fp.DelSA(out3)
-		_ = fp.DelSA(in3)
-	}()
+	out3, in3 := e.addPair(withSPI(tun, 0x5003), key)
+	defer e.delSAs(out3, in3)
 	isSPI := func(spi uint32) func(ip []byte) bool {
 		return func(ip []byte) bool { return ip[9] == 17 && binary.BigEndian.Uint32(ip[28:]) == spi }
 	}
@@ -237,10 +227,8 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 
 	// A policy taken out while the published tables still hold it (until
 	// the next install): its SA, deleted meanwhile, is not left in them.
-	tun4 := tun
-	tun4.SPI = 0x5004
-	out4, in4 := e.addPair(tun4, key)
-	defer func() { _ = fp.DelSA(in4) }()
+	out4, in4 := e.addPair(withSPI(tun, 0x5004), key)
+	defer e.delSAs(in4)
 	p4 := p("10.1.0.0/24", "10.2.0.0/24", 17, 3004, 3004, 60, model.ActionIPsec)
 	p4.SA = out4
 	if err := fp.SetPolicy(p4); err != nil {
