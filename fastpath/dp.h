@@ -178,14 +178,12 @@ _Static_assert(SP_SA_HOT_END <= 2 * RTE_CACHE_LINE_SIZE,
 
 /*
  * One policy selector (IPv4). Addresses/masks network order, ports host.
- * What the loop reads of a matched policy comes first: the tables are
- * cache aligned and the entries 48 (IPv6: 96) bytes, so these 16 bytes
- * never straddle two cache lines, and the line the loop prefetches (the
- * entry's first) is the one that holds them.
+ * What the loop reads of a matched policy comes first (reqid, action):
+ * entries are 32 (IPv6: 80) bytes in cache aligned tables, so these never
+ * straddle two cache lines. The SA of an outbound policy is not here but
+ * in the table's out_sa (see struct sp_ipsec_tables).
  */
 struct sp_policy {
-	struct sp_sa *sa;	/* out: the SA to use; NULL = none yet. Go
-				 * changes it in place (rekey): atomic */
 	uint32_t reqid;
 	uint8_t action;		/* 0 ipsec, 1 pass, 2 drop */
 	uint8_t proto;		/* 0 = any */
@@ -196,12 +194,10 @@ struct sp_policy {
 	uint32_t dst_mask;
 	uint16_t sport_lo, sport_hi;
 	uint16_t dport_lo, dport_hi;
-	uint8_t pad2[8];
 };
 
 /* One policy selector (IPv6), as sp_policy. */
 struct sp_policy6 {
-	struct sp_sa *sa;
 	uint32_t reqid;
 	uint8_t action;
 	uint8_t proto;
@@ -210,11 +206,10 @@ struct sp_policy6 {
 	uint64_t dst[2], dst_mask[2];
 	uint16_t sport_lo, sport_hi;
 	uint16_t dport_lo, dport_hi;
-	uint8_t pad2[8];
 };
 
-_Static_assert(sizeof(struct sp_policy) == 48 && sizeof(struct sp_policy6) == 96,
-	"policy entries: a multiple of 16 bytes whose first 16 never straddle a cache line");
+_Static_assert(sizeof(struct sp_policy) == 32 && sizeof(struct sp_policy6) == 80,
+	"policy entries: a multiple of 16 bytes whose first 8 never straddle a cache line");
 
 /* What rte_acl classifies of a packet: the selector fields in network
  * order (rte_acl wants the first field one byte long). */
@@ -250,6 +245,15 @@ struct sp_ipsec_tables {
 	uint32_t n_in6;
 	struct sp_policy6 *out6;
 	struct sp_policy6 *in6;
+	/*
+	 * The SA of outbound policy i is out_sa[i] (out6_sa[i]): NULL while
+	 * the policy has none (and always for a pass or drop policy). Go
+	 * changes them in place (rekey), atomically. Apart from the policies,
+	 * eight to a cache line: what the loop reads per packet between the
+	 * classification and the SA is all here.
+	 */
+	struct sp_sa **out_sa;
+	struct sp_sa **out6_sa;
 	struct rte_acl_ctx *acl_out, *acl_in, *acl_out6, *acl_in6;
 };
 

@@ -673,22 +673,34 @@ spd_classify(struct sp_ctx *c, struct sp_spd_batch *b, int v6, int out)
 		linear4(out ? t->out : t->in, out ? t->n_out : t->n_in, b);
 }
 
-/* The policy of a classification result (res != 0). */
+/*
+ * The policy of a classification result (res != 0). Outbound, an SA means
+ * an ipsec policy (Go sets none for the others), and the policy entry
+ * itself is read only when there is none: to drop, to pass, or to ask for
+ * an SA with its reqid.
+ */
 static inline void
 spd_get(struct sp_ctx *c, int v6, int out, uint32_t res, struct sp_match *r)
 {
 	struct sp_ipsec_tables *t = c->t;
 
+	if (out) {
+		r->sa = __atomic_load_n((v6 ? t->out6_sa : t->out_sa) + res - 1, __ATOMIC_ACQUIRE);
+		if (likely(r->sa != NULL)) {
+			r->action = 0;
+			r->reqid = 0;	/* not needed: only an acquire asks */
+			return;
+		}
+	} else
+		r->sa = NULL;
 	if (v6) {
 		const struct sp_policy6 *p = (out ? t->out6 : t->in6) + res - 1;
 		r->action = p->action;
 		r->reqid = p->reqid;
-		r->sa = __atomic_load_n(&p->sa, __ATOMIC_ACQUIRE);
 	} else {
 		const struct sp_policy *p = (out ? t->out : t->in) + res - 1;
 		r->action = p->action;
 		r->reqid = p->reqid;
-		r->sa = __atomic_load_n(&p->sa, __ATOMIC_ACQUIRE);
 	}
 }
 
@@ -1431,10 +1443,7 @@ pol_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 {
 	if (!new_policy(b, j))
 		return;
-	if (v6)
-		rte_prefetch0(c->t->out6 + b->res[j] - 1);
-	else
-		rte_prefetch0(c->t->out + b->res[j] - 1);
+	rte_prefetch0((v6 ? c->t->out6_sa : c->t->out_sa) + b->res[j] - 1);
 }
 
 /* The lines of an SA that protect() and the crypto after it read. */

@@ -29,7 +29,10 @@ sp_ipsec_tables_new(uint32_t n_out, uint32_t n_in, uint32_t n_out6, uint32_t n_i
 	t->in = rte_zmalloc("sp_in", sizeof(struct sp_policy) * (n_in + 1), RTE_CACHE_LINE_SIZE);
 	t->out6 = rte_zmalloc("sp_out6", sizeof(struct sp_policy6) * (n_out6 + 1), RTE_CACHE_LINE_SIZE);
 	t->in6 = rte_zmalloc("sp_in6", sizeof(struct sp_policy6) * (n_in6 + 1), RTE_CACHE_LINE_SIZE);
-	if (t->out == NULL || t->in == NULL || t->out6 == NULL || t->in6 == NULL) {
+	t->out_sa = rte_zmalloc("sp_out_sa", sizeof(struct sp_sa *) * (n_out + 1), RTE_CACHE_LINE_SIZE);
+	t->out6_sa = rte_zmalloc("sp_out6_sa", sizeof(struct sp_sa *) * (n_out6 + 1), RTE_CACHE_LINE_SIZE);
+	if (t->out == NULL || t->in == NULL || t->out6 == NULL || t->in6 == NULL ||
+			t->out_sa == NULL || t->out6_sa == NULL) {
 		sp_ipsec_tables_free(t);
 		return NULL;
 	}
@@ -258,6 +261,8 @@ sp_ipsec_tables_free(struct sp_ipsec_tables *t)
 	rte_free(t->in);
 	rte_free(t->out6);
 	rte_free(t->in6);
+	rte_free(t->out_sa);
+	rte_free(t->out6_sa);
 	rte_free(t);
 }
 

@@ -37,9 +37,10 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 			DstPortLo: dlo, DstPortHi: dhi}
 		b := dataplane.Binding{Policy: &model.Policy{PolicyID: model.PolicyID{Sel: s, Dir: model.DirOut},
 			Reqid: 50, Mode: model.ModeTunnel, Priority: prio, Action: action}}
-		if action == model.ActionIPsec {
-			b.SA, b.HasSA = out, true
-		}
+		// the drop and pass policies are bound to the SA too (a
+		// CHILD_SA's reqid): the loop must still drop and pass, since
+		// an SA in a policy's slot means protect to it
+		b.SA, b.HasSA = out, true
 		return b
 	}
 	// listed out of priority order on purpose: priority decides
@@ -247,9 +248,9 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 		}
 		fp.mu.Lock()
 		defer fp.mu.Unlock()
-		outs := unsafe.Slice(fp.mu.ipsec.out, int(fp.mu.ipsec.n_out))
+		outs := unsafe.Slice(fp.mu.ipsec.out_sa, int(fp.mu.ipsec.n_out))
 		for i := range outs {
-			if outs[i].sa == c4 {
+			if outs[i] == c4 {
 				return fmt.Errorf("published policy %d still points at a deleted SA", i)
 			}
 		}

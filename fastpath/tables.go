@@ -424,8 +424,10 @@ func (f *Fastpath) bindInPlaceLocked(id model.PolicyID, sa model.SAID, has bool)
 	return nil
 }
 
+// saPtrLocked is what a policy's slot holds: its SA, and never one for a
+// pass or drop policy (the loop takes an SA in a slot for "protect").
 func (f *Fastpath) saPtrLocked(b dataplane.Binding) *C.struct_sp_sa {
-	if b.HasSA {
+	if b.HasSA && b.Policy.Action == model.ActionIPsec {
 		if e, ok := f.mu.sas[b.SA]; ok {
 			return e.c
 		}
@@ -503,21 +505,19 @@ func policyFields(p *model.Policy) (sportLo, sportHi, dportLo, dportHi C.uint16_
 	return sportLo, sportHi, dportLo, dportHi, C.uint8_t(s.Proto), C.uint8_t(p.Action), C.uint32_t(p.Reqid)
 }
 
-func fillPolicy(dst *C.struct_sp_policy, p *model.Policy, sa *C.struct_sp_sa) {
+func fillPolicy(dst *C.struct_sp_policy, p *model.Policy) {
 	s := p.Sel
 	dst.src = beFromAddr(s.Src.Masked().Addr())
 	dst.src_mask = maskBE(s.Src)
 	dst.dst = beFromAddr(s.Dst.Masked().Addr())
 	dst.dst_mask = maskBE(s.Dst)
 	dst.sport_lo, dst.sport_hi, dst.dport_lo, dst.dport_hi, dst.proto, dst.action, dst.reqid = policyFields(p)
-	dst.sa = sa
 }
 
-func fillPolicy6(dst *C.struct_sp_policy6, p *model.Policy, sa *C.struct_sp_sa) {
+func fillPolicy6(dst *C.struct_sp_policy6, p *model.Policy) {
 	dst.src, dst.src_mask = maskC(p.Sel.Src)
 	dst.dst, dst.dst_mask = maskC(p.Sel.Dst)
 	dst.sport_lo, dst.sport_hi, dst.dport_lo, dst.dport_hi, dst.proto, dst.action, dst.reqid = policyFields(p)
-	dst.sa = sa
 }
 
 // policyOrder is the order of the policy tables: priority (lower value
@@ -583,19 +583,19 @@ func buildTables(s *polSnap) (*C.struct_sp_ipsec_tables, error) {
 	}
 	outs := unsafe.Slice(t.out, len(s.out)+1)
 	for i, st := range s.out {
-		fillPolicy(&outs[i], st.b.Policy, nil)
+		fillPolicy(&outs[i], st.b.Policy)
 	}
 	ins := unsafe.Slice(t.in, len(s.in)+1)
 	for i, st := range s.in {
-		fillPolicy(&ins[i], st.b.Policy, nil)
+		fillPolicy(&ins[i], st.b.Policy)
 	}
 	outs6 := unsafe.Slice(t.out6, len(s.out6)+1)
 	for i, st := range s.out6 {
-		fillPolicy6(&outs6[i], st.b.Policy, nil)
+		fillPolicy6(&outs6[i], st.b.Policy)
 	}
 	ins6 := unsafe.Slice(t.in6, len(s.in6)+1)
 	for i, st := range s.in6 {
-		fillPolicy6(&ins6[i], st.b.Policy, nil)
+		fillPolicy6(&ins6[i], st.b.Policy)
 	}
 	if h := buildHook.Load(); h != nil {
 		(*h)()
@@ -617,19 +617,19 @@ var buildHook atomic.Pointer[func()]
 // No policy of s may have been removed since s was taken.
 func (f *Fastpath) installLocked(t *C.struct_sp_ipsec_tables, s *polSnap) {
 	f.mu.lastBuild = time.Since(s.start)
-	outs := unsafe.Slice(t.out, len(s.out)+1)
-	outs6 := unsafe.Slice(t.out6, len(s.out6)+1)
+	outs := unsafe.Slice(t.out_sa, len(s.out)+1)
+	outs6 := unsafe.Slice(t.out6_sa, len(s.out6)+1)
 	for _, st := range f.mu.pols {
 		st.slot = nil // a policy added since s is in no table yet
 	}
 	// from now on Bind changes the SA pointers of the published tables
 	for i, st := range s.out {
-		outs[i].sa = f.saPtrLocked(st.b)
-		st.slot = &outs[i].sa
+		outs[i] = f.saPtrLocked(st.b)
+		st.slot = &outs[i]
 	}
 	for i, st := range s.out6 {
-		outs6[i].sa = f.saPtrLocked(st.b)
-		st.slot = &outs6[i].sa
+		outs6[i] = f.saPtrLocked(st.b)
+		st.slot = &outs6[i]
 	}
 	old := f.mu.ipsec
 	C.sp_publish_ipsec(f.dp, t)
