@@ -109,10 +109,15 @@ struct sp_sa_params {
 	uint8_t multi_worker;	/* more than one worker: atomic sequence numbers */
 };
 
-struct sp_sa_stats {
+/* What every packet of an SA adds to one worker's count. */
+struct sp_sa_ctr {
 	uint64_t packets;
 	uint64_t bytes;
 	uint64_t last_use;	/* rte_get_tsc_cycles() of the last packet */
+};
+
+struct sp_sa_stats {
+	struct sp_sa_ctr c;	/* with more than one worker; else in sp_sa.ctr */
 	uint64_t drop_auth;
 	uint64_t drop_replay;
 	uint64_t drop_malformed;
@@ -130,14 +135,14 @@ struct sp_sa_stats {
  * Outbound tunnel SAs run rte_ipsec's tunnel mode with next header IPv4 and
  * the loop sets IPv6 in the trailer of IPv6 packets before encryption. */
 struct sp_sa {
-	struct rte_ipsec_session ss;	/* cache aligned, first */
-	/* what the loop reads of an SA for every packet, in the line after
-	 * ss: with CPU crypto a cold SA costs these two lines, its rte_ipsec
-	 * state and this worker's counters (see SP_SA_HOT_END); lookaside
-	 * crypto, and IPv6 in an outbound tunnel, read ss_async too */
-	struct rte_ipsec_sa *sa;
-	uint64_t hard_packets;		/* hard limits, 0 = none: nothing passes beyond */
-	uint64_t hard_bytes;
+	struct rte_ipsec_session ss;	/* cache aligned, first (ss.sa: its rte_ipsec state) */
+	/* what the loop reads and writes of an SA for every packet, in the
+	 * line after ss: with CPU crypto a cold SA costs these two lines and
+	 * its rte_ipsec state (see SP_SA_HOT_END); lookaside crypto, and
+	 * IPv6 in an outbound tunnel, read ss_async too */
+	struct sp_sa_ctr ctr;		/* the counts of the only worker; with more
+					 * than one, each counts in its st[w].c instead
+					 * (no line written by two) */
 	uint32_t spi;
 	uint32_t reqid;
 	uint32_t hdr_sum;		/* outbound IPv4 tunnel: one's complement sum of the
@@ -156,8 +161,11 @@ struct sp_sa {
 	uint8_t icv_len;
 	uint8_t sqh_len;		/* ESN high bits kept behind the trailer during crypto */
 	uint8_t cpu;			/* ss is synchronous: RTE_SECURITY_ACTION_TYPE_CPU_CRYPTO */
+	uint8_t limited;		/* hard_packets or hard_bytes is set */
 	uint8_t dead;			/* hard lifetime over: drop everything */
-	/* the rest: set-up, hard limits that are set, NAT-T, ICMP errors */
+	/* the rest: set-up, hard limits, NAT-T, ICMP errors */
+	uint64_t hard_packets;		/* hard limits, 0 = none: nothing passes beyond */
+	uint64_t hard_bytes;
 	void *cses;			/* cryptodev sym session */
 	uint32_t salt;			/* AEAD salt / CTR nonce, kept for sp_sa_move */
 	uint8_t src[16];		/* outer source (network order) */

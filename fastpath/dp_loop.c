@@ -79,6 +79,8 @@ struct sp_ctx {
 	uint64_t held_try;		/* when, in TSC */
 	uint64_t hold_tsc, retry_tsc, tap_tsc;
 	uint64_t tap_next[SP_MAX_PORTS];	/* under load, when a TAP is polled again (TSC) */
+	uint32_t ctr_off;		/* where in an SA this worker counts (see CTR) */
+	uint8_t ctr_far;		/* that is not in the SA's first two lines */
 };
 
 #define SA_OF(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_sa_off, struct sp_sa **)
@@ -90,8 +92,11 @@ cnt(struct sp_ctx *c, uint32_t port, enum sp_cnt k)
 	c->w->stats[port].cnt[k]++;
 }
 
-/* this worker's counters of an SA */
+/* this worker's drop counters of an SA */
 #define ST(c, sa) ((sa)->st[(c)->wid])
+/* this worker's packet and byte counts of an SA: in the SA's hot line if
+ * it is the only worker, else in its st[wid] */
+#define CTR(c, sa) ((struct sp_sa_ctr *)RTE_PTR_ADD((sa), (c)->ctr_off))
 
 /* The lines of a cold SA that the loop reads for every packet (ss and the
  * fields up to SP_SA_HOT_END). */
@@ -102,13 +107,15 @@ sa_lines_prefetch(const struct sp_sa *sa)
 	rte_prefetch0(RTE_PTR_ADD(sa, RTE_CACHE_LINE_SIZE));
 }
 
-/* What crypto and counting will touch of a cold SA: its rte_ipsec state
- * and this worker's counters (sa->sa is read from the SA's second line). */
+/* What crypto and counting will touch of a cold SA beyond its first two
+ * lines: its rte_ipsec state and, with more than one worker, this worker's
+ * counts. */
 static inline void
 sa_state_prefetch(struct sp_ctx *c, struct sp_sa *sa)
 {
-	rte_prefetch0(sa->sa);
-	rte_prefetch0(&ST(c, sa));
+	rte_prefetch0(sa->ss.sa);
+	if (c->ctr_far)
+		rte_prefetch0(CTR(c, sa));
 }
 
 static inline void
@@ -1041,7 +1048,7 @@ sa_limit(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[
 
 	if (unlikely(__atomic_load_n(&sa->dead, __ATOMIC_RELAXED)))
 		ok = 0;
-	else if (unlikely(sa->hard_bytes != 0 || sa->hard_packets != 0)) {
+	else if (unlikely(sa->limited)) {
 		/* the workers share these counters: reserve what passes */
 		if (sa->hard_bytes != 0 &&
 				__atomic_load_n(&sa->lim_bytes, __ATOMIC_RELAXED) >= sa->hard_bytes) {
@@ -1074,7 +1081,7 @@ sa_limit(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[
 static void
 sa_count(struct sp_ctx *c, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
 {
-	struct sp_sa_stats *st = &ST(c, sa);
+	struct sp_sa_ctr *st = CTR(c, sa);
 	uint16_t i;
 
 	for (i = 0; i < n; i++)
@@ -1125,11 +1132,11 @@ inbound_flush(struct sp_ctx *c, struct sp_inb *ib)
 				drop(c, port, m, SP_CNT_DROP_POLICY);
 				continue;
 			}
-			ST(c, sa).bytes += rte_pktmbuf_pkt_len(m);
-			ST(c, sa).packets++;
-			if (unlikely(sa->hard_bytes != 0))
+			CTR(c, sa)->bytes += rte_pktmbuf_pkt_len(m);
+			CTR(c, sa)->packets++;
+			if (unlikely(sa->limited) && sa->hard_bytes != 0)
 				__atomic_fetch_add(&sa->lim_bytes, rte_pktmbuf_pkt_len(m), __ATOMIC_RELAXED);
-			ST(c, sa).last_use = c->now;
+			CTR(c, sa)->last_use = c->now;
 			cnt(c, port, SP_CNT_ESP_IN);
 			route_out(c, port, m, !sa->transport);
 		}
@@ -1425,8 +1432,8 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 	}
 }
 
-/* How far ahead of the packet at hand its policy and its SA are loaded
- * (see spd_prefetch). */
+/* How far ahead of the packet at hand its policy's SA pointer (out_sa)
+ * and the SA are loaded (see spd_prefetch). */
 #define SP_POL_AHEAD 8
 #define SP_SA_AHEAD 4
 
@@ -1438,6 +1445,8 @@ new_policy(const struct sp_spd_batch *b, uint16_t j)
 	return j < b->n && b->res[j] != 0 && (j == 0 || b->res[j] != b->res[j - 1]);
 }
 
+/* The slot in out_sa of packet j's policy (the policy entry itself is not
+ * read when it has an SA: see spd_get). */
 static inline void
 pol_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 {
@@ -1461,9 +1470,9 @@ sa_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 
 /*
  * With many policies and SAs, the ones a burst matched are cold: while
- * packet j is protected, the policy of packet j + SP_POL_AHEAD and the SA
- * of packet j + SP_SA_AHEAD (whose policy has arrived by then) are loaded;
- * this starts the pipeline.
+ * packet j is protected, the SA pointer of packet j + SP_POL_AHEAD's policy
+ * and the SA of packet j + SP_SA_AHEAD (whose pointer has arrived by then)
+ * are loaded; this starts the pipeline.
  */
 static void
 spd_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6)
@@ -1768,6 +1777,14 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	c->dp = dp;
 	c->wid = wid;
 	c->w = &dp->w[wid];
+	if (dp->n_workers == 1) {
+		c->ctr_off = offsetof(struct sp_sa, ctr);
+		c->ctr_far = 0;
+	} else {
+		c->ctr_off = offsetof(struct sp_sa, st) + wid * sizeof(struct sp_sa_stats) +
+			offsetof(struct sp_sa_stats, c);
+		c->ctr_far = 1;
+	}
 	c->hold_tsc = rte_get_tsc_hz() / 1000 * SP_HOLD_MS;
 	c->retry_tsc = rte_get_tsc_hz() / 1000;
 	c->tap_tsc = rte_get_tsc_hz() / 1000000 * SP_TAP_US;

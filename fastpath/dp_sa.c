@@ -189,6 +189,7 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 	s->reqid = p->reqid;
 	s->hard_packets = p->hard_packets;
 	s->hard_bytes = p->hard_bytes;
+	s->limited = p->hard_packets != 0 || p->hard_bytes != 0;
 	memcpy(s->src, p->src, 16);
 	memcpy(s->peer, p->inbound ? p->src : p->dst, 16);
 	if (p->inbound)
@@ -292,12 +293,13 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 		snprintf(err, errlen, "rte_ipsec_sa_size: %s", strerror(-sz));
 		goto fail;
 	}
-	s->sa = rte_zmalloc("sp_ipsec_sa", sz, RTE_CACHE_LINE_SIZE);
-	if (s->sa == NULL) {
+	/* ss_async.sa owns it (ss.sa is the same, once set) */
+	s->ss_async.sa = rte_zmalloc("sp_ipsec_sa", sz, RTE_CACHE_LINE_SIZE);
+	if (s->ss_async.sa == NULL) {
 		snprintf(err, errlen, "out of memory for rte_ipsec SA");
 		goto fail;
 	}
-	rc = rte_ipsec_sa_init(s->sa, &prm, sz);
+	rc = rte_ipsec_sa_init(s->ss_async.sa, &prm, sz);
 	if (rc < 0) {
 		snprintf(err, errlen, "rte_ipsec_sa_init: %s", strerror(-rc));
 		goto fail;
@@ -321,7 +323,6 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 	 * IPv6 packets of an outbound tunnel SA (see ss_async).
 	 */
 	rte_cryptodev_info_get(dev, &info);
-	s->ss_async.sa = s->sa;
 	s->ss_async.type = RTE_SECURITY_ACTION_TYPE_NONE;
 	s->ss_async.crypto.ses = s->cses;
 	s->ss_async.crypto.dev_id = dev;
@@ -381,9 +382,9 @@ sp_sa_free(struct sp_sa *s)
 		return;
 	if (s->cses != NULL)
 		rte_cryptodev_sym_session_free(s->cdev_id, s->cses);
-	if (s->sa != NULL) {
-		rte_ipsec_sa_fini(s->sa);
-		rte_free(s->sa);
+	if (s->ss_async.sa != NULL) {
+		rte_ipsec_sa_fini(s->ss_async.sa);
+		rte_free(s->ss_async.sa);
 	}
 	/* nothing secret is left in s itself, but be thorough */
 	memset(s, 0, sizeof(*s));

@@ -226,7 +226,7 @@ func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint1
 	// start below a number the old one could still send (AES-GCM IV).
 	C.sp_sa_kill(e.c)
 	C.sp_synchronize(f.dp)
-	st := e.c.st
+	st, ctr := e.c.st, e.c.ctr
 	// continue after the last number sent; the counters go on, so SeqUsed
 	// stays start + packets
 	p.seq_start = C.uint64_t(nextSeq(sa.SeqStart, f.sum(e.c).packets))
@@ -236,7 +236,7 @@ func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint1
 		C.sp_sa_revive(e.c)
 		return fmt.Errorf("move SA %s: %s", id, cerr(ebuf[:]))
 	}
-	c.st = st
+	c.st, c.ctr = st, ctr
 	c.lim_packets, c.lim_bytes = e.c.lim_packets, e.c.lim_bytes
 	old := e.c
 	ne := &saEntry{c: c, sa: sa, params: e.params, crypto: e.crypto}
@@ -840,12 +840,13 @@ type saSum struct {
 }
 
 func (f *Fastpath) sum(c *C.struct_sp_sa) saSum {
-	var s saSum
+	// one worker counts in c.ctr, more in their st[w].c (see dp.h)
+	s := saSum{packets: uint64(c.ctr.packets), bytes: uint64(c.ctr.bytes), lastUse: uint64(c.ctr.last_use)}
 	for w := range f.workers {
 		st := &c.st[w]
-		s.packets += uint64(st.packets)
-		s.bytes += uint64(st.bytes)
-		s.lastUse = max(s.lastUse, uint64(st.last_use))
+		s.packets += uint64(st.c.packets)
+		s.bytes += uint64(st.c.bytes)
+		s.lastUse = max(s.lastUse, uint64(st.c.last_use))
 		s.dropAuth += uint64(st.drop_auth)
 		s.dropReplay += uint64(st.drop_replay)
 		s.dropMalformed += uint64(st.drop_malformed)
