@@ -39,7 +39,7 @@
  * an mbuf's 9-bit l3_len and outer_l3_len hold; longer chains are dropped
  * as malformed */
 #define SP_L3_MAX 511
-#define SP_TAP_US 100		/* under load, an idle TAP is polled again after this long */
+#define SP_TAP_US 500		/* under load, an idle TAP is polled again after this long */
 
 /* Per-iteration output buffers: one per wire port and one per TAP. */
 struct sp_txq {
@@ -107,13 +107,23 @@ sa_lines_prefetch(const struct sp_sa *sa)
 	rte_prefetch0(RTE_PTR_ADD(sa, RTE_CACHE_LINE_SIZE));
 }
 
-/* What crypto and counting will touch of a cold SA beyond its first two
+/*
+ * What crypto and counting will touch of a cold SA beyond its first two
  * lines: its rte_ipsec state and, with more than one worker, this worker's
- * counts. */
+ * counts. rte_ipsec's prepare and process steps read and write four lines
+ * of its SA for every packet (lib/ipsec/sa.h, 22.11: the fields; the
+ * header template; the sequence number and the packet count; the byte
+ * count), and inbound the start of the replay window that follows it.
+ */
+#define SP_ISA_LINES 4
 static inline void
 sa_state_prefetch(struct sp_ctx *c, struct sp_sa *sa)
 {
-	rte_prefetch0(sa->ss.sa);
+	const uint8_t *isa = (const uint8_t *)sa->ss.sa;
+	uint32_t i;
+
+	for (i = 0; i < SP_ISA_LINES + sa->inbound; i++)
+		rte_prefetch0(isa + i * RTE_CACHE_LINE_SIZE);
 	if (c->ctr_far)
 		rte_prefetch0(CTR(c, sa));
 }
