@@ -40,6 +40,11 @@
  * as malformed */
 #define SP_L3_MAX 511
 #define SP_TAP_US 500		/* under load, an idle TAP is polled again after this long */
+/* How far ahead of the packet at hand its policy's SA pointer (out_sa)
+ * and the SA are loaded (see spd_prefetch); inbound, how many SAs ahead
+ * of the one at hand its rte_ipsec state is (see esp_inbound). */
+#define SP_POL_AHEAD 8
+#define SP_SA_AHEAD 4
 
 /* Per-iteration output buffers: one per wire port and one per TAP. */
 struct sp_txq {
@@ -1165,17 +1170,25 @@ check_mapping(struct sp_ctx *c, struct sp_sa *sa, const uint8_t *oh, uint32_t l3
 	const struct rte_udp_hdr *uh = (const struct rte_udp_hdr *)(oh + l3len - sizeof(*uh));
 	uint16_t sport = rte_be_to_cpu_16(uh->src_port);
 	const uint8_t *src;
-	uint32_t alen;
+	uint64_t a[2], b[2];
+	uint32_t a4, b4;
+	int v6 = is_v6(oh), same;
 
-	if (is_v6(oh)) {
+	/* fixed-size compares, inlined (memcmp of a variable length was a
+	 * libc call for every packet) */
+	if (v6) {
 		src = ((const struct rte_ipv6_hdr *)oh)->src_addr;
-		alen = 16;
+		memcpy(a, src, 16);
+		memcpy(b, sa->peer, 16);
+		same = ((a[0] ^ b[0]) | (a[1] ^ b[1])) == 0;
 	} else {
 		src = (const uint8_t *)&((const struct rte_ipv4_hdr *)oh)->src_addr;
-		alen = 4;
+		memcpy(&a4, src, 4);
+		memcpy(&b4, sa->peer, 4);
+		same = a4 == b4;
 	}
-	if (unlikely(sport != sa->peer_port || memcmp(src, sa->peer, alen) != 0))
-		note_push(c->w, SP_NOTE_MAPPING, sa->spi, alen == 16 ? 6 : 4, src, NULL, sport);
+	if (unlikely(sport != sa->peer_port || !same))
+		note_push(c->w, SP_NOTE_MAPPING, sa->spi, v6 ? 6 : 4, src, NULL, sport);
 }
 
 /*
@@ -1262,12 +1275,14 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 		run[i] = u - 1;
 	}
 	rte_ipsec_sad_lookup(c->dp->sad, kp, found, u);
-	/* with many SAs each is cold: start loading them, their rte_ipsec
-	 * state and this worker's counters (written after crypto) */
+	/* with many SAs each is cold: start loading them, and the rte_ipsec
+	 * state of the first few; the others' follows SP_SA_AHEAD SAs ahead
+	 * of the one at hand (all at once would queue more loads than the
+	 * core has line fill buffers) */
 	for (i = 0; i < u; i++)
 		if (found[i] != NULL)
 			sa_lines_prefetch(found[i]);
-	for (i = 0; i < u; i++)
+	for (i = 0; i < u && i < SP_SA_AHEAD; i++)
 		if (found[i] != NULL)
 			sa_state_prefetch(c, found[i]);
 	for (i = 0; i < n; i++)
@@ -1275,6 +1290,11 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 
 	for (i = 0; i < n; ) {
 		struct sp_sa *sa = sas[i];
+		if (i == 0 || run[i] != run[i - 1]) {
+			uint16_t ahead = run[i] + SP_SA_AHEAD;
+			if (ahead < u && found[ahead] != NULL)
+				sa_state_prefetch(c, found[ahead]);
+		}
 		if (sa == NULL || !sa->inbound) {
 			drop(c, port, mb[i], SP_CNT_DROP_UNKNOWN_SPI);
 			i++;
@@ -1441,11 +1461,6 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 		return 1;
 	}
 }
-
-/* How far ahead of the packet at hand its policy's SA pointer (out_sa)
- * and the SA are loaded (see spd_prefetch). */
-#define SP_POL_AHEAD 8
-#define SP_SA_AHEAD 4
 
 /* Packet j matched a policy, and not the one the packet before matched
  * (whose lines are loaded already). */
