@@ -137,9 +137,10 @@ struct sp_sa_stats {
 struct sp_sa {
 	struct rte_ipsec_session ss;	/* cache aligned, first (ss.sa: its rte_ipsec state) */
 	/* what the loop reads and writes of an SA for every packet, in the
-	 * line after ss: with CPU crypto a cold SA costs these two lines and
-	 * its rte_ipsec state (see SP_SA_HOT_END); lookaside crypto, and
-	 * IPv6 in an outbound tunnel, read ss_async too */
+	 * line after ss: with CPU crypto and one worker a cold SA costs these
+	 * two lines and its rte_ipsec state (see SP_SA_HOT_END); with more
+	 * workers, also the worker's st[w]; lookaside crypto, and IPv6 in an
+	 * outbound tunnel, read ss_async too */
 	struct sp_sa_ctr ctr;		/* the counts of the only worker; with more
 					 * than one, each counts in its st[w].c instead
 					 * (no line written by two) */
@@ -166,12 +167,12 @@ struct sp_sa {
 	/* the rest: set-up, hard limits, NAT-T, ICMP errors */
 	uint64_t hard_packets;		/* hard limits, 0 = none: nothing passes beyond */
 	uint64_t hard_bytes;
+	uint64_t lim_packets;		/* what the limits count, shared by the workers */
+	uint64_t lim_bytes;
 	void *cses;			/* cryptodev sym session */
 	uint32_t salt;			/* AEAD salt / CTR nonce, kept for sp_sa_move */
 	uint8_t src[16];		/* outer source (network order) */
 	uint8_t peer[16];		/* the remote end (network order) */
-	uint64_t lim_packets;		/* what the limits count, shared by the workers */
-	uint64_t lim_bytes;
 	struct sp_sa_stats st[SP_MAX_WORKERS];	/* per worker: no shared writes */
 	/* an outbound tunnel SA whose ss is synchronous (CPU crypto) needs
 	 * this lookaside session of the same rte_ipsec SA for IPv6 inside:

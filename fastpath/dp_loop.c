@@ -115,19 +115,21 @@ sa_lines_prefetch(const struct sp_sa *sa)
 /*
  * What crypto and counting will touch of a cold SA beyond its first two
  * lines: its rte_ipsec state and, with more than one worker, this worker's
- * counts. rte_ipsec's prepare and process steps read and write four lines
- * of its SA for every packet (lib/ipsec/sa.h, 22.11: the fields; the
- * header template; the sequence number and the packet count; the byte
- * count), and inbound the start of the replay window that follows it.
+ * counts. rte_ipsec's prepare and process steps read and write the first
+ * four lines of its SA for every packet (lib/ipsec/sa.h, 22.11: fields
+ * and the start of the header template; the rest of it, the sequence
+ * number and the packet count; the byte count), and inbound the start of
+ * the replay window that follows it (inbound: 1, else 0; the caller knows,
+ * so that only the SA's first line is waited for here).
  */
 #define SP_ISA_LINES 4
 static inline void
-sa_state_prefetch(struct sp_ctx *c, struct sp_sa *sa)
+sa_state_prefetch(struct sp_ctx *c, struct sp_sa *sa, int inbound)
 {
 	const uint8_t *isa = (const uint8_t *)sa->ss.sa;
 	uint32_t i;
 
-	for (i = 0; i < SP_ISA_LINES + sa->inbound; i++)
+	for (i = 0; i < SP_ISA_LINES + inbound; i++)
 		rte_prefetch0(isa + i * RTE_CACHE_LINE_SIZE);
 	if (c->ctr_far)
 		rte_prefetch0(CTR(c, sa));
@@ -1284,7 +1286,7 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 			sa_lines_prefetch(found[i]);
 	for (i = 0; i < u && i < SP_SA_AHEAD; i++)
 		if (found[i] != NULL)
-			sa_state_prefetch(c, found[i]);
+			sa_state_prefetch(c, found[i], 1);
 	for (i = 0; i < n; i++)
 		sas[i] = found[run[i]];
 
@@ -1293,7 +1295,7 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 		if (i == 0 || run[i] != run[i - 1]) {
 			uint16_t ahead = run[i] + SP_SA_AHEAD;
 			if (ahead < u && found[ahead] != NULL)
-				sa_state_prefetch(c, found[ahead]);
+				sa_state_prefetch(c, found[ahead], 1);
 		}
 		if (sa == NULL || !sa->inbound) {
 			drop(c, port, mb[i], SP_CNT_DROP_UNKNOWN_SPI);
@@ -1480,17 +1482,24 @@ pol_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 	rte_prefetch0((v6 ? c->t->out6_sa : c->t->out_sa) + b->res[j] - 1);
 }
 
-/* The lines of an SA that protect() and the crypto after it read. */
+/* The lines of an SA that protect() and the crypto after it read; for a
+ * policy without SA (pass, drop, acquire), the policy entry instead. */
 static inline void
 sa_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 {
-	struct sp_match r;
+	const struct sp_sa *sa;
+	uint32_t i;
 
 	if (!new_policy(b, j))
 		return;
-	spd_get(c, v6, 1, b->res[j], &r);
-	if (r.sa != NULL)
-		sa_lines_prefetch(r.sa);
+	i = b->res[j] - 1;
+	sa = __atomic_load_n((v6 ? c->t->out6_sa : c->t->out_sa) + i, __ATOMIC_RELAXED);
+	if (sa != NULL)
+		sa_lines_prefetch(sa);
+	else if (v6)
+		rte_prefetch0(c->t->out6 + i);
+	else
+		rte_prefetch0(c->t->out + i);
 }
 
 /*
@@ -1564,7 +1573,7 @@ plaintext_burst(struct sp_ctx *c, uint32_t port, struct sp_plain *pl, int from_w
 			if (b[v].res[j] != 0) {
 				spd_get(c, v, 1, b[v].res[j], &r);
 				if (r.sa != NULL && new_policy(&b[v], j))
-					sa_state_prefetch(c, r.sa);
+					sa_state_prefetch(c, r.sa, 0);
 				if (protect(c, port, pl->m[i], &pl->k[i], &r, from_wire, outm, outsa, nout))
 					continue;
 			} else if (from_wire) {

@@ -57,9 +57,22 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 			(ip[0]>>4 == 6 && ip[6] == 17 && binary.BigEndian.Uint32(ip[48:]) == 0x5001)
 	}
 	before := e.counters()
+	// TCP: the pass policy (200) wins over protect (300), though bound to
+	// the SA: to the kernel as it came, not encrypted
+	tcp := ipv4udp(h1, h2, 1000, 80, 64, make([]byte, 12)) // 20 bytes behind the IP header
+	tcp[9] = 6
+	binary.BigEndian.PutUint16(tcp[10:], 0)
+	binary.BigEndian.PutUint16(tcp[10:], csum(tcp[:20]))
+	e.send(frame(portMAC, vb.HardwareAddr, tcp))
 	// UDP to 2005: the drop policy (priority 100) wins over protect (300)
 	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2005, 64, []byte("dropped"))))
 	e.wait("drop_policy", before["drop_policy"]+1)
+	// the drop came after the TCP (one queue, in order): neither was
+	// encrypted, and the TCP went to the kernel
+	if now := e.counters(); now["esp_out"] != before["esp_out"] || now["tap_tx"] < before["tap_tx"]+1 {
+		t.Fatalf("TCP under the pass policy: esp_out %d -> %d (want +0), tap_tx %d -> %d (want +1)",
+			before["esp_out"], now["esp_out"], before["tap_tx"], now["tap_tx"])
+	}
 	// UDP to 2011: outside the range, protected by the /16 policy
 	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2011, 64, []byte("protected"))))
 	e.recv("UDP outside the drop range, encrypted", 0x0800, isESP)
