@@ -85,7 +85,6 @@ struct sp_ctx {
 	uint64_t hold_tsc, retry_tsc, tap_tsc;
 	uint64_t tap_next[SP_MAX_PORTS];	/* under load, when a TAP is polled again (TSC) */
 	uint32_t ctr_off;		/* where in an SA this worker counts (see CTR) */
-	uint8_t ctr_far;		/* that is not in the SA's first two lines */
 };
 
 #define SA_OF(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_sa_off, struct sp_sa **)
@@ -131,7 +130,7 @@ sa_state_prefetch(struct sp_ctx *c, struct sp_sa *sa, int inbound)
 
 	for (i = 0; i < SP_ISA_LINES + inbound; i++)
 		rte_prefetch0(isa + i * RTE_CACHE_LINE_SIZE);
-	if (c->ctr_far)
+	if (c->ctr_off >= 2 * RTE_CACHE_LINE_SIZE)	/* not in the lines loaded already */
 		rte_prefetch0(CTR(c, sa));
 }
 
@@ -697,6 +696,13 @@ spd_classify(struct sp_ctx *c, struct sp_spd_batch *b, int v6, int out)
 		linear4(out ? t->out : t->in, out ? t->n_out : t->n_in, b);
 }
 
+/* The SA slot of outbound classification result res (!= 0). */
+static inline struct sp_sa **
+out_slot(struct sp_ipsec_tables *t, int v6, uint32_t res)
+{
+	return (v6 ? t->out6_sa : t->out_sa) + res - 1;
+}
+
 /*
  * The policy of a classification result (res != 0). Outbound, an SA means
  * an ipsec policy (Go sets none for the others), and the policy entry
@@ -709,7 +715,7 @@ spd_get(struct sp_ctx *c, int v6, int out, uint32_t res, struct sp_match *r)
 	struct sp_ipsec_tables *t = c->t;
 
 	if (out) {
-		r->sa = __atomic_load_n((v6 ? t->out6_sa : t->out_sa) + res - 1, __ATOMIC_ACQUIRE);
+		r->sa = __atomic_load_n(out_slot(t, v6, res), __ATOMIC_ACQUIRE);
 		if (likely(r->sa != NULL)) {
 			r->action = 0;
 			r->reqid = 0;	/* not needed: only an acquire asks */
@@ -1127,6 +1133,7 @@ struct sp_inb {
 static void
 inbound_flush(struct sp_ctx *c, struct sp_inb *ib)
 {
+	struct sp_sa_ctr *ct;
 	struct sp_match r;
 	struct sp_sa *sa;
 	struct rte_mbuf *m;
@@ -1149,11 +1156,12 @@ inbound_flush(struct sp_ctx *c, struct sp_inb *ib)
 				drop(c, port, m, SP_CNT_DROP_POLICY);
 				continue;
 			}
-			CTR(c, sa)->bytes += rte_pktmbuf_pkt_len(m);
-			CTR(c, sa)->packets++;
+			ct = CTR(c, sa);
+			ct->bytes += rte_pktmbuf_pkt_len(m);
+			ct->packets++;
+			ct->last_use = c->now;
 			if (unlikely(sa->limited) && sa->hard_bytes != 0)
 				__atomic_fetch_add(&sa->lim_bytes, rte_pktmbuf_pkt_len(m), __ATOMIC_RELAXED);
-			CTR(c, sa)->last_use = c->now;
 			cnt(c, port, SP_CNT_ESP_IN);
 			route_out(c, port, m, !sa->transport);
 		}
@@ -1479,7 +1487,7 @@ pol_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 {
 	if (!new_policy(b, j))
 		return;
-	rte_prefetch0((v6 ? c->t->out6_sa : c->t->out_sa) + b->res[j] - 1);
+	rte_prefetch0(out_slot(c->t, v6, b->res[j]));
 }
 
 /* The lines of an SA that protect() and the crypto after it read; for a
@@ -1493,7 +1501,7 @@ sa_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
 	if (!new_policy(b, j))
 		return;
 	i = b->res[j] - 1;
-	sa = __atomic_load_n((v6 ? c->t->out6_sa : c->t->out_sa) + i, __ATOMIC_RELAXED);
+	sa = __atomic_load_n(out_slot(c->t, v6, b->res[j]), __ATOMIC_RELAXED);
 	if (sa != NULL)
 		sa_lines_prefetch(sa);
 	else if (v6)
@@ -1811,14 +1819,11 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	c->dp = dp;
 	c->wid = wid;
 	c->w = &dp->w[wid];
-	if (dp->n_workers == 1) {
+	if (dp->n_workers == 1)
 		c->ctr_off = offsetof(struct sp_sa, ctr);
-		c->ctr_far = 0;
-	} else {
+	else
 		c->ctr_off = offsetof(struct sp_sa, st) + wid * sizeof(struct sp_sa_stats) +
 			offsetof(struct sp_sa_stats, c);
-		c->ctr_far = 1;
-	}
 	c->hold_tsc = rte_get_tsc_hz() / 1000 * SP_HOLD_MS;
 	c->retry_tsc = rte_get_tsc_hz() / 1000;
 	c->tap_tsc = rte_get_tsc_hz() / 1000000 * SP_TAP_US;
