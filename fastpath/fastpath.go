@@ -9,6 +9,7 @@ package fastpath
 #cgo pkg-config: libdpdk
 #cgo CFLAGS: -O3 -DALLOW_EXPERIMENTAL_API -Wno-deprecated-declarations
 #include <stdlib.h>
+#include <rte_eal.h>
 #include "dp.h"
 
 int sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, uint16_t nq, char *err, size_t errlen);
@@ -33,6 +34,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -445,8 +448,24 @@ func (f *Fastpath) teardown() {
 	C.sp_cdev_stop_all()
 	C.sp_dp_free(f.dp)
 	f.dp = nil
+	run := C.GoString(C.rte_eal_get_runtime_dir())
 	eal.StopLcores()
 	eal.Cleanup()
+	removeRuntimeDir(run)
+}
+
+// removeRuntimeDir removes what EAL leaves in its runtime directory
+// (/var/run/dpdk/<file-prefix>) once it has been cleaned up: the telemetry
+// socket, which EAL unlinks only from a C atexit handler that a Go program
+// never runs, and then the directory if nothing else is in it.
+func removeRuntimeDir(dir string) {
+	if dir == "" {
+		return
+	}
+	for _, name := range []string{"dpdk_telemetry.v2", "telemetry"} {
+		_ = os.Remove(filepath.Join(dir, name))
+	}
+	_ = os.Remove(dir)
 }
 
 // Ports describes the ports.

@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,6 +56,9 @@ func TestFastpathRoundTrip(t *testing.T) {
 	}
 	run("netns", "add", ns)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	// EAL's runtime directory (--file-prefix ns): Close removes it; this
+	// is for a child that did not get that far
+	t.Cleanup(func() { _ = os.RemoveAll(ealRunDir(ns)) })
 	run("-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
 	for _, l := range []string{"va", "vb", "lo"} {
 		run("-n", ns, "link", "set", l, "up")
@@ -67,6 +72,25 @@ func TestFastpathRoundTrip(t *testing.T) {
 	}
 	if !bytes.Contains(out, []byte("--- PASS: TestFastpathChild")) {
 		t.Fatal("child test did not pass")
+	}
+	checkRunDirGone(t, ns)
+}
+
+// ealRunDir is where EAL keeps its runtime files (the telemetry socket)
+// for a --file-prefix when run as root.
+func ealRunDir(prefix string) string { return filepath.Join("/var/run/dpdk", prefix) }
+
+// checkRunDirGone fails the test if a child's Close left EAL's runtime
+// directory behind.
+func checkRunDirGone(t *testing.T, prefix string) {
+	t.Helper()
+	if _, err := os.Stat(ealRunDir(prefix)); !errors.Is(err, fs.ErrNotExist) {
+		ents, _ := os.ReadDir(ealRunDir(prefix))
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("after Close, EAL's runtime directory %s is still there (%v; holding %v)", ealRunDir(prefix), err, names)
 	}
 }
 

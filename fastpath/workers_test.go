@@ -45,6 +45,9 @@ func TestFastpathTwoWorkers(t *testing.T) {
 	}
 	run("netns", "add", ns)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	// EAL's runtime directory (--file-prefix ns): Close removes it; this
+	// is for a child that did not get that far
+	t.Cleanup(func() { _ = os.RemoveAll(ealRunDir(ns)) })
 	run("-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
 	for _, l := range []string{"va", "vb", "lo"} {
 		run("-n", ns, "link", "set", l, "up")
@@ -56,6 +59,7 @@ func TestFastpathTwoWorkers(t *testing.T) {
 	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestFastpathWorkersChild")) {
 		t.Fatalf("two-worker child test failed: %v", err)
 	}
+	checkRunDirGone(t, ns)
 }
 
 func TestFastpathWorkersChild(t *testing.T) {
