@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -128,26 +127,6 @@ func Run(ctx context.Context, c Config) (Result, string, error) {
 		}
 	}
 	return res, string(out), nil
-}
-
-// Median runs n times and keeps the median per buffer size.
-func Median(ctx context.Context, c Config, n int) (Result, error) {
-	all := map[int][]float64{}
-	for range n {
-		r, _, err := Run(ctx, c)
-		if err != nil {
-			return nil, err
-		}
-		for k, v := range r {
-			all[k] = append(all[k], v)
-		}
-	}
-	res := Result{}
-	for k, v := range all {
-		slices.Sort(v)
-		res[k] = v[len(v)/2]
-	}
-	return res, nil
 }
 
 func tail(s string, n int) string {

@@ -154,9 +154,10 @@ func (r *Results) Markdown() string {
 	w("the frames after decryption). swanpathd and ipsec-secgw take turns on each case, %d round(s) of %d windows of %s\n", rounds, r.Settings.Windows, r.Settings.Window)
 	w("each (after %s of warm-up per start); a system's rate is the median of all its windows.\n", r.Settings.Warmup)
 	w("Cycles per packet = TSC Hz / packets per second of the one busy worker core.\n")
-	w("Ratios are swanpath's packet rate over the other's. With two rounds or more, sp/secgw is the median of the\n")
-	w("per-round ratios (each round's swanpath and ipsec-secgw ran back to back, so a slow spell of the machine\n")
-	w("falls on both), with their lowest and highest in brackets.\n\n")
+	w("The crypto ceiling is measured in each round too, right after the two systems (%d dpdk-test-crypto-perf run(s)).\n", max(r.Settings.CryptoRuns, 1))
+	w("Ratios are swanpath's packet rate over the other's. With two rounds or more, sp/secgw and sp/ceiling are the\n")
+	w("median of the per-round ratios (each round's measurements ran back to back, so a slow spell of the machine\n")
+	w("falls on all of them), with their lowest and highest in brackets.\n\n")
 	w("| dir | suite | frames | SAs | encap | crypto PMD | swanpath Mpps | Gbps | cyc/pkt | ipsec-secgw Mpps | Gbps | cyc/pkt | ceiling Mpps | Gbps | cyc/pkt | sp/secgw | sp/ceiling |\n")
 	w("|---|---|---|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	var fn footnotes
@@ -178,7 +179,7 @@ func (r *Results) Markdown() string {
 			mpps(row.Swanpath), fn.mark(row.Swanpath), gbps(row.Swanpath), cycles(row.Swanpath),
 			mpps(row.Secgw), fn.mark(row.Secgw), gbps(row.Secgw), cycles(row.Secgw),
 			mpps(row.Ceiling), fn.mark(row.Ceiling), gbps(row.Ceiling), cycles(row.Ceiling),
-			ratioRounds(row.VsSecgw, row.VsSecgwRounds), ratio(row.VsCeiling))
+			ratioRounds(row.VsSecgw, row.VsSecgwRounds), ratioRounds(row.VsCeiling, row.VsCeilingRounds))
 	}
 	if sum := secgwSummary(r.Rows); sum != "" {
 		w("\n%s\n", sum)
@@ -189,6 +190,7 @@ func (r *Results) Markdown() string {
 			w("%d. %s\n", i+1, oneLine(s))
 		}
 	}
+	ports(w, r.Rows)
 	var drops []string
 	for _, row := range r.Rows {
 		if len(row.Drops) > 0 {
@@ -243,6 +245,41 @@ func (r *Results) Markdown() string {
 		}
 	}
 	return b.String()
+}
+
+// ports writes the table of what the in-memory ports cost alone, and what
+// that leaves of the crypto ceiling.
+func ports(w func(string, ...any), rows []Row) {
+	have := false
+	for _, row := range rows {
+		have = have || row.Ports.OK()
+	}
+	if !have {
+		return
+	}
+	w("\n### What the ports alone cost\n\n")
+	w("dpdk-testpmd forwarding the same pcap (io mode: no parsing, no IPsec) from net_pcap into net_null on the\n")
+	w("same worker lcore, once per case: net_pcap's copy of every frame into a fresh mbuf and net_null's free are\n")
+	w("part of every number above. A fast path that did nothing but the crypto, at the ceiling's rate, would\n")
+	w("take ceiling + ports cycles per frame; \"highest sp/ceiling\" is the share of the ceiling that leaves\n")
+	w("(1 / (1 + ceiling / ports)). \"swanpath less ports\" is swanpath's cycles per frame beyond the ports':\n")
+	w("its crypto and everything else it does.\n\n")
+	w("| dir | suite | frames | SAs | encap | ports alone Mpps | cyc/pkt | swanpath less ports cyc/pkt | ceiling cyc/pkt | sp/ceiling | highest sp/ceiling |\n")
+	w("|---|---|---|--:|---|--:|--:|--:|--:|--:|--:|\n")
+	for _, row := range rows {
+		encap := "ESP"
+		if row.Encap {
+			encap = "UDP"
+		}
+		less := "—"
+		if row.Ports.OK() && row.Swanpath.OK() && row.Ports.CyclesPerPkt > 0 && row.Swanpath.CyclesPerPkt > 0 {
+			less = fmt.Sprintf("%.0f", row.Swanpath.CyclesPerPkt-row.Ports.CyclesPerPkt)
+		}
+		w("| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n",
+			row.Dir, title(SuiteTitles, row.Suite), title(MixTitles, row.Mix), row.SAs, encap,
+			mpps(row.Ports), cycles(row.Ports), less, cycles(row.Ceiling),
+			ratioRounds(row.VsCeiling, row.VsCeilingRounds), ratio(row.CeilingBound))
+	}
 }
 
 func oneLine(s string) string {

@@ -50,13 +50,23 @@ type Row struct {
 	Swanpath   Measure `json:"swanpath"`
 	Secgw      Measure `json:"ipsec_secgw"`
 	Ceiling    Measure `json:"ceiling"`
+	// dpdk-testpmd io-forwarding the same pcap into the same null port:
+	// the harness's own cost per frame, no IPsec
+	Ports Measure `json:"ports_alone"`
 	// swanpath / ipsec-secgw (with two rounds or more: the median of the
 	// per-round ratios) and swanpath / ceiling, by packet rate
 	VsSecgw   float64 `json:"swanpath_vs_ipsec_secgw,omitempty"`
 	VsCeiling float64 `json:"swanpath_vs_ceiling,omitempty"`
+	// the highest share of the ceiling a fast path could reach on these
+	// ports: one that spent on each frame only the crypto, at the ceiling's
+	// rate, and what the ports alone cost (1 / (1 + ceiling / ports))
+	CeilingBound float64 `json:"ceiling_share_bound,omitempty"`
 	// swanpath / ipsec-secgw in each round alone (the two ran back to
 	// back): how far the machine's noise moves the ratio
 	VsSecgwRounds []float64 `json:"swanpath_vs_ipsec_secgw_rounds,omitempty"`
+	// swanpath / ceiling in each round alone (the ceiling measured right
+	// after the two systems)
+	VsCeilingRounds []float64 `json:"swanpath_vs_ceiling_rounds,omitempty"`
 	// SAs that carried packets in swanpathd (every one should)
 	SAsUsed int `json:"swanpath_sas_used,omitempty"`
 	// swanpathd's nonzero drop counters over the whole run
@@ -74,8 +84,11 @@ func (m *Measure) Fill(meanFrame, tscHz float64) {
 	}
 }
 
-// Ratios fills VsSecgw and VsCeiling.
+// Ratios fills VsSecgw, VsCeiling and CeilingBound.
 func (r *Row) Ratios() {
+	if r.Ports.OK() && r.Ceiling.OK() {
+		r.CeilingBound = 1 / (1 + r.Ceiling.PPS/r.Ports.PPS)
+	}
 	if r.Swanpath.OK() && r.Secgw.OK() {
 		r.VsSecgw = r.Swanpath.PPS / r.Secgw.PPS
 	}
@@ -84,29 +97,42 @@ func (r *Row) Ratios() {
 	}
 }
 
-// RoundRatios fills VsSecgwRounds from the windows of the two systems,
-// perRound of each per round, in the order they were measured: for each
-// round that both have in full, the median of swanpath's windows over the
-// median of ipsec-secgw's. With two rounds or more, VsSecgw becomes their
-// median: each round's two systems ran back to back, so a slow spell of the
-// machine falls on both, where the ratio of the overall medians can set
-// one system's slow windows against the other's fast ones.
-func (r *Row) RoundRatios(perRound int) {
-	r.VsSecgwRounds = nil
-	if !r.Swanpath.OK() || !r.Secgw.OK() || perRound < 1 {
-		return
-	}
-	n := min(len(r.Swanpath.Windows), len(r.Secgw.Windows)) / perRound
-	for i := 0; i < n; i++ {
-		sp := sut.Median(r.Swanpath.Windows[i*perRound : (i+1)*perRound])
-		sg := sut.Median(r.Secgw.Windows[i*perRound : (i+1)*perRound])
-		if sp > 0 && sg > 0 {
-			r.VsSecgwRounds = append(r.VsSecgwRounds, sp/sg)
-		}
-	}
+// RoundRatios fills VsSecgwRounds and VsCeilingRounds from the windows of
+// the systems, perRound of swanpath's and ipsec-secgw's and ceilPerRound of
+// the ceiling's per round, in the order they were measured: for each round
+// that both have in full, the median of swanpath's windows over the median
+// of the other's. With two rounds or more, VsSecgw and VsCeiling become
+// the median of theirs: each round's measurements ran back to back, so a
+// slow spell of the machine falls on all of them, where the ratio of the
+// overall medians can set one system's slow windows against the other's
+// fast ones.
+func (r *Row) RoundRatios(perRound, ceilPerRound int) {
+	r.VsSecgwRounds = roundRatios(r.Swanpath, r.Secgw, perRound, perRound)
 	if len(r.VsSecgwRounds) >= 2 {
 		r.VsSecgw = sut.Median(r.VsSecgwRounds)
 	}
+	r.VsCeilingRounds = roundRatios(r.Swanpath, r.Ceiling, perRound, ceilPerRound)
+	if len(r.VsCeilingRounds) >= 2 {
+		r.VsCeiling = sut.Median(r.VsCeilingRounds)
+	}
+}
+
+// roundRatios is, for each round both a and b have in full (na and nb
+// windows each), the median of a's over the median of b's.
+func roundRatios(a, b Measure, na, nb int) []float64 {
+	if !a.OK() || !b.OK() || na < 1 || nb < 1 {
+		return nil
+	}
+	var out []float64
+	n := min(len(a.Windows)/na, len(b.Windows)/nb)
+	for i := 0; i < n; i++ {
+		x := sut.Median(a.Windows[i*na : (i+1)*na])
+		y := sut.Median(b.Windows[i*nb : (i+1)*nb])
+		if x > 0 && y > 0 {
+			out = append(out, x/y)
+		}
+	}
+	return out
 }
 
 // Install is the SA install experiment.
@@ -170,6 +196,8 @@ type Settings struct {
 	IMIX      []int   `json:"imix_sizes"`
 	TSCHz     float64 `json:"tsc_hz"`
 	CryptoOps int     `json:"crypto_perf_ops"`
+	// dpdk-test-crypto-perf runs per case and round
+	CryptoRuns int `json:"crypto_perf_runs"`
 }
 
 // Results is everything one run produced.

@@ -14,7 +14,7 @@ func row(dir string, sp, sg []float64) Row {
 		Secgw:    Measure{PPS: sut.Median(sg), Windows: sg},
 	}
 	r.Ratios()
-	r.RoundRatios(2)
+	r.RoundRatios(2, 1)
 	return r
 }
 
@@ -50,9 +50,46 @@ func TestRoundRatios(t *testing.T) {
 	r = row("out", []float64{4, 6}, nil)
 	r.Secgw = Measure{Error: "not supported"}
 	r.VsSecgw = 0
-	r.RoundRatios(2)
+	r.RoundRatios(2, 1)
 	if r.VsSecgwRounds != nil || r.VsSecgw != 0 {
 		t.Fatalf("without ipsec-secgw: %v, %v", r.VsSecgwRounds, r.VsSecgw)
+	}
+}
+
+func TestCeilingRoundsAndBound(t *testing.T) {
+	// the ceiling, one run per round: 10 then 4; swanpath's rounds 5 and 3
+	r := row("out", []float64{4e6, 6e6, 3e6, 3e6}, []float64{5e6, 5e6, 1e6, 3e6})
+	r.Ceiling = Measure{PPS: 7e6, Windows: []float64{10e6, 4e6}}
+	r.Ports = Measure{PPS: 21e6}
+	r.Ratios()
+	r.RoundRatios(2, 1)
+	want := []float64{0.5, 0.75}
+	if len(r.VsCeilingRounds) != 2 || r.VsCeilingRounds[0] != want[0] || r.VsCeilingRounds[1] != want[1] {
+		t.Fatalf("ceiling round ratios %v, want %v", r.VsCeilingRounds, want)
+	}
+	if r.VsCeiling != 0.625 {
+		t.Fatalf("sp/ceiling %v, want the median of the round ratios, 0.625", r.VsCeiling)
+	}
+	// ports alone at 3x the ceiling's rate: crypto + ports leave 3/4
+	if r.CeilingBound != 0.75 {
+		t.Fatalf("bound %v, want 1 / (1 + 7/21) = 0.75", r.CeilingBound)
+	}
+	md := (&Results{Settings: Settings{Rounds: 2, Windows: 2, CryptoRuns: 1}, Rows: []Row{r}}).Markdown()
+	for _, want := range []string{"| 0.62 (0.50–0.75) |", "### What the ports alone cost", "| 21.00 |", "| 0.75 |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("the Markdown lacks %q:\n%s", want, md)
+		}
+	}
+	// without the ports' number there is no bound and no ports table
+	r.Ports = Measure{Error: "dpdk-testpmd: missing"}
+	r.CeilingBound = 0
+	r.Ratios()
+	if r.CeilingBound != 0 {
+		t.Fatalf("bound %v without the ports' number", r.CeilingBound)
+	}
+	md = (&Results{Rows: []Row{r}}).Markdown()
+	if strings.Contains(md, "What the ports alone cost") {
+		t.Errorf("a ports table without numbers:\n%s", md)
 	}
 }
 

@@ -170,27 +170,14 @@ func Start(ctx context.Context, c Config) (r *Run, err error) {
 	if err != nil {
 		return r, err
 	}
-	deadline := time.Now().Add(120 * time.Second)
-	for {
-		if r.tel == nil {
-			r.tel, _ = sut.DialTelemetry(sut.TelemetryPath(c.FilePrefix))
-		}
-		if r.tel != nil {
-			if n, err := r.tel.PortTx(outPort); err == nil && n > 0 {
-				return r, nil
-			}
-		}
-		select {
-		case <-r.proc.Done():
-			return r, fmt.Errorf("ipsec-secgw exited: %v\n%s", r.proc.Err(), r.why())
-		case <-ctx.Done():
-			return r, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return r, fmt.Errorf("ipsec-secgw sends nothing:\n%s", r.proc.Tail(25))
-		}
+	r.tel, err = sut.WaitSending(ctx, r.proc, c.FilePrefix, outPort, 120*time.Second)
+	switch {
+	case errors.Is(err, sut.ErrExited):
+		return r, fmt.Errorf("%w\n%s", err, r.why())
+	case err != nil:
+		return r, fmt.Errorf("%w:\n%s", err, r.proc.Tail(25))
 	}
+	return r, nil
 }
 
 // Tx is the output port's packet counter.

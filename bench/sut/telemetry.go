@@ -1,7 +1,9 @@
 package sut
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -106,4 +108,46 @@ func (t *Telemetry) HeapAlloc() (uint64, error) {
 		total += info.Alloc
 	}
 	return total, nil
+}
+
+// ErrExited and ErrSilent are why WaitSending gave up.
+var (
+	ErrExited = errors.New("exited")
+	ErrSilent = errors.New("sends nothing")
+)
+
+// WaitSending connects to the telemetry socket of p, a DPDK process with
+// this --file-prefix, and returns the connection once port has sent a
+// packet: an error wrapping ErrExited when p ends first, ErrSilent after
+// timeout.
+func WaitSending(ctx context.Context, p *Proc, prefix string, port int, timeout time.Duration) (*Telemetry, error) {
+	deadline := time.Now().Add(timeout)
+	var tel *Telemetry
+	for {
+		if tel == nil {
+			tel, _ = DialTelemetry(TelemetryPath(prefix))
+		}
+		if tel != nil {
+			if n, err := tel.PortTx(port); err == nil && n > 0 {
+				return tel, nil
+			}
+		}
+		var err error
+		select {
+		case <-p.Done():
+			err = fmt.Errorf("%s %w: %v", p.Name, ErrExited, p.Err())
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+			if time.Now().After(deadline) {
+				err = fmt.Errorf("%s %w within %s", p.Name, ErrSilent, timeout)
+			}
+		}
+		if err != nil {
+			if tel != nil {
+				tel.Close()
+			}
+			return nil, err
+		}
+	}
 }

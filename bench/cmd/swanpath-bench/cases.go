@@ -12,6 +12,7 @@ import (
 	"github.com/swanpath/swanpath/bench/report"
 	"github.com/swanpath/swanpath/bench/secgw"
 	"github.com/swanpath/swanpath/bench/sut"
+	"github.com/swanpath/swanpath/bench/testpmd"
 	"github.com/swanpath/swanpath/bench/traffic"
 )
 
@@ -66,7 +67,7 @@ func (b *bench) runCase(ctx context.Context, c report.Case) report.Row {
 	row := report.Row{Case: c, MeanFrame: mix.MeanSize()}
 	failAll := func(err error) report.Row {
 		m := report.Measure{Error: err.Error()}
-		row.Swanpath, row.Secgw, row.Ceiling = m, m, m
+		row.Swanpath, row.Secgw, row.Ceiling, row.Ports = m, m, m, m
 		return row
 	}
 	plan, err := traffic.NewPlan(suite, c.SAs, c.Encap)
@@ -105,6 +106,15 @@ func (b *bench) runCase(ctx context.Context, c report.Case) report.Row {
 		} else {
 			row.Secgw = mergeWindows(row.Secgw, sg)
 		}
+		// the crypto ceiling in the same round, so that the share of it
+		// pairs numbers measured moments apart
+		ce := b.ceiling(ctx, suite, inbound, vdev, mix)
+		if r == 0 {
+			row.Ceiling = ce
+			row.Ports = b.measurePorts(ctx, pcap, frames, len(plan.SAs))
+		} else {
+			row.Ceiling = mergeWindows(row.Ceiling, ce)
+		}
 		if !row.Swanpath.OK() && !row.Secgw.OK() {
 			break // nothing to gain from another round
 		}
@@ -112,13 +122,12 @@ func (b *bench) runCase(ctx context.Context, c report.Case) report.Row {
 	if row.CryptoDev == "" {
 		row.CryptoDev = vdev + "0 (expected)"
 	}
-	row.Ceiling = b.ceiling(ctx, suite, inbound, vdev, mix)
 
-	for _, m := range []*report.Measure{&row.Swanpath, &row.Secgw, &row.Ceiling} {
+	for _, m := range []*report.Measure{&row.Swanpath, &row.Secgw, &row.Ceiling, &row.Ports} {
 		m.Fill(row.MeanFrame, b.tscHz)
 	}
 	row.Ratios()
-	row.RoundRatios(b.opt.windows)
+	row.RoundRatios(b.opt.windows, b.opt.cryptoRuns)
 	return row
 }
 
@@ -169,48 +178,59 @@ func (b *bench) measureSecgw(ctx context.Context, p *traffic.Plan, pcap string, 
 	return report.Measure{PPS: sut.Median(w), Windows: w}
 }
 
-type ceilKey struct {
-	vdev, suite string
-	inbound     bool
+// measurePorts runs dpdk-testpmd's io forwarding on the same pcap and
+// ports: what reading and dropping the frames costs without any IPsec.
+func (b *bench) measurePorts(ctx context.Context, pcap string, frames, sas int) report.Measure {
+	r, err := testpmd.Start(ctx, testpmd.Config{
+		Pcap: pcap, Frames: frames, Lcores: b.opt.lcores,
+		MemoryMB: memoryFor(sas), FilePrefix: b.prefix("pm"),
+	})
+	if err != nil {
+		return report.Measure{Error: err.Error()}
+	}
+	defer func() {
+		if err := r.Close(); err != nil {
+			b.logf("dpdk-testpmd: %v", err)
+		}
+	}()
+	w, err := sut.Windows(ctx, r.Tx, b.opt.warmup, b.opt.window, b.opt.windows)
+	if err != nil {
+		return report.Measure{Error: "measuring dpdk-testpmd: " + err.Error()}
+	}
+	return report.Measure{PPS: sut.Median(w), Windows: w}
 }
 
 // ceiling is the crypto PMD's rate on one core for the mix: the harmonic
-// combination of its rates at the ESP payload length of each frame size.
+// combination of its rates at the ESP payload length of each frame size,
+// one value per dpdk-test-crypto-perf run (the windows of the measure).
 func (b *bench) ceiling(ctx context.Context, s traffic.Suite, inbound bool, vdev string, m traffic.Mix) report.Measure {
-	k := ceilKey{vdev, s.Name, inbound}
-	res, ok := b.ceilings[k]
-	if !ok {
-		sizes := map[int]bool{}
-		for _, mx := range b.mixes {
-			for _, f := range mx.Sizes {
-				sizes[s.ESPPayloadLen(f)] = true
-			}
-		}
-		var bufs []int
-		for n := range sizes {
+	sizes := map[int]bool{}
+	var bufs []int
+	for _, f := range m.Sizes {
+		if n := s.ESPPayloadLen(f); !sizes[n] {
+			sizes[n] = true
 			bufs = append(bufs, n)
 		}
-		b.logf("  crypto ceiling: %s %s on %s, buffers %v", s.Title, map[bool]string{false: "encrypt", true: "decrypt"}[inbound], vdev, bufs)
-		t0 := time.Now()
-		r, err := cryptoperf.Median(ctx, cryptoperf.Config{
+	}
+	t0 := time.Now()
+	var runs []float64
+	for range b.opt.cryptoRuns {
+		res, _, err := cryptoperf.Run(ctx, cryptoperf.Config{
 			Suite: s, Inbound: inbound, Vdev: vdev, Buffers: bufs, Ops: b.opt.cryptoOps,
 			Lcores: b.opt.lcores, MemoryMB: 256, FilePrefix: b.prefix("cp"),
-		}, b.opt.cryptoRuns)
+		})
 		if err != nil {
-			b.ceilErr[k] = err.Error()
+			return report.Measure{Error: err.Error()}
 		}
-		b.logf("  crypto ceiling took %.1f s", time.Since(t0).Seconds())
-		b.ceilings[k] = r
-		res = r
+		var t float64
+		for _, f := range m.Sizes {
+			t += 1 / res[s.ESPPayloadLen(f)]
+		}
+		runs = append(runs, float64(len(m.Sizes))/t)
 	}
-	if res == nil {
-		return report.Measure{Error: b.ceilErr[k]}
-	}
-	var t float64
-	for _, f := range m.Sizes {
-		t += 1 / res[s.ESPPayloadLen(f)]
-	}
-	return report.Measure{PPS: float64(len(m.Sizes)) / t}
+	b.logf("  crypto ceiling (%s %s on %s, buffers %v) took %.1f s", s.Title,
+		map[bool]string{false: "encrypt", true: "decrypt"}[inbound], vdev, bufs, time.Since(t0).Seconds())
+	return report.Measure{PPS: sut.Median(runs), Windows: runs}
 }
 
 // mergeWindows adds the windows of a later round to a measure; the rate is

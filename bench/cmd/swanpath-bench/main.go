@@ -51,8 +51,6 @@ type bench struct {
 	tmp      string
 	mixes    []traffic.Mix
 	seq      int
-	ceilings map[ceilKey]map[int]float64
-	ceilErr  map[ceilKey]string
 	confined bool // this process (and what it starts) kept off the worker CPUs
 }
 
@@ -82,7 +80,7 @@ func main() {
 	flag.IntVar(&o.windows, "windows", 2, "windows per system and round")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds per case: swanpathd and ipsec-secgw take turns (the median of all windows counts)")
 	flag.IntVar(&o.cryptoOps, "crypto-ops", 10_000_000, "dpdk-test-crypto-perf operations per buffer size")
-	flag.IntVar(&o.cryptoRuns, "crypto-runs", 3, "dpdk-test-crypto-perf runs (the median counts)")
+	flag.IntVar(&o.cryptoRuns, "crypto-runs", 1, "dpdk-test-crypto-perf runs per case and round, after the two systems (the median of all counts)")
 	flag.StringVar(&o.imix, "imix", "64,570,1420", "IMIX frame sizes, 7:4:1 (see bench/results/README in results.md notes)")
 	flag.IntVar(&o.labSeconds, "lab", 10, "seconds of iperf3 (and pings) in the lab experiment (5 with -quick; 0: skip)")
 	flag.StringVar(&o.only, "only", "", "run only the cases whose name contains this (e.g. out-gcm128-64-1sa), or only the install or lab experiment (install, lab)")
@@ -161,7 +159,7 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	b := &bench{opt: o, tmp: tmp, ceilings: map[ceilKey]map[int]float64{}, ceilErr: map[ceilKey]string{},
+	b := &bench{opt: o, tmp: tmp,
 		mixes: []traffic.Mix{traffic.Mix64, imix, traffic.Mix1420}}
 	for _, s := range traffic.Suites {
 		report.SuiteTitles[s.Name] = s.Title
@@ -177,7 +175,7 @@ func run(o options) error {
 		Settings: report.Settings{Quick: o.quick, Warmup: o.warmup.String(), Window: o.window.String(),
 			Windows: o.windows, Rounds: o.rounds, Lcores: o.lcores, ManySAs: o.manySAs,
 			IMIX:  []int{imix.Sizes[0], imix.Sizes[1], imix.Sizes[6]},
-			TSCHz: b.tscHz, CryptoOps: o.cryptoOps},
+			TSCHz: b.tscHz, CryptoOps: o.cryptoOps, CryptoRuns: o.cryptoRuns},
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
@@ -199,7 +197,9 @@ func run(o options) error {
 	if o.rounds < 1 {
 		o.rounds = 1
 	}
-	b.logf("%d cases, about %s each", len(cases), time.Duration(o.rounds)*(2*(o.warmup+time.Duration(o.windows)*o.window)+8*time.Second))
+	// per round: two systems and the ceiling; once: the ports alone
+	measure := o.warmup + time.Duration(o.windows)*o.window
+	b.logf("%d cases, about %s each", len(cases), time.Duration(o.rounds)*(2*measure+10*time.Second)+measure+2*time.Second)
 	for i, c := range cases {
 		if ctx.Err() != nil {
 			break

@@ -43,10 +43,15 @@ func (b *bench) notes() []string {
 		"Crypto ceiling: dpdk-test-crypto-perf --ptest throughput on the same PMD and one worker lcore, burst " +
 			"32, buffers of exactly the bytes ESP encrypts per frame (inner packet + padding + trailer: 48, " +
 			"556/560, 1404/1408 B for 64, 570, 1420 B frames); AES-GCM with ESP's 8-byte AAD. For IMIX the " +
-			"per-size rates combine harmonically (time per packet averaged over the mix). Median of the runs. " +
+			"per-size rates combine harmonically (time per packet averaged over the mix). Measured in every round " +
+			"of a case, right after swanpathd and ipsec-secgw; sp/ceiling is the median of the per-round ratios. " +
 			"Inbound AES-CBC + HMAC-SHA-256 is the sum of two runs' times per operation, decryption alone and " +
 			"HMAC alone over the same buffers: crypto-perf's chained decrypt + verify needs a test-vector file " +
 			"(digests that match) and it refuses decrypt + generate.",
+		"Ports alone: dpdk-testpmd --forward-mode=io, burst 32, from the same net_pcap (the same pcap, " +
+			"infinite_rx=1) into the same net_null (no-rx=1) on the same worker lcore, once per case after the " +
+			"first round. net_pcap copies every frame into a fresh mbuf and net_null frees it; both systems pay " +
+			"that too, and it does not shrink with a faster fast path.",
 		"Replay windows are 0 on both systems (infinite_rx replays the same packets). Inbound frames are real " +
 			"ESP made with Go's crypto/cipher (AES-GCM) and crypto/aes + crypto/hmac (AES-CBC + HMAC-SHA-256-128) " +
 			"from the installed keys; a decryption failure would show as drop_auth and void the number.",
