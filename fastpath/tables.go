@@ -829,8 +829,15 @@ func (f *Fastpath) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 		DropMalformed: st.dropMalformed,
 		DropPolicy:    st.dropPolicy,
 		Crypto:        e.crypto,
-		CryptoMode:    map[bool]string{true: "cpu", false: "lookaside"}[e.c.cpu != 0],
+		CryptoMode:    cryptoMode(e.c),
 	}, true
+}
+
+func cryptoMode(c *C.struct_sp_sa) string {
+	if c.cpu != 0 {
+		return "cpu"
+	}
+	return "lookaside"
 }
 
 // saSum is an SA's counters over all workers.

@@ -24,11 +24,14 @@ type fakeDP struct {
 	keysSeen         [][]byte
 	seqStart         []uint64
 	expired          []model.SAID
+	statsRead        map[model.SAID]int // SAStats calls per SA
 }
 
 var _ dataplane.Dataplane = (*fakeDP)(nil)
 
-func newFake() *fakeDP { return &fakeDP{sas: map[model.SAID]bool{}} }
+func newFake() *fakeDP {
+	return &fakeDP{sas: map[model.SAID]bool{}, statsRead: map[model.SAID]int{}}
+}
 
 func (f *fakeDP) AddSA(sa *model.SA) error {
 	f.sas[sa.SAID] = true
@@ -73,6 +76,7 @@ func (f *fakeDP) Bind(id model.PolicyID, sa model.SAID, has bool) error {
 }
 func (f *fakeDP) SetFIB(dataplane.FIB) error { return nil }
 func (f *fakeDP) SAStats(id model.SAID) (dataplane.SACounters, bool) {
+	f.statsRead[id]++
 	return dataplane.SACounters{Bytes: 100, Packets: 2, SeqUsed: 1000 + uint64(id.SPI)}, f.sas[id]
 }
 func (f *fakeDP) Ports() []dataplane.PortInfo      { return nil }
@@ -310,6 +314,43 @@ func TestLifetimesExpireOnceSoftThenHard(t *testing.T) {
 	}
 	if evs := e.checkLifetimes(now.Add(3 * time.Minute)); len(evs) != 0 {
 		t.Fatalf("hard expire raised twice: %+v", evs)
+	}
+}
+
+func TestLifetimesReadCountersOnlyWhenTheyMatter(t *testing.T) {
+	ctx := context.Background()
+	e, dp := newEngine()
+	timed := outSA(0x100, 1) // as charon sets them: time limits only
+	timed.Soft = model.Lifetime{Time: time.Minute}
+	timed.Hard = model.Lifetime{Time: 2 * time.Minute}
+	_ = e.AddSA(ctx, timed)
+	bytes := outSA(0x200, 2) // a hard byte limit the fake's 100 bytes do not reach
+	bytes.Hard = model.Lifetime{Bytes: 1000}
+	_ = e.AddSA(ctx, bytes)
+	now := time.Now()
+
+	for i := range 3 {
+		if evs := e.checkLifetimes(now.Add(time.Duration(i) * time.Second)); len(evs) != 0 {
+			t.Fatalf("check %d: %+v, want nothing due", i, evs)
+		}
+	}
+	if n := dp.statsRead[timed.SAID]; n != 0 {
+		t.Errorf("the counters of an SA with time limits only were read %d times before it was due", n)
+	}
+	if n := dp.statsRead[bytes.SAID]; n != 3 {
+		t.Errorf("the counters of an SA with a byte limit were read %d times in 3 checks, want 3", n)
+	}
+	// its soft time is up: one soft expire (and its counters for the log)
+	evs := e.checkLifetimes(now.Add(90 * time.Second))
+	if len(evs) != 1 || evs[0].SA != timed.SAID || evs[0].Hard {
+		t.Fatalf("after the soft time: %+v, want one soft expire of 0x100", evs)
+	}
+	if evs := e.checkLifetimes(now.Add(100 * time.Second)); len(evs) != 0 {
+		t.Fatalf("soft expire raised twice: %+v", evs)
+	}
+	evs = e.checkLifetimes(now.Add(3 * time.Minute))
+	if len(evs) != 1 || evs[0].SA != timed.SAID || !evs[0].Hard {
+		t.Fatalf("after the hard time: %+v, want one hard expire of 0x100", evs)
 	}
 }
 
