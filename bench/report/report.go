@@ -57,9 +57,10 @@ type Row struct {
 	// per-round ratios) and swanpath / ceiling, by packet rate
 	VsSecgw   float64 `json:"swanpath_vs_ipsec_secgw,omitempty"`
 	VsCeiling float64 `json:"swanpath_vs_ceiling,omitempty"`
-	// the highest share of the ceiling a fast path could reach on these
-	// ports: one that spent on each frame only the crypto, at the ceiling's
-	// rate, and what the ports alone cost (1 / (1 + ceiling / ports))
+	// an estimate of the highest share of the ceiling a fast path could
+	// reach on these ports: one that spent on each frame only the crypto,
+	// at the ceiling's rate, and what the ports alone cost
+	// (1 / (1 + ceiling / ports))
 	CeilingBound float64 `json:"ceiling_share_bound,omitempty"`
 	// swanpath / ipsec-secgw in each round alone (the two ran back to
 	// back): how far the machine's noise moves the ratio

@@ -88,8 +88,11 @@ func TestCeilingRoundsAndBound(t *testing.T) {
 		t.Fatalf("bound %v without the ports' number", r.CeilingBound)
 	}
 	md = (&Results{Rows: []Row{r}}).Markdown()
-	if strings.Contains(md, "What the ports alone cost") {
+	if strings.Contains(md, "### What the ports alone cost") {
 		t.Errorf("a ports table without numbers:\n%s", md)
+	}
+	if !strings.Contains(md, "What the ports alone cost was not measured: dpdk-testpmd: missing") {
+		t.Errorf("the Markdown does not say why the ports were not measured:\n%s", md)
 	}
 }
 

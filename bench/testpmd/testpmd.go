@@ -2,8 +2,9 @@
 // their own: DPDK's dpdk-testpmd forwarding the same pcap (net_pcap,
 // infinite_rx: a copy of every frame into a fresh mbuf) into the same
 // net_null port, on the same worker lcore, with no IPsec at all. A fast
-// path can at best add its crypto to this, so it bounds what share of the
-// crypto ceiling any fast path can reach on this harness.
+// path adds at least its crypto to this, so it gives an estimate of the
+// highest share of the crypto ceiling a fast path can reach on this
+// harness.
 package testpmd
 
 import (

@@ -89,7 +89,6 @@ func main() {
 		setIfUnset("window", &o.window, time.Second)
 		setIfUnset("warmup", &o.warmup, 500*time.Millisecond)
 		setIfUnset("crypto-ops", &o.cryptoOps, 2_000_000)
-		setIfUnset("crypto-runs", &o.cryptoRuns, 1)
 		setIfUnset("lab", &o.labSeconds, 5)
 		setIfUnset("rounds", &o.rounds, 1)
 	}
@@ -196,6 +195,9 @@ func run(o options) error {
 	cases := b.cases()
 	if o.rounds < 1 {
 		o.rounds = 1
+	}
+	if o.cryptoRuns < 1 {
+		o.cryptoRuns = 1
 	}
 	// per round: two systems and the ceiling; once: the ports alone
 	measure := o.warmup + time.Duration(o.windows)*o.window
