@@ -253,7 +253,7 @@ func Open(cfg Config) (*Fastpath, error) {
 	}
 	workers := eal.LcoresWorker()
 	if len(workers) == 0 || len(workers) > C.SP_MAX_WORKERS {
-		eal.Cleanup()
+		ealCleanup()
 		return nil, fmt.Errorf("fastpath: %d worker lcores: give EAL 2 to %d lcores (-l 0,1: main and one worker)",
 			len(workers), C.SP_MAX_WORKERS+1)
 	}
@@ -448,24 +448,62 @@ func (f *Fastpath) teardown() {
 	C.sp_cdev_stop_all()
 	C.sp_dp_free(f.dp)
 	f.dp = nil
-	run := C.GoString(C.rte_eal_get_runtime_dir())
 	eal.StopLcores()
-	eal.Cleanup()
-	removeRuntimeDir(run)
+	ealCleanup()
 }
 
-// removeRuntimeDir removes what EAL leaves in its runtime directory
-// (/var/run/dpdk/<file-prefix>) once it has been cleaned up: the telemetry
-// socket, which EAL unlinks only from a C atexit handler that a Go program
-// never runs, and then the directory if nothing else is in it.
-func removeRuntimeDir(dir string) {
+// ealCleanup releases EAL, then removes what it leaves in its runtime
+// directory (/var/run/dpdk/<file-prefix>): its telemetry socket, which
+// EAL unlinks only from a C atexit handler that a Go program never runs,
+// and the directory if nothing else is in it. Only this process's own
+// sockets go (found by inode among its file descriptors): --in-memory
+// processes may share a prefix (the later ones bind dpdk_telemetry.v2:N).
+// A process of the same prefix that has made the directory but not yet
+// bound its socket at that instant would find it gone; with one
+// swanpathd per prefix that does not happen.
+func ealCleanup() {
+	dir := C.GoString(C.rte_eal_get_runtime_dir())
+	own := ownUnixSockets(dir)
+	eal.Cleanup()
+	for _, p := range own {
+		_ = os.Remove(p)
+	}
+	if dir != "" {
+		_ = os.Remove(dir) // fails while anything is left in it
+	}
+}
+
+// ownUnixSockets lists the paths under dir of the unix sockets this
+// process holds: /proc/net/unix gives each bound socket's inode and path,
+// /proc/self/fd the inodes of the process's own.
+func ownUnixSockets(dir string) []string {
 	if dir == "" {
-		return
+		return nil
 	}
-	for _, name := range []string{"dpdk_telemetry.v2", "telemetry"} {
-		_ = os.Remove(filepath.Join(dir, name))
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil
 	}
-	_ = os.Remove(dir)
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		l, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(l, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	tab, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(tab), "\n") {
+		// Num RefCount Protocol Flags Type St Inode Path
+		f := strings.Fields(line)
+		if len(f) == 8 && inodes[f[6]] && filepath.Dir(f[7]) == filepath.Clean(dir) {
+			out = append(out, f[7])
+		}
+	}
+	return out
 }
 
 // Ports describes the ports.

@@ -53,6 +53,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -485,18 +486,23 @@ func (l *Lab) teardown() error {
 }
 
 // destroy kills every process left in the namespaces prefix-role and
-// deletes them, then removes the owner marker.
+// deletes them, removes what EAL left in /var/run/dpdk for a swanpathd
+// there (its --file-prefix is the namespace's name; one that stopped
+// removed it itself, one that was killed could not), then removes the
+// owner marker.
 func destroy(prefix string, roles []string) []error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var errs []error
 	for _, r := range roles {
 		name := prefix + "-" + r
-		if !netnsExists(name) {
-			continue
+		if netnsExists(name) {
+			killNetnsPids(ctx, name)
+			if err := run(ctx, "ip", "netns", "del", name); err != nil {
+				errs = append(errs, err)
+			}
 		}
-		killNetnsPids(ctx, name)
-		if err := run(ctx, "ip", "netns", "del", name); err != nil {
+		if err := os.RemoveAll(filepath.Join("/var/run/dpdk", name)); err != nil {
 			errs = append(errs, err)
 		}
 	}
