@@ -364,6 +364,11 @@ struct sp_dp {
 	struct sp_fib *fib;
 
 	struct rte_rcu_qsbr *qsv;	/* one reader per worker */
+	/* control threads waiting in sp_synchronize: a worker reports a
+	 * quiescent state only with no lookaside crypto op in flight (an op
+	 * holds its SA), which under steady load never happens by itself,
+	 * so a worker that sees this finishes its ops first */
+	uint32_t sync_waiting;
 	/* inbound SPI -> struct sp_sa; changed in place (rte_hash with
 	 * reader-writer concurrency), SAs freed after a quiescent period */
 	struct rte_ipsec_sad *sad;

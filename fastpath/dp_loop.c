@@ -1804,6 +1804,20 @@ crypto_poll(struct sp_ctx *c)
 	}
 }
 
+/* Completes every lookaside op in flight, sending what comes back
+ * (bounded: a device that never completes keeps its mbufs and ops). */
+static void
+crypto_drain(struct sp_ctx *c)
+{
+	uint32_t n;
+
+	for (n = 0; c->inflight > 0 && n < 10000; n++) {
+		crypto_poll(c);
+		flush(c);
+	}
+	flush(c);
+}
+
 int
 sp_worker_run(struct sp_dp *dp, uint32_t wid)
 {
@@ -1866,7 +1880,11 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 		flush(c);
 		/* tables read above are no longer referenced; nor are SAs,
 		 * once no packet of theirs is in a crypto device (an SA is
-		 * freed only after every worker said so) */
+		 * freed only after every worker said so): when a control
+		 * thread waits for that, the ops in flight are finished now
+		 * (under steady load there would always be some) */
+		if (c->inflight > 0 && __atomic_load_n(&dp->sync_waiting, __ATOMIC_ACQUIRE) != 0)
+			crypto_drain(c);
 		if (c->inflight == 0)
 			rte_rcu_qsbr_quiescent(dp->qsv, wid);
 		if (got == 0 && c->inflight == 0 && dp->idle_sleep_us) {
@@ -1877,11 +1895,8 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 			idle = 0;
 		}
 	}
-	/* what the devices still hold: finish it (bounded: a device that
-	 * never completes keeps its mbufs) */
-	for (n = 0; c->inflight > 0 && n < 10000; n++)
-		crypto_poll(c);
-	flush(c);
+	/* what the devices still hold: finish it */
+	crypto_drain(c);
 	for (n = 0; n < c->nheld; n++)
 		drop(c, c->held[n].out_port, c->held[n].m, SP_CNT_DROP_NO_NEIGH);
 	c->nheld = 0;

@@ -394,6 +394,9 @@ sp_publish_fib(struct sp_dp *dp, struct sp_fib *f)
 void
 sp_synchronize(struct sp_dp *dp)
 {
-	if (sp_running(dp))
+	if (sp_running(dp)) {
+		__atomic_fetch_add(&dp->sync_waiting, 1, __ATOMIC_SEQ_CST);
 		rte_rcu_qsbr_synchronize(dp->qsv, RTE_QSBR_THRID_INVALID);
+		__atomic_fetch_sub(&dp->sync_waiting, 1, __ATOMIC_RELEASE);
+	}
 }
