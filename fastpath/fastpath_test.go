@@ -36,18 +36,31 @@ import (
 const childEnv = "SWANPATH_FASTPATH_CHILD"
 
 func TestFastpathRoundTrip(t *testing.T) {
-	if os.Getenv(childEnv) != "" {
+	runChild(t, "fpt", "TestFastpathChild", childEnv, "", true)
+}
+
+// inChild says whether this process is one of the child tests below.
+func inChild() bool {
+	return os.Getenv(childEnv) != "" || os.Getenv(workersEnv) != "" || os.Getenv(lookasideEnv) != ""
+}
+
+// runChild runs the test child in this test binary, in a fresh network
+// namespace (named prefix + random hex, which is also the child's EAL
+// --file-prefix), with env set to that name (then "," and extra if
+// given) and, with veth, the veth pair va/vb up in it. EAL starts once per
+// process, hence a process per child. It fails t unless the child passes
+// and its Close removed EAL's runtime directory.
+func runChild(t *testing.T, prefix, child, env, extra string, veth bool) {
+	t.Helper()
+	if inChild() {
 		t.Skip("runs in the parent only")
 	}
-	if testing.Short() {
-		t.Skip("needs root, DPDK and hugepages")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespace, DPDK)")
+	if testing.Short() || os.Geteuid() != 0 {
+		t.Skip("needs root (network namespace), DPDK and hugepages")
 	}
 	var b [3]byte
 	_, _ = rand.Read(b[:])
-	ns := "fpt" + hex.EncodeToString(b[:])
+	ns := prefix + hex.EncodeToString(b[:])
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
@@ -59,19 +72,22 @@ func TestFastpathRoundTrip(t *testing.T) {
 	// EAL's runtime directory (--file-prefix ns): Close removes it; this
 	// is for a child that did not get that far
 	t.Cleanup(func() { _ = os.RemoveAll(ealRunDir(ns)) })
-	run("-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
-	for _, l := range []string{"va", "vb", "lo"} {
-		run("-n", ns, "link", "set", l, "up")
+	if veth {
+		run("-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
+		for _, l := range []string{"va", "vb", "lo"} {
+			run("-n", ns, "link", "set", l, "up")
+		}
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run", "^TestFastpathChild$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), childEnv+"="+ns)
+	val := ns
+	if extra != "" {
+		val += "," + extra
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run", "^"+child+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), env+"="+val)
 	out, err := cmd.CombinedOutput()
 	t.Logf("child:\n%s", out)
-	if err != nil {
-		t.Fatalf("fast path child test failed: %v", err)
-	}
-	if !bytes.Contains(out, []byte("--- PASS: TestFastpathChild")) {
-		t.Fatal("child test did not pass")
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+child)) {
+		t.Fatalf("child test %s failed: %v", child, err)
 	}
 	checkRunDirGone(t, ns)
 }

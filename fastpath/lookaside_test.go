@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,30 +27,12 @@ import (
 const lookasideEnv = "SWANPATH_FASTPATH_LOOKASIDE_CHILD"
 
 func TestFastpathLookasideUnderLoad(t *testing.T) {
-	if os.Getenv(lookasideEnv) != "" || os.Getenv(childEnv) != "" || os.Getenv(workersEnv) != "" {
-		t.Skip("runs in the parent only")
+	if inChild() || testing.Short() || os.Geteuid() != 0 {
+		t.Skip("the parent runs it, with root, DPDK and hugepages")
 	}
-	if testing.Short() || os.Geteuid() != 0 {
-		t.Skip("needs root, DPDK and hugepages")
-	}
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	ns := "fpl" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	t.Cleanup(func() { _ = os.RemoveAll(ealRunDir(ns)) })
 	pcap := filepath.Join(t.TempDir(), "plain.pcap")
 	writePcap(t, pcap, 64)
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run", "^TestFastpathLookasideChild$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), lookasideEnv+"="+ns+","+pcap)
-	out, err := cmd.CombinedOutput()
-	t.Logf("child:\n%s", out)
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestFastpathLookasideChild")) {
-		t.Fatalf("lookaside child test failed: %v", err)
-	}
-	checkRunDirGone(t, ns)
+	runChild(t, "fpl", "TestFastpathLookasideChild", lookasideEnv, pcap, false)
 }
 
 // writePcap writes n plaintext frames h1 -> 10.2.0.x (one per SA of the

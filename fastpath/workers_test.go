@@ -1,18 +1,14 @@
 package fastpath
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,38 +24,7 @@ import (
 const workersEnv = "SWANPATH_FASTPATH_WORKERS_CHILD"
 
 func TestFastpathTwoWorkers(t *testing.T) {
-	if os.Getenv(workersEnv) != "" || os.Getenv(childEnv) != "" {
-		t.Skip("runs in the parent only")
-	}
-	if testing.Short() || os.Geteuid() != 0 {
-		t.Skip("needs root, DPDK and hugepages")
-	}
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	ns := "fpw" + hex.EncodeToString(b[:])
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	// EAL's runtime directory (--file-prefix ns): Close removes it; this
-	// is for a child that did not get that far
-	t.Cleanup(func() { _ = os.RemoveAll(ealRunDir(ns)) })
-	run("-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
-	for _, l := range []string{"va", "vb", "lo"} {
-		run("-n", ns, "link", "set", l, "up")
-	}
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run", "^TestFastpathWorkersChild$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), workersEnv+"="+ns)
-	out, err := cmd.CombinedOutput()
-	t.Logf("child:\n%s", out)
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestFastpathWorkersChild")) {
-		t.Fatalf("two-worker child test failed: %v", err)
-	}
-	checkRunDirGone(t, ns)
+	runChild(t, "fpw", "TestFastpathWorkersChild", workersEnv, "", true)
 }
 
 func TestFastpathWorkersChild(t *testing.T) {
