@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/swanpath/swanpath/bench/sut"
@@ -216,14 +215,7 @@ func (r *Run) Output() string { return r.proc.Output() }
 
 // Close stops ipsec-secgw and removes its files.
 func (r *Run) Close() error {
-	var err error
-	if r.tel != nil {
-		r.tel.Close()
-	}
-	if r.proc != nil {
-		err = r.proc.Stop(syscall.SIGINT, 15*time.Second)
-	}
+	err := sut.StopDPDK(r.proc, r.tel, r.prefix)
 	_ = os.Remove(r.conf)
-	sut.RemoveRuntimeDir(r.prefix)
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -150,4 +151,20 @@ func WaitSending(ctx context.Context, p *Proc, prefix string, port int, timeout 
 			return nil, err
 		}
 	}
+}
+
+// StopDPDK ends a DPDK process started with Start and watched with
+// WaitSending: closes its telemetry connection, stops it (SIGINT, then
+// SIGKILL after 15 s) and removes its runtime directory. p and tel may be
+// nil (a start that failed early).
+func StopDPDK(p *Proc, tel *Telemetry, prefix string) error {
+	var err error
+	if tel != nil {
+		tel.Close()
+	}
+	if p != nil {
+		err = p.Stop(syscall.SIGINT, 15*time.Second)
+	}
+	RemoveRuntimeDir(prefix)
+	return err
 }

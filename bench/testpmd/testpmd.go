@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/swanpath/swanpath/bench/sut"
@@ -102,16 +101,9 @@ func (r *Run) Tx() (uint64, error) {
 
 // Close stops dpdk-testpmd and removes its runtime directory.
 func (r *Run) Close() error {
-	var err error
-	if r.tel != nil {
-		r.tel.Close()
-	}
-	if r.proc != nil {
-		err = r.proc.Stop(syscall.SIGINT, 15*time.Second)
-	}
+	err := sut.StopDPDK(r.proc, r.tel, r.prefix)
 	if r.stdin != nil {
 		r.stdin.Close()
 	}
-	sut.RemoveRuntimeDir(r.prefix)
 	return err
 }
