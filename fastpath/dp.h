@@ -29,7 +29,7 @@
 #define SP_BURST 32
 
 /* Drop and exception reasons, counted per port. Keep in step with
- * dropNames in fastpath/stats.go. */
+ * dataplane.CounterNames (bridge/dataplane), by position. */
 enum sp_cnt {
 	SP_CNT_RX = 0,		/* frames received from the wire */
 	SP_CNT_TX,		/* frames sent to the wire */
@@ -51,6 +51,13 @@ enum sp_cnt {
 	SP_CNT_DROP_MTU,	/* too big once encrypted, DF clear (not fragmented yet) */
 	SP_CNT_ICMP_MTU,	/* ICMP "fragmentation needed" sent for a DF packet */
 	SP_CNT_DROP_EXPIRED,	/* SA past its hard lifetime */
+	SP_CNT_DROP_CLOSED,	/* closed: before charon's replay, or no charon and no policy */
+	SP_CNT_FRAG_IN,		/* packets reassembled from fragments */
+	SP_CNT_FRAG_OUT,	/* fragments sent of packets fragmented here */
+	SP_CNT_DROP_FRAG,	/* fragments that could not be reassembled */
+	SP_CNT_DROP_SPOOF,	/* plaintext from the wire claiming a protected source */
+	SP_CNT_ICMP_LIMITED,	/* ICMP errors not sent: rate limit */
+	SP_CNT_DROP_SEQ,	/* outbound SA without a safe sequence number */
 	SP_CNT_MAX
 };
 
@@ -380,6 +387,12 @@ struct sp_dp {
 	uint16_t tun_mtu;	/* smallest wire MTU: encrypted packets must fit */
 	uint32_t idle_sleep_us;	/* sleep when idle; 0 = busy poll */
 	uint32_t lat_shift;	/* latency unit: 2^lat_shift TSC cycles */
+	/* fail closed: while set (from the start until charon's plugin has
+	 * replayed its SAs and policies, and whenever no charon is there and
+	 * no policy is left) only what the gateway needs to negotiate passes
+	 * (ARP, neighbour discovery, its own IKE); the rest is dropped
+	 * (drop_closed). Written by Go, read by the workers. */
+	volatile uint32_t closed;
 	volatile uint32_t stop;
 	struct sp_worker w[SP_MAX_WORKERS];
 } __rte_cache_aligned;

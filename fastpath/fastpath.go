@@ -154,6 +154,10 @@ type Fastpath struct {
 
 var _ dataplane.Dataplane = (*Fastpath)(nil)
 
+// numCounters is how many per-port counters the C loop keeps (enum
+// sp_cnt); dataplane.CounterNames names them by position.
+const numCounters = int(C.SP_CNT_MAX)
+
 func cerr(buf []C.char) string { return C.GoString(&buf[0]) }
 
 // vdevName is the device name DPDK registers for a device argument.
@@ -314,6 +318,7 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 		return fmt.Errorf("fastpath: SAD for %d SAs: errno %d", cfg.MaxSAs, -rc)
 	}
 	f.dp.natt_port = C.uint16_t(cfg.NATTPort)
+	f.dp.closed = 1 // until the control plane says charon has replayed
 	f.dp.idle_sleep_us = C.uint32_t(cfg.IdleSleep / time.Microsecond)
 
 	mp, err := mempool.CreateMbufPool("sp_mbuf", cfg.Mbufs, 2048+128,
@@ -553,6 +558,16 @@ func latBucketLow(i int) uint64 {
 // per-lcore caches); with no traffic in flight it must not shrink.
 func (f *Fastpath) MbufsAvailable() int {
 	return int(C.rte_mempool_avail_count(f.mbufPool))
+}
+
+// SetClosed makes the workers fail closed or forward by policy (see
+// dataplane.Dataplane). The fast path starts closed.
+func (f *Fastpath) SetClosed(closed bool) {
+	var v C.uint32_t
+	if closed {
+		v = 1
+	}
+	C.sp_store_u32(&f.dp.closed, v)
 }
 
 // Notes drains what the loop noted for the control plane since the last

@@ -134,6 +134,7 @@ func TestFastpathChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fp.Close()
+	fp.SetClosed(false) // no charon here: forward by the policies the test installs
 	threadsOffWorkers(t, fp)
 
 	vb, err := net.InterfaceByName("vb")

@@ -85,6 +85,7 @@ func TestFastpathLookasideChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fp.Close()
+	fp.SetClosed(false) // no charon here: forward by the policies the test installs
 
 	// one AES-CBC + HMAC-SHA-256 SA per remote host, each with its policy
 	var binds []dataplane.Binding

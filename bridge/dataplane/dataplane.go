@@ -40,6 +40,11 @@ type Dataplane interface {
 	SAStats(id model.SAID) (SACounters, bool)
 	Ports() []PortInfo
 	PortStats() []PortStats
+	// SetClosed makes the fast path fail closed (true: only ARP,
+	// neighbour discovery and the gateway's own IKE pass; everything else
+	// is dropped and counted as drop_closed) or forward by its policies
+	// (false). It starts closed.
+	SetClosed(closed bool)
 	// Notes returns what the packet loop noted since the last call: next
 	// hops without neighbour (the kernel is asked to resolve them) and
 	// packets for an IPsec policy without SA (charon gets an acquire).
@@ -131,4 +136,5 @@ var CounterNames = []string{
 	"drop_unknown_spi", "drop_auth", "drop_replay", "drop_malformed",
 	"drop_policy", "drop_no_neigh", "drop_no_route", "drop_no_sa",
 	"drop_crypto", "drop_tx", "drop_nomem", "drop_mtu", "icmp_mtu", "drop_expired",
+	"drop_closed", "frag_in", "frag_out", "drop_frag", "drop_spoof", "icmp_limited", "drop_seq",
 }

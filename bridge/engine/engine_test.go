@@ -25,6 +25,7 @@ type fakeDP struct {
 	seqStart         []uint64
 	expired          []model.SAID
 	statsRead        map[model.SAID]int // SAStats calls per SA
+	closed           bool
 }
 
 var _ dataplane.Dataplane = (*fakeDP)(nil)
@@ -82,6 +83,7 @@ func (f *fakeDP) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 func (f *fakeDP) Ports() []dataplane.PortInfo      { return nil }
 func (f *fakeDP) PortStats() []dataplane.PortStats { return nil }
 func (f *fakeDP) Notes() []dataplane.Note          { return nil }
+func (f *fakeDP) SetClosed(closed bool)            { f.closed = closed }
 
 var (
 	gw   = netip.MustParseAddr("192.0.2.1")
