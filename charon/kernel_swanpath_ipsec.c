@@ -343,7 +343,11 @@ static uint32_t policy_priority(kernel_ipsec_policy_id_t *id,
 }
 
 /**
- * Replay all SAs, then all policies, on a fresh connection.
+ * Replay all SAs, then all policies, on a fresh connection, and say when
+ * done: swanpathd forwards nothing but IKE until then (it fails closed).
+ * An SA or policy that swanpathd refuses does not stop the replay: the
+ * policies must come back even if one of their SAs does not (a policy
+ * without its SA drops, as on the kernel). Only a lost connection does.
  * Called by the connection with this->mutex held (via a request/reconnect).
  */
 static bool replay(private_kernel_swanpath_ipsec_t *this,
@@ -354,38 +358,56 @@ static bool replay(private_kernel_swanpath_ipsec_t *this,
 	policy_entry_t *p;
 	bio_writer_t *msg;
 	status_t status;
-	bool ok = TRUE;
-	int sas = 0, policies = 0;
+	int sas = 0, policies = 0, failed = 0;
 
 	this->mutex->lock(this->mutex);
 	enumerator = this->sas->create_enumerator(this->sas);
-	while (ok && enumerator->enumerate(enumerator, &sa))
+	while (enumerator->enumerate(enumerator, &sa))
 	{
 		msg = build_add_sa(sa);
 		status = conn->request(conn, msg, NULL);
 		swanpath_msg_destroy(msg);
-		ok = status == SUCCESS || status == ALREADY_DONE;
+		if (status != SUCCESS && status != ALREADY_DONE)
+		{
+			DBG1(DBG_KNL, "kernel-swanpath: replaying SA with SPI %.8x "
+				 "failed", ntohl(sa->spi));
+			failed++;
+		}
 		sas++;
 	}
 	enumerator->destroy(enumerator);
 	enumerator = this->policies->create_enumerator(this->policies);
-	while (ok && enumerator->enumerate(enumerator, &p))
+	while (enumerator->enumerate(enumerator, &p))
 	{
 		msg = build_policy(SWANPATH_ADD_POLICY, p);
 		status = conn->request(conn, msg, NULL);
 		swanpath_msg_destroy(msg);
-		ok = status == SUCCESS || status == ALREADY_DONE;
+		if (status != SUCCESS && status != ALREADY_DONE)
+		{
+			failed++;
+		}
 		policies++;
 	}
 	enumerator->destroy(enumerator);
 	this->mutex->unlock(this->mutex);
-	if (ok && (sas || policies))
+
+	msg = swanpath_msg_create(SWANPATH_REPLAY_DONE);
+	swanpath_msg_add_u32(msg, SWANPATH_ATTR_REPLAYED, sas + policies);
+	swanpath_msg_add_u32(msg, SWANPATH_ATTR_REPLAY_FAILED, failed);
+	status = conn->request(conn, msg, NULL);
+	swanpath_msg_destroy(msg);
+	/* a swanpathd older than REPLAY_DONE answers NOT_SUPPORTED */
+	if (status != SUCCESS && status != NOT_SUPPORTED)
+	{
+		return FALSE;
+	}
+	if (sas || policies)
 	{
 		DBG1(DBG_KNL, "kernel-swanpath: replayed %d SA%s and %d polic%s to "
-			 "swanpathd", sas, sas == 1 ? "" : "s", policies,
-			 policies == 1 ? "y" : "ies");
+			 "swanpathd, %d refused", sas, sas == 1 ? "" : "s", policies,
+			 policies == 1 ? "y" : "ies", failed);
 	}
-	return ok;
+	return TRUE;
 }
 
 /**

@@ -43,6 +43,8 @@ char *swanpath_msg_type_name(uint8_t type)
 			return "DEL_POLICY";
 		case SWANPATH_FLUSH_POLICIES:
 			return "FLUSH_POLICIES";
+		case SWANPATH_REPLAY_DONE:
+			return "REPLAY_DONE";
 		case SWANPATH_RESULT:
 			return "RESULT";
 		case SWANPATH_EXPIRE:

@@ -65,6 +65,11 @@ type Engine struct {
 		seq      uint64
 		acquired map[uint32]time.Time // reqid -> last acquire raised
 		mapped   map[mappingKey]time.Time
+		// failing closed (session.go): plugin connections (true once
+		// replayed), whether one ever replayed, and the fast path's state
+		plugins  map[uint64]bool
+		replayed bool
+		closed   bool
 	}
 }
 
@@ -80,6 +85,8 @@ func New(log *slog.Logger, dp dataplane.Dataplane) *Engine {
 	e.mu.spis = make(map[uint32]bool)
 	e.mu.acquired = make(map[uint32]time.Time)
 	e.mu.mapped = make(map[mappingKey]time.Time)
+	e.mu.plugins = make(map[uint64]bool)
+	e.mu.closed = true // as the fast path starts
 	return e
 }
 
@@ -132,6 +139,9 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	defer e.mu.Unlock()
 	if _, ok := e.mu.sas[sa.SAID]; ok {
 		return fmt.Errorf("add SA %s: %w", sa.SAID, model.ErrExists)
+	}
+	if err := sa.Validate(); err != nil {
+		return fmt.Errorf("add SA %s: %w", sa.SAID, err)
 	}
 	if !sa.Inbound && e.seq != nil {
 		if v, ok := e.seq.Resume(sa.SAID); ok {
@@ -237,6 +247,11 @@ func (e *Engine) DelSA(ctx context.Context, id model.SAID) error {
 	}
 	if ent.sa.Inbound {
 		delete(e.mu.spis, id.SPI)
+		for k := range e.mu.mapped {
+			if k.spi == id.SPI {
+				delete(e.mu.mapped, k)
+			}
+		}
 	} else if e.seq != nil {
 		e.seq.Forget(id)
 	}
@@ -262,6 +277,9 @@ func (e *Engine) FlushSAs(ctx context.Context) error {
 
 // AddPolicy installs or refreshes a policy.
 func (e *Engine) AddPolicy(ctx context.Context, p *model.Policy) error {
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("add policy %s %s: %w", p.Sel.String(), p.Dir.String(), err)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	pe, ok := e.mu.policies[p.PolicyID]

@@ -36,6 +36,7 @@ func counted(l model.Lifetime) bool { return l.Bytes != 0 || l.Packets != 0 }
 func (e *Engine) checkLifetimes(now time.Time) []pluginsock.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.pruneLocked(now)
 	var evs []pluginsock.Event
 	for id, s := range e.mu.sas {
 		if s.hardSent {
@@ -125,6 +126,23 @@ func (e *Engine) Mapping(now time.Time, spi uint32, src netip.Addr, port uint16)
 		return pluginsock.Event{Kind: pluginsock.EventMapping, SA: id, Src: src, NewPort: port}, true
 	}
 	return pluginsock.Event{}, false
+}
+
+// pruneLocked forgets acquires and mappings older than acquireHold: they
+// are keyed by what packets carry (reqids of trap policies, addresses and
+// ports of NAT-T peers), so they must not grow for ever. A mapping also goes
+// with its SA (DelSA).
+func (e *Engine) pruneLocked(now time.Time) {
+	for r, t := range e.mu.acquired {
+		if now.Sub(t) >= acquireHold {
+			delete(e.mu.acquired, r)
+		}
+	}
+	for k, t := range e.mu.mapped {
+		if now.Sub(t) >= acquireHold {
+			delete(e.mu.mapped, k)
+		}
+	}
 }
 
 type mappingKey struct {

@@ -295,5 +295,28 @@ func (sa *SA) Validate() error {
 	if sa.Encap && (sa.SrcPort == 0 || sa.DstPort == 0) {
 		errs = append(errs, fmt.Errorf("UDP encapsulation without ports: %w", ErrInvalid))
 	}
+	if err := routeBased(sa.Mark, sa.MarkMask, sa.IfID); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports what the fast path cannot honour of the policy.
+func (p *Policy) Validate() error {
+	return routeBased(p.Mark, p.MarkMask, p.IfID)
+}
+
+// routeBased refuses a mark or an XFRM interface id: the fast path does
+// not match packets by mark or interface, and ignoring them would be
+// worse than refusing (with several peers on equal selectors told apart
+// by their marks, one peer's traffic would go to another).
+func routeBased(mark, mask, ifID uint32) error {
+	var errs []error
+	if mark != 0 || mask != 0 {
+		errs = append(errs, fmt.Errorf("mark 0x%x/0x%x: marks (route-based tunnels) are not supported: %w", mark, mask, ErrUnsupported))
+	}
+	if ifID != 0 {
+		errs = append(errs, fmt.Errorf("XFRM interface id %d: route-based tunnels are not supported: %w", ifID, ErrUnsupported))
+	}
 	return errors.Join(errs...)
 }

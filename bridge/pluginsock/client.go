@@ -59,8 +59,43 @@ func (e *StatusError) Is(target error) bool {
 // ErrClosed is returned for requests on a closed or broken connection.
 var ErrClosed = errors.New("plugin connection closed")
 
-// Dial connects to swanpathd and says HELLO.
+// Dial connects to swanpathd, says HELLO and ends its (empty) replay: a
+// client with nothing installed before, whose SAs and policies follow.
 func Dial(ctx context.Context, path string) (*Client, error) {
+	c, err := DialReplay(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.ReplayDone(ctx, ReplayDone{}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// ReplayDone tells swanpathd that the client has installed again what it
+// had before the connection (see DialReplay).
+func (c *Client) ReplayDone(ctx context.Context, r ReplayDone) error {
+	_, err := c.Do(ctx, &Message{Type: TypeReplayDone, Replay: r})
+	return err
+}
+
+// DialReplay connects to swanpathd and says HELLO, as the plugin does
+// before its replay: swanpathd's fast path stays closed until ReplayDone.
+func DialReplay(ctx context.Context, path string) (*Client, error) {
+	c, err := dial(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Do(ctx, &Message{Type: TypeHello, Hello: Hello{Name: "swanpath pluginsock client", PID: uint32(os.Getpid())}}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// dial connects without a word.
+func dial(ctx context.Context, path string) (*Client, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -73,10 +108,6 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 		defer c.wg.Done()
 		c.readLoop()
 	}()
-	if _, err := c.Do(ctx, &Message{Type: TypeHello, Hello: Hello{Name: "swanpath pluginsock client", PID: uint32(os.Getpid())}}); err != nil {
-		c.Close()
-		return nil, err
-	}
 	return c, nil
 }
 

@@ -38,6 +38,8 @@ type Message struct {
 	Event Event
 	// Hello: HELLO.
 	Hello Hello
+	// Replay: REPLAY_DONE.
+	Replay ReplayDone
 }
 
 // SAUpdate is what UPDATE_SA changes.
@@ -59,6 +61,13 @@ type Result struct {
 type Hello struct {
 	Name string
 	PID  uint32
+}
+
+// ReplayDone ends the plugin's replay after a (re)connect: how many SAs
+// and policies it sent again, and how many of them swanpathd refused.
+type ReplayDone struct {
+	Replayed uint32
+	Failed   uint32
 }
 
 // Header is a decoded frame header.
@@ -128,12 +137,13 @@ func ReadMessage(r io.Reader) (*Message, error) {
 // attrs collects every attribute of a payload; decodePayload then picks
 // what the message type uses.
 type attrs struct {
-	sa    model.SA
-	upd   SAUpdate
-	pol   model.Policy
-	res   Result
-	hard  bool
-	hello Hello
+	sa     model.SA
+	upd    SAUpdate
+	pol    model.Policy
+	res    Result
+	hard   bool
+	hello  Hello
+	replay ReplayDone
 }
 
 type attrKind uint8
@@ -174,6 +184,7 @@ var attrSpecs = map[uint16]attrSpec{
 	attrStatus: {"STATUS", kU32}, attrMessage: {"MESSAGE", kBytes},
 	attrBytes: {"BYTES", kU64}, attrPackets: {"PACKETS", kU64}, attrUseTime: {"USE_TIME", kU64},
 	attrHard: {"HARD", kU8}, attrName: {"NAME", kBytes}, attrPID: {"PID", kU32},
+	attrReplayed: {"REPLAYED", kU32}, attrReplayFailed: {"REPLAY_FAILED", kU32},
 }
 
 // attrValue is one decoded attribute value.
@@ -361,6 +372,10 @@ func (a *attrs) set(typ uint16, v attrValue) {
 		a.hello.Name = string(v.raw)
 	case attrPID:
 		a.hello.PID = uint32(u)
+	case attrReplayed:
+		a.replay.Replayed = uint32(u)
+	case attrReplayFailed:
+		a.replay.Failed = uint32(u)
 	}
 }
 
@@ -408,6 +423,8 @@ func decodePayload(h Header, p []byte) (*Message, error) {
 	switch {
 	case h.Type == TypeHello:
 		m.Hello = a.hello
+	case h.Type == TypeReplayDone:
+		m.Replay = a.replay
 	case h.Type == TypeResult:
 		m.Result = a.res
 	case h.Type.IsEvent():
@@ -571,6 +588,9 @@ func AppendMessage(dst []byte, m *Message) ([]byte, error) {
 	case t == TypeHello:
 		e.attr(attrName, []byte(m.Hello.Name))
 		e.u32(attrPID, m.Hello.PID)
+	case t == TypeReplayDone:
+		e.u32(attrReplayed, m.Replay.Replayed)
+		e.u32(attrReplayFailed, m.Replay.Failed)
 	case t == TypeGetSPI:
 		e.addr(attrSrc, m.SA.Src)
 		e.addr(attrDst, m.SA.Dst)

@@ -178,3 +178,23 @@ func (f *fakeHandler) FlushPolicies(ctx context.Context) error {
 	f.recordLocked("FlushPolicies")
 	return nil
 }
+
+var _ SessionHandler = (*fakeHandler)(nil)
+
+func (f *fakeHandler) Connected(conn uint64, h Hello) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.recordLocked("connected %d %s", conn, h.Name)
+}
+
+func (f *fakeHandler) ReplayDone(conn uint64, r ReplayDone) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.recordLocked("replay-done %d %d/%d", conn, r.Replayed, r.Failed)
+}
+
+func (f *fakeHandler) Disconnected(conn uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.recordLocked("disconnected %d", conn)
+}

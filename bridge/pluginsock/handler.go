@@ -29,6 +29,19 @@ type Handler interface {
 	FlushPolicies(ctx context.Context) error
 }
 
+// SessionHandler is implemented by a Handler that wants to know the
+// plugin connections' life: the fast path fails closed until a plugin has
+// replayed what it installed. conn identifies a connection for its life.
+type SessionHandler interface {
+	// Connected: a plugin said HELLO; its replay follows.
+	Connected(conn uint64, h Hello)
+	// ReplayDone: the plugin has sent again every SA and policy it had
+	// installed (some may have been refused) and goes on normally.
+	ReplayDone(conn uint64, r ReplayDone)
+	// Disconnected: the connection is gone.
+	Disconnected(conn uint64)
+}
+
 // EventKind says which kernel event an Event carries back to charon.
 type EventKind uint8
 

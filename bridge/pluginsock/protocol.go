@@ -33,6 +33,7 @@ const (
 	TypeQueryPolicy   Type = 9
 	TypeDelPolicy     Type = 10
 	TypeFlushPolicies Type = 11
+	TypeReplayDone    Type = 12
 	TypeResult        Type = 64
 	TypeExpire        Type = 128
 	TypeAcquire       Type = 129
@@ -44,7 +45,7 @@ var typeNames = map[Type]string{
 	TypeUpdateSA: "UPDATE_SA", TypeQuerySA: "QUERY_SA", TypeDelSA: "DEL_SA",
 	TypeFlushSAs: "FLUSH_SAS", TypeAddPolicy: "ADD_POLICY",
 	TypeQueryPolicy: "QUERY_POLICY", TypeDelPolicy: "DEL_POLICY",
-	TypeFlushPolicies: "FLUSH_POLICIES", TypeResult: "RESULT",
+	TypeFlushPolicies: "FLUSH_POLICIES", TypeReplayDone: "REPLAY_DONE", TypeResult: "RESULT",
 	TypeExpire: "EXPIRE", TypeAcquire: "ACQUIRE", TypeMapping: "MAPPING",
 }
 
@@ -56,7 +57,7 @@ func (t Type) String() string {
 }
 
 // IsRequest reports whether t is sent by the plugin and answered by RESULT.
-func (t Type) IsRequest() bool { return t >= TypeHello && t <= TypeFlushPolicies }
+func (t Type) IsRequest() bool { return t >= TypeHello && t <= TypeReplayDone }
 
 // IsEvent reports whether t is an event sent by swanpathd.
 func (t Type) IsEvent() bool { return t >= TypeExpire && t <= TypeMapping }
@@ -112,6 +113,8 @@ const (
 	attrHard         = 70
 	attrName         = 80
 	attrPID          = 81
+	attrReplayed     = 82
+	attrReplayFailed = 83
 )
 
 // Status is the outcome of a request, carried in RESULT.

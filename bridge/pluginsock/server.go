@@ -39,13 +39,16 @@ type Server struct {
 		sync.Mutex
 		conns  map[*serverConn]struct{}
 		closed bool
+		nextID uint64
 	}
 }
 
 type serverConn struct {
-	c   *net.UnixConn
-	uid uint32
-	wmu sync.Mutex // one frame at a time: results and events interleave
+	id    uint64 // for SessionHandler
+	hello bool   // said HELLO (SessionHandler knows it)
+	c     *net.UnixConn
+	uid   uint32
+	wmu   sync.Mutex // one frame at a time: results and events interleave
 }
 
 // Listen creates the socket at path (parent directory 0700, socket 0600,
@@ -155,6 +158,8 @@ func (s *Server) acceptLoop() {
 			c.Close()
 			return
 		}
+		s.mu.nextID++
+		sc.id = s.mu.nextID
 		s.mu.conns[sc] = struct{}{}
 		s.mu.Unlock()
 		s.wg.Add(1)
@@ -188,6 +193,9 @@ func (s *Server) drop(sc *serverConn) {
 	delete(s.mu.conns, sc)
 	s.mu.Unlock()
 	sc.c.Close()
+	if sh, ok := s.h.(SessionHandler); ok && sc.hello {
+		sh.Disconnected(sc.id)
+	}
 }
 
 func (s *Server) serve(sc *serverConn) {
@@ -206,7 +214,7 @@ func (s *Server) serve(sc *serverConn) {
 			}
 			return
 		}
-		res := s.dispatch(m)
+		res := s.dispatch(sc, m)
 		out, err = AppendMessage(out[:0], &Message{Type: TypeResult, Seq: m.Seq, Result: res})
 		if err != nil {
 			s.log.Error("plugin socket: encode result", "err", err)
@@ -257,7 +265,7 @@ func (s *Server) Notify(ev Event) {
 }
 
 // dispatch runs one request against the Handler.
-func (s *Server) dispatch(m *Message) Result {
+func (s *Server) dispatch(sc *serverConn, m *Message) Result {
 	ctx := s.ctx
 	var res Result
 	var err error
@@ -265,6 +273,15 @@ func (s *Server) dispatch(m *Message) Result {
 	switch m.Type {
 	case TypeHello:
 		s.log.Info("charon plugin connected", "name", m.Hello.Name, "pid", m.Hello.PID)
+		if sh, ok := s.h.(SessionHandler); ok {
+			sc.hello = true
+			sh.Connected(sc.id, m.Hello)
+		}
+	case TypeReplayDone:
+		s.log.Info("charon plugin replay done", "replayed", m.Replay.Replayed, "refused", m.Replay.Failed)
+		if sh, ok := s.h.(SessionHandler); ok && sc.hello {
+			sh.ReplayDone(sc.id, m.Replay)
+		}
 	case TypeGetSPI:
 		if !sa.Src.IsValid() || !sa.Dst.IsValid() {
 			err = fmt.Errorf("GET_SPI without SRC or DST: %w", model.ErrInvalid)
