@@ -591,6 +591,30 @@ METHOD(kernel_ipsec_t, add_sa, status_t,
 			 ipsec_mode_names, data->mode);
 		return NOT_SUPPORTED;
 	}
+	/* what the fast path cannot honour is refused, never ignored: marks
+	 * and XFRM interface ids go to swanpathd, which refuses them; these
+	 * the protocol does not carry */
+	if (data->tfc)
+	{
+		DBG1(DBG_KNL, "kernel-swanpath: TFC padding is not supported");
+		return NOT_SUPPORTED;
+	}
+	if (data->mark.value | data->mark.mask)
+	{
+		DBG1(DBG_KNL, "kernel-swanpath: SAs that set a mark (set_mark_in/"
+			 "set_mark_out) are not supported");
+		return NOT_SUPPORTED;
+	}
+	if (data->hw_offload == HW_OFFLOAD_YES)
+	{
+		DBG1(DBG_KNL, "kernel-swanpath: hardware offload is not supported");
+		return NOT_SUPPORTED;
+	}
+	if (data->label)
+	{
+		DBG1(DBG_KNL, "kernel-swanpath: security labels are not supported");
+		return NOT_SUPPORTED;
+	}
 	INIT(sa,
 		.src = id->src->clone(id->src),
 		.dst = id->dst->clone(id->dst),
@@ -807,6 +831,18 @@ METHOD(kernel_ipsec_t, add_policy, status_t,
 	policy_entry_t *p;
 	status_t status;
 
+	if (id->interface)
+	{
+		DBG1(DBG_KNL, "kernel-swanpath: policies bound to an interface (%s) "
+			 "are not supported", id->interface);
+		return NOT_SUPPORTED;
+	}
+	if (id->label)
+	{
+		DBG1(DBG_KNL, "kernel-swanpath: policies with a security label are "
+			 "not supported");
+		return NOT_SUPPORTED;
+	}
 	INIT(p,
 		.src_ts = id->src_ts->clone(id->src_ts),
 		.dst_ts = id->dst_ts->clone(id->dst_ts),
