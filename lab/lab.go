@@ -402,13 +402,29 @@ func (l *Lab) RemapNAT(ctx context.Context, lo, hi int) error {
 
 // ConfigureGateway puts the gateway's addresses on lanIf (10.1.0.1/24) and
 // wanIf (192.0.2.1/24) in the gw namespace, with Options.IPv6 also
-// fd00:1::1/64 and fd00:192::1/64, brings them up and switches forwarding
-// on. With swanpathd these are its TAP interfaces, called after swanpathd
+// fd00:1::1/64 and fd00:192::1/64, brings them up, switches forwarding
+// on and adds a default route via PRWanAddr (PRWanAddr6) out of wanIf.
+// With swanpathd these are its TAP interfaces, called after swanpathd
 // created them. Routes: both networks are connected; 10.2.0.0/24 (and
-// fd00:2::/64) is reached by IPsec policy.
+// fd00:2::/64) is reached by IPsec policy, or else by the default route.
 func (l *Lab) ConfigureGateway(lanIf, wanIf string) error {
 	if err := l.configureRouter(l.NS(GW), lanIf, wanIf, [2]string{GWLanAddr, GWWanAddr}, [2]string{GWLanAddr6, GWWanAddr6}); err != nil {
 		return fmt.Errorf("configure gateway: %w", err)
+	}
+	// as on every real gateway, a default route out of the WAN (to the
+	// peer or the NAT router in front of it, both at PRWanAddr): a packet
+	// no policy takes leaves there in clear, which a gateway with only
+	// its connected networks would hide
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	defaults := [][]string{{"route", "replace", "default", "via", PRWanAddr, "dev", wanIf}}
+	if l.ipv6 {
+		defaults = append(defaults, []string{"-6", "route", "replace", "default", "via", PRWanAddr6, "dev", wanIf})
+	}
+	for _, c := range defaults {
+		if err := run(ctx, append([]string{"ip", "-n", l.NS(GW).Name}, c...)...); err != nil {
+			return fmt.Errorf("configure gateway: %w", err)
+		}
 	}
 	return nil
 }

@@ -3,9 +3,11 @@ package lab
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/swanpath/swanpath/bridge/ctl"
@@ -125,6 +127,18 @@ func (d *Swanpathd) Start(ctx context.Context) error {
 
 // Stop sends SIGTERM and waits for the exit.
 func (d *Swanpathd) Stop() error { return d.proc.Stop() }
+
+// Kill ends swanpathd with SIGKILL, as a crash would (no clean stop, no
+// final state file), and waits for the exit.
+func (d *Swanpathd) Kill(ctx context.Context) error {
+	if err := d.proc.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	if err := d.proc.Wait(ctx); errors.Is(err, ctx.Err()) && err != nil {
+		return fmt.Errorf("swanpathd did not exit after SIGKILL: %w", err)
+	}
+	return nil
+}
 
 // Output is what swanpathd logged so far.
 func (d *Swanpathd) Output() string {
