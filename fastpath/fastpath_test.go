@@ -180,6 +180,9 @@ func TestFastpathChild(t *testing.T) {
 			{Dst: netip.PrefixFrom(gwAddr, 32), Local: true},
 		},
 		Neighs: []dataplane.Neigh{{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr}},
+		// one fast path plays both gateways: what it encrypts to the
+		// peer comes back to it as if it were the peer
+		Addrs: []netip.Addr{gwAddr, peerAddr},
 	}
 	if err := fp.SetFIB(fib); err != nil {
 		t.Fatal(err)
