@@ -177,8 +177,13 @@ func edgeCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC 
 	wide.Routes = append(append([]dataplane.Route(nil), fib.Routes...),
 		dataplane.Route{Dst: netip.MustParsePrefix("10.2.0.0/24"), Local: true})
 	setFIB(wide)
+	settle(wire)
+	st0, _ := fp.SAStats(out)
 	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 500, 500, 64, []byte("ike-ports-transit"))))
-	e.recv("IKE ports to a locally routed, not own, address: encrypted", 0x0800, isOurESP)
+	f := e.recv("IKE ports to a locally routed, not own, address: encrypted", 0x0800, isOurESP)
+	if st, _ := fp.SAStats(out); st.Packets != st0.Packets+1 {
+		t.Fatalf("IKE ports to a locally routed address: SA packets %d -> %d (frame % x)", st0.Packets, st.Packets, f[:48])
+	}
 	setFIB(fib)
 
 	// C. neighbour discovery that was forwarded (hop limit 64) is not
