@@ -307,6 +307,16 @@ struct sp_fib {
 	 * sends for a tunnel of the other family (0 / zero: none) */
 	uint32_t src4;
 	uint8_t src6[16];
+	/* the gateway's own addresses, exactly those configured on its
+	 * interfaces (not what a local route covers: a local route for a
+	 * prefix must not widen what the fast path takes for itself): the
+	 * only destinations of ESP-in-UDP it decapsulates and the only ends of
+	 * IKE and neighbour discovery that pass beside the policies. Sorted,
+	 * for a binary search: IPv4 in host order, IPv6 as bytes. */
+	uint32_t n_own4;
+	uint32_t n_own6;
+	uint32_t *own4;
+	uint8_t (*own6)[16];
 };
 
 /* Notes from the loop to Go: a next hop without neighbour (Go asks the
@@ -422,6 +432,8 @@ int sp_fib_add_route(struct sp_fib *f, uint32_t dst, uint8_t depth, uint32_t nh_
 int sp_fib_add_neigh(struct sp_fib *f, uint32_t ip, uint32_t port, const uint8_t *mac, uint32_t idx);
 int sp_fib_add_route6(struct sp_fib *f, const uint8_t *dst, uint8_t depth, uint32_t nh_idx);
 int sp_fib_add_neigh6(struct sp_fib *f, const uint8_t *ip, uint32_t port, const uint8_t *mac, uint32_t idx);
+int sp_fib_set_own(struct sp_fib *f, uint32_t n4, const uint32_t *own4, uint32_t n6,
+	const uint8_t *own6);
 void sp_fib_free(struct sp_fib *f);
 void sp_publish_ipsec(struct sp_dp *dp, struct sp_ipsec_tables *t);
 void sp_publish_fib(struct sp_dp *dp, struct sp_fib *f);

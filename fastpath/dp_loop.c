@@ -85,6 +85,15 @@ struct sp_ctx {
 	uint64_t hold_tsc, retry_tsc, tap_tsc;
 	uint64_t tap_next[SP_MAX_PORTS];	/* under load, when a TAP is polled again (TSC) */
 	uint32_t ctr_off;		/* where in an SA this worker counts (see CTR) */
+	uint32_t closed;		/* dp->closed, read once per iteration */
+	/* the last source whose reverse path was checked in this iteration's
+	 * FIB (see rpf_ok): IPv4 address or IPv6 bytes, port, verdict */
+	uint32_t rp_src;
+	uint8_t rp_src6[16];
+	uint8_t rp_port, rp_pass, rp_ok, rp6_ok;
+	/* ICMP errors this worker may still send: a token bucket kept in TSC
+	 * cycles of credit, one error costing icmp_cost (see icmp_token) */
+	uint64_t icmp_credit, icmp_cost, icmp_last;
 };
 
 #define SA_OF(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_sa_off, struct sp_sa **)
@@ -552,22 +561,50 @@ route_out_body(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwa
 	txq_put(c, &c->wire[nh->port], nh->port, m);
 }
 
-/* Is addr (network order; IPv4 in the first 4 bytes) the gateway's own? */
+/*
+ * Is addr (network order; IPv4 in the first 4 bytes) one of the gateway's
+ * own addresses? The exact set (struct sp_fib own4/own6), not the LPM: a
+ * local route may cover a whole prefix. A gateway has few addresses: a
+ * binary search of a line or two.
+ */
 static int
-is_local(struct sp_ctx *c, int v6, const void *addr)
+is_own(const struct sp_ctx *c, int v6, const void *addr)
 {
-	uint32_t idx, a4;
-	int rc;
+	const struct sp_fib *f = c->f;
+	uint32_t lo = 0, hi, mid, a4;
 
-	if (c->f == NULL)
+	if (f == NULL)
 		return 0;
-	if (v6) {
-		rc = rte_lpm6_lookup(c->f->lpm6, addr, &idx);
-	} else {
+	if (!v6) {
 		memcpy(&a4, addr, 4);
-		rc = rte_lpm_lookup(c->f->lpm, rte_be_to_cpu_32(a4), &idx);
+		a4 = rte_be_to_cpu_32(a4);
+		hi = f->n_own4;
+		while (lo < hi) {
+			mid = (lo + hi) / 2;
+			if (f->own4[mid] < a4)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		return lo < f->n_own4 && f->own4[lo] == a4;
 	}
-	return rc == 0 && idx < c->f->n_nh && c->f->nh[idx].kind == SP_NH_LOCAL;
+	hi = f->n_own6;
+	while (lo < hi) {
+		mid = (lo + hi) / 2;
+		if (memcmp(f->own6[mid], addr, 16) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < f->n_own6 && memcmp(f->own6[lo], addr, 16) == 0;
+}
+
+/* Is the destination of the packet at l3 one of the gateway's own? */
+static inline int
+dst_own(const struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k)
+{
+	return is_own(c, k->v6, k->v6 ? ((const struct rte_ipv6_hdr *)l3)->dst_addr :
+		(const uint8_t *)&((const struct rte_ipv4_hdr *)l3)->dst_addr);
 }
 
 /* The fields the loop uses of a matched policy of either family. */
@@ -735,29 +772,255 @@ spd_get(struct sp_ctx *c, int v6, int out, uint32_t res, struct sp_match *r)
 }
 
 /*
- * Traffic no policy may touch, as charon's socket bypass policies and the
- * kernel's handling of neighbour discovery: IKE (UDP 500 and the NAT-T
- * port) of the gateway itself, and IPv6 neighbour discovery.
+ * The gateway's own IKE: UDP whose local port (the destination from the
+ * wire, the source from the TAP) is 500 or the NAT-T port and whose local
+ * address is one of the gateway's own. This is what charon's bypass
+ * policies in the kernel let through (strongSwan kernel_netlink_ipsec.c,
+ * bypass_socket: add_socket_bypass puts a policy on charon's own sockets,
+ * bound to their local address and port; with port_bypass, manage_bypass
+ * matches the local port only, dport inbound and sport outbound). The
+ * remote port is not checked: behind a NAT it is whatever the NAT chose
+ * (RFC 7296 §2.23), so "both ports IKE ports" would cut off every peer
+ * behind one. On the NAT-T port only IKE counts, behind its non-ESP marker
+ * (RFC 3948 §2.2), and NAT keepalives (§2.3); ESP-in-UDP is not IKE.
  */
 static int
-bypass(struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k, int from_wire)
+ike_own(const struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k, int from_wire)
 {
-	if (k->proto == IPPROTO_UDP) {
-		uint16_t p = from_wire ? k->dport : k->sport;
-		const uint8_t *a;
+	uint16_t port = from_wire ? k->dport : k->sport;
 
-		if (p != 500 && p != c->dp->natt_port)
+	if (k->proto != IPPROTO_UDP || (port != 500 && port != c->dp->natt_port))
+		return 0;
+	if (port != 500) {
+		const uint8_t *pl = l3 + k->l3len + sizeof(struct rte_udp_hdr);
+		uint32_t plen = k->len - k->l3len;	/* UDP header and payload */
+
+		if (plen == sizeof(struct rte_udp_hdr) + 1) {
+			if (pl[0] != 0xff)
+				return 0;
+		} else if (plen < sizeof(struct rte_udp_hdr) + 4 || (pl[0] | pl[1] | pl[2] | pl[3]) != 0) {
 			return 0;
-		if (k->v6)
-			a = from_wire ? ((const struct rte_ipv6_hdr *)l3)->dst_addr :
-				((const struct rte_ipv6_hdr *)l3)->src_addr;
-		else
-			a = from_wire ? (const uint8_t *)&((const struct rte_ipv4_hdr *)l3)->dst_addr :
-				(const uint8_t *)&((const struct rte_ipv4_hdr *)l3)->src_addr;
-		return is_local(c, k->v6, a);
+		}
 	}
-	/* router/neighbour solicitation/advertisement, redirect */
-	return k->v6 && k->proto == IPPROTO_ICMPV6 && k->icmp_type >= 133 && k->icmp_type <= 137;
+	if (k->v6)
+		return is_own(c, 1, from_wire ? ((const struct rte_ipv6_hdr *)l3)->dst_addr :
+			((const struct rte_ipv6_hdr *)l3)->src_addr);
+	return is_own(c, 0, from_wire ? (const uint8_t *)&((const struct rte_ipv4_hdr *)l3)->dst_addr :
+		(const uint8_t *)&((const struct rte_ipv4_hdr *)l3)->src_addr);
+}
+
+static inline int
+ll6(const uint8_t *a)
+{
+	return a[0] == 0xfe && (a[1] & 0xc0) == 0x80;
+}
+
+/*
+ * IPv6 neighbour discovery (RFC 4861: router solicitation and
+ * advertisement, neighbour solicitation and advertisement, redirect), as a
+ * node would accept it: hop limit 255, which no forwarded packet has, and
+ * code 0 (§6.1.1, §6.1.2, §7.1.1, §7.1.2, §8.1); router advertisements and
+ * redirects from a link-local source (§6.1.2, §8.1). The gateway's end of
+ * it (the destination from the wire, the source from the TAP) is
+ * link-local or one of its own addresses; from the wire also multicast
+ * (solicited-node, all-nodes, all-routers), from the TAP also unspecified
+ * (duplicate address detection, §7.2.2 of RFC 4862). Not "link-local
+ * source only": Linux solicits from the address of the packet that needs
+ * the neighbour (ndisc_solicit), a global one, and is answered there;
+ * while closed, that is how IKE over IPv6 finds its next hop.
+ */
+static int
+nd_ok(const struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k, int from_wire)
+{
+	const struct rte_ipv6_hdr *ip = (const struct rte_ipv6_hdr *)l3;
+	const uint8_t *ours = from_wire ? ip->dst_addr : ip->src_addr;
+
+	if (!k->v6 || k->proto != IPPROTO_ICMPV6 || k->icmp_type < 133 || k->icmp_type > 137)
+		return 0;
+	if (ip->hop_limits != 255 || k->len < k->l3len + 4u || l3[k->l3len + 1] != 0)
+		return 0;
+	if ((k->icmp_type == 134 || k->icmp_type == 137) && !ll6(ip->src_addr))
+		return 0;
+	if (ll6(ours) || is_own(c, 1, ours))
+		return 1;
+	return from_wire ? ours[0] == 0xff : zero16(ours);
+}
+
+/*
+ * Traffic no policy may touch: the gateway's own IKE and neighbour
+ * discovery, each no wider than the kernel lets it be (ike_own, nd_ok).
+ */
+static inline int
+bypass(const struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k, int from_wire)
+{
+	if (k->proto == IPPROTO_UDP)
+		return ike_own(c, l3, k, from_wire);
+	return k->v6 && k->proto == IPPROTO_ICMPV6 && nd_ok(c, l3, k, from_wire);
+}
+
+static inline int is_ip(const struct rte_mbuf *m);
+
+/*
+ * Closed (see dp.h): does frame m, from the wire or the TAP, pass? ARP,
+ * neighbour discovery and the gateway's own IKE: what it needs to
+ * negotiate. Fragments and ESP-in-UDP do not.
+ */
+static int
+gate_pass(const struct sp_ctx *c, const struct rte_mbuf *m, int from_wire)
+{
+	const struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
+	struct sp_pkt k;
+
+	if (rte_pktmbuf_data_len(m) < ETH_HLEN)
+		return 0;
+	if (eh->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+		return 1;
+	if (!is_ip(m) || ip_parse(m, ETH_HLEN, &k) != 0)
+		return 0;
+	return bypass(c, rte_pktmbuf_mtod_offset(m, const uint8_t *, ETH_HLEN), &k, from_wire);
+}
+
+/* A burst from the wire side (from_wire) or the TAP of port p while
+ * closed: what gate_pass lets through goes to the other side unchanged,
+ * the rest is dropped (drop_closed). */
+static void
+closed_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n, int from_wire)
+{
+	uint16_t i;
+
+	c->w->stats[p].cnt[from_wire ? SP_CNT_RX : SP_CNT_TAP_RX] += n;
+	for (i = 0; i < n; i++) {
+		struct rte_mbuf *m = mb[i];
+
+		*RXT(m) = c->now;
+		if (!gate_pass(c, m, from_wire))
+			drop(c, p, m, SP_CNT_DROP_CLOSED);
+		else if (from_wire)
+			to_tap(c, p, m);
+		else
+			txq_put(c, &c->wire[p], p, m);
+	}
+}
+
+/*
+ * Strict reverse path (RFC 3704 §2.2, the kernel's rp_filter=1), for
+ * plaintext from the wire that an outbound IPsec policy would protect: it
+ * must come in on the port through which the FIB routes its source. Else
+ * it claims a source it cannot have there (say our protected LAN, arriving
+ * on the WAN), and encrypting it would carry a forgery into the tunnel: it
+ * is dropped (drop_spoof). A source routed to the kernel (local), to a
+ * blackhole or nowhere fails too, as in the kernel. One FIB lookup per
+ * source and iteration: a burst mostly comes from few sources.
+ */
+static int
+rpf_ok(struct sp_ctx *c, uint32_t port, const uint8_t *l3, int v6)
+{
+	const struct sp_fib *f = c->f;
+	uint32_t idx, src;
+	int rc;
+
+	if (!v6) {
+		memcpy(&src, &((const struct rte_ipv4_hdr *)l3)->src_addr, 4);
+		if (c->rp_ok && c->rp_src == src && c->rp_port == port)
+			return c->rp_pass;
+		rc = f == NULL ? -1 : rte_lpm_lookup(f->lpm, rte_be_to_cpu_32(src), &idx);
+		c->rp_src = src;
+		c->rp_ok = 1;
+	} else {
+		const uint8_t *src6 = ((const struct rte_ipv6_hdr *)l3)->src_addr;
+
+		if (c->rp6_ok && c->rp_port == port && memcmp(c->rp_src6, src6, 16) == 0)
+			return c->rp_pass;
+		rc = f == NULL ? -1 : rte_lpm6_lookup(f->lpm6, src6, &idx);
+		memcpy(c->rp_src6, src6, 16);
+		c->rp6_ok = 1;
+	}
+	/* one verdict is cached, of the family looked up last */
+	if (v6)
+		c->rp_ok = 0;
+	else
+		c->rp6_ok = 0;
+	c->rp_port = (uint8_t)port;
+	c->rp_pass = rc == 0 && idx < f->n_nh && f->nh[idx].kind == SP_NH_UNICAST && f->nh[idx].port == port;
+	return c->rp_pass;
+}
+
+/*
+ * ICMP errors the fast path sends (icmp_frag_needed, icmp6_too_big) answer
+ * packets anyone can send, each costing an mbuf and a copy, and may go to a
+ * forged source: at most SP_ICMP_RATE a second per worker, in bursts of up
+ * to SP_ICMP_BURST (a token bucket, as Linux limits its own: icmp_ratelimit
+ * per destination and icmp_msgs_per_sec/icmp_msgs_burst overall). These
+ * errors only report a path MTU, which a sender needs once per path and
+ * change, so the limit costs nothing legitimate.
+ */
+#define SP_ICMP_RATE 100
+#define SP_ICMP_BURST 10
+
+static int
+icmp_token(struct sp_ctx *c)
+{
+	uint64_t credit = c->icmp_credit + (c->now - c->icmp_last);
+
+	c->icmp_last = c->now;
+	credit = RTE_MIN(credit, c->icmp_cost * SP_ICMP_BURST);
+	if (credit < c->icmp_cost) {
+		c->icmp_credit = credit;
+		return 0;
+	}
+	c->icmp_credit = credit - c->icmp_cost;
+	return 1;
+}
+
+/* IPv4 (network order): not one host's address (RFC 1812 §4.3.2.7):
+ * 0/8, loopback, multicast, class E and the limited broadcast. */
+static inline int
+not_host4(uint32_t be)
+{
+	uint8_t a = (uint8_t)(rte_be_to_cpu_32(be) >> 24);
+
+	return a == 0 || a == 127 || a >= 224;
+}
+
+/*
+ * May an ICMP error be sent about the packet in m (data at Ethernet)?
+ * Never about one to a multicast or broadcast address, from an address
+ * that is not one host's, or that is an ICMP error itself (RFC 1812
+ * §4.3.2.7, RFC 4443 §2.4(e); also not for "packet too big" to multicast,
+ * which §2.4(e.3) would allow: nothing here needs it, and one multicast
+ * packet would draw an error from every gateway on its way); then within
+ * the rate limit. If not, m is dropped and counted (drop_mtu, or
+ * icmp_limited when only the rate forbids it).
+ */
+static int
+icmp_err_ok(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m)
+{
+	const uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const uint8_t *, ETH_HLEN);
+	struct sp_pkt k;
+	int ok;
+
+	if (ip_parse(m, ETH_HLEN, &k) != 0) {
+		ok = 0;
+	} else if (k.v6) {
+		const struct rte_ipv6_hdr *ip = (const struct rte_ipv6_hdr *)l3;
+		ok = ip->dst_addr[0] != 0xff && ip->src_addr[0] != 0xff && !zero16(ip->src_addr) &&
+			!(k.proto == IPPROTO_ICMPV6 && k.icmp_type < 128);
+	} else {
+		const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)l3;
+		uint8_t d = (uint8_t)(rte_be_to_cpu_32(ip->dst_addr) >> 24);
+		ok = d < 224 && !not_host4(ip->src_addr) &&
+			!(k.proto == IPPROTO_ICMP && (k.icmp_type == 3 || k.icmp_type == 4 ||
+				k.icmp_type == 5 || k.icmp_type == 11 || k.icmp_type == 12));
+	}
+	if (!ok) {
+		drop(c, port, m, SP_CNT_DROP_MTU);
+		return 0;
+	}
+	if (!icmp_token(c)) {
+		drop(c, port, m, SP_CNT_ICMP_LIMITED);
+		return 0;
+	}
+	return 1;
 }
 
 /*
@@ -779,6 +1042,8 @@ icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, uint32_t s
 	uint32_t quote = RTE_MIN(ihl + 8u, (uint32_t)rte_be_to_cpu_16(ip->total_length));
 	struct rte_mbuf *r;
 
+	if (!icmp_err_ok(c, port, m))
+		return;
 	r = rte_pktmbuf_alloc(m->pool);
 	if (r == NULL) {
 		drop(c, port, m, SP_CNT_DROP_NOMEM);
@@ -842,6 +1107,8 @@ icmp6_too_big(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const uint8_t
 	uint16_t ck;
 	struct rte_mbuf *r;
 
+	if (!icmp_err_ok(c, port, m))
+		return;
 	r = rte_pktmbuf_alloc(m->pool);
 	if (r == NULL) {
 		drop(c, port, m, SP_CNT_DROP_NOMEM);
@@ -1580,6 +1847,11 @@ plaintext_burst(struct sp_ctx *c, uint32_t port, struct sp_plain *pl, int from_w
 			sa_prefetch(c, &b[v], v, j + SP_SA_AHEAD);
 			if (b[v].res[j] != 0) {
 				spd_get(c, v, 1, b[v].res[j], &r);
+				if (from_wire && r.action == 0 && unlikely(!rpf_ok(c, port,
+						rte_pktmbuf_mtod_offset(pl->m[i], uint8_t *, ETH_HLEN), v))) {
+					drop(c, port, pl->m[i], SP_CNT_DROP_SPOOF);
+					continue;
+				}
 				if (r.sa != NULL && new_policy(&b[v], j))
 					sa_state_prefetch(c, r.sa, 0);
 				if (protect(c, port, pl->m[i], &pl->k[i], &r, from_wire, outm, outsa, nout))
@@ -1643,6 +1915,10 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 	uint16_t ne = 0, no = 0, i;
 	int rc;
 
+	if (unlikely(c->closed)) {
+		closed_burst(c, p, mb, n, 1);
+		return;
+	}
 	pl.n = 0;
 	c->w->stats[p].cnt[SP_CNT_RX] += n;
 	/* the mbufs' second cache line (l2_len, l3_len), which the PMD
@@ -1686,7 +1962,9 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 			esp[ne++] = m;
 			continue;
 		}
-		if (k->proto == IPPROTO_UDP && k->dport == c->dp->natt_port) {
+		/* ESP-in-UDP and NAT-T IKE are ours only to our own
+		 * addresses: other NAT-T is transit UDP, under policy */
+		if (k->proto == IPPROTO_UDP && k->dport == c->dp->natt_port && dst_own(c, l3, k)) {
 			const struct rte_udp_hdr *uh = (const struct rte_udp_hdr *)(l3 + k->l3len);
 			uint32_t plen = k->len - k->l3len;
 			if (plen >= sizeof(*uh)) {
@@ -1730,6 +2008,10 @@ tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 	struct sp_plain pl;
 	uint16_t no = 0, i;
 
+	if (unlikely(c->closed)) {
+		closed_burst(c, p, mb, n, 0);
+		return;
+	}
 	pl.n = 0;
 	c->w->stats[p].cnt[SP_CNT_TAP_RX] += n;
 	for (i = 0; i < n; i++) {
@@ -1841,6 +2123,9 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	c->hold_tsc = rte_get_tsc_hz() / 1000 * SP_HOLD_MS;
 	c->retry_tsc = rte_get_tsc_hz() / 1000;
 	c->tap_tsc = rte_get_tsc_hz() / 1000000 * SP_TAP_US;
+	c->icmp_cost = rte_get_tsc_hz() / SP_ICMP_RATE;
+	c->icmp_credit = c->icmp_cost * SP_ICMP_BURST;
+	c->icmp_last = rte_get_tsc_cycles();
 	rte_rcu_qsbr_thread_register(dp->qsv, wid);
 	rte_rcu_qsbr_thread_online(dp->qsv, wid);
 	c->w->tid = rte_sys_gettid();
@@ -1849,7 +2134,8 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	while (!__atomic_load_n(&dp->stop, __ATOMIC_ACQUIRE)) {
 		c->t = __atomic_load_n(&dp->ipsec, __ATOMIC_ACQUIRE);
 		c->f = __atomic_load_n(&dp->fib, __ATOMIC_ACQUIRE);
-		c->nc_ok = c->rc_ok = 0;	/* the FIB may be another one now */
+		c->nc_ok = c->rc_ok = c->rp_ok = c->rp6_ok = 0;	/* the FIB may be another one now */
+		c->closed = __atomic_load_n(&dp->closed, __ATOMIC_ACQUIRE);
 		c->now = rte_get_tsc_cycles();
 		got = 0;
 		for (p = 0; p < dp->n_ports; p++) {

@@ -359,11 +359,35 @@ sp_fib_add_neigh6(struct sp_fib *f, const uint8_t *ip, uint32_t port, const uint
 	return rte_hash_add_key_data(f->neigh6, &k, (void *)(uintptr_t)idx);
 }
 
+/* The gateway's own addresses (see struct sp_fib), sorted by the caller. */
+int
+sp_fib_set_own(struct sp_fib *f, uint32_t n4, const uint32_t *own4, uint32_t n6,
+	const uint8_t *own6)
+{
+	if (n4 > 0) {
+		f->own4 = rte_malloc("sp_own4", sizeof(*f->own4) * n4, 0);
+		if (f->own4 == NULL)
+			return -ENOMEM;
+		memcpy(f->own4, own4, sizeof(*f->own4) * n4);
+		f->n_own4 = n4;
+	}
+	if (n6 > 0) {
+		f->own6 = rte_malloc("sp_own6", 16 * n6, 0);
+		if (f->own6 == NULL)
+			return -ENOMEM;
+		memcpy(f->own6, own6, 16 * n6);
+		f->n_own6 = n6;
+	}
+	return 0;
+}
+
 void
 sp_fib_free(struct sp_fib *f)
 {
 	if (f == NULL)
 		return;
+	rte_free(f->own4);
+	rte_free(f->own6);
 	if (f->lpm != NULL)
 		rte_lpm_free(f->lpm);
 	if (f->lpm6 != NULL)

@@ -123,6 +123,8 @@ func familyCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMA
 			{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr},
 			{Port: 0, IP: peer6, MAC: vb.HardwareAddr},
 		},
+		// both ends are this fast path (see TestFastpathChild)
+		Addrs: []netip.Addr{gwAddr, gw6, peerAddr, peer6},
 	}
 	if err := fp.SetFIB(fib); err != nil {
 		t.Fatal(err)

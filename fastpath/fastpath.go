@@ -561,13 +561,17 @@ func (f *Fastpath) MbufsAvailable() int {
 }
 
 // SetClosed makes the workers fail closed or forward by policy (see
-// dataplane.Dataplane). The fast path starts closed.
+// dataplane.Dataplane). The fast path starts closed. It returns once every
+// worker has finished the burst it may have begun under the old state: a
+// worker reads the flag once per burst, so without the wait a frame that
+// arrives after closing could still be forwarded.
 func (f *Fastpath) SetClosed(closed bool) {
 	var v C.uint32_t
 	if closed {
 		v = 1
 	}
 	C.sp_store_u32(&f.dp.closed, v)
+	C.sp_synchronize(f.dp)
 }
 
 // Notes drains what the loop noted for the control plane since the last

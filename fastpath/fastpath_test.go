@@ -180,6 +180,9 @@ func TestFastpathChild(t *testing.T) {
 			{Dst: netip.PrefixFrom(gwAddr, 32), Local: true},
 		},
 		Neighs: []dataplane.Neigh{{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr}},
+		// one fast path plays both gateways: what it encrypts to the
+		// peer comes back to it as if it were the peer
+		Addrs: []netip.Addr{gwAddr, peerAddr},
 	}
 	if err := fp.SetFIB(fib); err != nil {
 		t.Fatal(err)
@@ -604,6 +607,8 @@ func TestFastpathChild(t *testing.T) {
 	spdCases(t, fp, wire, vb, portMAC)
 	// 10f. hard lifetimes by bytes and packets (limits_test.go)
 	limitCases(t, fp, wire, vb, portMAC)
+	// 10g. the gate, the bypasses, reverse path, ICMP limits (edge_test.go)
+	edgeCases(t, fp, wire, vb, portMAC)
 
 	// 11. nothing leaked: every mbuf is back in the pool (once what is
 	// held for a neighbour has been dropped)

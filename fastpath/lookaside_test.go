@@ -107,7 +107,10 @@ func TestFastpathLookasideChild(t *testing.T) {
 			Reqid: uint32(100 + i), Mode: model.ModeTunnel}, SA: sa.SAID, HasSA: true})
 	}
 	if err := fp.SetFIB(dataplane.FIB{
-		Routes: []dataplane.Route{{Dst: netip.PrefixFrom(peerAddr, 32), Port: 1}},
+		// the plaintext's source behind the port it comes in on (the
+		// reverse path check of what a policy protects)
+		Routes: []dataplane.Route{{Dst: netip.PrefixFrom(peerAddr, 32), Port: 1},
+			{Dst: netip.MustParsePrefix("10.1.0.0/24"), Port: 0}},
 		Neighs: []dataplane.Neigh{{Port: 1, IP: peerAddr, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}},
 	}); err != nil {
 		t.Fatal(err)

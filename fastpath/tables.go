@@ -786,6 +786,19 @@ func (f *Fastpath) SetFIB(fib dataplane.FIB) error {
 			}
 		}
 	}
+	own4, own6 := ownAddrs(fib.Addrs)
+	var p4 *C.uint32_t
+	var p6 *C.uint8_t
+	if len(own4) > 0 {
+		p4 = (*C.uint32_t)(unsafe.Pointer(&own4[0]))
+	}
+	if len(own6) > 0 {
+		p6 = (*C.uint8_t)(unsafe.Pointer(&own6[0][0]))
+	}
+	if rc := C.sp_fib_set_own(t, C.uint32_t(len(own4)), p4, C.uint32_t(len(own6)), p6); rc != 0 {
+		C.sp_fib_free(t)
+		return fmt.Errorf("FIB own addresses (%d IPv4, %d IPv6): errno %d", len(own4), len(own6), -rc)
+	}
 	for i, n := range neighs {
 		var rc C.int
 		mac := (*C.uint8_t)(unsafe.Pointer(&n.MAC[0]))

@@ -70,6 +70,7 @@ func TestFastpathWorkersChild(t *testing.T) {
 	if err := fp.SetFIB(dataplane.FIB{
 		Routes: []dataplane.Route{{Dst: netip.MustParsePrefix("0.0.0.0/0"), Port: 0, Gateway: peerAddr}},
 		Neighs: []dataplane.Neigh{{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr}},
+		Addrs:  []netip.Addr{gwAddr, peerAddr}, // both ends are this fast path
 	}); err != nil {
 		t.Fatal(err)
 	}

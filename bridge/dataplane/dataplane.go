@@ -79,6 +79,11 @@ type Neigh struct {
 type FIB struct {
 	Routes []Route
 	Neighs []Neigh
+	// Addrs are the gateway's own addresses, exactly those configured on
+	// its interfaces. Only to these does the fast path take ESP-in-UDP
+	// for itself and let IKE pass beside the policies; a Local route for
+	// a whole prefix does not widen that.
+	Addrs []netip.Addr
 }
 
 // PortInfo describes one fast path port and its exception interface.

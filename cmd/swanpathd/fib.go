@@ -63,6 +63,14 @@ func (f *fibFeeder) translate(s *kernel.Snapshot) dataplane.FIB {
 	for _, a := range s.Local {
 		fib.Routes = append(fib.Routes, dataplane.Route{Dst: netip.PrefixFrom(a, a.BitLen()), Local: true})
 	}
+	// the gateway's own addresses, exactly: only to these does the fast
+	// path take IKE and ESP-in-UDP for itself (a local route may cover a
+	// whole prefix); loopback ones never come from the wire
+	for _, a := range s.Local {
+		if a.IsValid() && !a.IsLoopback() && !a.IsUnspecified() {
+			fib.Addrs = append(fib.Addrs, a)
+		}
+	}
 	for _, n := range s.Neighs {
 		port, ok := f.portOf[n.IfIndex]
 		if !ok {
