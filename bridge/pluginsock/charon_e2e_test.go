@@ -274,10 +274,19 @@ func TestCharonPluginEndToEnd(t *testing.T) {
 		}
 	}
 	fake2.mu.Unlock()
+	// HELLO, the SAs, the policies, then REPLAY_DONE with their count
+	if err := fake2.waitFor(ctx, func(f *fakeHandler) bool {
+		return len(f.mu.calls) >= 2+nPolicies+2
+	}); err != nil {
+		t.Fatalf("no REPLAY_DONE after the replay: %v\ncalls: %q", err, fake2.calls())
+	}
 	calls := fake2.calls()
 	t.Logf("after restart: %q", calls)
-	if len(calls) < 2 || !strings.HasPrefix(calls[0], "AddSA") || !strings.HasPrefix(calls[1], "AddSA") {
-		t.Errorf("replay does not start with the SAs: %q", calls)
+	if len(calls) < 3 || !strings.HasPrefix(calls[0], "connected ") || !strings.HasPrefix(calls[1], "AddSA") || !strings.HasPrefix(calls[2], "AddSA") {
+		t.Errorf("replay does not start with HELLO and the SAs: %q", calls)
+	}
+	if want := fmt.Sprintf("replay-done 1 %d/0", 2+nPolicies); len(calls) != 2+nPolicies+2 || calls[len(calls)-1] != want {
+		t.Errorf("replay does not end with %q after the policies: %q", want, calls)
 	}
 	poll(t, ctx, "replay line in charon's log", func() bool {
 		return strings.Contains(gw.log(), "kernel-swanpath: replayed 2 SAs and 3 policies")
