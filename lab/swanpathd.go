@@ -94,12 +94,13 @@ func (d *Swanpathd) Start(ctx context.Context) error {
 		return err
 	}
 	d.proc = p
-	return waitReady(ctx, p, d.Control)
+	return WaitReady(ctx, p, d.Control)
 }
 
-// waitReady polls swanpathd's control socket until it answers (it listens
-// only after the fast path forwards), for at most a minute.
-func waitReady(ctx context.Context, p *Proc, control string) error {
+// WaitReady polls the control socket of swanpathd p until it answers (it
+// listens only after the fast path forwards), for at most a minute; it
+// fails at once when p exits.
+func WaitReady(ctx context.Context, p *Proc, control string) error {
 	err := PollFor(ctx, "swanpathd ready", 60*time.Second, 50*time.Millisecond, func() (bool, error) {
 		select {
 		case <-p.Done():
