@@ -103,22 +103,22 @@ func (n *NS) Capture(iface, bpfFilter string, snaplen int, path string) (*Captur
 
 // ListenPacket opens a packet socket of the test process in the namespace.
 func (n *NS) ListenPacket(network, address string) (net.PacketConn, error) {
-	var c net.PacketConn
-	err := n.enter(func() (err error) {
-		c, err = net.ListenPacket(network, address)
-		return err
-	})
-	return c, err
+	return inside(n, func() (net.PacketConn, error) { return net.ListenPacket(network, address) })
 }
 
 // Dial connects a socket of the test process from the namespace.
 func (n *NS) Dial(network, address string) (net.Conn, error) {
-	var c net.Conn
+	return inside(n, func() (net.Conn, error) { return net.Dial(network, address) })
+}
+
+// inside is n.enter for a function that makes a value (a socket).
+func inside[T any](n *NS, fn func() (T, error)) (T, error) {
+	var v T
 	err := n.enter(func() (err error) {
-		c, err = net.Dial(network, address)
+		v, err = fn()
 		return err
 	})
-	return c, err
+	return v, err
 }
 
 // SendFrames writes the frames onto iface through an AF_PACKET socket: they
