@@ -141,7 +141,8 @@ func TestGatewayIPv6(t *testing.T) {
 	tun := func(i int) lab.Tunnel {
 		return lab.Tunnel{Encap: true, Outer: cases[i].outer, Inner: cases[i].inner}
 	}
-	l, g := startSG(t, ctx, lab.Options{IPv6: true}, tun(0))
+	g := start(t, ctx, lab.Options{IPv6: true}, tun(0))
+	l := g.l
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if i > 0 {
@@ -182,7 +183,8 @@ func TestSwanpathPairTransport(t *testing.T) {
 	defer cancel()
 	outers := []lab.Family{lab.FamilyV4, lab.FamilyV6}
 	tun := func(f lab.Family) lab.Tunnel { return lab.Tunnel{Transport: true, Outer: f} }
-	l, g := startPair(t, ctx, lab.Options{IPv6: true}, tun(outers[0]))
+	g := startPair(t, ctx, lab.Options{IPv6: true}, tun(outers[0]))
+	l := g.l
 	for i, f := range outers {
 		t.Run(f.String(), func(t *testing.T) {
 			if i > 0 {

@@ -18,9 +18,13 @@ import (
 	"github.com/swanpath/swanpath/lab"
 )
 
-// gateway is one lab with a swanpath gateway and a kernel-libipsec peer
-// whose tunnel is up.
+// gateway is one lab with a swanpath gateway facing a kernel-libipsec
+// peer or, with Options.SwanpathPeer, a second swanpath gateway; the
+// tunnel is up. The embedded SwanpathGateway has both sides (D, PD, GW, PR)
+// and Renegotiate; d, gw and pr are the gateway's swanpathd and the two
+// charons.
 type gateway struct {
+	*lab.SwanpathGateway
 	l      *lab.Lab
 	d      *lab.Swanpathd
 	gw, pr *lab.Charon
@@ -31,30 +35,49 @@ func bringUp(t *testing.T, ctx context.Context, esp string) *gateway {
 	return start(t, ctx, lab.Options{}, lab.Tunnel{ESPProposals: esp, Encap: true})
 }
 
-// start builds a lab with opts, brings the swanpath gateway and the tunnel
-// tun up, and on failure logs what swanpathd saw.
+// start builds a lab with opts (the peer is kernel-libipsec unless
+// opts.SwanpathPeer), brings the swanpath gateway and the tunnel tun up,
+// and on failure logs what each swanpathd saw.
 func start(t *testing.T, ctx context.Context, opts lab.Options, tun lab.Tunnel) *gateway {
 	t.Helper()
 	l := lab.New(t, opts)
 	g, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, tun)
-	if g != nil && g.D != nil {
+	if g != nil {
 		t.Cleanup(func() {
-			if !t.Failed() {
-				return
+			if t.Failed() {
+				logSwanpathds(t, l, g.D, g.PD)
 			}
-			t.Logf("swanpathd output:\n%s", g.D.Output())
-			for _, what := range []string{"sa", "policy", "stats"} {
-				out, err := g.D.Ctl(context.Background(), what)
-				t.Logf("swanpathctl %s: %v\n%s", what, err, out)
-			}
-			out, _ := l.NS(lab.GW).Exec(context.Background(), "sh", "-c", "ip addr; ip route; ip neigh")
-			t.Logf("gateway kernel:\n%s", out)
 		})
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &gateway{l: l, d: g.D, gw: g.GW, pr: g.PR}
+	return &gateway{SwanpathGateway: g, l: l, d: g.D, gw: g.GW, pr: g.PR}
+}
+
+// startPair is start with a second swanpath gateway as the peer
+// (Options.SwanpathPeer).
+func startPair(t *testing.T, ctx context.Context, opts lab.Options, tun lab.Tunnel) *gateway {
+	t.Helper()
+	opts.SwanpathPeer = true
+	return start(t, ctx, opts, tun)
+}
+
+// logSwanpathds logs each swanpathd's output, tables and counters and its
+// host's addresses, routes and neighbours.
+func logSwanpathds(t *testing.T, l *lab.Lab, ds ...*lab.Swanpathd) {
+	for _, d := range ds {
+		if d == nil {
+			continue
+		}
+		t.Logf("swanpathd in %s, output:\n%s", d.Role(), d.Output())
+		for _, what := range []string{"sa", "policy", "stats"} {
+			out, err := d.Ctl(context.Background(), what)
+			t.Logf("%s: swanpathctl %s: %v\n%s", d.Role(), what, err, out)
+		}
+		out, _ := l.Host(d.Role()).Exec(context.Background(), "sh", "-c", "ip addr; ip route; ip -6 route; ip neigh")
+		t.Logf("%s kernel:\n%s", d.Role(), out)
+	}
 }
 
 func (g *gateway) pingBothWays(t *testing.T, ctx context.Context, n int) {
@@ -224,13 +247,13 @@ func TestGatewayAES128GCM(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := sendESPinUDP(g.l.NS(lab.PR).Name, lab.GWWanAddr, 0x0badf00d, 1, 5); err != nil {
+		if err := sendESPinUDP(g.l.Host(lab.PR), lab.GWWanAddr, 0x0badf00d, 1, 5); err != nil {
 			t.Fatal(err)
 		}
 		sas, _ := g.d.SAs(ctx)
 		in, _ := saByDir(sas, "in")
 		// a valid SPI, a sequence number ahead of the window, junk ICV
-		if err := sendESPinUDP(g.l.NS(lab.PR).Name, lab.GWWanAddr, parseSPI(t, in.SPI), 1<<30, 5); err != nil {
+		if err := sendESPinUDP(g.l.Host(lab.PR), lab.GWWanAddr, parseSPI(t, in.SPI), 1<<30, 5); err != nil {
 			t.Fatal(err)
 		}
 		err = waitFor(ctx, "drop counters", func() (bool, error) {
@@ -369,8 +392,16 @@ func TestGatewayRekeyByPackets(t *testing.T) {
 		GatewayChildOptions: []string{"rekey_packets = 400", "life_packets = 2000", "rand_packets = 0"}}
 	g := start(t, ctx, lab.Options{}, tun)
 	l := g.l
-	ikes, _ := g.pr.ListSAs(ctx)
-	_, child0, _ := lab.Child(ikes, lab.ChildName)
+	// a failed listing would leave child0 empty, and any SPI would then
+	// pass for a rekeyed one
+	ikes, err := g.pr.ListSAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, child0, ok := lab.Child(ikes, lab.ChildName)
+	if !ok || child0.SPIIn == "" {
+		t.Fatalf("the peer has no CHILD_SA before the traffic: %+v", ikes)
+	}
 
 	out, _ := l.NS(lab.H1).Exec(ctx, "ping", "-n", "-q", "-i", "0.005", "-c", "1500", "-w", "60", lab.H2Addr)
 	m := pingLoss.FindStringSubmatch(out)
@@ -386,7 +417,7 @@ func TestGatewayRekeyByPackets(t *testing.T) {
 	if !strings.Contains(g.gw.Log(), "kernel-swanpath: soft expire for SA with SPI") {
 		t.Fatal("charon on the gateway got no soft expire from swanpathd")
 	}
-	ikes, err := g.pr.ListSAs(ctx)
+	ikes, err = g.pr.ListSAs(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +465,12 @@ func TestGatewayTrap(t *testing.T) {
 	defer cancel()
 	g := start(t, ctx, lab.Options{}, lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true, GatewayStart: "trap"})
 	l := g.l
-	if ikes, _ := g.gw.ListSAs(ctx); len(ikes) != 0 {
+	// a failed listing is no proof that no tunnel is up
+	ikes, err := g.gw.ListSAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ikes) != 0 {
 		t.Fatalf("tunnel up before any traffic: %+v", ikes)
 	}
 	// the first pings trigger the acquire; later ones must be answered
@@ -520,8 +556,8 @@ func TestGatewayPeerBehindNAT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = inNetns(g.l.NS(lab.PR).Name, func() error {
-		c, err := net.Dial("udp4", net.JoinHostPort(lab.GWWanAddr, "4500"))
+	err = func() error {
+		c, err := g.l.Host(lab.PR).Dial("udp4", net.JoinHostPort(lab.GWWanAddr, "4500"))
 		if err != nil {
 			return err
 		}
@@ -532,7 +568,7 @@ func TestGatewayPeerBehindNAT(t *testing.T) {
 			}
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,47 +14,6 @@ import (
 	"github.com/swanpath/swanpath/lab"
 )
 
-// startPair builds a lab with opts whose peer is a second swanpath gateway
-// (Options.SwanpathPeer), brings the tunnel tun up between the two, and on
-// failure logs what both swanpathds saw.
-func startPair(t *testing.T, ctx context.Context, opts lab.Options, tun lab.Tunnel) (*lab.Lab, *lab.SwanpathGateway) {
-	t.Helper()
-	opts.SwanpathPeer = true
-	return startSG(t, ctx, opts, tun)
-}
-
-// startSG builds a lab with opts (the peer is kernel-libipsec unless
-// opts.SwanpathPeer), brings tun up and, on failure, logs what the
-// swanpathds saw.
-func startSG(t *testing.T, ctx context.Context, opts lab.Options, tun lab.Tunnel) (*lab.Lab, *lab.SwanpathGateway) {
-	t.Helper()
-	l := lab.New(t, opts)
-	g, err := l.StartSwanpathGateway(ctx, swanpathdBin, swanpathctlBin, tun)
-	if g != nil {
-		t.Cleanup(func() {
-			if !t.Failed() {
-				return
-			}
-			for _, d := range []*lab.Swanpathd{g.D, g.PD} {
-				if d == nil {
-					continue
-				}
-				t.Logf("swanpathd in %s, output:\n%s", d.Role(), d.Output())
-				for _, what := range []string{"sa", "policy", "stats"} {
-					out, err := d.Ctl(context.Background(), what)
-					t.Logf("%s: swanpathctl %s: %v\n%s", d.Role(), what, err, out)
-				}
-				out, _ := l.NS(d.Role()).Exec(context.Background(), "sh", "-c", "ip addr; ip route; ip -6 route; ip neigh")
-				t.Logf("%s kernel:\n%s", d.Role(), out)
-			}
-		})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l, g
-}
-
 // sasOf is `swanpathctl sa --json` of d, which must hold exactly one
 // inbound and one outbound SA.
 func sasOf(t *testing.T, ctx context.Context, d *lab.Swanpathd) (in, out ctl.SA) {
@@ -95,7 +54,8 @@ func TestSwanpathPairPlainESP(t *testing.T) {
 		{esp: "aes256-sha256-esn", enc: "cbc(aes)", auth: "hmac(sha256)", esn: true},
 		{esp: "chacha20poly1305-esn", aead: "rfc7539esp(chacha20,poly1305)", esn: true},
 	}
-	l, g := startPair(t, ctx, lab.Options{}, lab.Tunnel{ESPProposals: suites[0].esp})
+	g := startPair(t, ctx, lab.Options{}, lab.Tunnel{ESPProposals: suites[0].esp})
+	l := g.l
 	for _, su := range suites {
 		t.Run(su.esp, func(t *testing.T) {
 			// the capture covers the negotiation too: IKE_SA_INIT on 500
@@ -317,7 +277,8 @@ func checkPlainESPWire(t *testing.T, pkts []lab.Packet, clear bool) plainESPWire
 func TestSwanpathPairIPv6Addresses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, g := startPair(t, ctx, lab.Options{IPv6: true}, lab.Tunnel{})
+	g := startPair(t, ctx, lab.Options{IPv6: true}, lab.Tunnel{})
+	l := g.l
 	for _, a := range []struct{ role, tap, addr string }{
 		{lab.GW, lab.GWLanTap, lab.GWLanAddr6}, {lab.GW, lab.GWWanTap, lab.GWWanAddr6},
 		{lab.PR, lab.PRLanTap, lab.PRLanAddr6}, {lab.PR, lab.PRWanTap, lab.PRWanAddr6},

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/swanpath/swanpath/lab"
 )
 
 // Binaries built once per test run by TestMain.
@@ -61,24 +63,9 @@ func repoRoot() string {
 	return filepath.Dir(filepath.Dir(file))
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond every 100 ms until it holds or ctx ends (lab.Poll).
 func waitFor(ctx context.Context, what string, cond func() (bool, error)) error {
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return nil
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			if last != nil {
-				return fmt.Errorf("%s: %w (last: %v)", what, ctx.Err(), last)
-			}
-			return fmt.Errorf("%s: %w", what, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return lab.Poll(ctx, what, 100*time.Millisecond, cond)
 }
 
 func contains(s string, subs ...string) error {

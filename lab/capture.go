@@ -33,8 +33,16 @@ func (l *Lab) Capture(role, iface, bpfFilter string) (*Capture, error) {
 // CaptureSnap is Capture keeping snaplen bytes of each frame (Packet.Data),
 // e.g. whole frames to send again.
 func (l *Lab) CaptureSnap(role, iface, bpfFilter string, snaplen int) (*Capture, error) {
-	ns := l.NS(role)
+	h := l.Host(role)
+	if h == nil {
+		return nil, fmt.Errorf("capture %s %s: the lab has no such host", role, iface)
+	}
 	path := filepath.Join(l.dir, fmt.Sprintf("%s-%s-%d.pcap", role, iface, captureSeq.Add(1)))
+	return h.Capture(iface, bpfFilter, snaplen, path)
+}
+
+// startCapture runs tcpdump on h (Host.Capture of every kind of host).
+func startCapture(h Host, iface, bpfFilter string, snaplen int, path string) (*Capture, error) {
 	// -U: write each packet at once; --immediate-mode: get each packet from
 	// the kernel at once (libpcap otherwise leaves up to a second of them in
 	// the ring, and tcpdump loses those when it stops); -Z root: Debian's
@@ -44,13 +52,11 @@ func (l *Lab) CaptureSnap(role, iface, bpfFilter string, snaplen int) (*Capture,
 	if bpfFilter != "" {
 		args = append(args, bpfFilter)
 	}
-	p, err := ns.Start(args...)
+	p, err := h.Start(args...)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = poll(ctx, 20*time.Millisecond, func() (bool, error) {
+	err = PollFor(context.Background(), "tcpdump listens", 10*time.Second, 20*time.Millisecond, func() (bool, error) {
 		select {
 		case <-p.Done():
 			return false, errors.New("tcpdump exited")
@@ -60,7 +66,7 @@ func (l *Lab) CaptureSnap(role, iface, bpfFilter string, snaplen int) (*Capture,
 	})
 	if err != nil {
 		p.Stop()
-		return nil, fmt.Errorf("capture %s %s: %w: %s", ns.Name, iface, err, p.Output())
+		return nil, fmt.Errorf("capture %s %s: %w: %s", h, iface, err, p.Output())
 	}
 	return &Capture{Path: path, proc: p}, nil
 }
@@ -259,4 +265,15 @@ func CheckWAN(pkts []Packet) (WANSummary, error) {
 		return s, fmt.Errorf("%d unexpected packets on WAN, first: %s", nbad, strings.Join(bad, "; "))
 	}
 	return s, nil
+}
+
+// SendFrames writes each frame, Ethernet header included, byte for byte
+// onto interface iface of host role (Host.SendFrames), e.g. captured frames
+// sent again to replay them at the other end of a link.
+func (l *Lab) SendFrames(role, iface string, frames [][]byte) error {
+	h := l.Host(role)
+	if h == nil {
+		return fmt.Errorf("send frames on %s %s: the lab has no such host", role, iface)
+	}
+	return h.SendFrames(iface, frames)
 }

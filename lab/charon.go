@@ -53,7 +53,7 @@ var defaultLogLevels = map[string]int{
 
 // Charon is a running charon in one namespace.
 type Charon struct {
-	ns      *NS
+	host    Host
 	dir     string // config, logs
 	runDir  string // mounted over /run inside charon's mount namespace
 	conf    string // strongswan.conf
@@ -68,10 +68,13 @@ type Charon struct {
 // /var/run/charon.pid), its own VICI socket and file log. It returns once
 // VICI answers. The config is not loaded yet: call LoadAll.
 func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
-	ns := l.NS(role)
+	host := l.Host(role)
+	if host == nil {
+		return nil, fmt.Errorf("start charon: the lab has no host %q", role)
+	}
 	dir := filepath.Join(l.dir, "charon-"+role)
 	c := &Charon{
-		ns:      ns,
+		host:    host,
 		dir:     dir,
 		runDir:  filepath.Join(dir, "run"),
 		conf:    filepath.Join(dir, "strongswan.conf"),
@@ -104,7 +107,7 @@ func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
 	args := []string{"unshare", "-m", "--propagation", "private", "sh", "-c", "", "sh", c.runDir}
 	for i, b := range opts.RunBinds {
 		if !strings.HasPrefix(b, "/run/") {
-			return nil, fmt.Errorf("start charon in %s: RunBinds %q is not under /run", ns.Name, b)
+			return nil, fmt.Errorf("start charon in %s: RunBinds %q is not under /run", host, b)
 		}
 		// $1 is the private run dir, $2... are the bind targets inside it.
 		fmt.Fprintf(&script, "mkdir -p \"$%d\"\nmount --bind %q \"$%d\"\n", i+2, b, i+2)
@@ -112,7 +115,7 @@ func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
 	}
 	script.WriteString("mount --rbind \"$1\" /run\nexec " + CharonBin + "\n")
 	args[6] = script.String()
-	p, err := ns.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, args...)
+	p, err := host.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -121,9 +124,7 @@ func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
 	l.mu.charons = append(l.mu.charons, c)
 	l.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	err = poll(ctx, 50*time.Millisecond, func() (bool, error) {
+	err = PollFor(context.Background(), "VICI answers", 15*time.Second, 50*time.Millisecond, func() (bool, error) {
 		select {
 		case <-p.Done():
 			return false, errors.New("charon exited")
@@ -137,7 +138,7 @@ func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
 		return true, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("start charon in %s: %w\noutput: %s\nlog:\n%s", ns.Name, err, p.Output(), tail(c.Log(), 50))
+		return nil, fmt.Errorf("start charon in %s: %w\noutput: %s\nlog:\n%s", host, err, p.Output(), tail(c.Log(), 50))
 	}
 	return c, nil
 }
@@ -231,7 +232,7 @@ func (c *Charon) Swanctl(ctx context.Context, args ...string) (string, error) {
 	var out, errb syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("swanctl %s (%s): %w: %s%s", strings.Join(args, " "), c.ns.Name, err,
+		return out.String(), fmt.Errorf("swanctl %s (%s): %w: %s%s", strings.Join(args, " "), c.host, err,
 			strings.TrimSpace(errb.String()), strings.TrimSpace(out.String()))
 	}
 	return out.String(), nil
@@ -263,7 +264,7 @@ func (c *Charon) Terminate(ctx context.Context, ike string) error {
 	_ = m.Set("ike", ike)
 	_ = m.Set("timeout", fmt.Sprint(timeout.Milliseconds()))
 	if _, err := c.call(ctx, "terminate", m); err != nil {
-		return fmt.Errorf("terminate %s in %s: %w", ike, c.ns.Name, err)
+		return fmt.Errorf("terminate %s in %s: %w", ike, c.host, err)
 	}
 	return nil
 }
@@ -280,7 +281,7 @@ func (c *Charon) Initiate(ctx context.Context, child string) error {
 	_ = m.Set("timeout", fmt.Sprint(timeout.Milliseconds()))
 	_, err := c.call(ctx, "initiate", m)
 	if err != nil {
-		return fmt.Errorf("initiate %s in %s: %w", child, c.ns.Name, err)
+		return fmt.Errorf("initiate %s in %s: %w", child, c.host, err)
 	}
 	return nil
 }

@@ -66,7 +66,7 @@ func (l *Lab) PeerConf(tun Tunnel) string {
 	if tun.PeerLocal == "" && tun.Outer == FamilyV4 {
 		tun.PeerLocal = l.PeerAddr()
 	}
-	if l.swanpathPeer {
+	if l.SwanpathPeer() {
 		return tun.SwanpathPeerConf()
 	}
 	return tun.PeerConf()

@@ -39,26 +39,11 @@ type IperfRun struct {
 // the server received. A receiver's count shows a stall that a sender's
 // count, filling socket buffers, may hide.
 func (l *Lab) Iperf3Intervals(ctx context.Context, serverNS, serverIP, clientNS string, seconds int, mode IperfMode) (IperfRun, error) {
-	srvNS := l.NS(serverNS)
-	srv, err := srvNS.Start("iperf3", "-s", "-1", "-J", "-B", serverIP, "-p", "5201")
+	srv, err := l.iperf3Server(ctx, serverNS, serverIP, "-J")
 	if err != nil {
 		return IperfRun{}, err
 	}
 	defer srv.Stop()
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	err = poll(wctx, 20*time.Millisecond, func() (bool, error) {
-		select {
-		case <-srv.Done():
-			return false, fmt.Errorf("iperf3 server exited: %s", srv.Output())
-		default:
-		}
-		out, err := srvNS.Exec(wctx, "ss", "-Hltn", "sport = :5201")
-		return err == nil && strings.Contains(out, "5201"), err
-	})
-	if err != nil {
-		return IperfRun{}, fmt.Errorf("iperf3 server in %s: %w", serverNS, err)
-	}
 
 	args := []string{"iperf3", "--json", "-c", serverIP, "-p", "5201", "-t", strconv.Itoa(seconds),
 		"--connect-timeout", "5000", "--get-server-output"}
@@ -68,7 +53,7 @@ func (l *Lab) Iperf3Intervals(ctx context.Context, serverNS, serverIP, clientNS 
 	case IperfBidir:
 		args = append(args, "--bidir")
 	}
-	out, err := l.NS(clientNS).Exec(ctx, args...)
+	out, err := l.Host(clientNS).Exec(ctx, args...)
 	run, perr := parseIperfIntervals([]byte(out))
 	if perr != nil {
 		return IperfRun{}, fmt.Errorf("iperf3 %s -> %s: %w", clientNS, serverIP, errors.Join(perr, err))
@@ -141,4 +126,31 @@ func parseIperfIntervals(out []byte) (IperfRun, error) {
 		return IperfRun{}, fmt.Errorf("server report: %w", err)
 	}
 	return run, nil
+}
+
+// iperf3Server starts a one-off iperf3 server (-1) on host role bound to
+// serverIP, port 5201, with extra arguments, and returns once it listens.
+func (l *Lab) iperf3Server(ctx context.Context, role, serverIP string, extra ...string) (*Proc, error) {
+	h := l.Host(role)
+	if h == nil {
+		return nil, fmt.Errorf("iperf3 server: the lab has no host %q", role)
+	}
+	srv, err := h.Start(append(append([]string{"iperf3", "-s", "-1"}, extra...), "-B", serverIP, "-p", "5201")...)
+	if err != nil {
+		return nil, err
+	}
+	err = PollFor(ctx, "iperf3 server in "+role+" listens", 10*time.Second, 20*time.Millisecond, func() (bool, error) {
+		select {
+		case <-srv.Done():
+			return false, fmt.Errorf("iperf3 server exited: %s", srv.Output())
+		default:
+		}
+		out, err := h.Exec(ctx, "ss", "-Hltn", "sport = :5201")
+		return err == nil && strings.Contains(out, "5201"), err
+	})
+	if err != nil {
+		srv.Stop()
+		return nil, err
+	}
+	return srv, nil
 }

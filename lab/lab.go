@@ -51,17 +51,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // Namespace roles, passed to (*Lab).NS.
@@ -137,18 +135,17 @@ type Options struct {
 	SwanpathPeer bool
 }
 
-// Lab is one instance of the topology.
+// Lab is one instance of a topology.
 type Lab struct {
-	t            testing.TB
-	prefix       string // e.g. "sp1a2b3c"; namespaces are prefix-role
-	nat          bool
-	ipv6         bool
-	swanpathPeer bool
-	dir          string // per-test working dir for configs, logs, captures
+	t      testing.TB
+	prefix string // e.g. "sp1a2b3c"; namespaces are prefix-role
+	topo   Topology
+	dir    string // per-test working dir for configs, logs, captures
 
-	mu struct {
+	procs procSet // every process started on a host, for teardown
+	mu    struct {
 		sync.Mutex
-		procs   []*Proc
+		hosts   map[string]Host
 		charons []*Charon
 	}
 	closeOnce sync.Once
@@ -156,8 +153,8 @@ type Lab struct {
 	downErr   error
 }
 
-// New builds the topology and registers its removal with t.Cleanup. It skips
-// the test when not run as root or with -short.
+// New builds the topology of opts (FromOptions) and registers its removal
+// with t.Cleanup. It skips the test when not run as root or with -short.
 func New(t testing.TB, opts Options) *Lab {
 	t.Helper()
 	if testing.Short() {
@@ -171,22 +168,24 @@ func New(t testing.TB, opts Options) *Lab {
 			t.Skipf("lab: %s not found: %v", bin, err)
 		}
 	}
-	if opts.NAT && (opts.IPv6 || opts.SwanpathPeer) {
-		t.Fatalf("lab: Options.NAT does not go with IPv6 or SwanpathPeer (the NAT router is IPv4 only and expects a kernel-libipsec peer)")
+	topo, err := FromOptions(opts)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
 	}
 	if err := RemoveStale(); err != nil {
 		t.Logf("lab: removing stale namespaces: %v", err)
 	}
 	installSignalHandler()
 
-	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), nat: opts.NAT, ipv6: opts.IPv6, swanpathPeer: opts.SwanpathPeer}
+	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), topo: topo}
+	l.mu.hosts = map[string]Host{}
 	if err := writeMarker(l.prefix); err != nil {
 		t.Fatalf("lab: %v", err)
 	}
 	register(l)
 	t.Cleanup(l.Close)
 
-	if err := l.build(opts); err != nil {
+	if err := l.build(); err != nil {
 		t.Fatalf("lab %s: build topology: %v", l.prefix, err)
 	}
 	return l
@@ -206,171 +205,187 @@ func (l *Lab) Prefix() string { return l.prefix }
 // Dir is the lab's working directory (configs, logs, captures).
 func (l *Lab) Dir() string { return l.dir }
 
-// NS returns the handle of a namespace by role (H1, GW, PR, H2).
-func (l *Lab) NS(role string) *NS {
-	return &NS{lab: l, Name: l.prefix + "-" + role}
+// Topology is what the lab was built from.
+func (l *Lab) Topology() Topology { return l.topo }
+
+// Host returns the host of a role (H1, GW, PR, H2, NR), nil if the lab has
+// none.
+func (l *Lab) Host(role string) Host {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.hosts[role]
 }
 
-func (l *Lab) roles() []string {
-	if l.nat {
-		return []string{H1, GW, NR, PR, H2}
-	}
-	return []string{H1, GW, PR, H2}
+// NS returns the namespace host of a role (H1, GW, PR, H2, NR), nil if the
+// lab has none or it is no namespace.
+func (l *Lab) NS(role string) *NS {
+	n, _ := l.Host(role).(*NS)
+	return n
 }
 
 // NAT says whether the peer is behind the NAT router.
-func (l *Lab) NAT() bool { return l.nat }
+func (l *Lab) NAT() bool { return l.topo.NAT != nil }
 
 // IPv6 says whether the links carry IPv6 addresses too (Options.IPv6).
-func (l *Lab) IPv6() bool { return l.ipv6 }
+func (l *Lab) IPv6() bool { return l.topo.IPv6 }
 
 // SwanpathPeer says whether the peer is a swanpath gateway too
-// (Options.SwanpathPeer).
-func (l *Lab) SwanpathPeer() bool { return l.swanpathPeer }
+// (Options.SwanpathPeer): its addressing waits for its swanpathd's TAPs.
+func (l *Lab) SwanpathPeer() bool {
+	r, _ := l.topo.router(PR)
+	return r.Deferred
+}
 
-func (l *Lab) build(opts Options) error {
+// build creates the hosts and links of the topology, then gives them
+// their addresses, routes, forwarding, routers' addressing (unless
+// deferred) and NAT rules.
+func (l *Lab) build() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	for _, r := range l.roles() {
-		name := l.NS(r).Name
-		if err := run(ctx, "ip", "netns", "add", name); err != nil {
+	for _, r := range l.topo.roles() {
+		n, err := createNS(ctx, l.prefix+"-"+r, &l.procs)
+		if err != nil {
 			return err
 		}
-		if err := run(ctx, "ip", "-n", name, "link", "set", "lo", "up"); err != nil {
+		l.mu.Lock()
+		l.mu.hosts[r] = n
+		l.mu.Unlock()
+	}
+	for _, lk := range l.topo.Links {
+		if err := l.link(ctx, lk); err != nil {
 			return err
 		}
 	}
-	h1, gw, pr, h2 := l.NS(H1), l.NS(GW), l.NS(PR), l.NS(H2)
-
-	// veths are created directly inside the namespaces: no names in the
-	// root namespace, so concurrent labs never collide.
-	type link struct {
-		a   *NS
-		aIf string
-		b   *NS
-		bIf string
-	}
-	links := []link{{gw, GWLan, h1, HostIf}, {gw, GWWan, pr, PRWan}, {pr, PRLan, h2, HostIf}}
-	if l.nat {
-		nr := l.NS(NR)
-		links[1] = link{gw, GWWan, nr, "wan"}
-		links = append(links, link{nr, "lan", pr, PRWan})
-	}
-	for _, lk := range links {
-		if err := run(ctx, "ip", "-n", lk.a.Name, "link", "add", lk.aIf, "type", "veth",
-			"peer", "name", lk.bIf, "netns", lk.b.Name); err != nil {
+	for _, a := range l.topo.Addrs {
+		if _, err := l.Host(a.Host).Exec(ctx, addrArgs("add", a.Prefix, a.If)...); err != nil {
 			return err
 		}
-		for _, end := range []struct {
-			ns *NS
-			If string
-		}{{lk.a, lk.aIf}, {lk.b, lk.bIf}} {
-			if err := run(ctx, "ip", "-n", end.ns.Name, "link", "set", end.If, "up"); err != nil {
-				return err
-			}
-			// A veth leaves TCP/UDP checksums to "hardware" that is not
-			// there. A frame that AF_PACKET hands to DPDK (and DPDK on to
-			// a TAP or into a tunnel) keeps the unfinished checksum and
-			// is dropped at its destination. Real NICs finish checksums
-			// on the wire; here the senders must do it themselves.
-			if err := run(ctx, "ip", "netns", "exec", end.ns.Name, "ethtool", "-K", end.If, "tx", "off"); err != nil {
+	}
+	for _, r := range l.topo.Routes {
+		if _, err := l.Host(r.Host).Exec(ctx, routeArgs("add", r.Dst, r.Via, "")...); err != nil {
+			return err
+		}
+	}
+	for _, h := range l.topo.Hosts {
+		if h.Forward {
+			if err := l.forwarding(ctx, l.Host(h.Role)); err != nil {
 				return err
 			}
 		}
 	}
-
-	cmds := [][]string{
-		{"ip", "-n", h1.Name, "addr", "add", H1Addr + "/24", "dev", HostIf},
-		{"ip", "-n", h1.Name, "route", "add", "default", "via", GWLanAddr},
-		{"ip", "-n", h2.Name, "addr", "add", H2Addr + "/24", "dev", HostIf},
-		{"ip", "-n", h2.Name, "route", "add", "default", "via", PRLanAddr},
-	}
-	if l.ipv6 {
-		cmds = append(cmds,
-			[]string{"ip", "-n", h1.Name, "addr", "add", H1Addr6 + "/64", "dev", HostIf, "nodad"},
-			[]string{"ip", "-n", h1.Name, "-6", "route", "add", "default", "via", GWLanAddr6},
-			[]string{"ip", "-n", h2.Name, "addr", "add", H2Addr6 + "/64", "dev", HostIf, "nodad"},
-			[]string{"ip", "-n", h2.Name, "-6", "route", "add", "default", "via", PRLanAddr6})
-	}
-	for _, c := range cmds {
-		if err := run(ctx, c...); err != nil {
-			return err
+	for _, r := range l.topo.Routers {
+		if !r.Deferred {
+			if err := l.configureRouter(r.Role, r.Lan.If, r.Wan.If); err != nil {
+				return err
+			}
 		}
 	}
-	for _, ns := range []*NS{gw, pr} {
-		if err := l.forwarding(ctx, ns); err != nil {
-			return err
-		}
-	}
-	if !l.swanpathPeer {
-		if err := l.ConfigurePeer(PRLan, PRWan); err != nil {
-			return err
-		}
-	}
-	if l.nat {
-		if err := l.buildNAT(ctx); err != nil {
-			return err
-		}
-	}
-	if opts.GatewayAddrs {
-		return l.ConfigureGateway(GWLan, GWWan)
+	if n := l.topo.NAT; n != nil {
+		return l.natRules(ctx, n.PortLo, n.PortHi)
 	}
 	return nil
 }
 
-// forwarding switches IP forwarding on in ns (IPv6 too with Options.IPv6).
-func (l *Lab) forwarding(ctx context.Context, ns *NS) error {
-	if err := ns.Sysctl(ctx, "net.ipv4.ip_forward", "1"); err != nil {
+// link creates lk between two namespace hosts, brings both ends up with
+// its MTU and switches TX checksum offload off on them.
+func (l *Lab) link(ctx context.Context, lk Link) error {
+	a, b := l.NS(lk.A.Host), l.NS(lk.B.Host)
+	if a == nil || b == nil {
+		return fmt.Errorf("link %s - %s: both ends must be namespace hosts", lk.A, lk.B)
+	}
+	// veths are created directly inside the namespaces: no names in the
+	// root namespace, so concurrent labs never collide.
+	if err := run(ctx, "ip", "-n", a.Name, "link", "add", lk.A.If, "type", "veth",
+		"peer", "name", lk.B.If, "netns", b.Name); err != nil {
 		return err
 	}
-	if l.ipv6 {
-		return ns.Sysctl(ctx, "net.ipv6.conf.all.forwarding", "1")
+	for _, e := range []End{lk.A, lk.B} {
+		h := l.Host(e.Host)
+		if lk.MTU > 0 {
+			if _, err := h.Exec(ctx, "ip", "link", "set", e.If, "mtu", strconv.Itoa(lk.MTU)); err != nil {
+				return err
+			}
+		}
+		if _, err := h.Exec(ctx, "ip", "link", "set", e.If, "up"); err != nil {
+			return err
+		}
+		// A veth leaves TCP/UDP checksums to "hardware" that is not
+		// there. A frame that AF_PACKET hands to DPDK (and DPDK on to a
+		// TAP or into a tunnel) keeps the unfinished checksum and is
+		// dropped at its destination. Real NICs finish checksums on the
+		// wire; here the senders must do it themselves.
+		if _, err := h.Exec(ctx, "ethtool", "-K", e.If, "tx", "off"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addrArgs is `ip addr <verb> prefix dev ifname`, IPv6 without DAD (so the
+// address is usable at once).
+func addrArgs(verb string, p netip.Prefix, ifname string) []string {
+	args := []string{"ip", "addr", verb, p.String(), "dev", ifname}
+	if p.Addr().Is6() {
+		args = append(args, "nodad")
+	}
+	return args
+}
+
+// routeArgs is `ip [-6] route <verb> dst via via [dev dev]`, the default
+// route when dst is the zero Prefix.
+func routeArgs(verb string, dst netip.Prefix, via netip.Addr, dev string) []string {
+	args := []string{"ip"}
+	if via.Is6() {
+		args = append(args, "-6")
+	}
+	to := "default"
+	if dst.IsValid() {
+		to = dst.String()
+	}
+	args = append(args, "route", verb, to, "via", via.String())
+	if dev != "" {
+		args = append(args, "dev", dev)
+	}
+	return args
+}
+
+// forwarding switches IP forwarding on in h (IPv6 too with Options.IPv6).
+func (l *Lab) forwarding(ctx context.Context, h Host) error {
+	if err := h.Sysctl(ctx, "net.ipv4.ip_forward", "1"); err != nil {
+		return err
+	}
+	if l.topo.IPv6 {
+		return h.Sysctl(ctx, "net.ipv6.conf.all.forwarding", "1")
 	}
 	return nil
 }
 
 // PeerAddr is the peer's own WAN address (behind the NAT with Options.NAT).
 func (l *Lab) PeerAddr() string {
-	if l.nat {
-		return PRNatAddr
-	}
-	return PRWanAddr
+	r, _ := l.topo.router(PR)
+	return r.WanAddrs[0].Addr().String()
 }
 
-// buildNAT addresses the NAT router and the peer behind it and masquerades
-// the peer to ports 20000-29999 (so its NAT-T port is not 4500).
-func (l *Lab) buildNAT(ctx context.Context) error {
-	nr, pr := l.NS(NR), l.NS(PR)
-	for _, c := range [][]string{
-		{"ip", "-n", nr.Name, "addr", "add", PRWanAddr + "/24", "dev", "wan"},
-		{"ip", "-n", nr.Name, "addr", "add", NRInsideAddr + "/24", "dev", "lan"},
-		{"ip", "-n", pr.Name, "route", "add", "default", "via", NRInsideAddr},
-	} {
-		if err := run(ctx, c...); err != nil {
-			return err
-		}
-	}
-	if err := nr.Sysctl(ctx, "net.ipv4.ip_forward", "1"); err != nil {
-		return err
-	}
-	return l.natRules(ctx, 20000, 29999)
-}
-
+// natRules makes the NAT router masquerade what leaves its outside
+// interface, UDP to ports lo-hi.
 func (l *Lab) natRules(ctx context.Context, lo, hi int) error {
+	n := l.topo.NAT
 	rules := fmt.Sprintf(`flush ruleset
 table ip nat {
 	chain post {
 		type nat hook postrouting priority srcnat; policy accept;
-		oifname "wan" ip protocol udp masquerade to :%d-%d
-		oifname "wan" masquerade
+		oifname %q ip protocol udp masquerade to :%d-%d
+		oifname %q masquerade
 	}
 }
-`, lo, hi)
-	cmd := l.NS(NR).command(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nat router: nft: %w: %s", err, out)
+`, n.Out, lo, hi, n.Out)
+	path := filepath.Join(l.dir, fmt.Sprintf("nat-%d-%d.nft", lo, hi))
+	if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
+		return fmt.Errorf("nat router: %w", err)
+	}
+	if _, err := l.Host(n.Host).Exec(ctx, "nft", "-f", path); err != nil {
+		return fmt.Errorf("nat router: %w", err)
 	}
 	return nil
 }
@@ -378,24 +393,18 @@ table ip nat {
 // RemapNAT makes the NAT router forget its mappings and map the peer to
 // ports lo-hi from now on, as a NAT box that reboots or times out does.
 func (l *Lab) RemapNAT(ctx context.Context, lo, hi int) error {
-	if !l.nat {
+	if l.topo.NAT == nil {
 		return errors.New("remap NAT: the lab has no NAT router")
 	}
 	if err := l.natRules(ctx, lo, hi); err != nil {
 		return err
 	}
-	h, err := netns.GetFromName(l.NS(NR).Name)
-	if err != nil {
-		return fmt.Errorf("remap NAT: %w", err)
+	nr := l.NS(l.topo.NAT.Host)
+	if nr == nil {
+		return errors.New("remap NAT: the NAT router is no namespace host")
 	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
-	if err != nil {
+	if err := nr.flushConntrack(); err != nil {
 		return fmt.Errorf("remap NAT: %w", err)
-	}
-	defer nh.Close()
-	if err := nh.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
-		return fmt.Errorf("remap NAT: flush conntrack: %w", err)
 	}
 	return nil
 }
@@ -408,61 +417,51 @@ func (l *Lab) RemapNAT(ctx context.Context, lo, hi int) error {
 // created them. Routes: both networks are connected; 10.2.0.0/24 (and
 // fd00:2::/64) is reached by IPsec policy, or else by the default route.
 func (l *Lab) ConfigureGateway(lanIf, wanIf string) error {
-	if err := l.configureRouter(l.NS(GW), lanIf, wanIf, [2]string{GWLanAddr, GWWanAddr}, [2]string{GWLanAddr6, GWWanAddr6}); err != nil {
-		return fmt.Errorf("configure gateway: %w", err)
-	}
-	// as on every real gateway, a default route out of the WAN (to the
-	// peer or the NAT router in front of it, both at PRWanAddr): a packet
-	// no policy takes leaves there in clear, which a gateway with only
-	// its connected networks would hide
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	defaults := [][]string{{"route", "replace", "default", "via", PRWanAddr, "dev", wanIf}}
-	if l.ipv6 {
-		defaults = append(defaults, []string{"-6", "route", "replace", "default", "via", PRWanAddr6, "dev", wanIf})
-	}
-	for _, c := range defaults {
-		if err := run(ctx, append([]string{"ip", "-n", l.NS(GW).Name}, c...)...); err != nil {
-			return fmt.Errorf("configure gateway: %w", err)
-		}
-	}
-	return nil
+	return l.configureRouter(GW, lanIf, wanIf)
 }
 
 // ConfigurePeer is ConfigureGateway for the peer (pr): 10.2.0.1/24 on lanIf,
 // its WAN address (Lab.PeerAddr)/24 on wanIf, with Options.IPv6 also
-// fd00:2::1/64 and fd00:192::2/64. The lab calls it on pr's veths unless
-// Options.SwanpathPeer; then StartSwanpathGateway calls it on the TAPs of
-// pr's swanpathd.
+// fd00:2::1/64 and fd00:192::2/64, and behind the NAT router a default
+// route to it. The lab calls it on pr's veths unless Options.SwanpathPeer;
+// then StartSwanpathGateway calls it on the TAPs of pr's swanpathd.
 func (l *Lab) ConfigurePeer(lanIf, wanIf string) error {
-	if err := l.configureRouter(l.NS(PR), lanIf, wanIf, [2]string{PRLanAddr, l.PeerAddr()}, [2]string{PRLanAddr6, PRWanAddr6}); err != nil {
-		return fmt.Errorf("configure peer: %w", err)
-	}
-	return nil
+	return l.configureRouter(PR, lanIf, wanIf)
 }
 
-// configureRouter puts addr4 (lan, wan) as /24 and, with Options.IPv6,
-// addr6 as /64 without DAD on lanIf and wanIf in ns.
-func (l *Lab) configureRouter(ns *NS, lanIf, wanIf string, addr4, addr6 [2]string) error {
+// configureRouter puts the Router of role on lanIf and wanIf: both up,
+// its addresses, forwarding, its default routes out of wanIf.
+func (l *Lab) configureRouter(role, lanIf, wanIf string) error {
+	r, ok := l.topo.router(role)
+	h := l.Host(role)
+	if !ok || h == nil {
+		return fmt.Errorf("configure %s: no such router", role)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmds := [][]string{
-		{"link", "set", lanIf, "up"},
-		{"link", "set", wanIf, "up"},
-		{"addr", "replace", addr4[0] + "/24", "dev", lanIf},
-		{"addr", "replace", addr4[1] + "/24", "dev", wanIf},
-	}
-	if l.ipv6 {
-		cmds = append(cmds,
-			[]string{"addr", "replace", addr6[0] + "/64", "dev", lanIf, "nodad"},
-			[]string{"addr", "replace", addr6[1] + "/64", "dev", wanIf, "nodad"})
-	}
-	for _, c := range cmds {
-		if err := run(ctx, append([]string{"ip", "-n", ns.Name}, c...)...); err != nil {
-			return err
+	cmds := [][]string{{"ip", "link", "set", lanIf, "up"}, {"ip", "link", "set", wanIf, "up"}}
+	for _, a := range []struct {
+		ps []netip.Prefix
+		on string
+	}{{r.LanAddrs, lanIf}, {r.WanAddrs, wanIf}} {
+		for _, p := range a.ps {
+			cmds = append(cmds, addrArgs("replace", p, a.on))
 		}
 	}
-	return l.forwarding(ctx, ns)
+	for _, c := range cmds {
+		if _, err := h.Exec(ctx, c...); err != nil {
+			return fmt.Errorf("configure %s: %w", role, err)
+		}
+	}
+	if err := l.forwarding(ctx, h); err != nil {
+		return fmt.Errorf("configure %s: %w", role, err)
+	}
+	for _, via := range r.Defaults {
+		if _, err := h.Exec(ctx, routeArgs("replace", netip.Prefix{}, via, wanIf)...); err != nil {
+			return fmt.Errorf("configure %s: %w", role, err)
+		}
+	}
+	return nil
 }
 
 // Close stops every process the lab started, kills whatever else still runs
@@ -475,7 +474,7 @@ func (l *Lab) Close() {
 			charons := append([]*Charon(nil), l.mu.charons...)
 			l.mu.Unlock()
 			for _, c := range charons {
-				l.t.Logf("lab: charon log of %s:\n%s", c.ns.Name, tail(c.Log(), 200))
+				l.t.Logf("lab: charon log of %s:\n%s", c.host, tail(c.Log(), 200))
 			}
 		}
 		if err := l.teardown(); err != nil {
@@ -487,38 +486,34 @@ func (l *Lab) Close() {
 
 // teardown does the work of Close exactly once, whether called by Close or
 // by the signal handler (which must not use testing.TB); a second caller
-// waits for the first and gets its result.
+// waits for the first and gets its result: every process in reverse order
+// of its start, then every host through its Close.
 func (l *Lab) teardown() error {
 	l.downOnce.Do(func() {
-		l.mu.Lock()
-		procs := append([]*Proc(nil), l.mu.procs...)
-		l.mu.Unlock()
-		for i := len(procs) - 1; i >= 0; i-- {
-			procs[i].Stop()
+		l.procs.stopAll()
+		var errs []error
+		for _, r := range l.topo.roles() {
+			if h := l.Host(r); h != nil {
+				errs = append(errs, h.Close())
+			}
+			errs = append(errs, removeDPDKRuntime(l.prefix+"-"+r))
 		}
-		l.downErr = errors.Join(destroy(l.prefix, l.roles())...)
+		removeMarker(l.prefix)
+		l.downErr = errors.Join(errs...)
 	})
 	return l.downErr
 }
 
-// destroy kills every process left in the namespaces prefix-role and
-// deletes them, removes what EAL left in /var/run/dpdk for a swanpathd
-// there (its --file-prefix is the namespace's name; one that stopped
-// removed it itself, one that was killed could not), then removes the
-// owner marker.
+// destroy removes the namespaces prefix-role that a lab of a dead test
+// binary left behind (see RemoveStale), then its owner marker.
 func destroy(prefix string, roles []string) []error {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	var errs []error
 	for _, r := range roles {
 		name := prefix + "-" + r
-		if netnsExists(name) {
-			killNetnsPids(ctx, name)
-			if err := run(ctx, "ip", "netns", "del", name); err != nil {
-				errs = append(errs, err)
-			}
+		if err := (&NS{Name: name}).Close(); err != nil {
+			errs = append(errs, err)
 		}
-		if err := os.RemoveAll(filepath.Join("/var/run/dpdk", name)); err != nil {
+		if err := removeDPDKRuntime(name); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -526,31 +521,11 @@ func destroy(prefix string, roles []string) []error {
 	return errs
 }
 
-// killNetnsPids SIGKILLs every process in namespace name and waits (polling)
-// until none is left, so that the namespace really goes away on delete.
-func killNetnsPids(ctx context.Context, name string) {
-	for {
-		out, err := output(ctx, "ip", "netns", "pids", name)
-		if err != nil || strings.TrimSpace(out) == "" {
-			return
-		}
-		for _, f := range strings.Fields(out) {
-			var pid int
-			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 && pid != os.Getpid() {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-func netnsExists(name string) bool {
-	_, err := os.Stat("/run/netns/" + name)
-	return err == nil
+// removeDPDKRuntime removes what EAL left in /var/run/dpdk for a swanpathd
+// on host name (its --file-prefix is the host's name; one that stopped
+// removed it itself, one that was killed could not).
+func removeDPDKRuntime(name string) error {
+	return os.RemoveAll(filepath.Join("/var/run/dpdk", name))
 }
 
 // run runs a command in the root namespace; the error carries its stderr.

@@ -49,13 +49,13 @@ type ChildSA struct {
 func (c *Charon) ListSAs(ctx context.Context) ([]IKESA, error) {
 	s, err := vici.NewSession(vici.WithSocketPath(c.sock))
 	if err != nil {
-		return nil, fmt.Errorf("list-sas %s: %w", c.ns.Name, err)
+		return nil, fmt.Errorf("list-sas %s: %w", c.host, err)
 	}
 	defer s.Close()
 	var out []IKESA
 	for m, err := range s.CallStreaming(ctx, "list-sas", "list-sa", nil) {
 		if err != nil {
-			return nil, fmt.Errorf("list-sas %s: %w", c.ns.Name, err)
+			return nil, fmt.Errorf("list-sas %s: %w", c.host, err)
 		}
 		for _, name := range m.Keys() {
 			ike, ok := m.Get(name).(*vici.Message)
@@ -147,7 +147,7 @@ func Child(sas []IKESA, child string) (ike IKESA, c ChildSA, ok bool) {
 // ESTABLISHED IKE_SA, or ctx ends.
 func (c *Charon) WaitEstablished(ctx context.Context, child string) (ChildSA, error) {
 	var found ChildSA
-	err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
+	err := Poll(ctx, child+" established", 100*time.Millisecond, func() (bool, error) {
 		select {
 		case <-c.proc.Done():
 			return false, fmt.Errorf("charon exited: %v", c.proc.err)
@@ -165,7 +165,7 @@ func (c *Charon) WaitEstablished(ctx context.Context, child string) (ChildSA, er
 		return true, nil
 	})
 	if err != nil {
-		return ChildSA{}, fmt.Errorf("wait for %s in %s: %w", child, c.ns.Name, err)
+		return ChildSA{}, fmt.Errorf("wait for %s in %s: %w", child, c.host, err)
 	}
 	return found, nil
 }

@@ -29,7 +29,7 @@ func (l *Lab) Ping(ctx context.Context, fromNS, toIP string, count int) error {
 	if a, err := netip.ParseAddr(toIP); err == nil && a.Is6() && !a.Is4In6() {
 		family = "-6"
 	}
-	out, err := l.NS(fromNS).Exec(ctx, "ping", family, "-n", "-q", "-i", "0.2", "-W", "1",
+	out, err := l.Host(fromNS).Exec(ctx, "ping", family, "-n", "-q", "-i", "0.2", "-W", "1",
 		"-c", strconv.Itoa(count), "-w", strconv.Itoa(deadline), toIP)
 	if m := pingStats.FindStringSubmatch(out); m != nil {
 		rx, _ := strconv.Atoi(m[2])
@@ -57,35 +57,18 @@ type IperfResult struct {
 // clientNS for seconds seconds (reverse: server sends). The server is a
 // one-off (-1) and is stopped afterwards.
 func (l *Lab) Iperf3(ctx context.Context, serverNS, serverIP, clientNS string, seconds int, reverse bool) (IperfResult, error) {
-	srvNS := l.NS(serverNS)
-	srv, err := srvNS.Start("iperf3", "-s", "-1", "-B", serverIP, "-p", "5201")
+	srv, err := l.iperf3Server(ctx, serverNS, serverIP)
 	if err != nil {
 		return IperfResult{}, err
 	}
 	defer srv.Stop()
-
-	// Wait until the server listens (poll ss in its namespace).
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	err = poll(wctx, 20*time.Millisecond, func() (bool, error) {
-		select {
-		case <-srv.Done():
-			return false, fmt.Errorf("iperf3 server exited: %s", srv.Output())
-		default:
-		}
-		out, err := srvNS.Exec(wctx, "ss", "-Hltn", "sport = :5201")
-		return err == nil && strings.Contains(out, "5201"), err
-	})
-	if err != nil {
-		return IperfResult{}, fmt.Errorf("iperf3 server in %s: %w", serverNS, err)
-	}
 
 	args := []string{"iperf3", "--json", "-c", serverIP, "-p", "5201", "-t", strconv.Itoa(seconds),
 		"--connect-timeout", "5000"}
 	if reverse {
 		args = append(args, "-R")
 	}
-	out, err := l.NS(clientNS).Exec(ctx, args...)
+	out, err := l.Host(clientNS).Exec(ctx, args...)
 	var rep struct {
 		Error string `json:"error"`
 		End   struct {

@@ -196,7 +196,7 @@ func LibipsecPlugin() Plugin {
 // ipsec0 and routes the remote TS into it from table 220; ip_forward (set
 // by New) is all that forwarding h2 <-> tunnel needs.
 func (l *Lab) StartPeer(ctx context.Context, tun Tunnel) (*Charon, error) {
-	if err := tun.check(l.ipv6); err != nil {
+	if err := tun.check(l.IPv6()); err != nil {
 		return nil, err
 	}
 	c, err := l.StartCharon(PR, CharonOptions{Plugins: []Plugin{LibipsecPlugin()}, Swanctl: l.PeerConf(tun)})

@@ -34,7 +34,7 @@ type UDPSeq struct {
 	id     uint64
 	total  int // datagrams to send
 	raddr  *net.UDPAddr
-	rx, tx *net.UDPConn
+	rx, tx net.PacketConn
 	cancel context.CancelFunc
 
 	sendDone chan struct{}
@@ -146,29 +146,26 @@ func (l *Lab) StartUDPSeq(ctx context.Context, o SeqOptions) (*UDPSeq, error) {
 	s.mu.counts = make([]uint16, s.total)
 	s.sentAt = make([]time.Duration, s.total)
 
-	err := inNetns(l.NS(o.To).Name, func() error {
-		var err error
-		s.rx, err = net.ListenUDP("udp4", s.raddr)
-		return err
-	})
-	if err != nil {
+	from, to := l.Host(o.From), l.Host(o.To)
+	if from == nil || to == nil {
+		return nil, fmt.Errorf("udp seq: no host %q or %q in the lab", o.From, o.To)
+	}
+	var err error
+	if s.rx, err = to.ListenPacket("udp4", s.raddr.String()); err != nil {
 		return nil, fmt.Errorf("udp seq: receiver in %s: %w", o.To, err)
 	}
 	// A large receive buffer: the test process may be descheduled for a
 	// while on a loaded machine; the stream must not lose in our socket.
-	if rc, err := s.rx.SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) {
-			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 8<<20)
-		})
+	if sc, ok := s.rx.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 8<<20)
+			})
+		}
 	}
 	// Unconnected: a connected UDP socket would fail a send after any
 	// ICMP error instead of sending.
-	err = inNetns(l.NS(o.From).Name, func() error {
-		var err error
-		s.tx, err = net.ListenUDP("udp4", nil)
-		return err
-	})
-	if err != nil {
+	if s.tx, err = from.ListenPacket("udp4", ":0"); err != nil {
 		s.rx.Close()
 		return nil, fmt.Errorf("udp seq: sender in %s: %w", o.From, err)
 	}
@@ -193,7 +190,7 @@ func (s *UDPSeq) send(ctx context.Context) {
 		for burst := 0; s.sent < due && burst < 64; burst++ {
 			fill(buf, s.id, uint64(s.sent))
 			s.sentAt[s.sent] = time.Since(s.start)
-			if _, err := s.tx.WriteToUDP(buf, s.raddr); err != nil {
+			if _, err := s.tx.WriteTo(buf, s.raddr); err != nil {
 				s.sendErr = fmt.Errorf("udp seq: send %d: %w", s.sent, err)
 				return
 			}
@@ -222,7 +219,7 @@ func (s *UDPSeq) receive() {
 	buf := make([]byte, 65536)
 	want := make([]byte, s.opts.Size)
 	for {
-		n, _, err := s.rx.ReadFromUDP(buf)
+		n, _, err := s.rx.ReadFrom(buf)
 		if err != nil {
 			return // closed
 		}
@@ -263,7 +260,7 @@ func (s *UDPSeq) Wait(ctx context.Context) (SeqResult, error) {
 	}
 	const quiet = 2 * time.Second
 	drained := time.Now()
-	_ = poll(ctx, 10*time.Millisecond, func() (bool, error) {
+	_ = Poll(ctx, "udp seq drained", 10*time.Millisecond, func() (bool, error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		last := drained

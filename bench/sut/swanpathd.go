@@ -15,6 +15,8 @@ import (
 	"github.com/swanpath/swanpath/bench/traffic"
 	"github.com/swanpath/swanpath/bridge/ctl"
 	"github.com/swanpath/swanpath/bridge/pluginsock"
+	"github.com/swanpath/swanpath/internal/swanpathdconf"
+	"github.com/swanpath/swanpath/lab"
 )
 
 // TAP names of the benchmark's swanpathd (inside its own namespace).
@@ -38,64 +40,34 @@ type SwanpathdConfig struct {
 
 // Swanpathd is swanpathd running in a namespace of its own.
 type Swanpathd struct {
-	NS      *Netns
+	NS      *lab.NS
 	Dir     string
 	Plugin  string
 	Control string
 	Prefix  string
-	proc    *Proc
+	proc    *lab.Proc
 }
 
-func (c SwanpathdConfig) toml(dir string) string {
-	mbufs := ""
-	if c.Mbufs > 0 {
-		mbufs = fmt.Sprintf("mbufs = %d\n", c.Mbufs)
-	}
-	if c.MaxSAs > 0 {
-		mbufs += fmt.Sprintf("max_sas = %d\n", c.MaxSAs)
-	}
-	return fmt.Sprintf(`# written by swanpath-bench
-[eal]
-lcores = %q
-memory = %d
-file_prefix = %q
-in_memory = true
-
-[[port]]
-name = "lan"
-device = %q
-tap = %q
-
-[[port]]
-name = "wan"
-device = %q
-tap = %q
-
-[crypto]
-pmd = %q
-mode = %q
-
-[plugin]
-socket = %q
-
-[control]
-socket = %q
-
-[fastpath]
-idle_sleep_us = 0
-state_file = %q
-%s
-[log]
-level = "warn"
-`, c.Lcores, c.MemoryMB, c.FilePrefix, c.Lan, LanTap, c.Wan, WanTap, c.CryptoPMD, c.CryptoMode,
-		filepath.Join(dir, "charon.sock"), filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "seq.json"), mbufs)
+func (c SwanpathdConfig) toml(dir string) ([]byte, error) {
+	return swanpathdconf.Config{
+		EAL: swanpathdconf.EAL{Lcores: c.Lcores, Memory: c.MemoryMB, FilePrefix: c.FilePrefix, InMemory: true},
+		Ports: []swanpathdconf.Port{
+			{Name: "lan", Device: c.Lan, Tap: LanTap},
+			{Name: "wan", Device: c.Wan, Tap: WanTap},
+		},
+		Crypto:   swanpathdconf.Crypto{PMD: c.CryptoPMD, Mode: c.CryptoMode},
+		Plugin:   swanpathdconf.Socket{Socket: filepath.Join(dir, "charon.sock")},
+		Control:  swanpathdconf.Socket{Socket: filepath.Join(dir, "ctl.sock")},
+		Fastpath: swanpathdconf.Fastpath{IdleSleepUS: 0, Mbufs: c.Mbufs, MaxSAs: c.MaxSAs, StateFile: filepath.Join(dir, "seq.json")},
+		Log:      swanpathdconf.Log{Level: "warn"},
+	}.Render("swanpath-bench")
 }
 
 // StartSwanpathd runs swanpathd in a new namespace and gives its TAPs the
 // gateway's addresses, routes and (permanent) neighbours, which it mirrors
 // from the kernel. It returns once the control socket answers.
 func StartSwanpathd(ctx context.Context, cfg SwanpathdConfig) (d *Swanpathd, err error) {
-	ns, err := NewNetns(ctx)
+	ns, err := newNetns(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -114,28 +86,18 @@ func StartSwanpathd(ctx context.Context, cfg SwanpathdConfig) (d *Swanpathd, err
 		}
 	}()
 	conf := filepath.Join(dir, "swanpathd.toml")
-	if err := os.WriteFile(conf, []byte(cfg.toml(dir)), 0o600); err != nil {
-		return d, err
-	}
-	d.proc, err = Start("swanpathd", ns.Command(context.Background(), cfg.Bin, "-config", conf), nil)
+	toml, err := cfg.toml(dir)
 	if err != nil {
 		return d, err
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := ctl.Call(d.Control, "stats"); err == nil {
-			break
-		}
-		select {
-		case <-d.proc.Done():
-			return d, fmt.Errorf("swanpathd exited during start:\n%s", d.proc.Tail(30))
-		case <-ctx.Done():
-			return d, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return d, fmt.Errorf("swanpathd did not become ready:\n%s", d.proc.Tail(30))
-		}
+	if err := os.WriteFile(conf, toml, 0o600); err != nil {
+		return d, err
+	}
+	if d.proc, err = ns.Start(cfg.Bin, "-config", conf); err != nil {
+		return d, err
+	}
+	if err := lab.WaitReady(ctx, d.proc, d.Control); err != nil {
+		return d, err
 	}
 	mac := func(b [6]byte) string { return net.HardwareAddr(b[:]).String() }
 	for _, args := range [][]string{
@@ -248,7 +210,7 @@ func (d *Swanpathd) Telemetry() (*Telemetry, error) {
 func (d *Swanpathd) Close() error {
 	var errs []error
 	if d.proc != nil {
-		errs = append(errs, d.proc.Stop(syscall.SIGTERM, 15*time.Second))
+		errs = append(errs, d.proc.StopGrace(syscall.SIGTERM, 15*time.Second))
 	}
 	errs = append(errs, d.NS.Close())
 	_ = os.RemoveAll(d.Dir)

@@ -109,6 +109,14 @@ func newEngine() (*Engine, *fakeDP) {
 	return New(slog.New(slog.NewTextHandler(io.Discard, nil)), dp), dp
 }
 
+// must fails the test on a setup error.
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func boundSPI(t *testing.T, dp *fakeDP) uint32 {
 	t.Helper()
 	if len(dp.bindings) != 1 {
@@ -223,7 +231,7 @@ func TestQuerySA(t *testing.T) {
 		t.Fatal("query of an absent SA succeeded")
 	}
 	sa := outSA(0x100, 1)
-	_ = e.AddSA(ctx, sa)
+	must(t, e.AddSA(ctx, sa))
 	st, err := e.QuerySA(ctx, sa.SAID)
 	if err != nil || st.Bytes != 100 || st.Packets != 2 {
 		t.Fatalf("query = %+v, %v", st, err)
@@ -240,7 +248,7 @@ func TestSequencesSurviveRestart(t *testing.T) {
 		}
 		e, _ := newEngine()
 		e.KeepSequences(st)
-		_ = e.AddSA(ctx, outSA(0x100, 1))
+		must(t, e.AddSA(ctx, outSA(0x100, 1)))
 		if err := st.Save(e.OutboundSeqs(), clean); err != nil {
 			t.Fatal(err)
 		}
@@ -251,7 +259,7 @@ func TestSequencesSurviveRestart(t *testing.T) {
 		}
 		e2, dp2 := newEngine()
 		e2.KeepSequences(st2)
-		_ = e2.AddSA(ctx, outSA(0x100, 1))
+		must(t, e2.AddSA(ctx, outSA(0x100, 1)))
 		want := uint64(1000 + 0x100)
 		if !clean {
 			want += CrashMargin
@@ -260,7 +268,7 @@ func TestSequencesSurviveRestart(t *testing.T) {
 			t.Fatalf("clean=%v: replayed SA starts at %v, want %d", clean, dp2.seqStart, want)
 		}
 		// a new SA starts from the beginning
-		_ = e2.AddSA(ctx, outSA(0x200, 2))
+		must(t, e2.AddSA(ctx, outSA(0x200, 2)))
 		if dp2.seqStart[1] != 0 {
 			t.Fatalf("new SA starts at %d", dp2.seqStart[1])
 		}
@@ -295,9 +303,9 @@ func TestLifetimesExpireOnceSoftThenHard(t *testing.T) {
 	sa := outSA(0x100, 1)
 	sa.Soft = model.Lifetime{Packets: 2} // the fake reports 2 packets
 	sa.Hard = model.Lifetime{Time: time.Minute}
-	_ = e.AddSA(ctx, sa)
+	must(t, e.AddSA(ctx, sa))
 	other := outSA(0x200, 2) // no limits
-	_ = e.AddSA(ctx, other)
+	must(t, e.AddSA(ctx, other))
 
 	now := time.Now()
 	evs := e.checkLifetimes(now)
@@ -325,10 +333,10 @@ func TestLifetimesReadCountersOnlyWhenTheyMatter(t *testing.T) {
 	timed := outSA(0x100, 1) // as charon sets them: time limits only
 	timed.Soft = model.Lifetime{Time: time.Minute}
 	timed.Hard = model.Lifetime{Time: 2 * time.Minute}
-	_ = e.AddSA(ctx, timed)
+	must(t, e.AddSA(ctx, timed))
 	bytes := outSA(0x200, 2) // a hard byte limit the fake's 100 bytes do not reach
 	bytes.Hard = model.Lifetime{Bytes: 1000}
-	_ = e.AddSA(ctx, bytes)
+	must(t, e.AddSA(ctx, bytes))
 	now := time.Now()
 
 	for i := range 3 {
@@ -378,10 +386,15 @@ func TestAcquireOncePerReqidWhileNegotiating(t *testing.T) {
 func TestUpdateSAMovesAndRebinds(t *testing.T) {
 	ctx := context.Background()
 	e, dp := newEngine()
-	_ = e.AddPolicy(ctx, outPolicy(1))
+	// a template without a destination: the policy takes its reqid's SA
+	// wherever it goes (one that names the peer would let go of an SA
+	// moved elsewhere until charon updates the policy too)
+	pol := outPolicy(1)
+	pol.TmplDst = netip.Addr{}
+	must(t, e.AddPolicy(ctx, pol))
 	sa := outSA(0x100, 1)
 	sa.Encap, sa.SrcPort, sa.DstPort = true, 4500, 4500
-	_ = e.AddSA(ctx, sa)
+	must(t, e.AddSA(ctx, sa))
 	if err := e.UpdateSA(ctx, sa.SAID, gw, gw, peer, 4500, 31000, true); err != nil {
 		t.Fatal(err)
 	}
@@ -392,6 +405,23 @@ func TestUpdateSAMovesAndRebinds(t *testing.T) {
 	if spi := boundSPI(t, dp); spi != 0x100 {
 		t.Fatalf("policy lost its SA after the move: 0x%x", spi)
 	}
+	// a new destination changes the SA's ID (destination, SPI, protocol):
+	// the policy must follow it to the new ID
+	moved := netip.MustParseAddr("192.0.2.3")
+	if err := e.UpdateSA(ctx, sa.SAID, gw, gw, moved, 4500, 32000, true); err != nil {
+		t.Fatal(err)
+	}
+	newID := model.SAID{Dst: moved, SPI: 0x100, Proto: model.ProtoESP}
+	rows = e.ListSAs()
+	if len(rows) != 1 || rows[0].SAID != newID || rows[0].DstPort != 32000 {
+		t.Fatalf("SA not moved to %s: %+v", newID, rows)
+	}
+	if b := dp.bindings[0]; !b.HasSA || b.SA != newID {
+		t.Fatalf("policy bound to %+v (has %v) after the SA moved to %s", b.SA, b.HasSA, newID)
+	}
+	if _, err := e.QuerySA(ctx, sa.SAID); err == nil {
+		t.Fatal("the SA is still found under its old ID")
+	}
 	if err := e.UpdateSA(ctx, model.SAID{Dst: peer, SPI: 9, Proto: 50}, gw, gw, peer, 1, 2, true); err == nil {
 		t.Fatal("update of an absent SA succeeded")
 	}
@@ -400,11 +430,17 @@ func TestUpdateSAMovesAndRebinds(t *testing.T) {
 func TestMappingOnlyForInboundSAs(t *testing.T) {
 	ctx := context.Background()
 	e, _ := newEngine()
-	in := outSA(0x300, 1)
-	in.Inbound, in.Dst, in.Src = true, gw, peer
-	_ = e.AddSA(ctx, in)
 	now := time.Now()
 	nat := netip.MustParseAddr("192.0.2.2")
+	// an outbound SA with the SPI of the inbound one to come: ESP-in-UDP
+	// that carries its SPI raises no mapping
+	must(t, e.AddSA(ctx, outSA(0x300, 2)))
+	if ev, ok := e.Mapping(now, 0x300, nat, 31000); ok {
+		t.Fatalf("mapping raised for an outbound SA: %+v", ev)
+	}
+	in := outSA(0x300, 1)
+	in.Inbound, in.Dst, in.Src = true, gw, peer
+	must(t, e.AddSA(ctx, in))
 	ev, ok := e.Mapping(now, 0x300, nat, 31000)
 	if !ok || ev.Kind != pluginsock.EventMapping || ev.SA != in.SAID || ev.Src != nat || ev.NewPort != 31000 {
 		t.Fatalf("mapping: %+v %v", ev, ok)

@@ -3,168 +3,39 @@ package pluginsock
 // End-to-end: a real charon with the kernel-swanpath plugin (installed by
 // `make -C charon install`) talks to this package's Server with the
 // in-memory fake Handler, and negotiates with a second charon using
-// kernel-libipsec, each in its own network namespace (prefix "pl-").
+// kernel-libipsec: the gateway and the peer of a lab (package lab, which
+// has no cgo), their addresses on the veths.
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/swanpath/swanpath/bridge/model"
+	"github.com/swanpath/swanpath/lab"
 )
 
-const pluginSO = "/usr/lib/ipsec/plugins/libstrongswan-kernel-swanpath.so"
-
-func run(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-type testCharon struct {
-	name, ns, dir string
-	cmd           *exec.Cmd
-	done          chan struct{}
-}
-
-func (c *testCharon) conf() string { return filepath.Join(c.dir, "strongswan.conf") }
-func (c *testCharon) vici() string { return filepath.Join(c.dir, "charon.vici") }
-func (c *testCharon) log() string {
-	b, _ := os.ReadFile(filepath.Join(c.dir, "charon.log"))
-	return string(b)
-}
-func (c *testCharon) swanctl(ctx context.Context, args ...string) (string, error) {
-	full := append([]string{args[0], "--uri", "unix://" + c.vici()}, args[1:]...)
-	cmd := exec.CommandContext(ctx, "swanctl", full...)
-	cmd.Env = append(os.Environ(), "SWANCTL_DIR="+c.dir, "STRONGSWAN_CONF="+c.conf())
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func startCharon(t *testing.T, name, ns, kernelPlugin, pluginSettings, swanctlConf string) *testCharon {
-	t.Helper()
-	c := &testCharon{name: name, ns: ns, dir: filepath.Join(t.TempDir(), name), done: make(chan struct{})}
-	if err := os.MkdirAll(filepath.Join(c.dir, "run"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	plugins := []string{"random", "nonce", "openssl", "aes", "sha1", "sha2", "hmac", "gcm", "kdf",
-		"pem", "pkcs1", "pubkey", "x509", "socket-default", "kernel-netlink"}
-	var b strings.Builder
-	fmt.Fprintf(&b, "charon {\n\tload_modular = yes\n\tfilelog {\n\t\tt {\n\t\t\tpath = %s\n\t\t\tdefault = 1\n\t\t\tknl = 2\n\t\t\tflush_line = yes\n\t\t}\n\t}\n",
-		filepath.Join(c.dir, "charon.log"))
-	b.WriteString("\tsyslog {\n\t\tdaemon {\n\t\t\tdefault = -1\n\t\t}\n\t}\n\tplugins {\n")
-	for _, p := range plugins {
-		fmt.Fprintf(&b, "\t\t%s {\n\t\t\tload = yes\n\t\t}\n", p)
-	}
-	fmt.Fprintf(&b, "\t\tvici {\n\t\t\tload = yes\n\t\t\tsocket = unix://%s\n\t\t}\n", c.vici())
-	fmt.Fprintf(&b, "\t\t%s {\n\t\t\tload = yes\n\t\t\t%s\n\t\t}\n\t}\n}\n", kernelPlugin, pluginSettings)
-	b.WriteString("swanctl {\n\tload = random nonce openssl pem pkcs1 pkcs8 x509 pubkey\n}\n")
-	if err := os.WriteFile(c.conf(), []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(c.dir, "swanctl.conf"), []byte(swanctlConf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// A private /run: Debian's charon hard-codes /var/run/charon.pid.
-	c.cmd = exec.Command("ip", "netns", "exec", ns, "unshare", "-m", "--propagation", "private",
-		"sh", "-c", `mount --rbind "$1" /run && exec /usr/lib/ipsec/charon`, "sh", filepath.Join(c.dir, "run"))
-	c.cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+c.conf())
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { c.cmd.Wait(); close(c.done) }()
-	t.Cleanup(func() {
-		c.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.done:
-		case <-time.After(5 * time.Second):
-			syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-			<-c.done
-		}
-		if t.Failed() {
-			t.Logf("%s log:\n%s", c.name, c.log())
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	poll(t, ctx, name+" VICI socket", func() bool {
-		_, err := c.swanctl(ctx, "--stats")
-		return err == nil
-	})
-	if out, err := c.swanctl(ctx, "--load-all", "--noprompt"); err != nil {
-		t.Fatalf("%s: swanctl --load-all: %v\n%s", name, err, out)
-	}
-	return c
-}
-
-// poll checks cond every 50 ms until it holds (polling a condition, not
-// sleeping for a guessed time).
+// poll waits every 50 ms until cond holds (polling a condition, not
+// sleeping for a guessed time), or fails the test when ctx ends.
 func poll(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v", what, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := lab.Poll(ctx, what, 50*time.Millisecond, func() (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("waiting for %v", err)
 	}
-}
-
-func swanctlConf(local, remote, localTS, remoteTS string) string {
-	return fmt.Sprintf(`connections {
-	pl {
-		version = 2
-		local_addrs = %s
-		remote_addrs = %s
-		proposals = aes128-sha256-modp2048
-		local { auth = psk
-			id = %s }
-		remote { auth = psk
-			id = %s }
-		children {
-			net {
-				local_ts = %s
-				remote_ts = %s
-				esp_proposals = aes128gcm16
-				mode = tunnel
-			}
-		}
-	}
-}
-secrets {
-	ike-pl { secret = swanpath-test-psk }
-}
-`, local, remote, local, remote, localTS, remoteTS)
 }
 
 func TestCharonPluginEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test with real charons")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (namespaces, charon)")
-	}
-	if _, err := os.Stat(pluginSO); err != nil {
+	if _, err := os.Stat(lab.PluginPath); err != nil {
 		t.Skipf("plugin not installed (make -C charon install): %v", err)
 	}
-	rnd := make([]byte, 3)
-	rand.Read(rnd)
-	id := hex.EncodeToString(rnd)
-	nsA, nsB := "pl-"+id+"-gw", "pl-"+id+"-peer"
-	vethA, vethB := "pla"+id, "plb"+id
+	// gw 192.0.2.1 with 10.1.0.1, pr 192.0.2.2 with 10.2.0.1: kernel-libipsec
+	// routes into the tunnel from an address inside its local selector
+	l := lab.New(t, lab.Options{GatewayAddrs: true})
 
 	// The plugin's socket server with the fake handler.
 	sock := filepath.Join(t.TempDir(), "charon.sock")
@@ -176,31 +47,24 @@ func TestCharonPluginEndToEnd(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Close() })
 
-	for _, ns := range []string{nsA, nsB} {
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	run(t, "ip", "link", "add", vethA, "netns", nsA, "type", "veth", "peer", "name", vethB, "netns", nsB)
-	run(t, "ip", "-n", nsA, "addr", "add", "192.0.2.1/24", "dev", vethA)
-	run(t, "ip", "-n", nsB, "addr", "add", "192.0.2.2/24", "dev", vethB)
-	// kernel-libipsec routes into the tunnel from an address inside its
-	// local traffic selector (no dummy links here: /32 on lo).
-	run(t, "ip", "-n", nsA, "addr", "add", "10.1.0.1/32", "dev", "lo")
-	run(t, "ip", "-n", nsB, "addr", "add", "10.2.0.1/32", "dev", "lo")
-	run(t, "ip", "-n", nsA, "link", "set", vethA, "up")
-	run(t, "ip", "-n", nsB, "link", "set", vethB, "up")
-
-	gw := startCharon(t, "gw", nsA, "kernel-swanpath", "socket = "+sock,
-		swanctlConf("192.0.2.1", "192.0.2.2", "10.1.0.0/24", "10.2.0.0/24"))
-	peer := startCharon(t, "peer", nsB, "kernel-libipsec", "",
-		swanctlConf("192.0.2.2", "192.0.2.1", "10.2.0.0/24", "10.1.0.0/24"))
-	_ = peer
-
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if out, err := gw.swanctl(ctx, "--initiate", "--child", "net", "--timeout", "30"); err != nil {
-		t.Fatalf("initiate: %v\n%s", err, out)
+	tun := lab.Tunnel{IKEProposals: "aes128-sha256-modp2048", ESPProposals: "aes128gcm16"}
+	gw, err := l.StartCharon(lab.GW, lab.CharonOptions{
+		Plugins: []lab.Plugin{{Name: "kernel-swanpath", Settings: []string{"socket = " + sock}}},
+		Swanctl: tun.GatewayConf(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.LoadAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.StartPeer(ctx, tun); err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Initiate(ctx, lab.ChildName); err != nil {
+		t.Fatalf("initiate: %v", err)
 	}
 
 	// Two SAs and the out/in/fwd policies reached the fake.
@@ -242,7 +106,7 @@ func TestCharonPluginEndToEnd(t *testing.T) {
 	}
 
 	// query_sa: swanctl --list-sas shows the fake's counters.
-	out, err := gw.swanctl(ctx, "--list-sas")
+	out, err := gw.Swanctl(ctx, "--list-sas")
 	if err != nil {
 		t.Fatalf("list-sas: %v\n%s", err, out)
 	}
@@ -254,7 +118,7 @@ func TestCharonPluginEndToEnd(t *testing.T) {
 	// Restart the server: the plugin reconnects and replays everything.
 	srv.Close()
 	poll(t, ctx, "unreachable log line", func() bool {
-		return strings.Contains(gw.log(), "kernel-swanpath: swanpathd not reachable at "+sock)
+		return strings.Contains(gw.Log(), "kernel-swanpath: swanpathd not reachable at "+sock)
 	})
 	fake2 := newFakeHandler()
 	srv2, err := Listen(context.Background(), log, sock, fake2)
@@ -289,7 +153,7 @@ func TestCharonPluginEndToEnd(t *testing.T) {
 		t.Errorf("replay does not end with %q after the policies: %q", want, calls)
 	}
 	poll(t, ctx, "replay line in charon's log", func() bool {
-		return strings.Contains(gw.log(), "kernel-swanpath: replayed 2 SAs and 3 policies")
+		return strings.Contains(gw.Log(), "kernel-swanpath: replayed 2 SAs and 3 policies")
 	})
 
 	// A soft EXPIRE from swanpathd makes charon rekey the CHILD_SA: a new
@@ -313,6 +177,6 @@ func TestCharonPluginEndToEnd(t *testing.T) {
 		t.Fatalf("no rekey after a soft EXPIRE: %v\ncalls: %q", err, fake2.calls())
 	}
 	poll(t, ctx, "expire in charon's log", func() bool {
-		return strings.Contains(gw.log(), fmt.Sprintf("kernel-swanpath: soft expire for SA with SPI %08x", inbound.SPI))
+		return strings.Contains(gw.Log(), fmt.Sprintf("kernel-swanpath: soft expire for SA with SPI %08x", inbound.SPI))
 	})
 }

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/swanpath/swanpath/internal/swanpathdconf"
+)
+
+// TestRenderedConfigLoads: a configuration that swanpathdconf renders with
+// every field set is one that swanpathd loads (unknown keys are refused,
+// so a key the renderer writes and Config lacks fails here) and reads back
+// value for value. The lab and the benchmark write their swanpathd.toml
+// with swanpathdconf.
+func TestRenderedConfigLoads(t *testing.T) {
+	in := swanpathdconf.Config{
+		EAL: swanpathdconf.EAL{Lcores: "0,1", Memory: 128, FilePrefix: "fp", InMemory: false, NoHuge: true, HugeDir: "/h"},
+		Ports: []swanpathdconf.Port{
+			{Name: "lan", Device: "net_af_packet0,iface=lan", Tap: "tlan", MTU: 1600},
+			{Name: "wan", Device: "net_af_packet1,iface=wan", Tap: "twan"},
+		},
+		Crypto:   swanpathdconf.Crypto{PMD: "aesni_mb", Mode: "lookaside"},
+		Plugin:   swanpathdconf.Socket{Socket: "/p.sock"},
+		Control:  swanpathdconf.Socket{Socket: "/c.sock"},
+		Fastpath: swanpathdconf.Fastpath{NATTPort: 4501, IdleSleepUS: 20, Mbufs: 8192, MaxSAs: 1024, StateFile: "/seq.json"},
+		Log:      swanpathdconf.Log{Level: "debug"},
+	}
+	b, err := in.Render("render_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "swanpathd.toml")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(p)
+	if err != nil {
+		t.Fatalf("swanpathd refuses what swanpathdconf renders: %v\n%s", err, b)
+	}
+	e, f := c.EAL, c.Fastpath
+	if e.Lcores != "0,1" || e.Memory != 128 || e.FilePrefix != "fp" || e.InMemory || !e.NoHuge || e.HugeDir != "/h" ||
+		c.Crypto.PMD != "aesni_mb" || c.Crypto.Mode != "lookaside" || c.Plugin.Socket != "/p.sock" || c.Control.Socket != "/c.sock" ||
+		f.NATTPort != 4501 || f.IdleSleepUS != 20 || f.Mbufs != 8192 || f.MaxSAs != 1024 || f.StateFile != "/seq.json" || c.Log.Level != "debug" {
+		t.Errorf("loaded config differs from the rendered one: %+v\n%s", c, b)
+	}
+	if len(c.Ports) != 2 || c.Ports[0].Name != "lan" || c.Ports[0].Device != "net_af_packet0,iface=lan" || c.Ports[0].Tap != "tlan" ||
+		c.Ports[0].MTU != 1600 || c.Ports[1].Tap != "twan" {
+		t.Errorf("ports differ: %+v", c.Ports)
+	}
+}

@@ -1,0 +1,79 @@
+// Package swanpathdconf writes swanpathd's TOML configuration for the
+// programs that start swanpathd themselves (the lab, the benchmark). The
+// keys are those cmd/swanpathd decodes; a test there renders every field
+// set and loads it with swanpathd's own loader, which rejects unknown keys,
+// so the two cannot drift apart. A zero field marked omitempty or omitzero is left out
+// and swanpathd's default applies.
+package swanpathdconf
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is swanpathd's configuration as a starter renders it.
+type Config struct {
+	EAL      EAL      `toml:"eal"`
+	Ports    []Port   `toml:"port"`
+	Crypto   Crypto   `toml:"crypto,omitempty"`
+	Plugin   Socket   `toml:"plugin"`
+	Control  Socket   `toml:"control"`
+	Fastpath Fastpath `toml:"fastpath"`
+	Log      Log      `toml:"log"`
+}
+
+// EAL is the [eal] table.
+type EAL struct {
+	Lcores     string `toml:"lcores"`
+	Memory     int    `toml:"memory"`
+	FilePrefix string `toml:"file_prefix"`
+	InMemory   bool   `toml:"in_memory"`
+	NoHuge     bool   `toml:"no_huge,omitempty"`
+	HugeDir    string `toml:"huge_dir,omitempty"`
+}
+
+// Port is one [[port]]: a DPDK device and its TAP.
+type Port struct {
+	Name   string `toml:"name"`
+	Device string `toml:"device"`
+	Tap    string `toml:"tap"`
+	MTU    int    `toml:"mtu,omitzero"`
+}
+
+// Crypto is the [crypto] table; empty fields keep swanpathd's defaults.
+type Crypto struct {
+	PMD  string `toml:"pmd,omitempty"`
+	Mode string `toml:"mode,omitempty"`
+}
+
+// Socket is [plugin] and [control].
+type Socket struct {
+	Socket string `toml:"socket"`
+}
+
+// Fastpath is the [fastpath] table. IdleSleepUS is always written: 0 (busy
+// polling) is a choice, not a default.
+type Fastpath struct {
+	NATTPort    int    `toml:"natt_port,omitzero"`
+	IdleSleepUS int    `toml:"idle_sleep_us"`
+	Mbufs       int    `toml:"mbufs,omitzero"`
+	MaxSAs      int    `toml:"max_sas,omitzero"`
+	StateFile   string `toml:"state_file"`
+}
+
+// Log is the [log] table.
+type Log struct {
+	Level string `toml:"level"`
+}
+
+// Render is c as TOML, headed by a comment naming who wrote it.
+func (c Config) Render(by string) ([]byte, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# written by %s\n", by)
+	if err := toml.NewEncoder(&b).Encode(c); err != nil {
+		return nil, fmt.Errorf("render swanpathd config: %w", err)
+	}
+	return b.Bytes(), nil
+}
