@@ -258,10 +258,13 @@ func TestIPv6Addressing(t *testing.T) {
 		}
 	}
 
-	for _, r := range []struct{ role, dst string }{{GW, H2Addr6}, {PR, H1Addr6}} {
-		if out, err := l.NS(r.role).Exec(ctx, "ip", "-6", "route", "get", r.dst); err == nil {
-			t.Fatalf("%s routes %s outside a tunnel: %s", r.role, r.dst, out)
-		}
+	// the peer does not route the far LAN outside a tunnel; the gateway
+	// does only by its default route out of the WAN, as a real one
+	if out, err := l.NS(PR).Exec(ctx, "ip", "-6", "route", "get", H1Addr6); err == nil {
+		t.Fatalf("%s routes %s outside a tunnel: %s", PR, H1Addr6, out)
+	}
+	if out, err := l.NS(GW).Exec(ctx, "ip", "-6", "route", "get", H2Addr6); err != nil || !strings.Contains(out, "via "+PRWanAddr6+" dev "+GWWan) {
+		t.Fatalf("%s routes %s by %q (%v), want its default route via %s dev %s", GW, H2Addr6, out, err, PRWanAddr6, GWWan)
 	}
 	for _, c := range []struct{ role, net, via string }{{GW, RightNet6, PRWanAddr6}, {PR, LeftNet6, GWWanAddr6}} {
 		if _, err := l.NS(c.role).Exec(ctx, "ip", "-6", "route", "add", c.net, "via", c.via); err != nil {
