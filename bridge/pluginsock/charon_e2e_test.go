@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -179,4 +180,45 @@ func TestCharonPluginEndToEnd(t *testing.T) {
 	poll(t, ctx, "expire in charon's log", func() bool {
 		return strings.Contains(gw.Log(), fmt.Sprintf("kernel-swanpath: soft expire for SA with SPI %08x", inbound.SPI))
 	})
+
+	// A replay in which swanpathd refuses SAs still replays every policy
+	// (a policy without its SA drops, as on the kernel) and ends with
+	// REPLAY_DONE counting the refusals.
+	srv2.Close()
+	fake3 := newFakeHandler()
+	fake3.refuse = func(sa *model.SA) bool { return sa.Inbound }
+	srv3, err := Listen(context.Background(), log, sock, fake3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv3.Close() })
+	if err := fake3.waitFor(ctx, func(f *fakeHandler) bool {
+		return slices.ContainsFunc(f.mu.calls, func(c string) bool { return strings.HasPrefix(c, "replay-done ") })
+	}); err != nil {
+		t.Fatalf("no REPLAY_DONE after a replay with refusals: %v\ncalls: %q", err, fake3.calls())
+	}
+	calls = fake3.calls()
+	// what the plugin holds may be mid-rekey (the soft expire above), so
+	// count what came: every SA tried, every policy after them, and the
+	// REPLAY_DONE's totals agree with that
+	var tried, refused, policies int
+	for _, c := range calls {
+		switch {
+		case strings.HasPrefix(c, "AddSA refused "):
+			refused++
+			tried++
+		case strings.HasPrefix(c, "AddSA "):
+			tried++
+		case strings.HasPrefix(c, "AddPolicy "):
+			policies++
+		}
+	}
+	fake3.mu.Lock()
+	nPol3 := len(fake3.mu.policies)
+	fake3.mu.Unlock()
+	last := calls[len(calls)-1]
+	if refused == 0 || policies == 0 || nPol3 != policies || last != fmt.Sprintf("replay-done 1 %d/%d", tried+policies, refused) {
+		t.Errorf("replay with %d of %d SAs refused: %d policies replayed, %d installed, last call %q; calls %q",
+			refused, tried, policies, nPol3, last, calls)
+	}
 }

@@ -12,7 +12,8 @@ import (
 
 // fakeHandler keeps SAs and policies in memory and records every call.
 type fakeHandler struct {
-	stats model.SAStats // what QuerySA answers
+	stats  model.SAStats           // what QuerySA answers
+	refuse func(sa *model.SA) bool // AddSA fails for these
 
 	mu struct {
 		sync.Mutex
@@ -85,6 +86,10 @@ func (f *fakeHandler) AddSA(ctx context.Context, sa *model.SA) error {
 	}
 	if err := sa.Validate(); err != nil {
 		return fmt.Errorf("add SA %s: %w", sa.SAID, err)
+	}
+	if f.refuse != nil && f.refuse(sa) {
+		f.recordLocked("AddSA refused %s", sa.SAID)
+		return fmt.Errorf("add SA %s: refused by the test", sa.SAID)
 	}
 	c := *sa
 	c.EncKey = append(model.Key(nil), sa.EncKey...)
