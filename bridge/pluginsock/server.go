@@ -5,7 +5,6 @@ package pluginsock
 // connection. Garbage closes only the connection it came on.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -39,13 +38,17 @@ type Server struct {
 		sync.Mutex
 		conns  map[*serverConn]struct{}
 		closed bool
+		// afterFrame, if set (tests), sees each connection's read buffer
+		// after every frame and when the connection ends.
+		afterFrame func(buf []byte)
 	}
 }
 
 type serverConn struct {
 	c   *net.UnixConn
 	uid uint32
-	wmu sync.Mutex // one frame at a time: results and events interleave
+	fr  frameReader // owned by serve
+	wmu sync.Mutex  // one frame at a time: results and events interleave
 }
 
 // Listen creates the socket at path (parent directory 0700, socket 0600,
@@ -149,6 +152,7 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		sc := &serverConn{c: c, uid: uid}
+		sc.fr.r = c
 		s.mu.Lock()
 		if s.mu.closed {
 			s.mu.Unlock()
@@ -192,11 +196,11 @@ func (s *Server) drop(sc *serverConn) {
 
 func (s *Server) serve(sc *serverConn) {
 	defer s.drop(sc)
-	r := bufio.NewReaderSize(sc.c, 16<<10)
 	var out []byte
 	for {
-		m, err := ReadMessage(r)
+		m, err := sc.fr.read() // wipes what the frame left in its buffer
 		if err != nil {
+			s.afterFrame(sc)
 			switch {
 			case s.ctx.Err() != nil:
 			case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
@@ -207,6 +211,9 @@ func (s *Server) serve(sc *serverConn) {
 			return
 		}
 		res := s.dispatch(m)
+		// Whatever the outcome, nothing of an ADD_SA's keys stays here:
+		// the handler copied what it keeps.
+		m.SA.Wipe()
 		out, err = AppendMessage(out[:0], &Message{Type: TypeResult, Seq: m.Seq, Result: res})
 		if err != nil {
 			s.log.Error("plugin socket: encode result", "err", err)
@@ -218,6 +225,16 @@ func (s *Server) serve(sc *serverConn) {
 			}
 			return
 		}
+		s.afterFrame(sc)
+	}
+}
+
+func (s *Server) afterFrame(sc *serverConn) {
+	s.mu.Lock()
+	f := s.mu.afterFrame
+	s.mu.Unlock()
+	if f != nil {
+		f(sc.fr.buf[:cap(sc.fr.buf)])
 	}
 }
 
@@ -279,7 +296,7 @@ func (s *Server) dispatch(m *Message) Result {
 		}
 		switch m.Type {
 		case TypeAddSA:
-			err = s.h.AddSA(ctx, sa) // the handler owns (and wipes) the keys now
+			err = s.h.AddSA(ctx, sa) // the handler copies the keys; serve wipes sa
 		case TypeUpdateSA:
 			u := m.Update
 			err = s.h.UpdateSA(ctx, sa.SAID, sa.Src, u.NewSrc, u.NewDst, u.NewSrcPort, u.NewDstPort, u.Encap)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,8 +161,10 @@ func TestServerGarbageClosesOnlyThatConnection(t *testing.T) {
 		}
 		bad.Write(garbage)
 		bad.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if n, err := bad.Read(make([]byte, 64)); err != io.EOF {
-			t.Errorf("garbage %q: read = %d, %v; want EOF (closed)", garbage, n, err)
+		// reset rather than EOF when the server closed on bytes it had not
+		// read (it reads the header and the payload separately)
+		if n, err := bad.Read(make([]byte, 64)); err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("garbage %q: read = %d, %v; want EOF or reset (closed)", garbage, n, err)
 		}
 		bad.Close()
 		if _, err := good.Do(ctx, &Message{Type: TypeFlushSAs}); err != nil {
