@@ -45,6 +45,11 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	// before anything can hold a key
+	if err := noCoreDumps(); err != nil {
+		fmt.Fprintln(os.Stderr, "swanpathd:", err)
+		os.Exit(1)
+	}
 
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
