@@ -24,6 +24,23 @@ import (
 
 const pluginSO = "/usr/lib/ipsec/plugins/libstrongswan-kernel-swanpath.so"
 
+// pluginBuild is the plugin charon loads in these tests: this tree's build
+// (`make -C charon all`) if there is one, bind-mounted over the installed
+// plugin inside charon's own mount namespace (the installed file is shared
+// by everyone on the machine), else the installed one ("").
+func pluginBuild(t *testing.T) string {
+	p, err := filepath.Abs("../../build/libstrongswan-kernel-swanpath.so")
+	if err != nil {
+		return ""
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Logf("charon loads the installed plugin %s (no %s)", pluginSO, p)
+		return ""
+	}
+	t.Logf("charon loads this tree's plugin %s", p)
+	return p
+}
+
 func run(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -79,7 +96,8 @@ func startCharon(t *testing.T, name, ns, kernelPlugin, pluginSettings, swanctlCo
 	}
 	// A private /run: Debian's charon hard-codes /var/run/charon.pid.
 	c.cmd = exec.Command("ip", "netns", "exec", ns, "unshare", "-m", "--propagation", "private",
-		"sh", "-c", `mount --rbind "$1" /run && exec /usr/lib/ipsec/charon`, "sh", filepath.Join(c.dir, "run"))
+		"sh", "-c", `mount --rbind "$1" /run && { [ -z "$2" ] || mount --bind "$2" "$3"; } && exec /usr/lib/ipsec/charon`,
+		"sh", filepath.Join(c.dir, "run"), pluginBuild(t), pluginSO)
 	c.cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+c.conf())
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {
