@@ -14,10 +14,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/swanpath/swanpath/bridge/model"
+	"github.com/swanpath/swanpath/internal/peercred"
 )
 
 // writeTimeout bounds how long a stuck plugin can hold up Notify or a reply.
@@ -145,9 +145,10 @@ func (s *Server) acceptLoop() {
 			}
 			return
 		}
-		uid, err := peerUID(c)
+		cred, err := peercred.Of(c)
+		uid := cred.Uid
 		if err != nil || !s.allow(uid) {
-			s.log.Warn("plugin socket: refusing peer", "uid", uid, "err", err)
+			s.log.Warn("plugin socket: refusing peer", "uid", uid, "pid", cred.Pid, "err", err)
 			c.Close()
 			continue
 		}
@@ -167,24 +168,6 @@ func (s *Server) acceptLoop() {
 			s.serve(sc)
 		}()
 	}
-}
-
-func peerUID(c *net.UnixConn) (uint32, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var cred *syscall.Ucred
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil {
-		return 0, err
-	}
-	if serr != nil {
-		return 0, fmt.Errorf("SO_PEERCRED: %w", serr)
-	}
-	return cred.Uid, nil
 }
 
 func (s *Server) drop(sc *serverConn) {
