@@ -19,6 +19,7 @@ import (
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/internal/peercred"
+	"github.com/swanpath/swanpath/internal/rundir"
 )
 
 // SA is an SA as swanpathctl shows it.
@@ -148,10 +149,11 @@ type Server struct {
 	wg  sync.WaitGroup
 }
 
-// Listen creates the socket (root-only: directory 0700 is not forced, the
-// socket itself is 0600) and serves until ctx is done or Close is called.
+// Listen creates the socket (parent directory 0700 and owned by us, made
+// so if missing, refused otherwise or if a symlink; socket 0600; root
+// peers only) and serves until ctx is done or Close is called.
 func Listen(ctx context.Context, log *slog.Logger, path string, src Source) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := rundir.Ensure(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	_ = os.Remove(path)

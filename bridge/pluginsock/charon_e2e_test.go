@@ -185,7 +185,7 @@ func TestCharonPluginEndToEnd(t *testing.T) {
 	vethA, vethB := "pla"+id, "plb"+id
 
 	// The plugin's socket server with the fake handler.
-	sock := filepath.Join(t.TempDir(), "charon.sock")
+	sock := filepath.Join(t.TempDir(), "run", "charon.sock") // run: 0700, made by Listen
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	fake := newFakeHandler()
 	srv, err := Listen(context.Background(), log, sock, fake)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/swanpath/swanpath/bridge/model"
 	"github.com/swanpath/swanpath/internal/peercred"
+	"github.com/swanpath/swanpath/internal/rundir"
 )
 
 // writeTimeout bounds how long a stuck plugin can hold up Notify or a reply.
@@ -51,7 +52,8 @@ type serverConn struct {
 	wmu sync.Mutex  // one frame at a time: results and events interleave
 }
 
-// Listen creates the socket at path (parent directory 0700, socket 0600,
+// Listen creates the socket at path (parent directory 0700 and owned by
+// us, made so if missing, refused otherwise or if a symlink; socket 0600;
 // a stale socket is removed) and serves it until ctx ends or Close.
 func Listen(ctx context.Context, log *slog.Logger, path string, h Handler) (*Server, error) {
 	return listen(ctx, log, path, h, func(uid uint32) bool { return uid == 0 })
@@ -61,7 +63,7 @@ func listen(ctx context.Context, log *slog.Logger, path string, h Handler, allow
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := rundir.Ensure(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("plugin socket %s: %w", path, err)
 	}
 	if err := removeStale(path); err != nil {

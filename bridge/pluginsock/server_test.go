@@ -219,7 +219,10 @@ func TestServerNotify(t *testing.T) {
 }
 
 func TestServerStaleSocketAndClose(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "run") // t.TempDir() itself is 0755
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(dir, "charon.sock")
 	// A stale socket file (nobody listening) is replaced.
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -258,7 +261,7 @@ func TestServerStaleSocketAndClose(t *testing.T) {
 
 func TestServerContextStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := listen(ctx, nil, filepath.Join(t.TempDir(), "s"), newFakeHandler(), func(uint32) bool { return true })
+	s, err := listen(ctx, nil, filepath.Join(t.TempDir(), "run", "s"), newFakeHandler(), func(uint32) bool { return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,5 +272,31 @@ func TestServerContextStops(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close hangs after the context ended")
+	}
+}
+
+// TestListenRefusesUnsafeDirectory: the socket's directory must be ours
+// with mode 0700 and not a symlink (internal/rundir has every case).
+func TestListenRefusesUnsafeDirectory(t *testing.T) {
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(filepath.Join(t.TempDir(), "run"), link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ dir, want string }{
+		{open, "mode 0755 (want 0700)"},
+		{link, "is a symlink"},
+	} {
+		path := filepath.Join(tt.dir, "charon.sock")
+		_, err := listen(context.Background(), nil, path, newFakeHandler(), func(uint32) bool { return true })
+		if err == nil || !strings.Contains(err.Error(), tt.dir+": unsafe path: "+tt.want) {
+			t.Errorf("listen(%s) = %v, want %q", path, err, tt.want)
+		}
+		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s exists after the refusal: %v", path, err)
+		}
 	}
 }

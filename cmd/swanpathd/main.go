@@ -147,6 +147,9 @@ func newLogger(level string) *slog.Logger {
 func run(log *slog.Logger, cfg Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if err := checkRuntimePaths(cfg); err != nil {
+		return err
+	}
 
 	fcfg := fastpath.Config{
 		EALArgs:         cfg.ealArgs(),
