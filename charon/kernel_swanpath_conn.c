@@ -7,6 +7,8 @@
  * option) any later version.
  */
 
+#define _GNU_SOURCE /* struct ucred */
+
 #include "kernel_swanpath_conn.h"
 #include "kernel_swanpath_msg.h"
 
@@ -24,6 +26,15 @@
  * How long a request waits for its RESULT before the connection is dropped
  */
 #define REQUEST_TIMEOUT_MS 5000
+
+/**
+ * Why the last attempt to connect to swanpathd failed
+ */
+typedef enum {
+	FAILURE_NONE = 0,
+	FAILURE_UNREACHABLE,
+	FAILURE_NOT_ROOT,
+} connect_failure_t;
 
 typedef struct private_kernel_swanpath_conn_t private_kernel_swanpath_conn_t;
 
@@ -101,9 +112,10 @@ struct private_kernel_swanpath_conn_t {
 	bool replaying;
 
 	/**
-	 * A connection failure was logged already (quiet retries)
+	 * Reason of the last failure to connect that was logged (quiet retries
+	 * log a new reason only)
 	 */
-	bool failure_logged;
+	connect_failure_t failure_logged;
 
 	/**
 	 * Reader thread
@@ -405,6 +417,45 @@ static status_t do_request(private_kernel_swanpath_conn_t *this,
 	return status;
 }
 
+/**
+ * Keys go to root only: check that the process listening on the connected
+ * socket (SO_PEERCRED gives whoever called listen()) runs as root, before
+ * anything is sent. Another user able to bind the socket path would
+ * otherwise get every SA's keys.
+ */
+static bool peer_is_root(private_kernel_swanpath_conn_t *this, int fd,
+						 bool quiet)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	bool log;
+
+	log = !quiet || this->failure_logged != FAILURE_NOT_ROOT;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+	{
+		if (log)
+		{
+			DBG1(DBG_KNL, "kernel-swanpath: not connecting to swanpathd at %s: "
+				 "its credentials are unknown: %s", this->path, strerror(errno));
+		}
+	}
+	else if (cred.uid != 0)
+	{
+		if (log)
+		{
+			DBG1(DBG_KNL, "kernel-swanpath: not connecting to swanpathd at %s: "
+				 "its listener runs as uid %u (pid %d), not root", this->path,
+				 cred.uid, cred.pid);
+		}
+	}
+	else
+	{
+		return TRUE;
+	}
+	this->failure_logged = FAILURE_NOT_ROOT;
+	return FALSE;
+}
+
 METHOD(kernel_swanpath_conn_t, ensure, bool,
 	private_kernel_swanpath_conn_t *this, bool quiet)
 {
@@ -433,16 +484,21 @@ METHOD(kernel_swanpath_conn_t, ensure, bool,
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr*)&addr, sizeof(addr)) < 0)
 	{
-		if (!quiet || !this->failure_logged)
+		if (!quiet || this->failure_logged != FAILURE_UNREACHABLE)
 		{
 			DBG1(DBG_KNL, "kernel-swanpath: swanpathd not reachable at %s: %s",
 				 this->path, strerror(errno));
-			this->failure_logged = TRUE;
+			this->failure_logged = FAILURE_UNREACHABLE;
 		}
 		if (fd >= 0)
 		{
 			close(fd);
 		}
+		return FALSE;
+	}
+	if (!peer_is_root(this, fd, quiet))
+	{
+		close(fd);
 		return FALSE;
 	}
 
@@ -469,7 +525,7 @@ METHOD(kernel_swanpath_conn_t, ensure, bool,
 		return FALSE;
 	}
 	DBG1(DBG_KNL, "kernel-swanpath: connected to swanpathd at %s", this->path);
-	this->failure_logged = FALSE;
+	this->failure_logged = FAILURE_NONE;
 
 	if (this->replay)
 	{

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
+	"github.com/swanpath/swanpath/internal/peercred"
+	"github.com/swanpath/swanpath/internal/rundir"
 )
 
 // SA is an SA as swanpathctl shows it.
@@ -143,18 +145,19 @@ type Reply struct {
 type Server struct {
 	log *slog.Logger
 	src Source
-	ln  net.Listener
+	ln  *net.UnixListener
 	wg  sync.WaitGroup
 }
 
-// Listen creates the socket (root-only: directory 0700 is not forced, the
-// socket itself is 0600) and serves until ctx is done or Close is called.
+// Listen creates the socket (parent directory 0700 and owned by us, made
+// so if missing, refused otherwise or if a symlink; socket 0600; root
+// peers only) and serves until ctx is done or Close is called.
 func Listen(ctx context.Context, log *slog.Logger, path string, src Source) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := rundir.Ensure(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
@@ -179,12 +182,23 @@ func (s *Server) Close() error {
 func (s *Server) serve(ctx context.Context) {
 	defer s.wg.Done()
 	for {
-		c, err := s.ln.Accept()
+		c, err := s.ln.AcceptUnix()
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				s.log.Warn("control socket accept", "err", err)
 			}
 			return
+		}
+		// root only, also if the socket's mode or directory were loosened:
+		// the views name every SA, policy and counter of the gateway
+		cred, err := peercred.Of(c)
+		if err == nil && cred.Uid != 0 {
+			err = fmt.Errorf("uid %d (pid %d) is not root", cred.Uid, cred.Pid)
+		}
+		if err != nil {
+			s.log.Warn("control socket: refusing peer", "err", err)
+			c.Close()
+			continue
 		}
 		s.wg.Add(1)
 		go func() {

@@ -39,7 +39,7 @@ func TestCharonPluginEndToEnd(t *testing.T) {
 	l := lab.New(t, lab.Options{GatewayAddrs: true})
 
 	// The plugin's socket server with the fake handler.
-	sock := filepath.Join(t.TempDir(), "charon.sock")
+	sock := filepath.Join(t.TempDir(), "run", "charon.sock") // its directory made 0700 by Listen
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	fake := newFakeHandler()
 	srv, err := Listen(context.Background(), log, sock, fake)

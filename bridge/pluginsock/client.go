@@ -124,11 +124,12 @@ func (c *Client) Close() error {
 
 func (c *Client) readLoop() {
 	defer close(c.events)
-	r := bufio.NewReader(c.c)
+	// RESULTs and events carry no keys: buffering is fine here
+	fr := frameReader{r: bufio.NewReader(c.c)}
 	var err error
 	for {
 		var m *Message
-		m, err = ReadMessage(r)
+		m, err = fr.read()
 		if err != nil {
 			break
 		}

@@ -112,26 +112,54 @@ func Decode(b []byte) (*Message, error) {
 	return decodePayload(h, b[HeaderLen:])
 }
 
-// ReadMessage reads and decodes one frame from r. The read buffer is wiped
-// before returning (it may have held keys).
+// ReadMessage reads and decodes one frame from r. Its own buffer is wiped
+// before it returns; a buffering r (bufio.Reader) keeps copies of what it
+// read, so frames that carry keys are read with a frameReader straight
+// from the connection instead (see Server).
 func ReadMessage(r io.Reader) (*Message, error) {
-	var hb [HeaderLen]byte
-	if _, err := io.ReadFull(r, hb[:]); err != nil {
+	return (&frameReader{r: r}).read()
+}
+
+// frameReader reads frames straight from r into one buffer it reuses and
+// wipes what each frame left there, whether it decoded or not. A
+// bufio.Reader cannot be used for this: it keeps the bytes it handed out
+// (an ADD_SA's keys) until later reads overwrite them, and has no way to
+// clear them. Reading header and payload separately costs one more read
+// per frame; the plugin sends one request at a time anyway.
+type frameReader struct {
+	r   io.Reader
+	buf []byte // header and payload of the current frame; zero in between
+}
+
+func (fr *frameReader) read() (*Message, error) {
+	hb := fr.grow(HeaderLen)
+	defer clear(hb)
+	if _, err := io.ReadFull(fr.r, hb); err != nil {
 		return nil, err
 	}
-	h, err := ParseHeader(hb[:])
+	h, err := ParseHeader(hb)
 	if err != nil {
 		return nil, err
 	}
-	payload := make([]byte, h.Length)
+	payload := fr.grow(int(h.Length))
 	defer clear(payload)
-	if _, err := io.ReadFull(r, payload); err != nil {
+	if _, err := io.ReadFull(fr.r, payload); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, fmt.Errorf("%w: %s payload: %w", ErrMalformed, h.Type, err)
 	}
 	return decodePayload(h, payload)
+}
+
+// grow returns n bytes of the buffer, replacing it (wiped) by a larger one
+// when it is too small. At most HeaderLen+MaxPayload bytes.
+func (fr *frameReader) grow(n int) []byte {
+	if cap(fr.buf) < n {
+		clear(fr.buf[:cap(fr.buf)])
+		fr.buf = make([]byte, max(n, 1024))
+	}
+	return fr.buf[:n]
 }
 
 // attrs collects every attribute of a payload; decodePayload then picks

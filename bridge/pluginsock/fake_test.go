@@ -19,6 +19,7 @@ type fakeHandler struct {
 		sync.Mutex
 		nextSPI  uint32
 		sas      map[model.SAID]model.SA
+		given    []*model.SA // every SA AddSA was called with, as given
 		policies map[model.PolicyID]int
 		calls    []string
 		changed  chan struct{}
@@ -81,6 +82,7 @@ func (f *fakeHandler) GetSPI(ctx context.Context, src, dst netip.Addr, proto uin
 func (f *fakeHandler) AddSA(ctx context.Context, sa *model.SA) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.mu.given = append(f.mu.given, sa)
 	if _, ok := f.mu.sas[sa.SAID]; ok {
 		return fmt.Errorf("add SA %s: %w", sa.SAID, model.ErrExists)
 	}
@@ -94,7 +96,6 @@ func (f *fakeHandler) AddSA(ctx context.Context, sa *model.SA) error {
 	c := *sa
 	c.EncKey = append(model.Key(nil), sa.EncKey...)
 	c.IntKey = append(model.Key(nil), sa.IntKey...)
-	sa.Wipe()
 	f.mu.sas[sa.SAID] = c
 	f.recordLocked("AddSA %s", sa.SAID)
 	return nil

@@ -14,8 +14,9 @@ import (
 type Handler interface {
 	// GetSPI allocates an unused inbound SPI for (src, dst, proto).
 	GetSPI(ctx context.Context, src, dst netip.Addr, proto uint8) (uint32, error)
-	// AddSA installs an SA. The handler takes ownership of sa (and its keys,
-	// which it wipes when the SA is deleted).
+	// AddSA installs an SA. The handler copies what it keeps of sa: the
+	// server wipes sa's keys as soon as AddSA returns, success or not (the
+	// engine hands them to the fast path and wipes them itself).
 	AddSA(ctx context.Context, sa *model.SA) error
 	// UpdateSA moves an SA to new addresses/ports (MOBIKE, NAT mapping).
 	UpdateSA(ctx context.Context, id model.SAID, src netip.Addr, newSrc, newDst netip.Addr, newSport, newDport uint16, encap bool) error

@@ -5,7 +5,6 @@ package pluginsock
 // connection. Garbage closes only the connection it came on.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -15,10 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/swanpath/swanpath/bridge/model"
+	"github.com/swanpath/swanpath/internal/peercred"
+	"github.com/swanpath/swanpath/internal/rundir"
 )
 
 // writeTimeout bounds how long a stuck plugin can hold up Notify or a reply.
@@ -40,6 +40,9 @@ type Server struct {
 		conns  map[*serverConn]struct{}
 		closed bool
 		nextID uint64
+		// afterFrame, if set (tests), sees each connection's read buffer
+		// after every frame and when the connection ends.
+		afterFrame func(buf []byte)
 	}
 }
 
@@ -48,10 +51,12 @@ type serverConn struct {
 	hello bool   // said HELLO (SessionHandler knows it)
 	c     *net.UnixConn
 	uid   uint32
-	wmu   sync.Mutex // one frame at a time: results and events interleave
+	fr    frameReader // owned by serve
+	wmu   sync.Mutex  // one frame at a time: results and events interleave
 }
 
-// Listen creates the socket at path (parent directory 0700, socket 0600,
+// Listen creates the socket at path (parent directory 0700 and owned by
+// us, made so if missing, refused otherwise or if a symlink; socket 0600;
 // a stale socket is removed) and serves it until ctx ends or Close.
 func Listen(ctx context.Context, log *slog.Logger, path string, h Handler) (*Server, error) {
 	return listen(ctx, log, path, h, func(uid uint32) bool { return uid == 0 })
@@ -61,7 +66,7 @@ func listen(ctx context.Context, log *slog.Logger, path string, h Handler, allow
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := rundir.Ensure(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("plugin socket %s: %w", path, err)
 	}
 	if err := removeStale(path); err != nil {
@@ -145,13 +150,15 @@ func (s *Server) acceptLoop() {
 			}
 			return
 		}
-		uid, err := peerUID(c)
+		cred, err := peercred.Of(c)
+		uid := cred.Uid
 		if err != nil || !s.allow(uid) {
-			s.log.Warn("plugin socket: refusing peer", "uid", uid, "err", err)
+			s.log.Warn("plugin socket: refusing peer", "uid", uid, "pid", cred.Pid, "err", err)
 			c.Close()
 			continue
 		}
 		sc := &serverConn{c: c, uid: uid}
+		sc.fr.r = c
 		s.mu.Lock()
 		if s.mu.closed {
 			s.mu.Unlock()
@@ -170,24 +177,6 @@ func (s *Server) acceptLoop() {
 	}
 }
 
-func peerUID(c *net.UnixConn) (uint32, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var cred *syscall.Ucred
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil {
-		return 0, err
-	}
-	if serr != nil {
-		return 0, fmt.Errorf("SO_PEERCRED: %w", serr)
-	}
-	return cred.Uid, nil
-}
-
 func (s *Server) drop(sc *serverConn) {
 	s.mu.Lock()
 	delete(s.mu.conns, sc)
@@ -200,11 +189,11 @@ func (s *Server) drop(sc *serverConn) {
 
 func (s *Server) serve(sc *serverConn) {
 	defer s.drop(sc)
-	r := bufio.NewReaderSize(sc.c, 16<<10)
 	var out []byte
 	for {
-		m, err := ReadMessage(r)
+		m, err := sc.fr.read() // wipes what the frame left in its buffer
 		if err != nil {
+			s.afterFrame(sc)
 			switch {
 			case s.ctx.Err() != nil:
 			case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
@@ -215,6 +204,9 @@ func (s *Server) serve(sc *serverConn) {
 			return
 		}
 		res := s.dispatch(sc, m)
+		// Whatever the outcome, nothing of an ADD_SA's keys stays here:
+		// the handler copied what it keeps.
+		m.SA.Wipe()
 		out, err = AppendMessage(out[:0], &Message{Type: TypeResult, Seq: m.Seq, Result: res})
 		if err != nil {
 			s.log.Error("plugin socket: encode result", "err", err)
@@ -226,6 +218,16 @@ func (s *Server) serve(sc *serverConn) {
 			}
 			return
 		}
+		s.afterFrame(sc)
+	}
+}
+
+func (s *Server) afterFrame(sc *serverConn) {
+	s.mu.Lock()
+	f := s.mu.afterFrame
+	s.mu.Unlock()
+	if f != nil {
+		f(sc.fr.buf[:cap(sc.fr.buf)])
 	}
 }
 
@@ -296,7 +298,7 @@ func (s *Server) dispatch(sc *serverConn, m *Message) Result {
 		}
 		switch m.Type {
 		case TypeAddSA:
-			err = s.h.AddSA(ctx, sa) // the handler owns (and wipes) the keys now
+			err = s.h.AddSA(ctx, sa) // the handler copies the keys; serve wipes sa
 		case TypeUpdateSA:
 			u := m.Update
 			err = s.h.UpdateSA(ctx, sa.SAID, sa.Src, u.NewSrc, u.NewDst, u.NewSrcPort, u.NewDstPort, u.Encap)

@@ -45,6 +45,11 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	// before anything can hold a key
+	if err := noCoreDumps(); err != nil {
+		fmt.Fprintln(os.Stderr, "swanpathd:", err)
+		os.Exit(1)
+	}
 
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
@@ -142,6 +147,9 @@ func newLogger(level string) *slog.Logger {
 func run(log *slog.Logger, cfg Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if err := checkRuntimePaths(cfg); err != nil {
+		return err
+	}
 
 	fcfg := fastpath.Config{
 		EALArgs:         cfg.ealArgs(),
