@@ -328,6 +328,10 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 	}
 	pool := (*C.struct_rte_mempool)(unsafe.Pointer(mp))
 	f.mbufPool = pool
+	// reassembled packets, and fragments made here (dp_frag.c)
+	if rc := C.sp_frag_pools(f.dp, pool, &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
+		return fmt.Errorf("fastpath: %s", cerr(ebuf[:]))
+	}
 
 	f.sessPool = C.sp_session_pool(C.uint32_t(cfg.MaxSAs), &ebuf[0], C.size_t(len(ebuf)))
 	if f.sessPool == nil {
@@ -558,6 +562,16 @@ func latBucketLow(i int) uint64 {
 // per-lcore caches); with no traffic in flight it must not shrink.
 func (f *Fastpath) MbufsAvailable() int {
 	return int(C.rte_mempool_avail_count(f.mbufPool))
+}
+
+// fragPoolsFree says how many mbufs of the pools of reassembled packets
+// and of fragments are free, and how many they have.
+func (f *Fastpath) fragPoolsFree() (free, size int) {
+	for _, p := range []*C.struct_rte_mempool{f.dp.whole_pool, f.dp.ind_pool} {
+		free += int(C.rte_mempool_avail_count(p))
+		size += int(p.size)
+	}
+	return free, size
 }
 
 // SetClosed makes the workers fail closed or forward by policy (see
