@@ -297,3 +297,4 @@ sp_frag_out(struct sp_frag *fr, uint32_t port, struct rte_mbuf *m, uint16_t mtu,
 	count(fr, port, SP_CNT_FRAG_OUT, n);
 	return (uint16_t)n;
 }
+

@@ -1977,3 +1977,4 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	__atomic_store_n(&c->w->running, 0, __ATOMIC_RELEASE);
 	return 0;
 }
+

@@ -612,6 +612,8 @@ func TestFastpathChild(t *testing.T) {
 	spdCases(t, fp, wire, vb, portMAC)
 	// 10f. hard lifetimes by bytes and packets (limits_test.go)
 	limitCases(t, fp, wire, vb, portMAC)
+	// 10g. fragments (frag_test.go)
+	fragCases(t, fp, wire, vb, portMAC)
 
 	// 11. nothing leaked: every mbuf is back in the pool (once what is
 	// held for a neighbour has been dropped)
@@ -624,6 +626,8 @@ func TestFastpathChild(t *testing.T) {
 	if avail := fp.MbufsAvailable(); avail != avail0 {
 		t.Fatalf("mbufs available %d, before the traffic %d: leak", avail, avail0)
 	}
+	// 11b. and a fragment held for reassembly when the loop stops
+	fragStopCheck(t, fp, wire, vb, portMAC, avail0)
 }
 
 // drainNotes reads notes until none come for a while (the loop may still
