@@ -32,6 +32,7 @@ import (
 //     source are dropped by the inbound policy (drop_policy);
 //   - a peer's ESP packets each carrying one fragment (as Linux sends)
 //     are decrypted, reassembled, checked and forwarded (in fragments);
+//     so is ESP that came in fragments itself;
 //   - IP from the TAP that does not parse is dropped, not sent raw;
 //   - a lone fragment is dropped after the timeout (drop_frag);
 //   - every mbuf of the fragment pools comes back.
@@ -243,6 +244,23 @@ func fragCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC 
 		now := e.counters()
 		if now["esp_in"] != before["esp_in"]+1 || now["frag_in"] != before["frag_in"]+1 {
 			t.Fatalf("%s: counters before %v after %v", what, before, now)
+		}
+	}
+
+	// D2. the peer's ESP of a whole 4,000-byte datagram, the ESP packet
+	// in fragments (the peer's kernel fragments what its ESP made):
+	// decrypted and forwarded, in fragments for the wire
+	{
+		d := withID(ipv4udp(h2, h1, 2000, 1000, 64, payload(4000, "outer-frag")), 0x4747)
+		esp := withID(sealESP(key, spi, 200, d, 4), 0x4848)
+		g := gather(t, fp, wire, 0x0800, func(ip []byte) bool {
+			return bytes.Equal(ip[12:16], h2.AsSlice()) && bytes.Equal(ip[16:20], h1.AsSlice())
+		})
+		for _, f := range fragment4(esp, 1480) {
+			e.send(frame(portMAC, vb.HardwareAddr, f))
+		}
+		if got := g.whole4("ESP in fragments"); !bytes.Equal(got[20:], d[20:]) {
+			t.Fatal("ESP in fragments: the datagram forwarded is not the one sent")
 		}
 	}
 
