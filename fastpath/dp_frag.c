@@ -197,7 +197,9 @@ sp_frag_in(struct sp_frag *fr, uint32_t port, enum sp_frag_kind kind, struct rte
 		count(fr, port, SP_CNT_DROP_NOMEM, 1);
 		return NULL;
 	}
-	if (one->nb_segs != 1) {	/* cannot be: SP_WHOLE_ROOM holds 8 rx mbufs */
+	if (one->nb_segs != 1) {
+		/* longer than SP_WHOLE_ROOM (8 fragments of more than 2 KiB:
+		 * an af_packet port with a jumbo MTU): too big */
 		rte_pktmbuf_free(one);
 		count(fr, port, SP_CNT_DROP_FRAG, 1);
 		return NULL;
