@@ -48,7 +48,7 @@ enum sp_cnt {
 	SP_CNT_DROP_CRYPTO,	/* crypto device refused or lost an op */
 	SP_CNT_DROP_TX,		/* TX queue full */
 	SP_CNT_DROP_NOMEM,	/* out of crypto ops / mbuf room */
-	SP_CNT_DROP_MTU,	/* too big once encrypted, DF clear (not fragmented yet) */
+	SP_CNT_DROP_MTU,	/* too big to send, and DF set or no ICMP source */
 	SP_CNT_ICMP_MTU,	/* ICMP "fragmentation needed" sent for a DF packet */
 	SP_CNT_DROP_EXPIRED,	/* SA past its hard lifetime */
 	SP_CNT_DROP_CLOSED,	/* closed: before charon's replay, or no charon and no policy */
@@ -404,6 +404,10 @@ struct sp_dp {
 	 * (drop_closed). Written by Go, read by the workers. */
 	volatile uint32_t closed;
 	volatile uint32_t stop;
+	/* fragments (dp_frag.c): a reassembled packet is copied into one
+	 * mbuf of whole_pool; a fragment made here has its header in an mbuf
+	 * of hdr_pool (the rx pool) and its data by reference (ind_pool) */
+	struct rte_mempool *whole_pool, *hdr_pool, *ind_pool;
 	struct sp_worker w[SP_MAX_WORKERS];
 } __rte_cache_aligned;
 
@@ -438,6 +442,21 @@ void sp_fib_free(struct sp_fib *f);
 void sp_publish_ipsec(struct sp_dp *dp, struct sp_ipsec_tables *t);
 void sp_publish_fib(struct sp_dp *dp, struct sp_fib *f);
 void sp_synchronize(struct sp_dp *dp);
+
+/* dp_frag.c: reassembly (librte_ip_frag) and fragmentation. Each worker
+ * has a table per kind of fragment: one from the wire never completes a
+ * datagram whose other fragments came from the kernel or out of ESP. */
+enum sp_frag_kind { SP_FRAG_WIRE = 0, SP_FRAG_TAP, SP_FRAG_ESP, SP_FRAG_KINDS };
+#define SP_FRAG_OUT_MAX 16	/* fragments one packet may become */
+struct sp_frag;
+int sp_frag_pools(struct sp_dp *dp, struct rte_mempool *hdr_pool, char *err, size_t errlen);
+struct sp_frag *sp_frag_new(struct sp_dp *dp, uint32_t wid);
+void sp_frag_free(struct sp_frag *fr);
+struct rte_mbuf *sp_frag_in(struct sp_frag *fr, uint32_t port, enum sp_frag_kind kind,
+	struct rte_mbuf *m, uint32_t l2, uint64_t now);
+int sp_frag_reap(struct sp_frag *fr, uint64_t now);
+uint16_t sp_frag_out(struct sp_frag *fr, uint32_t port, struct rte_mbuf *m, uint16_t mtu,
+	struct rte_mbuf **out);
 
 /* dp_loop.c */
 int sp_worker_run(struct sp_dp *dp, uint32_t wid);

@@ -47,6 +47,8 @@ sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, uint16_t nq
 		conf.rx_adv_conf.rss_conf.rss_hf = (RTE_ETH_RSS_IP | RTE_ETH_RSS_UDP) &
 			info.flow_type_rss_offloads;
 	}
+	/* fragments made here are two segments: header and data (dp_frag.c) */
+	conf.txmode.offloads |= info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
 	rc = rte_eth_dev_configure(port, nq, nq, &conf);
 	if (rc != 0) {
 		snprintf(err, errlen, "port %u (%s): configure: %s", port, info.driver_name, strerror(-rc));

@@ -12,6 +12,10 @@
  *                      | no policy, IKE, neighbour discovery -> TAP
  *   rx (TAP)        -> outbound policy -> encrypt -> route -> tx
  *                      | no policy -> wire port of the same pair
+ *                      | IP the parser refuses -> drop
+ *   fragments (wire, TAP, decrypted) are reassembled first and go on as
+ *   whole packets; a frame larger than its port's MTU leaves in fragments
+ *   (dp_frag.c)
  *
  * Every mbuf ends in exactly one tx queue or is freed and counted (after,
  * at most, a moment held for its next hop's neighbour entry).
@@ -94,6 +98,9 @@ struct sp_ctx {
 	/* ICMP errors this worker may still send: a token bucket kept in TSC
 	 * cycles of credit, one error costing icmp_cost (see icmp_token) */
 	uint64_t icmp_credit, icmp_cost, icmp_last;
+	struct sp_frag *frag;		/* reassembly tables (dp_frag.c) */
+	int frag_live;			/* they may hold fragments: reap them */
+	uint32_t frame_max[SP_MAX_PORTS];	/* Ethernet + MTU: larger leaves in fragments */
 };
 
 #define SA_OF(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_sa_off, struct sp_sa **)
@@ -150,14 +157,33 @@ drop(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, enum sp_cnt k)
 	rte_pktmbuf_free(m);
 }
 
+static void txq_put_frags(struct sp_ctx *c, struct sp_txq *q, uint32_t port, struct rte_mbuf *m);
+
 static inline void
 txq_put(struct sp_ctx *c, struct sp_txq *q, uint32_t port, struct rte_mbuf *m)
 {
+	if (unlikely(rte_pktmbuf_pkt_len(m) > c->frame_max[port])) {
+		txq_put_frags(c, q, port, m);
+		return;
+	}
 	if (q->n == RTE_DIM(q->m)) {
 		drop(c, port, m, SP_CNT_DROP_TX);
 		return;
 	}
 	q->m[q->n++] = m;
+}
+
+/* Too big for the port (reassembled here, or ESP of a packet that may be
+ * fragmented): in fragments. */
+static void __rte_noinline
+txq_put_frags(struct sp_ctx *c, struct sp_txq *q, uint32_t port, struct rte_mbuf *m)
+{
+	struct rte_mbuf *f[SP_FRAG_OUT_MAX];
+	uint16_t n, i;
+
+	n = sp_frag_out(c->frag, port, m, c->dp->ports[port].mtu, f);
+	for (i = 0; i < n; i++)
+		txq_put(c, q, port, f[i]);
 }
 
 static inline void
@@ -296,7 +322,7 @@ struct sp_pkt {
 
 /*
  * Parse the IP packet at offset off of m: 0 and *k filled, 1 for a
- * fragment (the kernel reassembles it), -1 for a malformed packet
+ * fragment (reassembled first: see reassemble), -1 for a malformed packet
  * (header lengths beyond the data, a broken IPv6 extension chain).
  */
 static int
@@ -369,6 +395,26 @@ ip_parse(const struct rte_mbuf *m, uint32_t off, struct sp_pkt *k)
 		break;
 	}
 	return 0;
+}
+
+/*
+ * The fragment *mp (ip_parse said so; its IP header off bytes in) to the
+ * reassembly table of its kind: 1 when it is kept for the rest of its
+ * datagram or dropped (counted); 0 when *mp is now the whole packet and k
+ * its parse; -1 when the whole packet is malformed.
+ */
+static int __rte_noinline
+reassemble(struct sp_ctx *c, uint32_t port, enum sp_frag_kind kind, struct rte_mbuf **mp,
+	uint32_t off, struct sp_pkt *k)
+{
+	struct rte_mbuf *m = sp_frag_in(c->frag, port, kind, *mp, off, c->now);
+
+	c->frag_live = 1;
+	if (m == NULL)
+		return 1;
+	*RXT(m) = c->now;	/* whole now */
+	*mp = m;
+	return ip_parse(m, off, k) == 0 ? 0 : -1;
 }
 
 /* Drop bytes beyond the IP packet (Ethernet padding). */
@@ -1477,6 +1523,7 @@ inbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf 
 {
 	struct sp_pkt pk;
 	uint16_t j, q;
+	int rc;
 
 	for (j = 0; j < k; j++) {
 		struct rte_mbuf *m = grp[j];
@@ -1508,7 +1555,15 @@ inbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf 
 				ip->hdr_checksum = rte_ipv4_cksum(ip);
 			}
 		}
-		if (ip_parse(m, 0, &pk) < 0)
+		rc = ip_parse(m, 0, &pk);
+		if (unlikely(rc > 0)) {
+			/* a fragment inside (the peer encrypts each, as Linux
+			 * does): the policy check is the whole packet's */
+			if ((rc = reassemble(c, port, SP_FRAG_ESP, &m, 0, &pk)) > 0)
+				continue;
+			l3 = rte_pktmbuf_mtod(m, uint8_t *);
+		}
+		if (rc < 0)
 			goto malformed;
 		trim_to(m, pk.len);
 		q = ib->b[pk.v6].n;
@@ -1691,7 +1746,11 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 		al = sa->pad_align;
 		room = sa->transport ? k->l3len : 0;
 		size = sa->overhead + room + RTE_ALIGN_CEIL(k->len - room + 2, al);
-		if (size > mtu) {
+		/* too big once encrypted: IPv4 with DF clear, and IPv6 that
+		 * was in fragments when it came (reassembled here), are
+		 * encrypted and the ESP packet leaves in fragments */
+		if (size > mtu && !(k->v6 ? m->pool == c->dp->whole_pool :
+				!(ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)))) {
 			uint32_t fits = room + RTE_ALIGN_FLOOR(mtu - sa->overhead - room, al) - 2;
 			if (k->v6) {
 				const uint8_t *src = sa->family == 6 ? sa->src :
@@ -1941,14 +2000,10 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		 * wait for them to reach the cache) */
 		k = &pl.k[pl.n];
 		rc = ip_parse(m, ETH_HLEN, k);
+		if (unlikely(rc > 0) && (rc = reassemble(c, p, SP_FRAG_WIRE, &m, ETH_HLEN, k)) > 0)
+			continue;	/* a fragment, kept for the rest or dropped */
 		if (rc < 0) {
 			drop(c, p, m, SP_CNT_DROP_MALFORMED);
-			continue;
-		}
-		if (rc > 0) {
-			/* fragments: the kernel reassembles (no ESP in it, so
-			 * fragmented ESP is lost; noted as a known limit) */
-			to_tap(c, p, m);
 			continue;
 		}
 		l3 = rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HLEN);
@@ -2007,6 +2062,7 @@ tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 	struct sp_sa *outsa[SP_BURST];
 	struct sp_plain pl;
 	uint16_t no = 0, i;
+	int rc;
 
 	if (unlikely(c->closed)) {
 		closed_burst(c, p, mb, n, 0);
@@ -2018,10 +2074,20 @@ tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		struct rte_mbuf *m = mb[i];
 
 		*RXT(m) = c->now;
-		if (is_ip(m) && ip_parse(m, ETH_HLEN, &pl.k[pl.n]) == 0 &&
-				spd_wanted(c, rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HLEN), &pl.k[pl.n], 0)) {
-			pl.m[pl.n++] = m;
-			continue;
+		if (is_ip(m)) {
+			rc = ip_parse(m, ETH_HLEN, &pl.k[pl.n]);
+			if (unlikely(rc > 0) &&
+					(rc = reassemble(c, p, SP_FRAG_TAP, &m, ETH_HLEN, &pl.k[pl.n])) > 0)
+				continue;
+			if (unlikely(rc < 0)) {
+				/* what cannot be classified cannot be let out */
+				drop(c, p, m, SP_CNT_DROP_MALFORMED);
+				continue;
+			}
+			if (spd_wanted(c, rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HLEN), &pl.k[pl.n], 0)) {
+				pl.m[pl.n++] = m;
+				continue;
+			}
 		}
 		txq_put(c, &c->wire[p], p, m);
 	}
@@ -2126,6 +2192,9 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	c->icmp_cost = rte_get_tsc_hz() / SP_ICMP_RATE;
 	c->icmp_credit = c->icmp_cost * SP_ICMP_BURST;
 	c->icmp_last = rte_get_tsc_cycles();
+	c->frag = sp_frag_new(dp, wid);
+	for (p = 0; p < dp->n_ports; p++)
+		c->frame_max[p] = ETH_HLEN + dp->ports[p].mtu;
 	rte_rcu_qsbr_thread_register(dp->qsv, wid);
 	rte_rcu_qsbr_thread_online(dp->qsv, wid);
 	c->w->tid = rte_sys_gettid();
@@ -2163,6 +2232,8 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 			crypto_poll(c);
 		if (c->nheld > 0)
 			held_retry(c);
+		if (unlikely(c->frag_live))
+			c->frag_live = sp_frag_reap(c->frag, c->now);
 		flush(c);
 		/* tables read above are no longer referenced; nor are SAs,
 		 * once no packet of theirs is in a crypto device (an SA is
@@ -2186,8 +2257,10 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	for (n = 0; n < c->nheld; n++)
 		drop(c, c->held[n].out_port, c->held[n].m, SP_CNT_DROP_NO_NEIGH);
 	c->nheld = 0;
+	sp_frag_free(c->frag);
 	rte_rcu_qsbr_thread_offline(dp->qsv, wid);
 	rte_rcu_qsbr_thread_unregister(dp->qsv, wid);
 	__atomic_store_n(&c->w->running, 0, __ATOMIC_RELEASE);
 	return 0;
 }
+

@@ -82,6 +82,20 @@ type Config struct {
 	Log             *slog.Logger
 }
 
+// afpFrame is the ring frame of a net_af_packet port, and the data room
+// of the mbufs it receives into. DPDK 22.11's af_packet PMD joins its
+// sockets to a fanout group with PACKET_FANOUT_FLAG_DEFRAG (not
+// configurable), so the kernel reassembles IPv4 fragments before the PMD
+// sees them; a datagram longer than the frame (2048 by default) arrived
+// cut short and was dropped as malformed. 16 KiB holds a 9000-byte jumbo
+// and NFS's 8 KiB datagrams; longer IPv4 datagrams on such a port still
+// arrive cut (drop_malformed). IPv6 is not reassembled there (nor on any
+// other kind of port): the loop does it (dp_frag.c).
+const (
+	afpFrame = 16384
+	afpMbufs = 2048
+)
+
 // cryptoDrivers maps a config name to the vdev driver.
 var cryptoDrivers = map[string]string{
 	"aesni_gcm": "crypto_aesni_gcm",
@@ -112,6 +126,7 @@ type Fastpath struct {
 	sessPool *C.struct_rte_mempool
 	maxSAs   uint32 // Config.MaxSAs: the session pool's size
 	mbufPool *C.struct_rte_mempool
+	afpPool  *C.struct_rte_mempool // rx of net_af_packet ports (afpFrame); nil without
 	// crypto devices in order of preference: the configured PMD, then
 	// ipsec-mb (aesni_gcm, aesni_mb), then openssl
 	cdevs []cdev
@@ -233,6 +248,9 @@ func Open(cfg Config) (*Fastpath, error) {
 			if nw > 1 && strings.HasPrefix(dev, "net_af_packet") && !strings.Contains(dev, "qpairs=") {
 				dev += fmt.Sprintf(",qpairs=%d", nw)
 			}
+			if strings.HasPrefix(dev, "net_af_packet") && !strings.Contains(dev, "framesz=") {
+				dev += fmt.Sprintf(",framesz=%d,blocksz=%d", afpFrame, afpFrame)
+			}
 			args = append(args, "--vdev", dev)
 		} else {
 			args = append(args, "-a", p.Device)
@@ -328,6 +346,18 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 	}
 	pool := (*C.struct_rte_mempool)(unsafe.Pointer(mp))
 	f.mbufPool = pool
+	if slices.ContainsFunc(cfg.Ports, func(p PortConfig) bool { return strings.HasPrefix(p.Device, "net_af_packet") }) {
+		mp, err := mempool.CreateMbufPool("sp_mbuf_afp", afpMbufs, afpFrame+128,
+			mempool.OptCacheSize(64), mempool.OptSocket(-1))
+		if err != nil {
+			return fmt.Errorf("fastpath: mbuf pool for af_packet ports: %w", err)
+		}
+		f.afpPool = (*C.struct_rte_mempool)(unsafe.Pointer(mp))
+	}
+	// reassembled packets, and fragments made here (dp_frag.c)
+	if rc := C.sp_frag_pools(f.dp, pool, &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
+		return fmt.Errorf("fastpath: %s", cerr(ebuf[:]))
+	}
 
 	f.sessPool = C.sp_session_pool(C.uint32_t(cfg.MaxSAs), &ebuf[0], C.size_t(len(ebuf)))
 	if f.sessPool == nil {
@@ -357,7 +387,11 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 		if err != nil {
 			return fmt.Errorf("fastpath: port %s: TAP %s: %w", p.Name, p.Tap, err)
 		}
-		if rc := C.sp_port_setup(phys, pool, C.uint16_t(p.MTU), nq, &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
+		rxPool := pool
+		if strings.HasPrefix(p.Device, "net_af_packet") {
+			rxPool = f.afpPool
+		}
+		if rc := C.sp_port_setup(phys, rxPool, C.uint16_t(p.MTU), nq, &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
 			return fmt.Errorf("fastpath: port %s: %s", p.Name, cerr(ebuf[:]))
 		}
 		var mac [6]byte
@@ -554,10 +588,24 @@ func latBucketLow(i int) uint64 {
 	return (16 + sub) << (msb - 4)
 }
 
-// MbufsAvailable is the number of free mbufs (in the pool and the
+// MbufsAvailable is the number of free mbufs (in the rx pools and the
 // per-lcore caches); with no traffic in flight it must not shrink.
 func (f *Fastpath) MbufsAvailable() int {
-	return int(C.rte_mempool_avail_count(f.mbufPool))
+	n := int(C.rte_mempool_avail_count(f.mbufPool))
+	if f.afpPool != nil {
+		n += int(C.rte_mempool_avail_count(f.afpPool))
+	}
+	return n
+}
+
+// fragPoolsFree says how many mbufs of the pools of reassembled packets
+// and of fragments are free, and how many they have.
+func (f *Fastpath) fragPoolsFree() (free, size int) {
+	for _, p := range []*C.struct_rte_mempool{f.dp.whole_pool, f.dp.ind_pool} {
+		free += int(C.rte_mempool_avail_count(p))
+		size += int(p.size)
+	}
+	return free, size
 }
 
 // SetClosed makes the workers fail closed or forward by policy (see

@@ -235,7 +235,8 @@ func TestFastpathChild(t *testing.T) {
 	}
 
 	// 1b. too big once encrypted: DF set -> ICMP "fragmentation needed"
-	// with the largest inner size that fits; DF clear -> dropped, counted
+	// with the largest inner size that fits; DF clear -> encrypted, the
+	// ESP packet in two fragments (frag_test.go decrypts such ones)
 	big := ipv4udp(h1, h2, 1000, 2000, 64, make([]byte, 1500-28))
 	big[6] = 0x40 // DF
 	binary.BigEndian.PutUint16(big[10:], 0)
@@ -254,7 +255,14 @@ func TestFastpathChild(t *testing.T) {
 	}
 	before0 := fp.PortStats()[0].Counters
 	send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2000, 64, make([]byte, 1500-28))))
-	waitCounter(t, fp, "drop_mtu", before0["drop_mtu"]+1)
+	recv("second fragment of the ESP of a 1500-byte packet", func(ip []byte) bool {
+		return ip[9] == 17 && bytes.Equal(ip[12:16], gwAddr.AsSlice()) &&
+			binary.BigEndian.Uint16(ip[6:])&0x1fff == 1480/8 && csum(ip[:20]) == 0
+	})
+	waitCounter(t, fp, "frag_out", before0["frag_out"]+2)
+	if now := fp.PortStats()[0].Counters; now["drop_mtu"] != before0["drop_mtu"] {
+		t.Fatalf("a DF-clear packet too big once encrypted was dropped: drop_mtu %d -> %d", before0["drop_mtu"], now["drop_mtu"])
+	}
 
 	// 2. inbound: the ESP frame back in, the plaintext forwarded out
 	back := func(f []byte) []byte {
@@ -378,12 +386,12 @@ func TestFastpathChild(t *testing.T) {
 		t.Fatalf("drop_no_neigh %d -> %d: the held packet was dropped", d0, d)
 	}
 
-	// 8. SA counters: 11 packets encrypted (one of them dropped after the
-	// neighbour lookup, one held for it), 7 decrypted; auth and replay
-	// drops on the SA
+	// 8. SA counters: 12 packets encrypted (one of them fragmented, one
+	// dropped after the neighbour lookup, one held for it), 7 decrypted;
+	// auth and replay drops on the SA
 	st, _ := fp.SAStats(outID)
-	if st.Packets != 11 || st.LastUse.IsZero() || st.SeqUsed != 12 {
-		t.Fatalf("outbound SA counters %+v, want 11 packets, next sequence number 12", st)
+	if st.Packets != 12 || st.LastUse.IsZero() || st.SeqUsed != 13 {
+		t.Fatalf("outbound SA counters %+v, want 12 packets, next sequence number 13", st)
 	}
 	st, _ = fp.SAStats(inID)
 	if st.Packets != 7 || st.DropAuth != 1 || st.DropReplay != 2 {
@@ -609,6 +617,8 @@ func TestFastpathChild(t *testing.T) {
 	limitCases(t, fp, wire, vb, portMAC)
 	// 10g. the gate, the bypasses, reverse path, ICMP limits (edge_test.go)
 	edgeCases(t, fp, wire, vb, portMAC)
+	// 10h. fragments (frag_test.go)
+	fragCases(t, fp, wire, vb, portMAC)
 
 	// 11. nothing leaked: every mbuf is back in the pool (once what is
 	// held for a neighbour has been dropped)
@@ -621,6 +631,8 @@ func TestFastpathChild(t *testing.T) {
 	if avail := fp.MbufsAvailable(); avail != avail0 {
 		t.Fatalf("mbufs available %d, before the traffic %d: leak", avail, avail0)
 	}
+	// 11b. and a fragment held for reassembly when the loop stops
+	fragStopCheck(t, fp, wire, vb, portMAC, avail0)
 }
 
 // drainNotes reads notes until none come for a while (the loop may still

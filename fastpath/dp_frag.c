@@ -1,0 +1,302 @@
+/*
+ * Fragments, with DPDK's librte_ip_frag. A fragment of a protected flow
+ * must be encrypted like the rest of its datagram, and a policy with ports
+ * needs the first fragment's ports for every fragment (RFC 4301 §7): so
+ * the fast path reassembles, then classifies the whole packet.
+ *
+ *   fragment in (from the wire, the TAP, or out of a decrypted ESP packet)
+ *     -> the worker's reassembly table of that kind (not thread safe: one
+ *        per worker; separate kinds, so that a fragment from the wire
+ *        never completes a datagram whose other fragments were decrypted)
+ *     -> whole: copied into one mbuf of whole_pool, so that every later
+ *        step (policy lookup, rte_ipsec and the crypto PMDs, checksums)
+ *        sees a single segment; then classified like any packet (frag_in)
+ *     -> not whole within SP_FRAG_TIMEOUT_MS, table full, overlapping,
+ *        more than RTE_LIBRTE_IP_FRAG_MAX_FRAG (8) fragments, an IPv6
+ *        fragment header behind other extension headers: dropped, drop_frag
+ *   a frame larger than its port's MTU (a packet reassembled here, or
+ *   ESP of an inner packet that allowed fragmentation)
+ *     -> rte_ipv4_fragment_packet / rte_ipv6_fragment_packet: each
+ *        fragment's header in an mbuf of hdr_pool, its data a reference
+ *        into the packet (ind_pool) -> the tx queue (frag_out)
+ *
+ * Fragmenting after encryption (the outer packet), not before (the inner
+ * one), is what Linux does for a tunnel whose inner IPv4 has DF clear: one
+ * ESP packet and one sequence number per datagram, and the peer's kernel
+ * reassembles before its ESP sees it.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <rte_cycles.h>
+#include <rte_errno.h>
+#include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_ip_frag.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_random.h>
+
+#include "dp.h"
+
+#define SP_FRAG_TIMEOUT_MS 2000	/* the kernel's ipfrag_time is 30 s: shorter, as
+				 * a table here holds mbufs of the rx pool */
+#define SP_FRAG_MAX_ENTRIES 128	/* datagrams in reassembly per table: at most
+				 * 128 * 8 mbufs held per kind and worker */
+#define SP_FRAG_BUCKETS 64
+#define SP_FRAG_BUCKET_ENTRIES 4
+#define SP_WHOLE_MBUFS 512	/* reassembled packets in flight, all workers */
+#define SP_IND_MBUFS 4096	/* fragments made here in flight, all workers */
+/* a reassembled packet: at most 8 rx mbufs of data, and room behind it
+ * for what ESP adds (outer headers go into the headroom) */
+#define SP_WHOLE_ROOM (RTE_LIBRTE_IP_FRAG_MAX_FRAG * 2048 + 512)
+
+struct sp_frag {
+	struct sp_dp *dp;
+	struct sp_worker *w;
+	struct rte_ip_frag_tbl *tbl[SP_FRAG_KINDS];	/* NULL: could not be made */
+	struct rte_ip_frag_death_row dr;
+	uint64_t last_in;	/* TSC of the last fragment taken in */
+	uint64_t timeout;	/* SP_FRAG_TIMEOUT_MS in TSC */
+	uint32_t id6;		/* identification of the IPv6 fragments made here */
+};
+
+static struct sp_frag frags[SP_MAX_WORKERS];
+
+/* Pools shared by the workers; made once at start, with the rx pool. */
+int
+sp_frag_pools(struct sp_dp *dp, struct rte_mempool *hdr_pool, char *err, size_t errlen)
+{
+	dp->hdr_pool = hdr_pool;
+	dp->whole_pool = rte_pktmbuf_pool_create("sp_whole", SP_WHOLE_MBUFS, 32, 0,
+		RTE_PKTMBUF_HEADROOM + SP_WHOLE_ROOM, SOCKET_ID_ANY);
+	if (dp->whole_pool == NULL) {
+		snprintf(err, errlen, "mbuf pool for reassembled packets: %s", rte_strerror(rte_errno));
+		return -1;
+	}
+	dp->ind_pool = rte_pktmbuf_pool_create("sp_ind", SP_IND_MBUFS, 64, 0, 0, SOCKET_ID_ANY);
+	if (dp->ind_pool == NULL) {
+		snprintf(err, errlen, "mbuf pool for fragments: %s", rte_strerror(rte_errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Worker wid's state, made on its lcore when it starts. A table that
+ * cannot be made leaves its kind of fragments dropped (drop_frag). */
+struct sp_frag *
+sp_frag_new(struct sp_dp *dp, uint32_t wid)
+{
+	struct sp_frag *fr = &frags[wid];
+	uint32_t k;
+
+	memset(fr, 0, sizeof(*fr));
+	fr->dp = dp;
+	fr->w = &dp->w[wid];
+	fr->timeout = rte_get_tsc_hz() / 1000 * SP_FRAG_TIMEOUT_MS;
+	fr->id6 = (uint32_t)rte_rand();
+	for (k = 0; k < SP_FRAG_KINDS; k++)
+		fr->tbl[k] = rte_ip_frag_table_create(SP_FRAG_BUCKETS, SP_FRAG_BUCKET_ENTRIES,
+			SP_FRAG_MAX_ENTRIES, fr->timeout, SOCKET_ID_ANY);
+	return fr;
+}
+
+/* At the worker's end: the tables and the fragments they hold go. */
+void
+sp_frag_free(struct sp_frag *fr)
+{
+	uint32_t k;
+
+	rte_ip_frag_free_death_row(&fr->dr, 0);
+	for (k = 0; k < SP_FRAG_KINDS; k++) {
+		if (fr->tbl[k] != NULL)
+			rte_ip_frag_table_destroy(fr->tbl[k]);
+		fr->tbl[k] = NULL;
+	}
+}
+
+static inline void
+count(struct sp_frag *fr, uint32_t port, enum sp_cnt k, uint64_t n)
+{
+	fr->w->stats[port].cnt[k] += n;
+}
+
+/* The fast path port an mbuf came in on (its wire side or its TAP). */
+static uint32_t
+port_of(const struct sp_dp *dp, uint16_t ethdev)
+{
+	uint32_t i;
+
+	for (i = 0; i < dp->n_ports; i++)
+		if (dp->ports[i].phys == ethdev || dp->ports[i].tap == ethdev)
+			return i;
+	return 0;
+}
+
+/* What the library gave up on (timed out, evicted, overlapping, too many
+ * pieces): counted on the port each fragment came in on, freed. */
+static void
+death_row(struct sp_frag *fr)
+{
+	uint32_t i;
+
+	for (i = 0; i < fr->dr.cnt; i++)
+		count(fr, port_of(fr->dp, fr->dr.row[i]->port), SP_CNT_DROP_FRAG, 1);
+	rte_ip_frag_free_death_row(&fr->dr, 0);
+}
+
+/*
+ * A fragment m (its IP header l2 bytes in, lengths checked by ip_parse)
+ * that came in on port: the whole packet, in one mbuf (data where m's
+ * was), once its last fragment is here; else NULL (kept for the others,
+ * or dropped and counted).
+ */
+struct rte_mbuf *
+sp_frag_in(struct sp_frag *fr, uint32_t port, enum sp_frag_kind kind, struct rte_mbuf *m,
+	uint32_t l2, uint64_t now)
+{
+	struct rte_ip_frag_tbl *t = fr->tbl[kind];
+	uint8_t *l3 = rte_pktmbuf_mtod_offset(m, uint8_t *, l2);
+	struct rte_mbuf *whole, *one;
+	int v6 = (*l3 >> 4) == 6;
+
+	fr->last_in = now;
+	m->l2_len = l2;
+	if (!v6) {
+		struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)l3;
+		m->l3_len = rte_ipv4_hdr_len(ip);
+		whole = t == NULL ? NULL : rte_ipv4_frag_reassemble_packet(t, &fr->dr, m, now, ip);
+	} else {
+		struct rte_ipv6_hdr *ip = (struct rte_ipv6_hdr *)l3;
+		struct rte_ipv6_fragment_ext *fh = rte_ipv6_frag_get_ipv6_fragment_header(ip);
+		/* the library takes a fragment header only right behind the
+		 * IPv6 header (where Linux puts it unless hop-by-hop options
+		 * or a routing header come first) */
+		if (fh == NULL)
+			t = NULL;
+		m->l3_len = sizeof(*ip) + sizeof(*fh);
+		whole = t == NULL ? NULL : rte_ipv6_frag_reassemble_packet(t, &fr->dr, m, now, ip, fh);
+	}
+	if (t == NULL) {
+		count(fr, port, SP_CNT_DROP_FRAG, 1);
+		rte_pktmbuf_free(m);
+		return NULL;
+	}
+	if (fr->dr.cnt)
+		death_row(fr);
+	if (whole == NULL)
+		return NULL;
+	if (!v6) {
+		/* the library zeroes the checksum of the header it rewrites */
+		struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(whole, struct rte_ipv4_hdr *, l2);
+		ip->hdr_checksum = rte_ipv4_cksum(ip);
+	}
+	one = rte_pktmbuf_copy(whole, fr->dp->whole_pool, 0, UINT32_MAX);
+	rte_pktmbuf_free(whole);
+	if (one == NULL) {
+		count(fr, port, SP_CNT_DROP_NOMEM, 1);
+		return NULL;
+	}
+	if (one->nb_segs != 1) {
+		/* longer than SP_WHOLE_ROOM (8 fragments of more than 2 KiB:
+		 * an af_packet port with a jumbo MTU): too big */
+		rte_pktmbuf_free(one);
+		count(fr, port, SP_CNT_DROP_FRAG, 1);
+		return NULL;
+	}
+	count(fr, port, SP_CNT_FRAG_IN, 1);
+	return one;
+}
+
+/*
+ * Once per loop while fragments may be held: drop the datagrams not whole
+ * within the timeout. Returns 0 once every table must be empty (nothing
+ * came in for longer than the timeout, and what was held is gone).
+ */
+int
+sp_frag_reap(struct sp_frag *fr, uint64_t now)
+{
+	uint32_t k, round;
+
+	for (k = 0; k < SP_FRAG_KINDS; k++) {
+		if (fr->tbl[k] == NULL)
+			continue;
+		/* the library stops when the death row is full: empty it and
+		 * go on (a table holds at most SP_FRAG_MAX_ENTRIES) */
+		for (round = 0; round < SP_FRAG_MAX_ENTRIES; round++) {
+			rte_ip_frag_table_del_expired_entries(fr->tbl[k], &fr->dr, now);
+			if (fr->dr.cnt == 0)
+				break;
+			death_row(fr);
+		}
+	}
+	return now - fr->last_in <= 2 * fr->timeout;
+}
+
+/*
+ * Packet m (data at Ethernet) is larger than the MTU of port, where it
+ * goes: its fragments, in out (at most SP_FRAG_OUT_MAX), each with m's
+ * Ethernet header and rx time; m is consumed. 0 when it cannot be
+ * fragmented (IPv4 with DF set: drop_mtu) or on want of mbufs.
+ */
+uint16_t
+sp_frag_out(struct sp_frag *fr, uint32_t port, struct rte_mbuf *m, uint16_t mtu, struct rte_mbuf **out)
+{
+	struct rte_ether_hdr eh = *rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	uint8_t *l3 = rte_pktmbuf_mtod_offset(m, uint8_t *, sizeof(eh));
+	uint64_t rxt = *RTE_MBUF_DYNFIELD(m, sp_mbuf_rxt_off, uint64_t *);
+	int v6 = (*l3 >> 4) == 6;
+	int32_t n, i;
+	uint32_t id = 0;
+
+	if (!v6 && (((struct rte_ipv4_hdr *)l3)->fragment_offset &
+			rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG))) {
+		count(fr, port, SP_CNT_DROP_MTU, 1);
+		rte_pktmbuf_free(m);
+		return 0;
+	}
+	rte_pktmbuf_adj(m, sizeof(eh));
+	if (v6) {
+		n = rte_ipv6_fragment_packet(m, out, SP_FRAG_OUT_MAX, mtu, fr->dp->hdr_pool,
+			fr->dp->ind_pool);
+		id = rte_cpu_to_be_32(fr->id6++);
+	} else {
+		n = rte_ipv4_fragment_packet(m, out, SP_FRAG_OUT_MAX, mtu, fr->dp->hdr_pool,
+			fr->dp->ind_pool);
+	}
+	/* the fragments hold references to m's data */
+	rte_pktmbuf_free(m);
+	if (n <= 0) {
+		count(fr, port, n == -ENOMEM ? SP_CNT_DROP_NOMEM : SP_CNT_DROP_MTU, 1);
+		return 0;
+	}
+	for (i = 0; i < n; i++) {
+		struct rte_mbuf *f = out[i];
+		struct rte_ether_hdr *feh;
+
+		if (v6) {
+			/* the library leaves the identification 0 (RFC 8200
+			 * §4.5 wants it unique per source and destination) */
+			struct rte_ipv6_fragment_ext *fh = (struct rte_ipv6_fragment_ext *)
+				(rte_pktmbuf_mtod(f, struct rte_ipv6_hdr *) + 1);
+			fh->id = id;
+		} else {
+			struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod(f, struct rte_ipv4_hdr *);
+			ip->hdr_checksum = rte_ipv4_cksum(ip);
+		}
+		feh = (struct rte_ether_hdr *)rte_pktmbuf_prepend(f, sizeof(eh));
+		if (feh == NULL) {
+			int32_t j;
+			for (j = i; j < n; j++)
+				rte_pktmbuf_free(out[j]);
+			count(fr, port, SP_CNT_DROP_NOMEM, n - i);
+			n = i;
+			break;
+		}
+		*feh = eh;
+		*RTE_MBUF_DYNFIELD(f, sp_mbuf_rxt_off, uint64_t *) = rxt;
+	}
+	count(fr, port, SP_CNT_FRAG_OUT, n);
+	return (uint16_t)n;
+}
+
