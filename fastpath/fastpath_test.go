@@ -604,6 +604,8 @@ func TestFastpathChild(t *testing.T) {
 	spdCases(t, fp, wire, vb, portMAC)
 	// 10f. hard lifetimes by bytes and packets (limits_test.go)
 	limitCases(t, fp, wire, vb, portMAC)
+	// 10g. start sequence numbers, replay window start, blocked SAs (seq_test.go)
+	seqCases(t, fp, wire, vb, portMAC)
 
 	// 11. nothing leaked: every mbuf is back in the pool (once what is
 	// held for a neighbour has been dropped)
