@@ -257,7 +257,7 @@ func TestSequencesSurviveRestart(t *testing.T) {
 		e, _ := newEngine()
 		e.KeepSequences(st)
 		_ = e.AddSA(ctx, outSA(0x100, 1))
-		if err := st.Save(e.OutboundSeqs(), clean); err != nil {
+		if err := e.Checkpoint(clean); err != nil {
 			t.Fatal(err)
 		}
 		// "restart": a new engine and data plane, same SA replayed
@@ -284,8 +284,10 @@ func TestSequencesSurviveRestart(t *testing.T) {
 	if err := os.WriteFile(path, []byte("{garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadSeqState(path); err == nil {
-		t.Fatal("damaged state file accepted")
+	if st, err := LoadSeqState(path); err == nil || st == nil || !st.Crashed() {
+		t.Fatalf("damaged state file: %v, %v; want an error and an empty state", st, err)
+	} else if _, ok := st.Resume(model.SAID{Dst: peer, SPI: 0x100, Proto: model.ProtoESP}); ok {
+		t.Fatal("a damaged state file still gives records")
 	}
 }
 

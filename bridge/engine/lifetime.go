@@ -36,7 +36,7 @@ func counted(l model.Lifetime) bool { return l.Bytes != 0 || l.Packets != 0 }
 func (e *Engine) checkLifetimes(now time.Time) []pluginsock.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var evs []pluginsock.Event
+	evs := e.seqEventsLocked()
 	for id, s := range e.mu.sas {
 		if s.hardSent {
 			continue
