@@ -33,60 +33,13 @@ func TestGatewayReplayWAN(t *testing.T) {
 		return parseSPI(t, in.SPI), in.Packets, in.DropReplay
 	}
 	spi, pkts0, _ := inSA()
-
-	// Whole frames from the peer, as the gateway's port receives them.
-	capture, err := g.l.CaptureSnap(lab.GW, lab.GWWan,
-		fmt.Sprintf("udp and src host %s and dst host %s and port 4500", lab.PRWanAddr, lab.GWWanAddr), 65535)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.pingBothWays(t, ctx, 5)
-	_, pkts1, _ := inSA()
-	src, dst := netip.MustParseAddr(lab.PRWanAddr), netip.MustParseAddr(lab.GWWanAddr)
-	espOfSA := func(pkts []lab.Packet) [][]byte {
-		var frames [][]byte
-		for _, p := range pkts {
-			if p.ESPinUDP && p.SPI == spi && p.Src == src && p.Dst == dst && len(p.Data) == p.Len {
-				frames = append(frames, p.Data)
-			}
-		}
-		return frames
-	}
-	// tcpdump (libpcap's TPACKET_V3 ring) hands packets over in blocks,
-	// at the latest after its 1-s buffer timeout, and loses the block in
-	// hand when it is stopped: wait until the file holds what the SA saw.
-	cctx, ccancel := context.WithTimeout(ctx, 15*time.Second)
-	defer ccancel()
-	err = waitFor(cctx, "capture written", func() (bool, error) {
-		pkts, err := lab.ReadPcap(capture.Path)
-		if err != nil {
-			return false, err
-		}
-		n := len(espOfSA(pkts))
-		return uint64(n) >= pkts1-pkts0, fmt.Errorf("%d ESP frames in the capture", n)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkts, err := capture.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	frames := espOfSA(pkts)
-	t.Logf("captured %d frames at the gateway's WAN port, %d of them ESP-in-UDP for SA 0x%08x; the SA decrypted %d meanwhile",
-		len(pkts), len(frames), spi, pkts1-pkts0)
-	// 5 pings each way: 10 ESP packets from the peer. Each captured frame
-	// must have been accepted once, or its copy would be no replay.
-	if len(frames) < 10 || uint64(len(frames)) != pkts1-pkts0 {
-		t.Fatalf("captured %d ESP frames for SA 0x%08x, but the SA decrypted %d packets meanwhile",
-			len(frames), spi, pkts1-pkts0)
-	}
+	frames := captureFromPeer(t, ctx, g, spi, func() uint64 { _, p, _ := inSA(); return p - pkts0 })
 
 	before, err := g.d.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, saReplay0 := inSA()
+	_, pkts1, saReplay0 := inSA()
 	if err := g.l.SendFrames(lab.PR, lab.PRWan, frames); err != nil {
 		t.Fatal(err)
 	}
@@ -126,4 +79,137 @@ func TestGatewayReplayWAN(t *testing.T) {
 		t.Errorf("inbound SA: drop_replay +%d (want %d), packets +%d (want 0)", saReplay-saReplay0, n, pkts2-pkts1)
 	}
 	g.pingBothWays(t, ctx, 3)
+}
+
+// TestGatewayReplayAfterRestart: the peer's ESP frames captured before a
+// clean restart of swanpathd, sent again after charon's plugin replayed
+// the SAs, are all dropped as replays: the inbound SA's replay window
+// starts above the highest number it received before the restart (kept
+// in fastpath.state_file), not empty.
+func TestGatewayReplayAfterRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	g := start(t, ctx, lab.Options{}, lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true})
+	warmUp(t, ctx, g)
+	inSA := func() (spi uint32, packets, dropReplay uint64) {
+		t.Helper()
+		sas, err := g.d.SAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, ok := saByDir(sas, "in")
+		if !ok || len(sas) != 2 {
+			t.Fatalf("want one inbound SA among two: %+v", sas)
+		}
+		return parseSPI(t, in.SPI), in.Packets, in.DropReplay
+	}
+	spi, pkts0, _ := inSA()
+	frames := captureFromPeer(t, ctx, g, spi, func() uint64 { _, p, _ := inSA(); return p - pkts0 })
+
+	if err := g.d.Stop(); err != nil {
+		t.Logf("swanpathd stop: %v", err)
+	}
+	if err := g.d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := waitFor(ctx, "plugin replay", func() (bool, error) {
+		sas, err := g.d.SAs(ctx)
+		return err == nil && len(sas) == 2, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spi2, _, _ := inSA(); spi2 != spi {
+		t.Fatalf("inbound SA 0x%08x after the restart, want the same 0x%08x (replayed, not renegotiated)", spi2, spi)
+	}
+	before, err := g.d.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pkts1, saReplay0 := inSA()
+	if err := g.l.SendFrames(lab.PR, lab.PRWan, frames); err != nil {
+		t.Fatal(err)
+	}
+	n := uint64(len(frames))
+	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer wcancel()
+	err = waitFor(wctx, "replayed frames handled", func() (bool, error) {
+		now, err := g.d.Stats(wctx)
+		if err != nil {
+			return false, err
+		}
+		d := func(k string) uint64 { return now["wan"][k] - before["wan"][k] }
+		return d("drop_replay")+d("esp_in") >= n, fmt.Errorf("drop_replay +%d, esp_in +%d of %d", d("drop_replay"), d("esp_in"), n)
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	now, err := g.d.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pkts2, saReplay := inSA()
+	delta := func(k string) uint64 { return now["wan"][k] - before["wan"][k] }
+	t.Logf("after the restart, replayed %d frames: drop_replay +%d, esp_in +%d", n, delta("drop_replay"), delta("esp_in"))
+	if delta("drop_replay") != n || delta("esp_in") != 0 {
+		t.Errorf("drop_replay +%d, esp_in +%d; want +%d and 0: frames from before the restart were accepted again", delta("drop_replay"), delta("esp_in"), n)
+	}
+	if saReplay-saReplay0 != n || pkts2 != pkts1 {
+		t.Errorf("inbound SA: drop_replay +%d (want %d), packets +%d (want 0)", saReplay-saReplay0, n, pkts2-pkts1)
+	}
+	g.pingBothWays(t, ctx, 3)
+}
+
+// captureFromPeer captures the ESP-in-UDP frames of the inbound SA spi as
+// they arrive at the gateway's WAN port while 5 pings go each way, and
+// returns them whole. decrypted is how many packets the SA has decrypted
+// since before the capture: each captured frame must have been accepted
+// once (or its copy would be no replay).
+func captureFromPeer(t *testing.T, ctx context.Context, g *gateway, spi uint32, decrypted func() uint64) [][]byte {
+	t.Helper()
+	capture, err := g.l.CaptureSnap(lab.GW, lab.GWWan,
+		fmt.Sprintf("udp and src host %s and dst host %s and port 4500", lab.PRWanAddr, lab.GWWanAddr), 65535)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.pingBothWays(t, ctx, 5)
+	n1 := decrypted()
+	src, dst := netip.MustParseAddr(lab.PRWanAddr), netip.MustParseAddr(lab.GWWanAddr)
+	espOfSA := func(pkts []lab.Packet) [][]byte {
+		var frames [][]byte
+		for _, p := range pkts {
+			if p.ESPinUDP && p.SPI == spi && p.Src == src && p.Dst == dst && len(p.Data) == p.Len {
+				frames = append(frames, p.Data)
+			}
+		}
+		return frames
+	}
+	// tcpdump (libpcap's TPACKET_V3 ring) hands packets over in blocks,
+	// at the latest after its 1-s buffer timeout, and loses the block in
+	// hand when it is stopped: wait until the file holds what the SA saw.
+	cctx, ccancel := context.WithTimeout(ctx, 15*time.Second)
+	defer ccancel()
+	err = waitFor(cctx, "capture written", func() (bool, error) {
+		pkts, err := lab.ReadPcap(capture.Path)
+		if err != nil {
+			return false, err
+		}
+		n := len(espOfSA(pkts))
+		return uint64(n) >= n1, fmt.Errorf("%d ESP frames in the capture", n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkts, err := capture.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := espOfSA(pkts)
+	t.Logf("captured %d frames at the gateway's WAN port, %d of them ESP-in-UDP for SA 0x%08x; the SA decrypted %d meanwhile",
+		len(pkts), len(frames), spi, n1)
+	// 5 pings each way: 10 ESP packets from the peer
+	if len(frames) < 10 || uint64(len(frames)) != n1 {
+		t.Fatalf("captured %d ESP frames for SA 0x%08x, but the SA decrypted %d packets meanwhile", len(frames), spi, n1)
+	}
+	return frames
 }

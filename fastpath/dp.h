@@ -100,7 +100,10 @@ struct sp_sa_params {
 	uint8_t esn;
 	uint8_t icv_len;	/* bytes */
 	uint32_t replay_window;
-	uint64_t seq_start;	/* first outbound sequence number (0 = 1) */
+	/* outbound: the first sequence number (0 = 1); inbound: the highest
+	 * one received before (0 = none), which the replay window starts
+	 * above: every number up to it is a replay (see dp_sa.c) */
+	uint64_t seq_start;
 	uint64_t hard_packets;	/* 0 = no limit */
 	uint64_t hard_bytes;
 	uint32_t salt;		/* as on the wire (network order bytes) */
@@ -121,6 +124,10 @@ struct sp_sa_ctr {
 	uint64_t packets;
 	uint64_t bytes;
 	uint64_t last_use;	/* rte_get_tsc_cycles() of the last packet */
+	/* inbound: the highest sequence number authenticated (64-bit with
+	 * ESN), from seq_start on; Go checkpoints it, so that after a restart
+	 * the replay window starts above it */
+	uint64_t seq_max;
 };
 
 struct sp_sa_stats {
@@ -170,7 +177,10 @@ struct sp_sa {
 	uint8_t sqh_len;		/* ESN high bits kept behind the trailer during crypto */
 	uint8_t cpu;			/* ss is synchronous: RTE_SECURITY_ACTION_TYPE_CPU_CRYPTO */
 	uint8_t limited;		/* hard_packets or hard_bytes is set */
-	uint8_t dead;			/* hard lifetime over: drop everything */
+	uint8_t dead;			/* 0, or why it carries nothing: SP_SA_EXPIRED
+					 * (hard lifetime over: drop everything,
+					 * drop_expired), SP_SA_BLOCKED (outbound, no
+					 * sequence number known safe: drop_seq) */
 	/* the rest: set-up, hard limits, NAT-T, ICMP errors */
 	uint64_t hard_packets;		/* hard limits, 0 = none: nothing passes beyond */
 	uint64_t hard_bytes;
@@ -186,6 +196,10 @@ struct sp_sa {
 	 * the trailer's next header is set between prepare and crypto */
 	struct rte_ipsec_session ss_async;
 };
+
+/* struct sp_sa's dead bits, set and cleared atomically by Go */
+#define SP_SA_EXPIRED 1
+#define SP_SA_BLOCKED 2
 
 /* The per-packet fields end within the SA's second cache line. */
 #define SP_SA_HOT_END (offsetof(struct sp_sa, dead) + 1)

@@ -1243,6 +1243,39 @@ prepare_refused(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mb
 	}
 }
 
+/*
+ * Inbound, n packets of sa with a good ICV, their ESP header still in
+ * place (l2_len + l3_len in): raise this worker's highest sequence number
+ * seen (what Go checkpoints: after a restart the replay window starts
+ * above it). rte_ipsec's own window state is private to lib/ipsec. One
+ * store per run of packets of an SA, in the line the counts go to anyway.
+ * With ESN only the low 32 bits are on the wire: a number counts as higher
+ * when it is ahead of the last one by less than 2^31 (the replay window
+ * has just let it through, so it is near the window's top).
+ */
+static inline void
+seq_seen(struct sp_ctx *c, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
+{
+	struct sp_sa_ctr *ct = CTR(c, sa);
+	uint64_t t = ct->seq_max, hi = t;
+	uint32_t low;
+	int32_t d;
+	uint16_t i;
+
+	for (i = 0; i < n; i++) {
+		low = rte_be_to_cpu_32(rte_pktmbuf_mtod_offset(mb[i], const struct rte_esp_hdr *,
+			mb[i]->l2_len + mb[i]->l3_len)->seq);
+		if (sa->sqh_len == 0) {
+			hi = RTE_MAX(hi, (uint64_t)low);
+		} else {
+			d = (int32_t)(low - (uint32_t)t);
+			if (d > 0)
+				hi = RTE_MAX(hi, t + (uint64_t)d);
+		}
+	}
+	ct->seq_max = hi;
+}
+
 /* After crypto: what rte_ipsec_pkt_process makes of the good ones. */
 static uint16_t
 finish(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, const struct rte_ipsec_session *ss,
@@ -1250,6 +1283,8 @@ finish(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, const struct rte_ipsec
 {
 	uint16_t k, i;
 
+	if (sa->inbound && n > 0)
+		seq_seen(c, sa, mb, n);
 	k = rte_ipsec_pkt_process(ss, mb, n);
 	for (i = k; i < n; i++) {
 		/* after a good ICV: bad padding or a replay raced in the burst */
@@ -1379,12 +1414,19 @@ sa_crypto(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb
 static uint16_t
 sa_limit(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
 {
+	enum sp_cnt why = SP_CNT_DROP_EXPIRED;
 	uint64_t prev, bytes = 0;
 	uint16_t ok = n, i;
+	uint8_t dead = __atomic_load_n(&sa->dead, __ATOMIC_RELAXED);
 
-	if (unlikely(__atomic_load_n(&sa->dead, __ATOMIC_RELAXED)))
+	if (unlikely(dead != 0)) {
 		ok = 0;
-	else if (unlikely(sa->limited)) {
+		/* blocked, not expired: no safe sequence number (the control
+		 * plane's checkpoints failed, or it came back after a restart
+		 * without its record); charon rekeys it */
+		if (!(dead & SP_SA_EXPIRED))
+			why = SP_CNT_DROP_SEQ;
+	} else if (unlikely(sa->limited)) {
 		/* the workers share these counters: reserve what passes */
 		if (sa->hard_bytes != 0 &&
 				__atomic_load_n(&sa->lim_bytes, __ATOMIC_RELAXED) >= sa->hard_bytes) {
@@ -1410,7 +1452,7 @@ sa_limit(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[
 		}
 	}
 	for (i = ok; i < n; i++)
-		drop(c, port, mb[i], SP_CNT_DROP_EXPIRED);
+		drop(c, port, mb[i], why);
 	return ok;
 }
 

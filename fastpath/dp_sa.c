@@ -221,6 +221,22 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 	 * swanpathd they continue above every number already used: with
 	 * AES-GCM the sequence number is the IV) */
 	prm.ipsec_xform.esn.value = p->seq_start;
+	if (p->inbound) {
+		/*
+		 * Inbound, esn.value is the replay window's top (lib/ipsec
+		 * 22.11 fill_sa_replay; the window bitmap starts empty) and
+		 * esn_inb_check_sqn refuses a number s only when s + W < top
+		 * (W the window size, at least 64 with ESN): a top of
+		 * H + W + 1 refuses every number up to seq_start H, the highest
+		 * one received before a restart, and lets H + 1 on pass.
+		 */
+		uint64_t w = p->esn ? RTE_MAX(p->replay_window, 64u) : p->replay_window;
+
+		prm.ipsec_xform.esn.value = p->seq_start != 0 && w != 0 ? p->seq_start + w + 1 : 0;
+		s->ctr.seq_max = p->seq_start;
+		for (i = 0; i < SP_MAX_WORKERS; i++)
+			s->st[i].c.seq_max = p->seq_start;
+	}
 	prm.crypto_xform = x.first;
 
 	if (p->inbound || p->transport) {

@@ -619,6 +619,8 @@ func TestFastpathChild(t *testing.T) {
 	edgeCases(t, fp, wire, vb, portMAC)
 	// 10h. fragments (frag_test.go)
 	fragCases(t, fp, wire, vb, portMAC)
+	// 10i. start sequence numbers, replay window start, blocked SAs (seq_test.go)
+	seqCases(t, fp, wire, vb, portMAC)
 
 	// 11. nothing leaked: every mbuf is back in the pool (once what is
 	// held for a neighbour has been dropped)

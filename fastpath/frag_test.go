@@ -58,8 +58,9 @@ func fragCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC 
 			{Dst: netip.PrefixFrom(gw6, 128), Local: true},
 		},
 		Neighs: []dataplane.Neigh{{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr}, {Port: 0, IP: peer6, MAC: vb.HardwareAddr}},
-		// the gateway's own addresses: ESP-in-UDP is taken only to these
-		Addrs: []netip.Addr{gwAddr, gw6},
+		// both ends are this fast path (see TestFastpathChild): ESP-in-UDP
+		// is taken only to these; the cases after this one rely on it too
+		Addrs: []netip.Addr{gwAddr, gw6, peerAddr, peer6},
 	}
 	if err := fp.SetFIB(fib); err != nil {
 		t.Fatal(err)

@@ -5,8 +5,10 @@ package fastpath
 #include <string.h>
 #include "dp.h"
 
-static inline void sp_sa_kill(struct sp_sa *sa) { __atomic_store_n(&sa->dead, 1, __ATOMIC_RELAXED); }
-static inline void sp_sa_revive(struct sp_sa *sa) { __atomic_store_n(&sa->dead, 0, __ATOMIC_RELAXED); }
+static inline void sp_sa_kill(struct sp_sa *sa) { __atomic_fetch_or(&sa->dead, SP_SA_EXPIRED, __ATOMIC_RELAXED); }
+static inline void sp_sa_block(struct sp_sa *sa) { __atomic_fetch_or(&sa->dead, SP_SA_BLOCKED, __ATOMIC_RELAXED); }
+static inline uint8_t sp_sa_dead(struct sp_sa *sa) { return __atomic_load_n(&sa->dead, __ATOMIC_RELAXED); }
+static inline void sp_sa_set_dead(struct sp_sa *sa, uint8_t v) { __atomic_store_n(&sa->dead, v, __ATOMIC_RELAXED); }
 static inline void sp_slot_set(struct sp_sa **slot, struct sp_sa *sa) { __atomic_store_n(slot, sa, __ATOMIC_RELEASE); }
 static inline struct sp_sa *sp_slot_get(struct sp_sa **slot) { return __atomic_load_n(slot, __ATOMIC_ACQUIRE); }
 */
@@ -224,19 +226,26 @@ func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint1
 	// counters, and so its last sequence number, are final. The packets
 	// of this short moment are dropped (drop_expired); the new SA must not
 	// start below a number the old one could still send (AES-GCM IV).
+	dead := C.sp_sa_dead(e.c) // expired or blocked before: the new SA is too
 	C.sp_sa_kill(e.c)
 	C.sp_synchronize(f.dp)
 	st, ctr := e.c.st, e.c.ctr
-	// continue after the last number sent; the counters go on, so SeqUsed
-	// stays start + packets
-	p.seq_start = C.uint64_t(nextSeq(sa.SeqStart, f.sum(e.c).packets))
+	if sa.Inbound {
+		// the replay window starts above the highest number received
+		p.seq_start = C.uint64_t(f.sum(e.c).seqSeen)
+	} else {
+		// continue after the last number sent; the counters go on, so
+		// SeqUsed stays start + packets
+		p.seq_start = C.uint64_t(nextSeq(sa.SeqStart, f.sum(e.c).packets))
+	}
 	var ebuf [256]C.char
 	c := C.sp_sa_move(p, e.c, &ebuf[0], C.size_t(len(ebuf)))
 	if c == nil {
-		C.sp_sa_revive(e.c)
+		C.sp_sa_set_dead(e.c, dead)
 		return fmt.Errorf("move SA %s: %s", id, cerr(ebuf[:]))
 	}
 	c.st, c.ctr = st, ctr
+	C.sp_sa_set_dead(c, dead)
 	c.lim_packets, c.lim_bytes = e.c.lim_packets, e.c.lim_bytes
 	old := e.c
 	ne := &saEntry{c: c, sa: sa, params: e.params, crypto: e.crypto}
@@ -277,6 +286,23 @@ func (f *Fastpath) ExpireSA(id model.SAID) error {
 		return fmt.Errorf("expire SA %s: %w", id, model.ErrNotFound)
 	}
 	C.sp_sa_kill(e.c)
+	return nil
+}
+
+// BlockSA makes the loop drop every packet of an outbound SA from now on
+// as drop_seq: no sequence number is known safe for it. It stays
+// installed (and bound) until charon's rekey replaces it.
+func (f *Fastpath) BlockSA(id model.SAID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.mu.sas[id]
+	if !ok {
+		return fmt.Errorf("block SA %s: %w", id, model.ErrNotFound)
+	}
+	if e.sa.Inbound {
+		return fmt.Errorf("block SA %s: inbound: %w", id, model.ErrInvalid)
+	}
+	C.sp_sa_block(e.c)
 	return nil
 }
 
@@ -832,7 +858,7 @@ func (f *Fastpath) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 		return dataplane.SACounters{}, false
 	}
 	st := f.sum(e.c)
-	return dataplane.SACounters{
+	c := dataplane.SACounters{
 		SeqUsed:       nextSeq(e.sa.SeqStart, st.packets),
 		Bytes:         st.bytes,
 		Packets:       st.packets,
@@ -843,7 +869,12 @@ func (f *Fastpath) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 		DropPolicy:    st.dropPolicy,
 		Crypto:        e.crypto,
 		CryptoMode:    cryptoMode(e.c),
-	}, true
+		Blocked:       C.sp_sa_dead(e.c)&C.SP_SA_BLOCKED != 0,
+	}
+	if e.sa.Inbound {
+		c.SeqUsed, c.SeqSeen = 0, st.seqSeen
+	}
+	return c, true
 }
 
 func cryptoMode(c *C.struct_sp_sa) string {
@@ -857,11 +888,13 @@ func cryptoMode(c *C.struct_sp_sa) string {
 type saSum struct {
 	packets, bytes, lastUse                         uint64
 	dropAuth, dropReplay, dropMalformed, dropPolicy uint64
+	seqSeen                                         uint64 // inbound
 }
 
 func (f *Fastpath) sum(c *C.struct_sp_sa) saSum {
 	// one worker counts in c.ctr, more in their st[w].c (see dp.h)
-	s := saSum{packets: uint64(c.ctr.packets), bytes: uint64(c.ctr.bytes), lastUse: uint64(c.ctr.last_use)}
+	s := saSum{packets: uint64(c.ctr.packets), bytes: uint64(c.ctr.bytes), lastUse: uint64(c.ctr.last_use),
+		seqSeen: uint64(c.ctr.seq_max)}
 	for w := range f.workers {
 		st := &c.st[w]
 		s.packets += uint64(st.c.packets)
@@ -871,6 +904,7 @@ func (f *Fastpath) sum(c *C.struct_sp_sa) saSum {
 		s.dropReplay += uint64(st.drop_replay)
 		s.dropMalformed += uint64(st.drop_malformed)
 		s.dropPolicy += uint64(st.drop_policy)
+		s.seqSeen = max(s.seqSeen, uint64(st.c.seq_max))
 	}
 	return s
 }

@@ -26,6 +26,11 @@ type Dataplane interface {
 	// ExpireSA stops all traffic on an SA (hard lifetime over) until it
 	// is deleted.
 	ExpireSA(id model.SAID) error
+	// BlockSA stops an outbound SA's traffic (dropped and counted as
+	// drop_seq) because no sequence number is known safe for it: it
+	// stays installed and bound, so that charon's rekey replaces it
+	// make-before-break. Refused for an inbound SA.
+	BlockSA(id model.SAID) error
 	// SetPolicy adds or replaces one policy (and the SA that protects its
 	// traffic). Policy changes that come in a burst may take effect
 	// together a few milliseconds later: the policy tables are rebuilt
@@ -114,6 +119,12 @@ type SACounters struct {
 	// SeqUsed is, for an outbound SA, the first sequence number it has
 	// not used (above every number sent): where it resumes after a restart.
 	SeqUsed uint64
+	// SeqSeen is, for an inbound SA, the highest sequence number received
+	// with a good ICV (or the one it was created with): after a restart
+	// its replay window starts above it.
+	SeqSeen uint64
+	// Blocked says an outbound SA was stopped by BlockSA.
+	Blocked bool
 }
 
 // NoteKind says what a Note reports.

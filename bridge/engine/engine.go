@@ -36,6 +36,8 @@ type saEntry struct {
 	added   time.Time
 	// expire events sent (see lifetime.go)
 	softSent, hardSent bool
+	// outbound, stopped for want of a safe sequence number (see seq.go)
+	blocked bool
 }
 
 type policyEntry struct {
@@ -66,10 +68,17 @@ type Engine struct {
 		acquired map[uint32]time.Time // reqid -> last acquire raised
 		mapped   map[mappingKey]time.Time
 		// failing closed (session.go): plugin connections (true once
-		// replayed), whether one ever replayed, and the fast path's state
+		// replayed: a connection whose value is false is replaying what
+		// it installed before swanpathd restarted, between HELLO and
+		// REPLAY_DONE), whether one ever replayed, the fast path's state
 		plugins  map[uint64]bool
 		replayed bool
 		closed   bool
+		// soft expires for SAs that came back without a safe sequence
+		// number state, sent once the replay is done (see seq.go)
+		pending []model.SAID
+		// the last checkpoint of the sequence numbers failed
+		ckptFailing bool
 	}
 }
 
@@ -88,30 +97,6 @@ func New(log *slog.Logger, dp dataplane.Dataplane) *Engine {
 	e.mu.plugins = make(map[uint64]bool)
 	e.mu.closed = true // as the fast path starts
 	return e
-}
-
-// KeepSequences makes outbound SAs that come back after a restart continue
-// their sequence numbers from st (see SeqState).
-func (e *Engine) KeepSequences(st *SeqState) { e.seq = st }
-
-// OutboundSeqs returns, per outbound SA, an upper bound of the sequence
-// numbers it has used, for SeqState.Save.
-func (e *Engine) OutboundSeqs() map[model.SAID]uint64 {
-	e.mu.Lock()
-	ids := make([]model.SAID, 0, len(e.mu.sas))
-	for id, s := range e.mu.sas {
-		if !s.sa.Inbound {
-			ids = append(ids, id)
-		}
-	}
-	e.mu.Unlock()
-	out := make(map[model.SAID]uint64, len(ids))
-	for _, id := range ids {
-		if c, ok := e.dp.SAStats(id); ok {
-			out[id] = c.SeqUsed
-		}
-	}
-	return out
 }
 
 // GetSPI allocates a random unused SPI.
@@ -143,12 +128,7 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	if err := sa.Validate(); err != nil {
 		return fmt.Errorf("add SA %s: %w", sa.SAID, err)
 	}
-	if !sa.Inbound && e.seq != nil {
-		if v, ok := e.seq.Resume(sa.SAID); ok {
-			sa.SeqStart = v
-			e.log.Info("SA resumes its sequence numbers", "spi", fmt.Sprintf("0x%08x", sa.SPI), "seq", v)
-		}
-	}
+	block, rekey := e.resumeLocked(sa)
 	info := *sa
 	info.EncKey, info.IntKey = nil, nil
 	keyBits := len(sa.EncKey) * 8
@@ -166,6 +146,16 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	e.mu.reqSAs[info.Reqid] = append(e.mu.reqSAs[info.Reqid], ent)
 	if info.Inbound {
 		e.mu.spis[info.SPI] = true
+	}
+	if block {
+		if err := e.dp.BlockSA(info.SAID); err != nil {
+			e.log.Warn("block SA", "spi", fmt.Sprintf("0x%08x", info.SPI), "err", err)
+		}
+		ent.blocked = true
+	}
+	if block || rekey {
+		ent.softSent = true
+		e.mu.pending = append(e.mu.pending, info.SAID)
 	}
 	e.log.Info("SA added", "spi", fmt.Sprintf("0x%08x", info.SPI), "dir", info.Direction(),
 		"src", info.Src, "dst", info.Dst, "reqid", info.Reqid, "encap", info.Encap)

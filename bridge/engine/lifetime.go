@@ -37,7 +37,7 @@ func (e *Engine) checkLifetimes(now time.Time) []pluginsock.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.pruneLocked(now)
-	var evs []pluginsock.Event
+	evs := e.seqEventsLocked()
 	for id, s := range e.mu.sas {
 		if s.hardSent {
 			continue

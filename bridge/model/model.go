@@ -192,9 +192,12 @@ type SA struct {
 
 	ReplayWindow uint32 // packets; 0 disables anti-replay
 	ESN          bool
-	// SeqStart is the first outbound sequence number (0 means 1). The IKE
-	// daemon never sets it: swanpathd does when an SA comes back after a
-	// restart, so that no sequence number (the AES-GCM IV) is used twice.
+	// SeqStart is, outbound, the first sequence number (0 means 1);
+	// inbound, the highest one received before (0: none), which the
+	// replay window starts above. The IKE daemon never sets it: swanpathd
+	// does when an SA comes back after a restart, so that no sequence
+	// number (the AES-GCM IV) is used twice and no packet received before
+	// is accepted again.
 	SeqStart uint64
 
 	Soft, Hard Lifetime

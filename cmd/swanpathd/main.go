@@ -95,21 +95,45 @@ func handleNotes(ctx context.Context, dp dataplane.Dataplane, fib *fibFeeder, en
 	}
 }
 
-// checkpointSeqs saves the outbound sequence numbers every second, so that
-// after a crash the SAs charon replays continue above them.
-func checkpointSeqs(ctx context.Context, log *slog.Logger, eng *engine.Engine, st *engine.SeqState) error {
+// checkpointSeqs saves the sequence numbers every second, so that after a
+// crash the outbound SAs charon replays continue above them and the inbound
+// ones refuse what they received. While it fails, the engine blocks the
+// outbound SAs before a crash could make them reuse a number.
+func checkpointSeqs(ctx context.Context, log *slog.Logger, eng *engine.Engine) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
-			if err := st.Save(eng.OutboundSeqs(), false); err != nil {
-				log.Error("checkpoint of outbound sequence numbers", "err", err)
+			err := eng.Checkpoint(false)
+			if err != nil && !failing {
+				log.Error("checkpoint of sequence numbers failed; outbound SAs are blocked and rekeyed before a crash could reuse their numbers", "err", err)
+			} else if err == nil && failing {
+				log.Info("checkpoint of sequence numbers works again")
 			}
+			failing = err != nil
 		}
 	}
+}
+
+// openSeqState loads the sequence numbers of the last run and marks the
+// file as running (a crash from now on adds the margin). Neither failing
+// stops swanpathd: a damaged or unreadable file is an empty state (every
+// SA charon replays without a record is rekeyed, and blocked until then
+// if outbound), and a file that cannot be marked makes the outbound SAs
+// resumed from it come back blocked.
+func openSeqState(log *slog.Logger, path string) *engine.SeqState {
+	seqs, err := engine.LoadSeqState(path)
+	if err != nil {
+		log.Error("sequence state unreadable: the SAs charon replays are rekeyed (outbound ones send nothing until then)", "err", err)
+	}
+	if err := seqs.MarkRunning(); err != nil {
+		log.Error("sequence state not writable: the outbound SAs charon replays are rekeyed and send nothing until then", "err", err)
+	}
+	return seqs
 }
 
 // kernelIface is the kernel interface a port reads with AF_PACKET
@@ -170,10 +194,8 @@ func run(log *slog.Logger, cfg Config) error {
 			log.Info("kernel stack kept off the port's interface", "port", p.Name, "iface", ifname)
 		}
 	}
-	seqs, err := engine.LoadSeqState(cfg.Fastpath.StateFile)
-	if err != nil {
-		return fmt.Errorf("%w (remove it only if charon restarts too: its SAs would reuse sequence numbers)", err)
-	}
+	// before the fast path forwards anything
+	seqs := openSeqState(log, cfg.Fastpath.StateFile)
 	fp, err := fastpath.Open(fcfg)
 	if err != nil {
 		return err
@@ -203,7 +225,7 @@ func run(log *slog.Logger, cfg Config) error {
 	errc := make(chan error, workers)
 	go func() { errc <- mirror.Run(ctx, fib.update) }()
 	go func() { errc <- handleNotes(ctx, fp, fib, eng, plugin.Notify) }()
-	go func() { errc <- checkpointSeqs(ctx, log, eng, seqs) }()
+	go func() { errc <- checkpointSeqs(ctx, log, eng) }()
 	// soft/hard lifetimes by bytes, packets and time reach charon as
 	// expire events, as from the kernel
 	go func() { errc <- eng.WatchLifetimes(ctx, 100*time.Millisecond, plugin.Notify) }()
@@ -232,8 +254,8 @@ func run(log *slog.Logger, cfg Config) error {
 	// no more packets: the sequence numbers are final
 	plugin.Close()
 	fp.Stop()
-	if err := seqs.Save(eng.OutboundSeqs(), true); err != nil {
-		log.Error("saving outbound sequence numbers", "err", err)
+	if err := eng.Checkpoint(true); err != nil {
+		log.Error("saving sequence numbers", "err", err)
 	}
 	if first != nil && !errors.Is(first, context.Canceled) {
 		return first
