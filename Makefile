@@ -18,7 +18,7 @@ GO       ?= go
 # one package at a time: the lab tests share two cores with charons and DPDK
 GOTEST_FLAGS ?= -count=1 -p 1 -timeout 60m
 
-.PHONY: all setup build go plugin install install-plugin test unit demo bench clean fmt vet
+.PHONY: all setup build go plugin install install-plugin test unit demo bench clean fmt vet deb
 
 all: build
 
@@ -60,6 +60,19 @@ demo: setup build install-plugin
 bench: setup build install-plugin
 	bash scripts/bench-deps.sh
 	$(GO) run ./bench/cmd/swanpath-bench $(if $(BENCH_QUICK),-quick) $(BENCH_FLAGS)
+
+# The Debian package: build/swanpath_<version>_amd64.deb, built by
+# dpkg-buildpackage in a copy of the tree (build/deb; the files git tracks
+# or would track) with the Go toolchain above and the installed strongSwan's
+# headers (reused from build/strongswan-src when there).
+DEB_VERSION = $(shell dpkg-parsechangelog -S Version)
+deb:
+	rm -rf build/deb && mkdir -p build/deb/swanpath-$(DEB_VERSION)/build
+	git ls-files -z -c -o --exclude-standard | tar -c --null -T - | tar -x -C build/deb/swanpath-$(DEB_VERSION)
+	if [ -f build/strongswan-src/config.h ]; then cp -a build/strongswan-src build/deb/swanpath-$(DEB_VERSION)/build/; fi
+	cd build/deb/swanpath-$(DEB_VERSION) && dpkg-buildpackage -us -uc -b
+	cp build/deb/swanpath_$(DEB_VERSION)_amd64.deb build/
+	@echo "deb: build/swanpath_$(DEB_VERSION)_amd64.deb"
 
 fmt:
 	gofmt -l -w .
