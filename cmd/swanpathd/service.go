@@ -65,7 +65,8 @@ func (s *service) run(ctx context.Context) error {
 	defer t.Stop()
 	var pw progressWatch
 	pw.moved(s.progress())
-	var lastStatus string
+	lastStatus := s.status()
+	_, _ = s.notify("STATUS=" + lastStatus)
 	stalled := -1
 	for {
 		select {
