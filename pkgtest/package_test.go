@@ -88,7 +88,7 @@ func TestPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	inChroot(t, ctx, root, "apt-get update -q >/dev/null && apt-get install -y -q /tmp/"+filepath.Base(cur)+" charon-systemd strongswan-swanctl libstrongswan-standard-plugins")
+	inChroot(t, ctx, root, "apt-get update -q >/dev/null && apt-get install -y -q /root/"+filepath.Base(cur)+" charon-systemd strongswan-swanctl libstrongswan-standard-plugins")
 	t.Logf("apt install in the fresh root: %s", time.Since(start).Round(time.Second))
 	for _, f := range []string{"usr/sbin/swanpathd", "usr/bin/swanpathctl", "usr/lib/ipsec/plugins/libstrongswan-kernel-swanpath.so",
 		"etc/swanpath/swanpathd.toml", "lib/systemd/system/swanpathd.service"} {
