@@ -1,11 +1,15 @@
 # swanpath — DPDK IPsec fast path for strongSwan gateways.
 #
-#   sudo make demo    set up, build, bring up the lab, pass traffic through
-#                     the tunnel and print the SA table with counters
-#   sudo make test    set up, build, run every test (unit, fuzz seeds, lab)
-#   make build        build swanpathd, swanpathctl and the charon plugin
-#   sudo make bench   the fast path beside ipsec-secgw and the crypto ceiling
-#                     (bench/results; never part of the tests)
+# As root (a root shell; a minimal Debian has no sudo):
+#   make demo    set up, build, bring up the lab, pass traffic through
+#                the tunnel and print the SA table with counters
+#   make test    set up, build, run every test (unit, fuzz seeds, lab,
+#                the Debian package in a booted Debian 12 container)
+#   make deb     build/swanpath_<version>_amd64.deb (Debian 12)
+#   make bench   the fast path beside ipsec-secgw and the crypto ceiling
+#                (bench/results; never part of the tests)
+# Any user:
+#   make build   build swanpathd, swanpathctl and the charon plugin
 
 export PATH := /usr/local/go/bin:$(PATH)
 # go-dpdk is not in the checksum database; go.sum pins it.
