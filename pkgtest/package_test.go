@@ -29,6 +29,9 @@ func buildDebs(t *testing.T, ctx context.Context) (cur, next string) {
 	}
 	t.Logf("make deb: %s in %s", m[1], time.Since(start).Round(time.Second))
 	cur = filepath.Join(top, m[1])
+	if out, err := exec.CommandContext(ctx, "lintian", "--fail-on", "error", cur).CombinedOutput(); err != nil {
+		t.Errorf("lintian %s: %v\n%s", m[1], err, out)
+	}
 	dir := t.TempDir()
 	run(t, ctx, "dpkg-deb", "-R", cur, filepath.Join(dir, "x"))
 	ctl := filepath.Join(dir, "x", "DEBIAN", "control")
