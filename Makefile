@@ -1,11 +1,15 @@
 # swanpath — DPDK IPsec fast path for strongSwan gateways.
 #
-#   sudo make demo    set up, build, bring up the lab, pass traffic through
-#                     the tunnel and print the SA table with counters
-#   sudo make test    set up, build, run every test (unit, fuzz seeds, lab)
-#   make build        build swanpathd, swanpathctl and the charon plugin
-#   sudo make bench   the fast path beside ipsec-secgw and the crypto ceiling
-#                     (bench/results; never part of the tests)
+# As root (a root shell; a minimal Debian has no sudo):
+#   make demo    set up, build, bring up the lab, pass traffic through
+#                the tunnel and print the SA table with counters
+#   make test    set up, build, run every test (unit, fuzz seeds, lab,
+#                the Debian package in a booted Debian 12 container)
+#   make deb     build/swanpath_<version>_amd64.deb (Debian 12)
+#   make bench   the fast path beside ipsec-secgw and the crypto ceiling
+#                (bench/results; never part of the tests)
+# Any user:
+#   make build   build swanpathd, swanpathctl and the charon plugin
 
 export PATH := /usr/local/go/bin:$(PATH)
 # go-dpdk is not in the checksum database; go.sum pins it.
@@ -18,7 +22,7 @@ GO       ?= go
 # one package at a time: the lab tests share two cores with charons and DPDK
 GOTEST_FLAGS ?= -count=1 -p 1 -timeout 60m
 
-.PHONY: all setup build go plugin install install-plugin test unit demo bench clean fmt vet
+.PHONY: all setup build go plugin install install-plugin test unit demo bench clean fmt vet deb
 
 all: build
 
@@ -60,6 +64,19 @@ demo: setup build install-plugin
 bench: setup build install-plugin
 	bash scripts/bench-deps.sh
 	$(GO) run ./bench/cmd/swanpath-bench $(if $(BENCH_QUICK),-quick) $(BENCH_FLAGS)
+
+# The Debian package: build/swanpath_<version>_amd64.deb, built by
+# dpkg-buildpackage in a copy of the tree (build/deb; the files git tracks
+# or would track) with the Go toolchain above and the installed strongSwan's
+# headers (reused from build/strongswan-src when there).
+DEB_VERSION = $(shell dpkg-parsechangelog -S Version)
+deb:
+	rm -rf build/deb && mkdir -p build/deb/swanpath-$(DEB_VERSION)/build
+	git ls-files -z -c -o --exclude-standard | tar -c --null -T - | tar -x -C build/deb/swanpath-$(DEB_VERSION)
+	if [ -f build/strongswan-src/config.h ]; then cp -a build/strongswan-src build/deb/swanpath-$(DEB_VERSION)/build/; fi
+	cd build/deb/swanpath-$(DEB_VERSION) && dpkg-buildpackage -us -uc -b
+	cp build/deb/swanpath_$(DEB_VERSION)_amd64.deb build/
+	@echo "deb: build/swanpath_$(DEB_VERSION)_amd64.deb"
 
 fmt:
 	gofmt -l -w .

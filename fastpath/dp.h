@@ -387,6 +387,10 @@ struct sp_worker {
 	volatile uint32_t note_head;	/* written by the worker */
 	volatile uint32_t note_tail;	/* written by Go */
 	struct sp_note note[SP_NOTE_RING];
+	/* bumped once per loop iteration by the worker; read by Go
+	 * (Fastpath.Progress) so swanpathd pets systemd's watchdog only
+	 * while every worker goes round */
+	volatile uint64_t progress;
 } __rte_cache_aligned;
 
 struct sp_dp {

@@ -2243,6 +2243,7 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	__atomic_store_n(&c->w->running, 1, __ATOMIC_RELEASE);
 
 	while (!__atomic_load_n(&dp->stop, __ATOMIC_ACQUIRE)) {
+		__atomic_store_n(&c->w->progress, c->w->progress + 1, __ATOMIC_RELAXED);
 		c->t = __atomic_load_n(&dp->ipsec, __ATOMIC_ACQUIRE);
 		c->f = __atomic_load_n(&dp->fib, __ATOMIC_ACQUIRE);
 		c->nc_ok = c->rc_ok = c->rp_ok = c->rp6_ok = 0;	/* the FIB may be another one now */

@@ -207,7 +207,7 @@ const PluginPath = "/usr/lib/ipsec/plugins/libstrongswan-kernel-swanpath.so"
 // are loaded.
 func (l *Lab) StartSwanpathGateway(ctx context.Context, bin, ctlBin string, tun Tunnel) (*SwanpathGateway, error) {
 	if _, err := os.Stat(PluginPath); err != nil {
-		return nil, fmt.Errorf("charon plugin: %w (run `sudo make install-plugin`)", err)
+		return nil, fmt.Errorf("charon plugin: %w (run `make install-plugin` as root)", err)
 	}
 	if err := tun.check(l.IPv6()); err != nil {
 		return nil, err

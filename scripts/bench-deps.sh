@@ -10,7 +10,7 @@
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
-	echo "bench-deps: run as root (sudo make bench)" >&2
+	echo "bench-deps: run as root (make bench in a root shell)" >&2
 	exit 1
 fi
 

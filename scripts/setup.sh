@@ -7,7 +7,7 @@
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
-	echo "setup: run as root (sudo make setup)" >&2
+	echo "setup: run as root (make setup in a root shell)" >&2
 	exit 1
 fi
 
@@ -22,6 +22,9 @@ PKGS=(
 	build-essential dpkg-dev libgmp-dev libssl-dev libsystemd-dev libpcap-dev
 	# lab and tests
 	iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps util-linux
+	# the Debian package and its tests (pkgtest: a Debian 12 root booted
+	# with systemd in systemd-nspawn)
+	debhelper fakeroot lintian mmdebstrap systemd-container
 )
 
 missing=()

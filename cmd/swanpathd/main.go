@@ -25,14 +25,23 @@ import (
 	"github.com/swanpath/swanpath/bridge/kernel"
 	"github.com/swanpath/swanpath/bridge/pluginsock"
 	"github.com/swanpath/swanpath/fastpath"
+	"github.com/swanpath/swanpath/internal/slogjournal"
 )
 
-const usage = `Usage: swanpathd [-config FILE] [-check]
+const usage = `Usage: swanpathd [-config FILE] [-check | -cleanup]
 
 swanpathd runs swanpath's DPDK IPsec fast path for a strongSwan gateway.
 charon's kernel-swanpath plugin installs SAs and policies over the plugin
 socket; every ESP packet is then processed here, and everything else goes
 to the kernel through one TAP interface per port.
+
+Under systemd (swanpathd.service) it reports READY once the fast path
+forwards, STATUS= lines, and watchdog keep-alives while every worker makes
+progress; logs go to the journal with fields (journalctl -u swanpathd
+SPI=0x...). SIGHUP (systemctl reload) re-reads FILE: log.level changes at
+once, every other key at the next restart (the log names them).
+-cleanup, for the package's removal, deletes what swanpathd keeps between
+runs (its TAPs, nftables table swanpath, /run/swanpath, DPDK's files).
 
 Options:
 `
@@ -40,6 +49,7 @@ Options:
 func main() {
 	cfgPath := flag.String("config", "/etc/swanpath/swanpathd.toml", "configuration file (TOML)")
 	check := flag.Bool("check", false, "check the configuration and exit")
+	clean := flag.Bool("cleanup", false, "remove the TAPs, nftables table and runtime files of a stopped swanpathd, and exit")
 	flag.Usage = func() {
 		fmt.Fprint(os.Stderr, usage)
 		flag.PrintDefaults()
@@ -60,8 +70,15 @@ func main() {
 		fmt.Printf("%s: configuration OK (%d ports)\n", *cfgPath, len(cfg.Ports))
 		return
 	}
-	log := newLogger(cfg.Log.Level)
-	if err := run(log, cfg); err != nil {
+	if *clean {
+		if err := cleanup(cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "swanpathd:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	log, level := newLogger(cfg.Log.Level)
+	if err := run(log, cfg, &reloader{log: log, path: *cfgPath, level: level, cur: cfg}); err != nil {
 		log.Error("exiting", "err", err)
 		os.Exit(1)
 	}
@@ -151,11 +168,17 @@ func kernelIface(device string) string {
 	return ""
 }
 
-// newLogger logs to stderr as journald keeps it: level and message, no
-// colour, no timestamp (journald adds its own).
-func newLogger(level string) *slog.Logger {
-	var lv slog.Level
-	_ = lv.UnmarshalText([]byte(level))
+// newLogger logs structured entries to the journal when stderr goes there
+// (under systemd), else to stderr as text: level and message, no colour,
+// no timestamp (journald adds its own). The level can change later.
+func newLogger(level string) (*slog.Logger, *slog.LevelVar) {
+	lv := new(slog.LevelVar)
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	lv.Set(l)
+	if slogjournal.Usable() {
+		return slog.New(slogjournal.New(lv, "swanpathd", nil)), lv
+	}
 	h := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{
 		Level: lv,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
@@ -165,10 +188,10 @@ func newLogger(level string) *slog.Logger {
 			return a
 		},
 	})
-	return slog.New(h)
+	return slog.New(h), lv
 }
 
-func run(log *slog.Logger, cfg Config) error {
+func run(log *slog.Logger, cfg Config, rl *reloader) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := checkRuntimePaths(cfg); err != nil {
@@ -196,6 +219,7 @@ func run(log *slog.Logger, cfg Config) error {
 	}
 	// before the fast path forwards anything
 	seqs := openSeqState(log, cfg.Fastpath.StateFile)
+	_, _ = daemon.SdNotify(false, "STATUS=starting the fast path (EAL, ports, crypto devices)")
 	fp, err := fastpath.Open(fcfg)
 	if err != nil {
 		return err
@@ -221,7 +245,7 @@ func run(log *slog.Logger, cfg Config) error {
 	}
 	defer ctlSrv.Close()
 
-	const workers = 4
+	const workers = 6
 	errc := make(chan error, workers)
 	go func() { errc <- mirror.Run(ctx, fib.update) }()
 	go func() { errc <- handleNotes(ctx, fp, fib, eng, plugin.Notify) }()
@@ -229,6 +253,8 @@ func run(log *slog.Logger, cfg Config) error {
 	// soft/hard lifetimes by bytes, packets and time reach charon as
 	// expire events, as from the kernel
 	go func() { errc <- eng.WatchLifetimes(ctx, 100*time.Millisecond, plugin.Notify) }()
+	go func() { errc <- newService(log, fp.Progress, engineStatus(eng)).run(ctx) }()
+	go func() { errc <- rl.watch(ctx) }()
 
 	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify", "err", err)

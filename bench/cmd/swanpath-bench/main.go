@@ -138,7 +138,7 @@ func parseIMIX(s string) (traffic.Mix, error) {
 
 func run(o options) error {
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("run as root (network namespaces, hugepages): sudo make bench")
+		return fmt.Errorf("run as root (network namespaces, hugepages): make bench in a root shell")
 	}
 	for _, p := range []string{o.swanpathd} {
 		if _, err := os.Stat(p); err != nil {
