@@ -36,18 +36,7 @@ func edgeCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC 
 	e := &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}
 	key := make(model.Key, 20)
 	_, _ = rand.Read(key)
-	fib := dataplane.FIB{
-		Routes: []dataplane.Route{
-			{Dst: netip.MustParsePrefix("192.0.2.0/24"), Port: 0},
-			{Dst: netip.MustParsePrefix("0.0.0.0/0"), Port: 0, Gateway: peerAddr},
-			{Dst: netip.PrefixFrom(gwAddr, 32), Local: true},
-			{Dst: netip.MustParsePrefix("fd00:192::/64"), Port: 0},
-			{Dst: netip.MustParsePrefix("::/0"), Port: 0, Gateway: peer6},
-			{Dst: netip.PrefixFrom(gw6, 128), Local: true},
-		},
-		Neighs: []dataplane.Neigh{{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr}, {Port: 0, IP: peer6, MAC: vb.HardwareAddr}},
-		Addrs:  []netip.Addr{gwAddr, gw6},
-	}
+	fib := wireFIB(vb, gwAddr, gw6)
 	setFIB := func(f dataplane.FIB) {
 		t.Helper()
 		if err := fp.SetFIB(f); err != nil {

@@ -106,11 +106,12 @@ func (e *famEnv) counters() map[string]uint64 { return e.fp.PortStats()[0].Count
 
 func (e *famEnv) wait(name string, want uint64) { e.t.Helper(); waitCounter(e.t, e.fp, name, want) }
 
-func familyCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC net.HardwareAddr) {
-	e := &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}
-	key := make(model.Key, 20)
-	_, _ = rand.Read(key)
-	fib := dataplane.FIB{
+// wireFIB is the FIB of the cases that send on the veth: the WAN
+// 192.0.2.0/24 and fd00:192::/64 on port 0 with default routes via the
+// peer (whose MAC is the veth's), the gateway's addresses local, and own
+// as the gateway's own addresses.
+func wireFIB(vb *net.Interface, own ...netip.Addr) dataplane.FIB {
+	return dataplane.FIB{
 		Routes: []dataplane.Route{
 			{Dst: netip.MustParsePrefix("192.0.2.0/24"), Port: 0},
 			{Dst: netip.MustParsePrefix("0.0.0.0/0"), Port: 0, Gateway: peerAddr},
@@ -123,9 +124,16 @@ func familyCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMA
 			{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr},
 			{Port: 0, IP: peer6, MAC: vb.HardwareAddr},
 		},
-		// both ends are this fast path (see TestFastpathChild)
-		Addrs: []netip.Addr{gwAddr, gw6, peerAddr, peer6},
+		Addrs: own,
 	}
+}
+
+func familyCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC net.HardwareAddr) {
+	e := &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}
+	key := make(model.Key, 20)
+	_, _ = rand.Read(key)
+	// both ends are this fast path (see TestFastpathChild)
+	fib := wireFIB(vb, gwAddr, gw6, peerAddr, peer6)
 	if err := fp.SetFIB(fib); err != nil {
 		t.Fatal(err)
 	}

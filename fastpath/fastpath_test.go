@@ -2,8 +2,6 @@ package fastpath
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -418,26 +416,7 @@ func TestFastpathChild(t *testing.T) {
 			pl = byte(padLen)
 		}
 		pt := append(append(append([]byte(nil), inner...), pad...), pl, next)
-		blk, _ := aes.NewCipher(key[:16])
-		gcm, _ := cipher.NewGCM(blk)
-		hdr := make([]byte, 16)
-		binary.BigEndian.PutUint32(hdr[0:], 0x1001)
-		binary.BigEndian.PutUint32(hdr[4:], seq)
-		binary.BigEndian.PutUint64(hdr[8:], uint64(seq)) // IV
-		nonce := append(append([]byte(nil), key[16:20]...), hdr[8:16]...)
-		payload := gcm.Seal(append([]byte(nil), hdr...), nonce, pt, hdr[:8])
-		udp := make([]byte, 8, 8+len(payload))
-		binary.BigEndian.PutUint16(udp[0:], 4500)
-		binary.BigEndian.PutUint16(udp[2:], 4500)
-		binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
-		udp = append(udp, payload...)
-		ip := make([]byte, 20, 20+len(udp))
-		ip[0], ip[8], ip[9] = 0x45, 64, 17
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
-		copy(ip[12:], peerAddr.AsSlice())
-		copy(ip[16:], gwAddr.AsSlice())
-		binary.BigEndian.PutUint16(ip[10:], csum(ip[:20]))
-		return frame(portMAC, vb.HardwareAddr, append(ip, udp...))
+		return frame(portMAC, vb.HardwareAddr, sealPayload(key, 0x1001, seq, pt))
 	}
 	fib.Neighs = []dataplane.Neigh{{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr}}
 	if err := fp.SetFIB(fib); err != nil {

@@ -48,20 +48,9 @@ func fragCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC 
 		e.delSAs(out, in)
 		_ = fp.SetPolicies(nil)
 	}()
-	fib := dataplane.FIB{
-		Routes: []dataplane.Route{
-			{Dst: netip.MustParsePrefix("192.0.2.0/24"), Port: 0},
-			{Dst: netip.MustParsePrefix("0.0.0.0/0"), Port: 0, Gateway: peerAddr},
-			{Dst: netip.PrefixFrom(gwAddr, 32), Local: true},
-			{Dst: netip.MustParsePrefix("fd00:192::/64"), Port: 0},
-			{Dst: netip.MustParsePrefix("::/0"), Port: 0, Gateway: peer6},
-			{Dst: netip.PrefixFrom(gw6, 128), Local: true},
-		},
-		Neighs: []dataplane.Neigh{{Port: 0, IP: peerAddr, MAC: vb.HardwareAddr}, {Port: 0, IP: peer6, MAC: vb.HardwareAddr}},
-		// both ends are this fast path (see TestFastpathChild): ESP-in-UDP
-		// is taken only to these; the cases after this one rely on it too
-		Addrs: []netip.Addr{gwAddr, gw6, peerAddr, peer6},
-	}
+	// both ends are this fast path (see TestFastpathChild): ESP-in-UDP
+	// is taken only to these; the cases after this one rely on it too
+	fib := wireFIB(vb, gwAddr, gw6, peerAddr, peer6)
 	if err := fp.SetFIB(fib); err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +415,12 @@ func sealESP(key model.Key, spi, seq uint32, inner []byte, next byte) []byte {
 	for i := range pad {
 		pad[i] = byte(i + 1)
 	}
-	pt := append(append(slices.Clone(inner), pad...), byte(len(pad)), next)
+	return sealPayload(key, spi, seq, append(append(slices.Clone(inner), pad...), byte(len(pad)), next))
+}
+
+// sealPayload is sealESP for a payload with its trailer (padding, pad
+// length, next header) already in place, right or wrong.
+func sealPayload(key model.Key, spi, seq uint32, pt []byte) []byte {
 	blk, _ := aes.NewCipher(key[:16])
 	gcm, _ := cipher.NewGCM(blk)
 	hdr := make([]byte, 16)

@@ -1,6 +1,8 @@
 package lab
 
 import (
+	"github.com/swanpath/swanpath/internal/syncbuf"
+
 	"context"
 	"errors"
 	"fmt"
@@ -229,7 +231,7 @@ func (c *Charon) Swanctl(ctx context.Context, args ...string) (string, error) {
 	// swanctl has no working --file for --load-all); the swanctl section
 	// of our strongswan.conf keeps it from probing absent plugins.
 	cmd.Env = append(os.Environ(), "SWANCTL_DIR="+c.dir, "STRONGSWAN_CONF="+c.conf)
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
 		return out.String(), fmt.Errorf("swanctl %s (%s): %w: %s%s", strings.Join(args, " "), c.host, err,

@@ -1,7 +1,8 @@
 package lab
 
 import (
-	"bytes"
+	"github.com/swanpath/swanpath/internal/syncbuf"
+
 	"context"
 	"errors"
 	"fmt"
@@ -15,7 +16,7 @@ import (
 type Proc struct {
 	name   string
 	cmd    *exec.Cmd
-	out    syncBuffer // stdout and stderr
+	out    syncbuf.Buffer // stdout and stderr
 	done   chan struct{}
 	err    error // valid after done is closed
 	stop   sync.Once
@@ -139,21 +140,4 @@ func (s *procSet) stopAll() {
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].Stop()
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

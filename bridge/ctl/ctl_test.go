@@ -1,7 +1,8 @@
 package ctl
 
 import (
-	"bytes"
+	"github.com/swanpath/swanpath/internal/syncbuf"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 )
@@ -19,23 +19,6 @@ type fakeSource struct{}
 func (fakeSource) SAs() []SA          { return []SA{{SPI: "0xc0000001", Dir: "in"}} }
 func (fakeSource) Policies() []Policy { return nil }
 func (fakeSource) Stats() Stats       { return Stats{} }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // clientEnv makes this test binary a swanpathctl that drops to nobody
 // (uid 65534) before it connects to the socket the variable names.
@@ -66,7 +49,7 @@ func TestControlSocketRootOnly(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
 	path := filepath.Join(base, "run", "ctl.sock")
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s, err := Listen(ctx, slog.New(slog.NewTextHandler(logs, nil)), path, fakeSource{})
