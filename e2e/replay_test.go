@@ -20,18 +20,7 @@ func TestGatewayReplayWAN(t *testing.T) {
 	g := start(t, ctx, lab.Options{}, lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true})
 	warmUp(t, ctx, g)
 
-	inSA := func() (spi uint32, packets, dropReplay uint64) {
-		t.Helper()
-		sas, err := g.d.SAs(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, ok := saByDir(sas, "in")
-		if !ok || len(sas) != 2 {
-			t.Fatalf("want one inbound SA among two: %+v", sas)
-		}
-		return parseSPI(t, in.SPI), in.Packets, in.DropReplay
-	}
+	inSA := inboundSA(t, ctx, g)
 	spi, pkts0, _ := inSA()
 	frames := captureFromPeer(t, ctx, g, spi, func() uint64 { _, p, _ := inSA(); return p - pkts0 })
 
@@ -91,18 +80,7 @@ func TestGatewayReplayAfterRestart(t *testing.T) {
 	defer cancel()
 	g := start(t, ctx, lab.Options{}, lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true})
 	warmUp(t, ctx, g)
-	inSA := func() (spi uint32, packets, dropReplay uint64) {
-		t.Helper()
-		sas, err := g.d.SAs(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, ok := saByDir(sas, "in")
-		if !ok || len(sas) != 2 {
-			t.Fatalf("want one inbound SA among two: %+v", sas)
-		}
-		return parseSPI(t, in.SPI), in.Packets, in.DropReplay
-	}
+	inSA := inboundSA(t, ctx, g)
 	spi, pkts0, _ := inSA()
 	frames := captureFromPeer(t, ctx, g, spi, func() uint64 { _, p, _ := inSA(); return p - pkts0 })
 
@@ -212,4 +190,21 @@ func captureFromPeer(t *testing.T, ctx context.Context, g *gateway, spi uint32, 
 		t.Fatalf("captured %d ESP frames for SA 0x%08x, but the SA decrypted %d packets meanwhile", len(frames), spi, n1)
 	}
 	return frames
+}
+
+// inboundSA reads the gateway's one inbound SA (of two): its SPI, packets
+// and replay drops.
+func inboundSA(t *testing.T, ctx context.Context, g *gateway) func() (spi uint32, packets, dropReplay uint64) {
+	return func() (uint32, uint64, uint64) {
+		t.Helper()
+		sas, err := g.d.SAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, ok := saByDir(sas, "in")
+		if !ok || len(sas) != 2 {
+			t.Fatalf("want one inbound SA among two: %+v", sas)
+		}
+		return parseSPI(t, in.SPI), in.Packets, in.DropReplay
+	}
 }
