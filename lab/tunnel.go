@@ -199,7 +199,12 @@ func (l *Lab) StartPeer(ctx context.Context, tun Tunnel) (*Charon, error) {
 	if err := tun.check(l.IPv6()); err != nil {
 		return nil, err
 	}
-	c, err := l.StartCharon(PR, CharonOptions{Plugins: []Plugin{LibipsecPlugin()}, Swanctl: l.PeerConf(tun)})
+	opts := CharonOptions{Plugins: []Plugin{LibipsecPlugin()}, Swanctl: l.PeerConf(tun)}
+	if l.KernelPeer() {
+		// the kernel's own ESP through kernel-netlink (a base plugin)
+		opts.Plugins = nil
+	}
+	c, err := l.StartCharon(PR, opts)
 	if err != nil {
 		return nil, err
 	}
