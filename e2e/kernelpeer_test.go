@@ -133,8 +133,8 @@ func checkESPKind(pkts []lab.Packet, gw, pr string, encap bool) (espKinds, error
 	var w espKinds
 	var bad []string
 	for _, p := range pkts {
-		if !p.Src.IsValid() || lab.LinkLocal(p) {
-			continue
+		if !p.Src.IsValid() || lab.LinkLocal(p) || p.Proto == 58 && p.Dst.IsLinkLocalUnicast() {
+			continue // ARP, neighbour discovery (also to a link-local address)
 		}
 		src, dst := p.Src.String(), p.Dst.String()
 		toPeer := src == gw && dst == pr
