@@ -25,6 +25,9 @@ PKGS=(
 	# the Debian package and its tests (pkgtest: a Debian 12 root booted
 	# with systemd in systemd-nspawn)
 	debhelper fakeroot lintian mmdebstrap systemd-container
+	# kernel hosts (lab.UML): Linux 6.1 as a program with ESP modules, and
+	# modprobe for them; the lab builds its agent and ptrace shim with go and cc
+	user-mode-linux kmod
 )
 
 missing=()
