@@ -79,14 +79,14 @@ func (f *Fastpath) AddSA(sa *model.SA) error {
 	p := newParams()
 	defer freeParams(p)
 	f.fillParams(p, sa, sp)
-	if sp.saltLen > 0 {
-		C.memcpy(unsafe.Pointer(&p.salt), unsafe.Pointer(&sa.EncKey[sp.keyLen]), 4)
+	if sp.SaltLen > 0 {
+		C.memcpy(unsafe.Pointer(&p.salt), unsafe.Pointer(&sa.EncKey[sp.KeyLen]), 4)
 	}
-	if sp.keyLen > 0 {
-		C.memcpy(unsafe.Pointer(&p.key[0]), unsafe.Pointer(&sa.EncKey[0]), C.size_t(sp.keyLen))
+	if sp.KeyLen > 0 {
+		C.memcpy(unsafe.Pointer(&p.key[0]), unsafe.Pointer(&sa.EncKey[0]), C.size_t(sp.KeyLen))
 	}
-	if sp.authKeyLen > 0 {
-		C.memcpy(unsafe.Pointer(&p.auth_key[0]), unsafe.Pointer(&sa.IntKey[0]), C.size_t(sp.authKeyLen))
+	if sp.authKeyLen() > 0 {
+		C.memcpy(unsafe.Pointer(&p.auth_key[0]), unsafe.Pointer(&sa.IntKey[0]), C.size_t(sp.authKeyLen()))
 	}
 
 	var ebuf [256]C.char
@@ -97,7 +97,7 @@ func (f *Fastpath) AddSA(sa *model.SA) error {
 	e := &saEntry{c: c, sa: *sa, params: sp, crypto: f.cdevNameOf(int(C.sp_sa_cdev(c)))}
 	if e.crypto != f.cdevs[0].name {
 		f.log.Info("SA runs on another crypto device: the preferred one lacks its suite",
-			"spi", fmt.Sprintf("0x%08x", sa.SPI), "suite", sp.name, "crypto", e.crypto)
+			"spi", fmt.Sprintf("0x%08x", sa.SPI), "suite", sp.Name, "crypto", e.crypto)
 	}
 	e.sa.EncKey, e.sa.IntKey = nil, nil
 	if sa.Inbound {
@@ -182,14 +182,14 @@ func (f *Fastpath) fillParams(p *C.struct_sp_sa_params, sa *model.SA, sp params)
 	p.inbound = boolC(sa.Inbound)
 	p.encap = boolC(sa.Encap)
 	p.esn = boolC(sa.ESN)
-	p.icv_len = C.uint8_t(sp.icv)
+	p.icv_len = C.uint8_t(sp.ICV)
 	p.replay_window = C.uint32_t(sa.ReplayWindow)
 	p.seq_start = C.uint64_t(sa.SeqStart)
 	p.hard_packets = C.uint64_t(sa.Hard.Packets)
 	p.hard_bytes = C.uint64_t(sa.Hard.Bytes)
-	p.enc, p.auth = sp.enc, sp.auth
-	p.key_len = C.uint8_t(sp.keyLen)
-	p.auth_key_len = C.uint8_t(sp.authKeyLen)
+	p.enc, p.auth = sp.enc(), sp.auth()
+	p.key_len = C.uint8_t(sp.KeyLen)
+	p.auth_key_len = C.uint8_t(sp.authKeyLen())
 	for i, d := range f.cdevs {
 		p.cdevs[i] = C.uint8_t(d.id)
 	}

@@ -131,12 +131,7 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	block, rekey := e.resumeLocked(sa)
 	info := *sa
 	info.EncKey, info.IntKey = nil, nil
-	keyBits := len(sa.EncKey) * 8
-	switch sa.EncAlg {
-	case model.EncrAESGCM8, model.EncrAESGCM12, model.EncrAESGCM16, model.EncrAESCTR,
-		model.EncrChaCha20Poly1305, model.EncrNullAESGMAC:
-		keyBits -= 32 // the salt (nonce) is not key
-	}
+	keyBits := model.KeyBits(sa.EncAlg, len(sa.EncKey)) // the salt (nonce) is not key
 	if err := e.dp.AddSA(sa); err != nil {
 		return err
 	}
