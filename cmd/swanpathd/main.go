@@ -70,7 +70,7 @@ func main() {
 
 // handleNotes polls what the packet loop noted: next hops to resolve, and
 // packets for trap policies, which become acquires to charon.
-func handleNotes(ctx context.Context, dp dataplane.Dataplane, feeder *fib.Feeder, eng *engine.Engine, notify func(pluginsock.Event)) error {
+func handleNotes(ctx context.Context, dp dataplane.Dataplane, feeder *fib.Feeder, eng *engine.Engine, notify func(engine.Event)) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -211,7 +211,7 @@ func run(log *slog.Logger, cfg Config) error {
 		return err
 	}
 
-	plugin, err := pluginsock.Listen(ctx, log, cfg.Plugin.Socket, eng)
+	plugin, err := pluginsock.Listen(ctx, log, cfg.Plugin.Socket, pluginsock.ForEngine(eng))
 	if err != nil {
 		return err
 	}
@@ -225,11 +225,11 @@ func run(log *slog.Logger, cfg Config) error {
 	const workers = 4
 	errc := make(chan error, workers)
 	go func() { errc <- mirror.Run(ctx, feeder.Update) }()
-	go func() { errc <- handleNotes(ctx, fp, feeder, eng, plugin.Notify) }()
+	go func() { errc <- handleNotes(ctx, fp, feeder, eng, plugin.NotifyEngine) }()
 	go func() { errc <- checkpointSeqs(ctx, log, eng) }()
 	// soft/hard lifetimes by bytes, packets and time reach charon as
 	// expire events, as from the kernel
-	go func() { errc <- eng.WatchLifetimes(ctx, 100*time.Millisecond, plugin.Notify) }()
+	go func() { errc <- eng.WatchLifetimes(ctx, 100*time.Millisecond, plugin.NotifyEngine) }()
 
 	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify", "err", err)
