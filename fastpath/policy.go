@@ -273,22 +273,10 @@ func buildTables(s *polSnap) (*C.struct_sp_ipsec_tables, error) {
 	if t == nil {
 		return nil, fmt.Errorf("build IPsec tables: out of memory")
 	}
-	outs := unsafe.Slice(t.out, len(s.out)+1)
-	for i, st := range s.out {
-		fillPolicy(&outs[i], st.b.Policy)
-	}
-	ins := unsafe.Slice(t.in, len(s.in)+1)
-	for i, st := range s.in {
-		fillPolicy(&ins[i], st.b.Policy)
-	}
-	outs6 := unsafe.Slice(t.out6, len(s.out6)+1)
-	for i, st := range s.out6 {
-		fillPolicy6(&outs6[i], st.b.Policy)
-	}
-	ins6 := unsafe.Slice(t.in6, len(s.in6)+1)
-	for i, st := range s.in6 {
-		fillPolicy6(&ins6[i], st.b.Policy)
-	}
+	fillAll(t.out, s.out, fillPolicy)
+	fillAll(t.in, s.in, fillPolicy)
+	fillAll(t.out6, s.out6, fillPolicy6)
+	fillAll(t.in6, s.in6, fillPolicy6)
 	if h := buildHook.Load(); h != nil {
 		(*h)()
 	}
@@ -298,6 +286,15 @@ func buildTables(s *polSnap) (*C.struct_sp_ipsec_tables, error) {
 		return nil, fmt.Errorf("build policy tables: %s", cerr(ebuf[:]))
 	}
 	return t, nil
+}
+
+// fillAll fills the table at dst (room for l and a terminator) with l's
+// policies.
+func fillAll[P any](dst *P, l []*polState, fill func(*P, *model.Policy)) {
+	rows := unsafe.Slice(dst, len(l)+1)
+	for i, st := range l {
+		fill(&rows[i], st.b.Policy)
+	}
 }
 
 // buildHook, when set (tests), runs in every rebuild between taking the

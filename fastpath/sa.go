@@ -76,12 +76,11 @@ func (f *Fastpath) AddSA(sa *model.SA) error {
 func (f *Fastpath) DelSA(id model.SAID) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e, ok := f.mu.sas[id]
-	if !ok {
-		return fmt.Errorf("delete SA %s: %w", id, model.ErrNotFound)
+	e, err := f.saLocked("delete SA", id)
+	if err != nil {
+		return err
 	}
 	delete(f.mu.sas, id)
-	var err error
 	if e.sa.Inbound {
 		if rc := C.sp_sad_del(f.dp, e.c); rc != 0 {
 			err = fmt.Errorf("delete SA %s: SAD: errno %d", id, -rc)
@@ -164,9 +163,9 @@ func (f *Fastpath) fillParams(p *C.struct_sp_sa_params, sa *model.SA, sp params)
 func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint16, encap bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e, ok := f.mu.sas[id]
-	if !ok {
-		return fmt.Errorf("move SA %s: %w", id, model.ErrNotFound)
+	e, err := f.saLocked("move SA", id)
+	if err != nil {
+		return err
 	}
 	if src.Is4() != dst.Is4() {
 		return fmt.Errorf("move SA %s to %s -> %s: %w", id, src, dst, model.ErrInvalid)
@@ -211,7 +210,6 @@ func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint1
 	ne := &saEntry{c: c, sa: sa, params: e.params, crypto: e.crypto}
 	delete(f.mu.sas, id)
 	f.mu.sas[sa.SAID] = ne
-	var err error
 	if sa.Inbound {
 		// same SPI: the SAD entry now points at the new SA
 		if rc := C.sp_sad_add(f.dp, c); rc != 0 {
@@ -237,13 +235,22 @@ func (f *Fastpath) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint1
 	return err
 }
 
+// saLocked is SA id, or ErrNotFound in op's words.
+func (f *Fastpath) saLocked(op string, id model.SAID) (*saEntry, error) {
+	e, ok := f.mu.sas[id]
+	if !ok {
+		return nil, fmt.Errorf("%s %s: %w", op, id, model.ErrNotFound)
+	}
+	return e, nil
+}
+
 // ExpireSA makes the loop drop every packet of the SA from now on.
 func (f *Fastpath) ExpireSA(id model.SAID) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e, ok := f.mu.sas[id]
-	if !ok {
-		return fmt.Errorf("expire SA %s: %w", id, model.ErrNotFound)
+	e, err := f.saLocked("expire SA", id)
+	if err != nil {
+		return err
 	}
 	C.sp_sa_kill(e.c)
 	return nil
@@ -255,9 +262,9 @@ func (f *Fastpath) ExpireSA(id model.SAID) error {
 func (f *Fastpath) BlockSA(id model.SAID) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e, ok := f.mu.sas[id]
-	if !ok {
-		return fmt.Errorf("block SA %s: %w", id, model.ErrNotFound)
+	e, err := f.saLocked("block SA", id)
+	if err != nil {
+		return err
 	}
 	if e.sa.Inbound {
 		return fmt.Errorf("block SA %s: inbound: %w", id, model.ErrInvalid)
