@@ -139,27 +139,14 @@ type Fastpath struct {
 	tscBase     uint64
 	wallBase    time.Time
 
-	builds sync.WaitGroup // policy table rebuilds outside mu
-
 	mu struct {
 		sync.Mutex
 		sas   map[model.SAID]*saEntry
 		pols  map[model.PolicyID]*polState
 		bySA  map[model.SAID]map[model.PolicyID]struct{} // policies bound to an SA
 		ipsec *C.struct_sp_ipsec_tables
-		// policy table rebuilds: the last one, its cost, the next one due
-		lastPublish time.Time
-		lastBuild   time.Duration
-		timer       *time.Timer
-		// gen counts policy changes, removed the changes that took a
-		// policy out (deleted or replaced); pubGen is gen as of the
-		// published tables. building: a rebuild runs outside the lock.
-		gen, removed, pubGen uint64
-		building             bool
-		stale                bool   // a rebuild was thrown away: the next runs under the lock
-		installs             uint64 // policy tables published
-		timerSeq             uint64 // which timer is f.mu.timer
-		closing              bool   // teardown: no more rebuilds
+		// when the policy tables are rebuilt (rebuild.go)
+		rb *rebuilder[*polSnap, *C.struct_sp_ipsec_tables]
 		// policies taken out of pols that the published tables still
 		// hold, by the SA their slot points at (until the next install)
 		orphans map[model.SAID][]*polState
@@ -283,6 +270,7 @@ func Open(cfg Config) (*Fastpath, error) {
 	f := &Fastpath{log: log, workers: workers, done: make(chan error, len(workers)), asyncCrypto: cfg.LookasideCrypto}
 	f.mu.sas = make(map[model.SAID]*saEntry)
 	f.mu.pols = make(map[model.PolicyID]*polState)
+	f.mu.rb = newRebuilder[*polSnap, *C.struct_sp_ipsec_tables](&f.mu.Mutex, policyTables{f}, log)
 	f.mu.bySA = make(map[model.SAID]map[model.PolicyID]struct{})
 	if err := f.setup(cfg, cdevNames); err != nil {
 		f.teardown()
@@ -457,16 +445,8 @@ func (f *Fastpath) Stop() {
 func (f *Fastpath) teardown() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.mu.closing = true // no rebuild starts from now on
-	if f.mu.building {  // one outside the lock: let it finish
-		f.mu.Unlock()
-		f.builds.Wait()
-		f.mu.Lock()
-	}
-	if f.mu.timer != nil {
-		f.mu.timer.Stop()
-		f.mu.timer = nil
-	}
+	// no rebuild starts from now on (nor runs once f.dp is gone)
+	f.mu.rb.closeLocked()
 	if f.dp != nil {
 		C.sp_publish_ipsec(f.dp, nil)
 		C.sp_publish_fib(f.dp, nil)

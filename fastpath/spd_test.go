@@ -210,7 +210,7 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 			fp.mu.Lock()
-			ok := fp.mu.pubGen == fp.mu.gen && !fp.mu.building && fp.mu.timer == nil
+			ok := fp.mu.rb.settledLocked()
 			fp.mu.Unlock()
 			if ok {
 				return
@@ -227,12 +227,12 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 	e.recv("bound to a new SA during a rebuild, ESP with its SPI", 0x0800, isSPI(0x5003))
 	gone := p("10.1.0.0/24", "10.2.0.0/24", 17, 3003, 3003, 60, model.ActionDrop)
 	fp.mu.Lock()
-	installs := fp.mu.installs
+	installs := fp.mu.rb.installs
 	fp.mu.Unlock()
 	duringBuild(gone, func() error { return fp.DelPolicy(gone.Policy.PolicyID) })
 	settled()
 	fp.mu.Lock()
-	installs = fp.mu.installs - installs
+	installs = fp.mu.rb.installs - installs
 	fp.mu.Unlock()
 	if installs != 1 {
 		// the tables built with it must have been thrown away, never in force

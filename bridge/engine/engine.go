@@ -1,9 +1,10 @@
 // Package engine is swanpathd's control plane core: the model of SAs and
 // policies as the IKE daemon installed them, SPI allocation, the binding of
 // outbound policies to their newest SA (by reqid, so a rekey switches without
-// a gap), and the translation of the kernel's routes and neighbours into the
-// fast path's FIB. It implements pluginsock.Handler on top of a
-// dataplane.Dataplane.
+// a gap), lifetimes, acquires and mappings as its own Events, and sequence
+// numbers kept across restarts, on top of a dataplane.Dataplane. It knows
+// no transport: the charon plugin socket (pluginsock.ForEngine) calls it
+// and puts its events on the wire.
 package engine
 
 import (
@@ -19,7 +20,6 @@ import (
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/model"
-	"github.com/swanpath/swanpath/bridge/pluginsock"
 )
 
 // SPIs handed out by GetSPI come from this range, as kernel-netlink does
@@ -82,8 +82,6 @@ type Engine struct {
 	}
 }
 
-var _ pluginsock.Handler = (*Engine)(nil)
-
 // New returns an engine driving dp.
 func New(log *slog.Logger, dp dataplane.Dataplane) *Engine {
 	e := &Engine{log: log, dp: dp}
@@ -131,12 +129,7 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	block, rekey := e.resumeLocked(sa)
 	info := *sa
 	info.EncKey, info.IntKey = nil, nil
-	keyBits := len(sa.EncKey) * 8
-	switch sa.EncAlg {
-	case model.EncrAESGCM8, model.EncrAESGCM12, model.EncrAESGCM16, model.EncrAESCTR,
-		model.EncrChaCha20Poly1305, model.EncrNullAESGMAC:
-		keyBits -= 32 // the salt (nonce) is not key
-	}
+	keyBits := model.KeyBits(sa.EncAlg, len(sa.EncKey)) // the salt (nonce) is not key
 	if err := e.dp.AddSA(sa); err != nil {
 		return err
 	}

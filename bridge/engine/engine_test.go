@@ -12,7 +12,6 @@ import (
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/model"
-	"github.com/swanpath/swanpath/bridge/pluginsock"
 )
 
 // fakeDP records what the engine publishes.
@@ -327,7 +326,7 @@ func TestLifetimesExpireOnceSoftThenHard(t *testing.T) {
 
 	now := time.Now()
 	evs := e.checkLifetimes(now)
-	if len(evs) != 1 || evs[0].Hard || evs[0].SA.SPI != 0x100 || evs[0].Kind != pluginsock.EventExpire {
+	if len(evs) != 1 || evs[0].Hard || evs[0].SA.SPI != 0x100 || evs[0].Kind != EventExpire {
 		t.Fatalf("first check: %+v, want one soft expire of 0x100", evs)
 	}
 	if evs := e.checkLifetimes(now); len(evs) != 0 {
@@ -387,7 +386,7 @@ func TestAcquireOncePerReqidWhileNegotiating(t *testing.T) {
 	now := time.Now()
 	src, dst := netip.MustParseAddr("10.1.0.10"), netip.MustParseAddr("10.2.0.10")
 	ev, ok := e.Acquire(now, 7, src, dst)
-	if !ok || ev.Kind != pluginsock.EventAcquire || ev.Reqid != 7 || ev.Src != src || ev.Dst != dst {
+	if !ok || ev.Kind != EventAcquire || ev.Reqid != 7 || ev.Src != src || ev.Dst != dst {
 		t.Fatalf("first acquire: %+v %v", ev, ok)
 	}
 	if _, ok := e.Acquire(now.Add(time.Second), 7, src, dst); ok {
@@ -460,7 +459,7 @@ func TestMappingOnlyForInboundSAs(t *testing.T) {
 	in.Inbound, in.Dst, in.Src = true, gw, peer
 	must(t, e.AddSA(ctx, in))
 	ev, ok := e.Mapping(now, 0x300, nat, 31000)
-	if !ok || ev.Kind != pluginsock.EventMapping || ev.SA != in.SAID || ev.Src != nat || ev.NewPort != 31000 {
+	if !ok || ev.Kind != EventMapping || ev.SA != in.SAID || ev.Src != nat || ev.NewPort != 31000 {
 		t.Fatalf("mapping: %+v %v", ev, ok)
 	}
 	if _, ok := e.Mapping(now, 0x300, nat, 31000); ok {

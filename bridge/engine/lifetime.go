@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/swanpath/swanpath/bridge/model"
-	"github.com/swanpath/swanpath/bridge/pluginsock"
 )
 
 // reached says whether counters or age reached lifetime l (zero fields
@@ -33,7 +32,7 @@ func counted(l model.Lifetime) bool { return l.Bytes != 0 || l.Packets != 0 }
 // packet limit still to watch, or whose time is up (for the log line).
 // charon's SAs usually have time limits alone, so a gateway with thousands
 // of SAs pays a comparison per SA here, not a counter read.
-func (e *Engine) checkLifetimes(now time.Time) []pluginsock.Event {
+func (e *Engine) checkLifetimes(now time.Time) []Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.pruneLocked(now)
@@ -57,14 +56,14 @@ func (e *Engine) checkLifetimes(now time.Time) []pluginsock.Event {
 			if err := e.dp.ExpireSA(id); err != nil {
 				e.log.Warn("expire SA", "spi", fmt.Sprintf("0x%08x", id.SPI), "err", err)
 			}
-			evs = append(evs, pluginsock.Event{Kind: pluginsock.EventExpire, SA: id, Hard: true})
+			evs = append(evs, Event{Kind: EventExpire, SA: id, Hard: true})
 			e.log.Info("SA reached its hard lifetime", "spi", fmt.Sprintf("0x%08x", id.SPI),
 				"bytes", c.Bytes, "packets", c.Packets, "age", age.Round(time.Second))
 			continue
 		}
 		if !s.softSent && reached(s.sa.Soft, c.Bytes, c.Packets, age) {
 			s.softSent = true
-			evs = append(evs, pluginsock.Event{Kind: pluginsock.EventExpire, SA: id})
+			evs = append(evs, Event{Kind: EventExpire, SA: id})
 			e.log.Info("SA reached its soft lifetime", "spi", fmt.Sprintf("0x%08x", id.SPI),
 				"bytes", c.Bytes, "packets", c.Packets, "age", age.Round(time.Second))
 		}
@@ -74,7 +73,7 @@ func (e *Engine) checkLifetimes(now time.Time) []pluginsock.Event {
 
 // WatchLifetimes checks the lifetimes every interval and hands the expire
 // events to notify (the plugin socket's Notify) until ctx is done.
-func (e *Engine) WatchLifetimes(ctx context.Context, interval time.Duration, notify func(pluginsock.Event)) error {
+func (e *Engine) WatchLifetimes(ctx context.Context, interval time.Duration, notify func(Event)) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -95,21 +94,21 @@ const acquireHold = 3 * time.Second
 
 // Acquire turns a packet that hit an IPsec policy without SA into an
 // acquire event for charon, once per reqid while charon negotiates.
-func (e *Engine) Acquire(now time.Time, reqid uint32, src, dst netip.Addr) (pluginsock.Event, bool) {
+func (e *Engine) Acquire(now time.Time, reqid uint32, src, dst netip.Addr) (Event, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if last, ok := e.mu.acquired[reqid]; ok && now.Sub(last) < acquireHold {
-		return pluginsock.Event{}, false
+		return Event{}, false
 	}
 	e.mu.acquired[reqid] = now
 	e.log.Info("acquire: traffic for a policy without SA", "reqid", reqid, "src", src, "dst", dst)
-	return pluginsock.Event{Kind: pluginsock.EventAcquire, Reqid: reqid, Src: src, Dst: dst}, true
+	return Event{Kind: EventAcquire, Reqid: reqid, Src: src, Dst: dst}, true
 }
 
 // Mapping turns authenticated ESP-in-UDP that arrived on an inbound SA from
 // a new address or port into a mapping event for charon (as the kernel's
 // XFRM_MSG_MAPPING), once per new mapping while charon updates the SA.
-func (e *Engine) Mapping(now time.Time, spi uint32, src netip.Addr, port uint16) (pluginsock.Event, bool) {
+func (e *Engine) Mapping(now time.Time, spi uint32, src netip.Addr, port uint16) (Event, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for id, s := range e.mu.sas {
@@ -118,14 +117,14 @@ func (e *Engine) Mapping(now time.Time, spi uint32, src netip.Addr, port uint16)
 		}
 		key := mappingKey{spi: spi, src: src, port: port}
 		if last, ok := e.mu.mapped[key]; ok && now.Sub(last) < acquireHold {
-			return pluginsock.Event{}, false
+			return Event{}, false
 		}
 		e.mu.mapped[key] = now
 		e.log.Info("mapping: ESP-in-UDP from a new address", "spi", fmt.Sprintf("0x%08x", spi),
 			"was", fmt.Sprintf("%s:%d", s.sa.Src, s.sa.SrcPort), "now", fmt.Sprintf("%s:%d", src, port))
-		return pluginsock.Event{Kind: pluginsock.EventMapping, SA: id, Src: src, NewPort: port}, true
+		return Event{Kind: EventMapping, SA: id, Src: src, NewPort: port}, true
 	}
-	return pluginsock.Event{}, false
+	return Event{}, false
 }
 
 // pruneLocked forgets acquires and mappings older than acquireHold: they

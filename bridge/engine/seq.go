@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/swanpath/swanpath/bridge/model"
-	"github.com/swanpath/swanpath/bridge/pluginsock"
 )
 
 // Sequence numbers across restarts and failing checkpoints (issue 18,
@@ -148,7 +147,7 @@ func (e *Engine) guardLocked(used map[model.SAID]uint64) {
 // fail it reads the outbound SAs that have a record on disk and blocks
 // those near their guard; once the replay is done it returns the soft
 // expires queued for SAs still installed.
-func (e *Engine) seqEventsLocked() []pluginsock.Event {
+func (e *Engine) seqEventsLocked() []Event {
 	if e.mu.ckptFailing && e.seq != nil {
 		used := make(map[model.SAID]uint64)
 		for id, s := range e.mu.sas {
@@ -167,10 +166,10 @@ func (e *Engine) seqEventsLocked() []pluginsock.Event {
 	if e.replayingLocked() || len(e.mu.pending) == 0 {
 		return nil
 	}
-	var evs []pluginsock.Event
+	var evs []Event
 	for _, id := range e.mu.pending {
 		if s, ok := e.mu.sas[id]; ok && !s.hardSent {
-			evs = append(evs, pluginsock.Event{Kind: pluginsock.EventExpire, SA: id})
+			evs = append(evs, Event{Kind: EventExpire, SA: id})
 		}
 	}
 	e.mu.pending = nil

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/swanpath/swanpath/bridge/model"
-	"github.com/swanpath/swanpath/bridge/pluginsock"
 )
 
 func inSA(spi, reqid uint32) *model.SA {
@@ -44,7 +43,7 @@ func start(t *testing.T, path string) run {
 // replay adds sas as charon's plugin replays them after a restart.
 func (r run) replay(t *testing.T, sas ...*model.SA) {
 	t.Helper()
-	r.e.Connected(1, pluginsock.Hello{}) // HELLO: the replay begins
+	r.e.Connected(1, 0) // HELLO: the replay begins
 	for _, sa := range sas {
 		if err := r.e.AddSA(context.Background(), sa); err != nil {
 			t.Fatal(err)
@@ -53,16 +52,16 @@ func (r run) replay(t *testing.T, sas ...*model.SA) {
 	if evs := r.e.checkLifetimes(time.Now()); len(evs) != 0 {
 		t.Fatalf("events while charon replays: %+v", evs)
 	}
-	r.e.ReplayDone(1, pluginsock.ReplayDone{})
+	r.e.ReplayDone(1, 0, 0)
 }
 
 // softExpires returns the SPIs of the events, failing on anything but
 // soft expires.
-func softExpires(t *testing.T, evs []pluginsock.Event) map[uint32]bool {
+func softExpires(t *testing.T, evs []Event) map[uint32]bool {
 	t.Helper()
 	got := map[uint32]bool{}
 	for _, ev := range evs {
-		if ev.Kind != pluginsock.EventExpire || ev.Hard {
+		if ev.Kind != EventExpire || ev.Hard {
 			t.Fatalf("event %+v, want soft expires only", ev)
 		}
 		got[ev.SA.SPI] = true

@@ -1,9 +1,5 @@
 package engine
 
-import (
-	"github.com/swanpath/swanpath/bridge/pluginsock"
-)
-
 // Failing closed. Linux keeps its XFRM policies when the IKE daemon
 // restarts; swanpathd loses them when it restarts itself, and gets them
 // back only when charon's plugin replays them. Until then, and whenever no
@@ -13,30 +9,33 @@ import (
 // the gateway's own IKE pass) and opens when a plugin says its replay is
 // done; it closes again when the last plugin is gone and no policy is left.
 
-var _ pluginsock.SessionHandler = (*Engine)(nil)
+// The plugin socket (pluginsock.ForEngine) reports the connections' life
+// with the three calls below; conn identifies a connection for its life.
 
-// Connected records a plugin connection; its replay follows (SAs and
-// policies that AddSA and AddPolicy see as replayed until ReplayDone).
-func (e *Engine) Connected(conn uint64, h pluginsock.Hello) {
+// Connected records a plugin connection (the plugin's process id pid);
+// its replay follows (SAs and policies that AddSA and AddPolicy see as
+// replayed until ReplayDone).
+func (e *Engine) Connected(conn uint64, pid uint32) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.mu.plugins[conn] = false
 	if e.mu.closed {
-		e.log.Info("fast path closed until the plugin's replay is done", "pid", h.PID)
+		e.log.Info("fast path closed until the plugin's replay is done", "pid", pid)
 	}
 }
 
 // ReplayDone opens the fast path: what charon had installed is back (a
-// policy whose SA was refused drops its traffic, as on the kernel).
-func (e *Engine) ReplayDone(conn uint64, r pluginsock.ReplayDone) {
+// policy whose SA was refused drops its traffic, as on the kernel); the
+// plugin sent replayed SAs and policies again, refused of them failed.
+func (e *Engine) ReplayDone(conn uint64, replayed, refused uint32) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if _, ok := e.mu.plugins[conn]; !ok {
 		return
 	}
 	e.mu.plugins[conn] = true
-	if r.Failed != 0 {
-		e.log.Warn("plugin replay: some SAs or policies were refused", "replayed", r.Replayed, "refused", r.Failed)
+	if refused != 0 {
+		e.log.Warn("plugin replay: some SAs or policies were refused", "replayed", replayed, "refused", refused)
 	}
 	e.updateClosedLocked()
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/swanpath/swanpath/bridge/model"
-	"github.com/swanpath/swanpath/bridge/pluginsock"
 )
 
 // The fast path is closed from the start until a plugin's replay is done;
@@ -26,7 +25,7 @@ func TestClosedUntilReplayDone(t *testing.T) {
 		}
 	}
 	step("start", true)
-	e.Connected(1, pluginsock.Hello{PID: 42})
+	e.Connected(1, 42)
 	if !e.Replaying() {
 		t.Fatal("not replaying after HELLO")
 	}
@@ -37,9 +36,9 @@ func TestClosedUntilReplayDone(t *testing.T) {
 		t.Fatal(err)
 	}
 	step("replayed SA and policy, replay not done", true)
-	e.ReplayDone(99, pluginsock.ReplayDone{}) // not a connection that said HELLO
+	e.ReplayDone(99, 0, 0) // not a connection that said HELLO
 	step("REPLAY_DONE of an unknown connection", true)
-	e.ReplayDone(1, pluginsock.ReplayDone{Replayed: 2})
+	e.ReplayDone(1, 2, 0)
 	step("replay done", false)
 	if e.Replaying() {
 		t.Fatal("still replaying after REPLAY_DONE")
@@ -49,9 +48,9 @@ func TestClosedUntilReplayDone(t *testing.T) {
 	// does protection; a new charon's replay (of nothing) keeps it open
 	e.Disconnected(1)
 	step("charon gone, policies kept", false)
-	e.Connected(2, pluginsock.Hello{})
+	e.Connected(2, 0)
 	step("new charon, replaying", false)
-	e.ReplayDone(2, pluginsock.ReplayDone{})
+	e.ReplayDone(2, 0, 0)
 	// charon stops cleanly: it removes its policies, then disconnects
 	if err := e.DelPolicy(ctx, outPolicy(1).PolicyID); err != nil {
 		t.Fatal(err)
@@ -59,8 +58,8 @@ func TestClosedUntilReplayDone(t *testing.T) {
 	step("policies gone, charon still there", false)
 	e.Disconnected(2)
 	step("no charon, no policy", true)
-	e.Connected(3, pluginsock.Hello{})
-	e.ReplayDone(3, pluginsock.ReplayDone{})
+	e.Connected(3, 0)
+	e.ReplayDone(3, 0, 0)
 	step("charon back", false)
 }
 

@@ -80,7 +80,8 @@ func (a PolicyAction) String() string {
 
 // Algorithm identifiers are IKEv2 transform IDs (RFC 7296 §3.3.2, IANA
 // "Transform Type 1/3"), which is also what strongSwan's
-// encryption_algorithm_t and integrity_algorithm_t use.
+// encryption_algorithm_t and integrity_algorithm_t use. What each means
+// (names, key, salt and ICV lengths) is in suites.go.
 const (
 	EncrNull             uint16 = 11
 	EncrAESCBC           uint16 = 12
@@ -97,41 +98,6 @@ const (
 	IntegHMACSHA384_192 uint16 = 13
 	IntegHMACSHA512_256 uint16 = 14
 )
-
-// encrNames and integNames are the IANA names of the IKEv2 transforms an
-// operator may meet in esp_proposals, for error messages.
-var encrNames = map[uint16]string{
-	1: "DES_IV64", 2: "DES", 3: "3DES", 4: "RC5", 5: "IDEA", 6: "CAST", 7: "BLOWFISH",
-	8: "3IDEA", 9: "DES_IV32", 11: "NULL", 12: "AES_CBC", 13: "AES_CTR",
-	14: "AES_CCM_8", 15: "AES_CCM_12", 16: "AES_CCM_16", 18: "AES_GCM_8",
-	19: "AES_GCM_12", 20: "AES_GCM_16", 21: "NULL_AUTH_AES_GMAC",
-	23: "CAMELLIA_CBC", 24: "CAMELLIA_CTR", 25: "CAMELLIA_CCM_8",
-	26: "CAMELLIA_CCM_12", 27: "CAMELLIA_CCM_16", 28: "CHACHA20_POLY1305",
-}
-
-var integNames = map[uint16]string{
-	0: "NONE", 1: "HMAC_MD5_96", 2: "HMAC_SHA1_96", 3: "DES_MAC", 4: "KPDK_MD5",
-	5: "AES_XCBC_96", 6: "HMAC_MD5_128", 7: "HMAC_SHA1_160", 8: "AES_CMAC_96",
-	9: "AES_128_GMAC", 10: "AES_192_GMAC", 11: "AES_256_GMAC",
-	12: "HMAC_SHA2_256_128", 13: "HMAC_SHA2_384_192", 14: "HMAC_SHA2_512_256",
-}
-
-// EncrName is "ENCR_3DES (3)" for encryption transform 3; IDs outside
-// IANA's list (strongSwan's private ones among them) are only numbers.
-func EncrName(id uint16) string {
-	if n, ok := encrNames[id]; ok {
-		return fmt.Sprintf("ENCR_%s (%d)", n, id)
-	}
-	return fmt.Sprintf("encryption transform %d", id)
-}
-
-// IntegName is "AUTH_HMAC_MD5_96 (1)" for integrity transform 1.
-func IntegName(id uint16) string {
-	if n, ok := integNames[id]; ok {
-		return fmt.Sprintf("AUTH_%s (%d)", n, id)
-	}
-	return fmt.Sprintf("integrity transform %d", id)
-}
 
 // Key is secret key material. It prints as its length only.
 type Key []byte

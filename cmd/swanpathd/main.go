@@ -22,6 +22,7 @@ import (
 	"github.com/swanpath/swanpath/bridge/ctl"
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/engine"
+	"github.com/swanpath/swanpath/bridge/fib"
 	"github.com/swanpath/swanpath/bridge/kernel"
 	"github.com/swanpath/swanpath/bridge/pluginsock"
 	"github.com/swanpath/swanpath/fastpath"
@@ -86,7 +87,7 @@ func main() {
 
 // handleNotes polls what the packet loop noted: next hops to resolve, and
 // packets for trap policies, which become acquires to charon.
-func handleNotes(ctx context.Context, dp dataplane.Dataplane, fib *fibFeeder, eng *engine.Engine, notify func(pluginsock.Event)) error {
+func handleNotes(ctx context.Context, dp dataplane.Dataplane, feeder *fib.Feeder, eng *engine.Engine, notify func(engine.Event)) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -97,7 +98,7 @@ func handleNotes(ctx context.Context, dp dataplane.Dataplane, fib *fibFeeder, en
 			for _, n := range dp.Notes() {
 				switch n.Kind {
 				case dataplane.NoteNoNeighbour:
-					fib.resolve(n.Port, n.Dst)
+					feeder.Resolve(n.Port, n.Dst)
 				case dataplane.NoteAcquire:
 					if ev, ok := eng.Acquire(now, n.Reqid, n.Src, n.Dst); ok {
 						notify(ev)
@@ -229,12 +230,12 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 	eng := engine.New(log, fp)
 	eng.KeepSequences(seqs)
 	mirror := kernel.NewMirror(log)
-	fib, err := newFIBFeeder(log, fp, mirror)
+	feeder, err := fib.NewFeeder(log, fp, mirror)
 	if err != nil {
 		return err
 	}
 
-	plugin, err := pluginsock.Listen(ctx, log, cfg.Plugin.Socket, eng)
+	plugin, err := pluginsock.Listen(ctx, log, cfg.Plugin.Socket, pluginsock.ForEngine(eng))
 	if err != nil {
 		return err
 	}
@@ -247,12 +248,12 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 
 	const workers = 6
 	errc := make(chan error, workers)
-	go func() { errc <- mirror.Run(ctx, fib.update) }()
-	go func() { errc <- handleNotes(ctx, fp, fib, eng, plugin.Notify) }()
+	go func() { errc <- mirror.Run(ctx, feeder.Update) }()
+	go func() { errc <- handleNotes(ctx, fp, feeder, eng, plugin.NotifyEngine) }()
 	go func() { errc <- checkpointSeqs(ctx, log, eng) }()
 	// soft/hard lifetimes by bytes, packets and time reach charon as
 	// expire events, as from the kernel
-	go func() { errc <- eng.WatchLifetimes(ctx, 100*time.Millisecond, plugin.Notify) }()
+	go func() { errc <- eng.WatchLifetimes(ctx, 100*time.Millisecond, plugin.NotifyEngine) }()
 	go func() { errc <- newService(log, fp.Progress, engineStatus(eng)).run(ctx) }()
 	go func() { errc <- rl.watch(ctx) }()
 

@@ -16,33 +16,6 @@ type views struct {
 	dp  dataplane.Dataplane
 }
 
-var encNames = map[uint16]string{
-	model.EncrAESGCM8:          "rfc4106(gcm(aes))",
-	model.EncrAESGCM12:         "rfc4106(gcm(aes))",
-	model.EncrAESGCM16:         "rfc4106(gcm(aes))",
-	model.EncrAESCBC:           "cbc(aes)",
-	model.EncrAESCTR:           "rfc3686(ctr(aes))",
-	model.EncrNull:             "ecb(cipher_null)",
-	model.EncrNullAESGMAC:      "rfc4543(gcm(aes))",
-	model.EncrChaCha20Poly1305: "rfc7539esp(chacha20,poly1305)",
-}
-
-// aeadICV: AEAD (and GMAC) transforms and their ICV bytes.
-var aeadICV = map[uint16]int{
-	model.EncrAESGCM8: 8, model.EncrAESGCM12: 12, model.EncrAESGCM16: 16,
-	model.EncrChaCha20Poly1305: 16, model.EncrNullAESGMAC: 16,
-}
-
-var authNames = map[uint16]struct {
-	name string
-	icv  int
-}{
-	model.IntegHMACSHA1_96:    {"hmac(sha1)", 12},
-	model.IntegHMACSHA256_128: {"hmac(sha256)", 16},
-	model.IntegHMACSHA384_192: {"hmac(sha384)", 24},
-	model.IntegHMACSHA512_256: {"hmac(sha512)", 32},
-}
-
 func (v *views) SAs() []ctl.SA {
 	var out []ctl.SA
 	for _, s := range v.eng.ListSAs() {
@@ -57,24 +30,30 @@ func (v *views) SAs() []ctl.SA {
 		if s.Encap {
 			row.SrcPort, row.DstPort = s.SrcPort, s.DstPort
 		}
-		name := encNames[s.EncAlg]
-		if name == "" {
-			name = fmt.Sprintf("transform-%d", s.EncAlg)
-		}
-		if icv, aead := aeadICV[s.EncAlg]; aead {
-			row.Aead, row.ICVBits = name, icv*8
-		} else {
-			row.Enc = name
-			if a, ok := authNames[s.IntAlg]; ok {
-				row.Auth, row.ICVBits = a.name, a.icv*8
-			}
-		}
+		row.Aead, row.Enc, row.Auth, row.ICVBits = suiteNames(s.EncAlg, s.IntAlg)
 		if !s.LastUse.IsZero() {
 			row.LastUse = s.LastUse.UTC().Format(time.RFC3339)
 		}
 		out = append(out, row)
 	}
 	return out
+}
+
+// suiteNames are an SA's algorithms as ip xfrm state names them (the
+// suite table's XFRM names), the AEAD's or the integrity's ICV in bits.
+func suiteNames(encAlg, intAlg uint16) (aead, enc, auth string, icvBits int) {
+	e, _ := model.LookupEncr(encAlg)
+	name := e.XFRM
+	if name == "" {
+		name = fmt.Sprintf("transform-%d", encAlg)
+	}
+	if e.AEAD() {
+		return name, "", "", e.ICV * 8
+	}
+	if a, ok := model.LookupInteg(intAlg); ok && a.XFRM != "" {
+		return "", name, a.XFRM, a.ICV * 8
+	}
+	return "", name, "", 0
 }
 
 func portRange(lo, hi uint16) string {
