@@ -386,6 +386,7 @@ func (m *Mirror) applyPolicy(ctx context.Context, p *kpolicy) bool {
 	}
 	rec, ok := m.pols[mp.PolicyID]
 	if ok && rec.pol == *mp {
+		m.setBypass(rec, rec.bypass, rec.bprio) // after a resync: back if gone
 		return true
 	}
 	// a replaced policy is added again and its old reference dropped:
@@ -517,8 +518,10 @@ func (m *Mirror) resync(ctx context.Context, conn Conn) (mirrored, refused int, 
 		m.delSA(ctx, id)
 	}
 
-	seenPol := make(map[model.PolicyID]bool)
-	installed := make(map[bypassKey]uint32)
+	// swanpathd's bypass policies as the kernel has them: those no
+	// mirrored policy wants (an earlier run's) go, missing ones come back
+	var kps []*kpolicy
+	clear(m.bypass)
 	for _, msg := range pols {
 		p, err := parsePolicy(msg.Data)
 		if err != nil {
@@ -527,9 +530,13 @@ func (m *Mirror) resync(ctx context.Context, conn Conn) (mirrored, refused int, 
 			continue
 		}
 		if isBypass(p) {
-			installed[bypassKey{sel: p.info.Sel, dir: p.info.Dir, mark: p.mark}] = p.info.Priority
+			m.bypass[bypassKey{sel: p.info.Sel, dir: p.info.Dir, mark: p.mark}] = p.info.Priority
 			continue
 		}
+		kps = append(kps, p)
+	}
+	seenPol := make(map[model.PolicyID]bool)
+	for _, p := range kps {
 		if _, err := toPolicy(p); errors.Is(err, errNotMirrored) {
 			continue
 		}
@@ -547,30 +554,20 @@ func (m *Mirror) resync(ctx context.Context, conn Conn) (mirrored, refused int, 
 			m.delPolicy(ctx, id)
 		}
 	}
-	// what the kernel has of swanpathd's bypass policies: those no
-	// mirrored policy wants go (an earlier run's), missing ones come back
 	wanted := make(map[bypassKey]bool)
 	for _, rec := range m.pols {
 		for _, k := range rec.bypass {
 			wanted[k] = true
 		}
 	}
-	for k, prio := range installed {
-		if !wanted[k] {
-			if err := conn.Do(nl.XFRM_MSG_DELPOLICY, 0, bypassDel(k)); err != nil {
-				m.log.Warn("xfrm mirror: removing stale bypass policy failed", "err", err)
-			}
+	for k := range m.bypass {
+		if wanted[k] {
 			continue
 		}
-		m.bypass[k] = prio
-	}
-	for k := range m.bypass {
-		if _, ok := installed[k]; !ok {
-			delete(m.bypass, k)
+		if err := conn.Do(nl.XFRM_MSG_DELPOLICY, 0, bypassDel(k)); err != nil {
+			m.log.Warn("xfrm mirror: removing stale bypass policy failed", "err", err)
 		}
-	}
-	for _, rec := range m.pols {
-		m.setBypass(rec, rec.bypass, rec.bprio)
+		delete(m.bypass, k)
 	}
 	return mirrored, refused, nil
 }
