@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,6 +62,7 @@ type Charon struct {
 	logPath string
 	sock    string // VICI unix socket path
 	proc    *Proc
+	kernel  *UML // the host when it is a kernel host: files and VICI inside
 }
 
 // StartCharon writes a strongswan.conf and swanctl.conf for namespace role
@@ -71,6 +73,9 @@ func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
 	host := l.Host(role)
 	if host == nil {
 		return nil, fmt.Errorf("start charon: the lab has no host %q", role)
+	}
+	if u, ok := host.(*UML); ok {
+		return l.startKernelCharon(u, role, opts)
 	}
 	dir := filepath.Join(l.dir, "charon-"+role)
 	c := &Charon{
@@ -124,13 +129,18 @@ func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
 	l.mu.charons = append(l.mu.charons, c)
 	l.mu.Unlock()
 
-	err = PollFor(context.Background(), "VICI answers", 15*time.Second, 50*time.Millisecond, func() (bool, error) {
+	return c, c.waitVICI()
+}
+
+// waitVICI returns once charon's VICI socket answers.
+func (c *Charon) waitVICI() error {
+	err := PollFor(context.Background(), "VICI answers", 15*time.Second, 50*time.Millisecond, func() (bool, error) {
 		select {
-		case <-p.Done():
+		case <-c.proc.Done():
 			return false, errors.New("charon exited")
 		default:
 		}
-		s, err := vici.NewSession(vici.WithSocketPath(c.sock))
+		s, err := c.session()
 		if err != nil {
 			return false, err
 		}
@@ -138,9 +148,52 @@ func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
 		return true, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("start charon in %s: %w\noutput: %s\nlog:\n%s", host, err, p.Output(), tail(c.Log(), 50))
+		return fmt.Errorf("start charon in %s: %w\noutput: %s\nlog:\n%s", c.host, err, c.proc.Output(), tail(c.Log(), 50))
 	}
-	return c, nil
+	return nil
+}
+
+// startKernelCharon starts charon inside kernel host u: its files in the
+// instance's private /run (the VICI socket is reached through the agent),
+// no mount namespace of its own (the instance's /run is charon's alone).
+func (l *Lab) startKernelCharon(u *UML, role string, opts CharonOptions) (*Charon, error) {
+	dir := "/run/lab/charon-" + role
+	c := &Charon{
+		host: u, kernel: u, dir: dir, runDir: "/run",
+		conf:    dir + "/strongswan.conf",
+		swanctl: dir + "/swanctl.conf",
+		logPath: dir + "/charon.log",
+		sock:    dir + "/charon.vici",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := u.WriteFile(ctx, c.conf, []byte(c.strongswanConf(opts)), 0o644); err != nil {
+		return nil, err
+	}
+	if err := u.WriteFile(ctx, c.swanctl, []byte(opts.Swanctl), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := u.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, CharonBin)
+	if err != nil {
+		return nil, err
+	}
+	c.proc = p
+	l.mu.Lock()
+	l.mu.charons = append(l.mu.charons, c)
+	l.mu.Unlock()
+	return c, c.waitVICI()
+}
+
+// session opens a VICI session to this charon (through the agent on a
+// kernel host).
+func (c *Charon) session() (*vici.Session, error) {
+	if c.kernel != nil {
+		u := c.kernel
+		return vici.NewSession(vici.WithDialContext(func(context.Context, string, string) (net.Conn, error) {
+			return u.Dial("unix", c.sock)
+		}))
+	}
+	return vici.NewSession(vici.WithSocketPath(c.sock))
 }
 
 func (c *Charon) strongswanConf(opts CharonOptions) string {
@@ -194,6 +247,15 @@ func writePlugin(b *strings.Builder, name string, settings []string) {
 
 // Log returns charon's log file.
 func (c *Charon) Log() string {
+	if c.kernel != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := c.kernel.ReadFile(ctx, c.logPath)
+		if err != nil {
+			return fmt.Sprintf("(no log: %v)", err)
+		}
+		return out
+	}
 	b, err := os.ReadFile(c.logPath)
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
@@ -224,6 +286,13 @@ func (c *Charon) Swanctl(ctx context.Context, args ...string) (string, error) {
 	}
 	// The command comes first; its options, --uri included, after it.
 	full := append([]string{args[0], "--uri", "unix://" + c.sock}, args[1:]...)
+	if c.kernel != nil {
+		out, err := c.kernel.ExecEnv(ctx, []string{"SWANCTL_DIR=" + c.dir, "STRONGSWAN_CONF=" + c.conf}, append([]string{"swanctl"}, full...)...)
+		if err != nil {
+			return out, fmt.Errorf("swanctl %s (%s): %w", strings.Join(args, " "), c.host, err)
+		}
+		return out, nil
+	}
 	cmd := exec.CommandContext(ctx, "swanctl", full...)
 	// SWANCTL_DIR points the load commands at our swanctl.conf (5.9.8's
 	// swanctl has no working --file for --load-all); the swanctl section
@@ -247,6 +316,12 @@ func (c *Charon) LoadAll(ctx context.Context) error {
 // Load replaces swanctl.conf with swanctl and loads it (LoadAll):
 // connections no longer in it are unloaded, SAs already up stay.
 func (c *Charon) Load(ctx context.Context, swanctl string) error {
+	if c.kernel != nil {
+		if err := c.kernel.WriteFile(ctx, c.swanctl, []byte(swanctl), 0o600); err != nil {
+			return err
+		}
+		return c.LoadAll(ctx)
+	}
 	if err := os.WriteFile(c.swanctl, []byte(swanctl), 0o600); err != nil {
 		return err
 	}
@@ -287,7 +362,7 @@ func (c *Charon) Initiate(ctx context.Context, child string) error {
 }
 
 func (c *Charon) call(ctx context.Context, cmd string, in *vici.Message) (*vici.Message, error) {
-	s, err := vici.NewSession(vici.WithSocketPath(c.sock))
+	s, err := c.session()
 	if err != nil {
 		return nil, err
 	}

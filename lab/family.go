@@ -66,7 +66,8 @@ func (l *Lab) PeerConf(tun Tunnel) string {
 	if tun.PeerLocal == "" && tun.Outer == FamilyV4 {
 		tun.PeerLocal = l.PeerAddr()
 	}
-	if l.SwanpathPeer() {
+	if l.SwanpathPeer() || l.KernelPeer() {
+		// both follow tun.Encap (kernel-libipsec always encapsulates)
 		return tun.SwanpathPeerConf()
 	}
 	return tun.PeerConf()

@@ -133,6 +133,15 @@ type Options struct {
 	// StartSwanpathGateway starts swanpathd and charon with the
 	// kernel-swanpath plugin there instead of kernel-libipsec. Not with NAT.
 	SwanpathPeer bool
+	// KernelPeer makes the peer (pr) a kernel host: a user-mode-Linux
+	// instance (UML) on pr's veths, whose charon (StartPeer) uses
+	// kernel-netlink, so the kernel's own ESP is the peer: plain ESP or
+	// ESP-in-UDP as Tunnel.Encap says, transport mode, every suite the
+	// 6.1 kernel has. Not with NAT or SwanpathPeer. Tests skip where
+	// user-mode-linux is not installed.
+	KernelPeer bool
+	// KernelMem is each kernel host's memory (mem=), UMLMem by default.
+	KernelMem string
 }
 
 // Lab is one instance of a topology.
@@ -141,6 +150,8 @@ type Lab struct {
 	prefix string // e.g. "sp1a2b3c"; namespaces are prefix-role
 	topo   Topology
 	dir    string // per-test working dir for configs, logs, captures
+	// kernelMem is mem= of each kernel host
+	kernelMem string
 
 	procs procSet // every process started on a host, for teardown
 	mu    struct {
@@ -172,12 +183,22 @@ func New(t testing.TB, opts Options) *Lab {
 	if err != nil {
 		t.Fatalf("lab: %v", err)
 	}
+	for _, h := range topo.Hosts {
+		if h.Kind == KindKernel {
+			if why := UMLAvailable(); why != "" {
+				t.Skipf("lab: kernel host %s: %s", h.Role, why)
+			}
+		}
+	}
 	if err := RemoveStale(); err != nil {
 		t.Logf("lab: removing stale namespaces: %v", err)
 	}
 	installSignalHandler()
 
-	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), topo: topo}
+	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), topo: topo, kernelMem: opts.KernelMem}
+	if l.kernelMem == "" {
+		l.kernelMem = UMLMem
+	}
 	l.mu.hosts = map[string]Host{}
 	if err := writeMarker(l.prefix); err != nil {
 		t.Fatalf("lab: %v", err)
@@ -243,19 +264,31 @@ func (l *Lab) build() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	for _, r := range l.topo.roles() {
-		n, err := createNS(ctx, l.prefix+"-"+r, &l.procs)
+	for _, h := range l.topo.Hosts {
+		n, err := createNS(ctx, l.prefix+"-"+h.Role, &l.procs)
 		if err != nil {
 			return err
 		}
 		l.mu.Lock()
-		l.mu.hosts[r] = n
+		l.mu.hosts[h.Role] = n
 		l.mu.Unlock()
+		if h.Kind == KindKernel {
+			// the kernel host's shell: its veths carry the
+			// instance's frames only
+			for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
+				if err := n.Sysctl(ctx, k, "1"); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	for _, lk := range l.topo.Links {
 		if err := l.link(ctx, lk); err != nil {
 			return err
 		}
+	}
+	if err := l.bootKernels(); err != nil {
+		return err
 	}
 	for _, a := range l.topo.Addrs {
 		if _, err := l.Host(a.Host).Exec(ctx, addrArgs("add", a.Prefix, a.If)...); err != nil {
@@ -285,6 +318,53 @@ func (l *Lab) build() error {
 		return l.natRules(ctx, n.PortLo, n.PortHi)
 	}
 	return nil
+}
+
+// bootKernels starts the kernel hosts, all at once, each on the veths of
+// its shell (created by link), and puts them in place of their shells.
+func (l *Lab) bootKernels() error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, h := range l.topo.Hosts {
+		if h.Kind != KindKernel {
+			continue
+		}
+		var ifaces []string
+		for _, lk := range l.topo.Links {
+			for _, e := range []End{lk.A, lk.B} {
+				if e.Host == h.Role {
+					ifaces = append(ifaces, e.If)
+				}
+			}
+		}
+		shell := l.NS(h.Role)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			u, err := bootUML(ctx, shell, filepath.Join(l.dir, "kernel-"+h.Role), ifaces, l.kernelMem)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			l.t.Logf("lab: kernel host %s booted in %v (mem=%s)", u, u.BootTime().Round(time.Millisecond), l.kernelMem)
+			l.mu.Lock()
+			l.mu.hosts[h.Role] = u
+			l.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// KernelPeer says whether the peer is a kernel host (Options.KernelPeer).
+func (l *Lab) KernelPeer() bool {
+	_, ok := l.Host(PR).(*UML)
+	return ok
 }
 
 // link creates lk between two namespace hosts, brings both ends up with
@@ -475,6 +555,11 @@ func (l *Lab) Close() {
 			l.mu.Unlock()
 			for _, c := range charons {
 				l.t.Logf("lab: charon log of %s:\n%s", c.host, tail(c.Log(), 200))
+			}
+			for _, r := range l.topo.roles() {
+				if u, ok := l.Host(r).(*UML); ok {
+					l.t.Logf("lab: console of kernel host %s (kept in %s):\n%s", u, u.dir, tail(u.Console(), 60))
+				}
 			}
 		}
 		if err := l.teardown(); err != nil {

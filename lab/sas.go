@@ -47,7 +47,7 @@ type ChildSA struct {
 
 // ListSAs returns the IKE_SAs and their CHILD_SAs, sorted by name.
 func (c *Charon) ListSAs(ctx context.Context) ([]IKESA, error) {
-	s, err := vici.NewSession(vici.WithSocketPath(c.sock))
+	s, err := c.session()
 	if err != nil {
 		return nil, fmt.Errorf("list-sas %s: %w", c.host, err)
 	}

@@ -22,12 +22,22 @@ type Topology struct {
 	IPv6    bool     // routers forward IPv6 too
 }
 
-// HostSpec is one host: a role (its name in the lab) and whether it
-// forwards IP.
+// HostSpec is one host: a role (its name in the lab), whether it forwards
+// IP, and its kind.
 type HostSpec struct {
 	Role    string
 	Forward bool
+	Kind    HostKind
 }
+
+// HostKind is what a host is: a network namespace (the default) or a
+// user-mode-Linux kernel (UML) on the same veths.
+type HostKind string
+
+const (
+	KindNS     HostKind = ""
+	KindKernel HostKind = "uml"
+)
 
 // End is one end of a link: an interface of a host.
 type End struct{ Host, If string }
@@ -82,13 +92,19 @@ var ErrOptions = errors.New("lab: options do not go together")
 // NAT goes with neither IPv6 (the NAT router is IPv4 only) nor
 // SwanpathPeer (it expects a kernel-libipsec peer).
 func FromOptions(opts Options) (Topology, error) {
+	if opts.KernelPeer && (opts.NAT || opts.SwanpathPeer) {
+		return Topology{}, fmt.Errorf("%w: KernelPeer with NAT or SwanpathPeer (the peer is one thing)", ErrOptions)
+	}
 	if opts.NAT && (opts.IPv6 || opts.SwanpathPeer) {
 		return Topology{}, fmt.Errorf("%w: NAT with IPv6 or SwanpathPeer (the NAT router is IPv4 only and expects a kernel-libipsec peer)", ErrOptions)
 	}
 	p := netip.MustParsePrefix
 	a := netip.MustParseAddr
 	t := Topology{IPv6: opts.IPv6}
-	t.Hosts = []HostSpec{{H1, false}, {GW, true}, {PR, true}, {H2, false}}
+	t.Hosts = []HostSpec{{Role: H1}, {Role: GW, Forward: true}, {Role: PR, Forward: true}, {Role: H2}}
+	if opts.KernelPeer {
+		t.Hosts[2].Kind = KindKernel
+	}
 	gwLan, gwWan := End{GW, GWLan}, End{GW, GWWan}
 	prLan, prWan := End{PR, PRLan}, End{PR, PRWan}
 	h1, h2 := End{H1, HostIf}, End{H2, HostIf}
@@ -116,7 +132,7 @@ func FromOptions(opts Options) (Topology, error) {
 	if opts.NAT {
 		// the peer behind the NAT router: the gateway sees it as
 		// PRWanAddr (the router's outside address) and odd ports
-		t.Hosts = []HostSpec{{H1, false}, {GW, true}, {NR, true}, {PR, true}, {H2, false}}
+		t.Hosts = []HostSpec{{Role: H1}, {Role: GW, Forward: true}, {Role: NR, Forward: true}, {Role: PR, Forward: true}, {Role: H2}}
 		t.Links = []Link{{A: gwLan, B: h1}, {A: gwWan, B: End{NR, "wan"}}, {A: End{NR, "lan"}, B: prWan}, {A: prLan, B: h2}}
 		t.Addrs = append(t.Addrs, Addr{End{NR, "wan"}, p(PRWanAddr + "/24")}, Addr{End{NR, "lan"}, p(NRInsideAddr + "/24")})
 		pr.WanAddrs = []netip.Prefix{p(PRNatAddr + "/24")}
@@ -138,6 +154,9 @@ func (t Topology) Validate() error {
 	for _, h := range t.Hosts {
 		if !roleName.MatchString(h.Role) {
 			errs = append(errs, fmt.Errorf("host %q: a role is lower-case letters and digits", h.Role))
+		}
+		if h.Kind != KindNS && h.Kind != KindKernel {
+			errs = append(errs, fmt.Errorf("host %q: unknown kind %q", h.Role, h.Kind))
 		}
 		if _, dup := hosts[h.Role]; dup {
 			errs = append(errs, fmt.Errorf("host %q: twice", h.Role))

@@ -191,15 +191,22 @@ func LibipsecPlugin() Plugin {
 	return Plugin{Name: "kernel-libipsec"}
 }
 
-// StartPeer starts the interop peer: charon with kernel-libipsec in pr,
-// configured with tun.PeerConf() and loaded. kernel-libipsec makes TUN
+// StartPeer starts the interop peer: charon with kernel-libipsec in pr
+// (with Options.KernelPeer: kernel-netlink on the kernel host, the
+// kernel's own ESP, following tun.Encap), configured with l.PeerConf(tun)
+// and loaded. kernel-libipsec makes TUN
 // ipsec0 and routes the remote TS into it from table 220; ip_forward (set
 // by New) is all that forwarding h2 <-> tunnel needs.
 func (l *Lab) StartPeer(ctx context.Context, tun Tunnel) (*Charon, error) {
 	if err := tun.check(l.IPv6()); err != nil {
 		return nil, err
 	}
-	c, err := l.StartCharon(PR, CharonOptions{Plugins: []Plugin{LibipsecPlugin()}, Swanctl: l.PeerConf(tun)})
+	opts := CharonOptions{Plugins: []Plugin{LibipsecPlugin()}, Swanctl: l.PeerConf(tun)}
+	if l.KernelPeer() {
+		// the kernel's own ESP through kernel-netlink (a base plugin)
+		opts.Plugins = nil
+	}
+	c, err := l.StartCharon(PR, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -150,8 +150,12 @@ func (l *Lab) StartUDPSeq(ctx context.Context, o SeqOptions) (*UDPSeq, error) {
 	if from == nil || to == nil {
 		return nil, fmt.Errorf("udp seq: no host %q or %q in the lab", o.From, o.To)
 	}
+	network := "udp4"
+	if ip.To4() == nil {
+		network = "udp6"
+	}
 	var err error
-	if s.rx, err = to.ListenPacket("udp4", s.raddr.String()); err != nil {
+	if s.rx, err = to.ListenPacket(network, s.raddr.String()); err != nil {
 		return nil, fmt.Errorf("udp seq: receiver in %s: %w", o.To, err)
 	}
 	// A large receive buffer: the test process may be descheduled for a
@@ -165,7 +169,7 @@ func (l *Lab) StartUDPSeq(ctx context.Context, o SeqOptions) (*UDPSeq, error) {
 	}
 	// Unconnected: a connected UDP socket would fail a send after any
 	// ICMP error instead of sending.
-	if s.tx, err = from.ListenPacket("udp4", ":0"); err != nil {
+	if s.tx, err = from.ListenPacket(network, ":0"); err != nil {
 		s.rx.Close()
 		return nil, fmt.Errorf("udp seq: sender in %s: %w", o.From, err)
 	}

@@ -22,6 +22,9 @@ PKGS=(
 	build-essential dpkg-dev libgmp-dev libssl-dev libsystemd-dev libpcap-dev
 	# lab and tests
 	iproute2 iputils-ping iperf3 tcpdump nftables ethtool procps util-linux
+	# kernel hosts (lab.UML): Linux 6.1 as a program with ESP modules, and
+	# modprobe for them; the lab builds its agent and ptrace shim with go and cc
+	user-mode-linux kmod
 )
 
 missing=()
