@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -425,8 +426,16 @@ func policyID(p *kpolicy) (model.PolicyID, bool) {
 
 func (m *Mirror) delPolicyMsg(ctx context.Context, p *kpolicy) {
 	if isBypass(p) {
-		for _, k := range []bypassKey{{sel: p.info.Sel, dir: p.info.Dir, mark: p.mark}} {
-			delete(m.bypass, k)
+		// ours: gone by our own hand, or someone else's (then it comes
+		// back at once if a mirrored policy still wants it)
+		k := bypassKey{sel: p.info.Sel, dir: p.info.Dir, mark: p.mark}
+		delete(m.bypass, k)
+		for _, rec := range m.pols {
+			if slices.Contains(rec.bypass, k) {
+				m.log.Warn("xfrm mirror: a bypass policy was removed by someone else; installing it again", "sel", rec.pol.Sel.String(), "dir", rec.pol.Dir.String())
+				m.setBypass(rec, rec.bypass, rec.bprio)
+				break
+			}
 		}
 		return
 	}

@@ -415,6 +415,15 @@ func TestMirrorFollows(t *testing.T) {
 			t.Errorf("removed bypass %+v", id)
 		}
 	}
+	// someone else removes one of the in policy's bypass pair: it comes back
+	adds := len(conn.requests(nl.XFRM_MSG_UPDPOLICY))
+	in := bypassesFor(func() *kpolicy { p, _ := parsePolicy(polIn.msg()); return p }())
+	gone := nl.XfrmUserpolicyInfo{Sel: in[1].sel, Dir: in[1].dir, Priority: 999}
+	h.send(nil, Message{nl.XFRM_MSG_DELPOLICY, putAttr(putAttr(structBytes(&nl.XfrmUserpolicyId{Sel: in[1].sel, Dir: in[1].dir}),
+		nl.XFRMA_POLICY, structBytes(&gone)), nl.XFRMA_MARK, markBytes(1, 1))})
+	if again := conn.requests(nl.XFRM_MSG_UPDPOLICY)[adds:]; len(again) != 1 {
+		t.Fatalf("%d bypass policies installed again, want 1", len(again))
+	}
 	// flush
 	h.send(nil, Message{nl.XFRM_MSG_FLUSHPOLICY, nil})
 	if _, _, pols := h.eng.snapshot(); len(pols) != 0 {
