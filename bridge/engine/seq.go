@@ -32,7 +32,7 @@ func (e *Engine) resumeLocked(sa *model.SA) (block, rekey bool) {
 	if sa.Inbound {
 		if e.seq != nil {
 			if h, ok := e.seq.ResumeIn(sa.SAID); ok {
-				sa.SeqStart = h
+				sa.SeqStart = max(sa.SeqStart, h)
 				e.log.Info("SA's replay window starts above the last number received", "spi", spi, "seq", h)
 				if e.seq.Crashed() {
 					e.log.Warn("SA replayed after a crash: packets received since the last checkpoint could be replayed, asking charon to rekey it", "spi", spi)
@@ -49,6 +49,9 @@ func (e *Engine) resumeLocked(sa *model.SA) (block, rekey bool) {
 	}
 	if e.seq != nil {
 		if v, ok := e.seq.Resume(sa.SAID); ok {
+			// a source that knows where the SA stands (the kernel's
+			// copy, for the XFRM mirror) may know better
+			v = max(sa.SeqStart, v)
 			sa.SeqStart = v
 			e.log.Info("SA resumes its sequence numbers", "spi", spi, "seq", v)
 			if b, ok := e.seq.CrashResume(sa.SAID); ok && !belowGuard(v, b) {

@@ -308,3 +308,25 @@ func TestInboundCheckpointAndWindowStart(t *testing.T) {
 		t.Fatalf("after a crash: soft expires %v (blocked %v), want the inbound SA's alone", got, r3.dp.blocked)
 	}
 }
+
+// A source that says where a replayed SA stands (the XFRM mirror: the
+// kernel's copy) never makes it start lower than the state file, nor the
+// state file lower than it.
+func TestReplayedSeqStartIsTheHigher(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seq.json")
+	r1 := start(t, path)
+	_ = r1.e.AddSA(context.Background(), outSA(0x100, 1))
+	_ = r1.e.AddSA(context.Background(), outSA(0x200, 2))
+	r1.dp.seqs[outSA(0x100, 1).SAID] = 5000
+	r1.dp.seqs[outSA(0x200, 2).SAID] = 5000
+	if err := r1.e.Checkpoint(true); err != nil {
+		t.Fatal(err)
+	}
+	r2 := start(t, path)
+	above, below := outSA(0x100, 1), outSA(0x200, 2)
+	above.SeqStart, below.SeqStart = 7000, 10
+	r2.replay(t, above, below)
+	if r2.dp.seqStart[0] != 7000 || r2.dp.seqStart[1] != 5000 {
+		t.Fatalf("starts at %v, want [7000 5000]", r2.dp.seqStart)
+	}
+}

@@ -32,6 +32,13 @@ type Config struct {
 		PMD  string `toml:"pmd"`
 		Mode string `toml:"mode"`
 	} `toml:"crypto"`
+	Source struct {
+		// Kind says where SAs and policies come from: "plugin" (charon's
+		// kernel-swanpath plugin over plugin.socket) or "xfrm" (the
+		// kernel's XFRM, as libreswan's pluto or charon's kernel-netlink
+		// install them).
+		Kind string `toml:"kind"`
+	} `toml:"source"`
 	Plugin struct {
 		Socket string `toml:"socket"`
 	} `toml:"plugin"`
@@ -58,6 +65,7 @@ func defaultConfig() Config {
 	c.EAL.InMemory = true
 	c.Crypto.PMD = "aesni_gcm"
 	c.Crypto.Mode = "cpu"
+	c.Source.Kind = sourcePlugin
 	c.Plugin.Socket = "/run/swanpath/charon.sock"
 	c.Control.Socket = "/run/swanpath/swanpathd.sock"
 	c.Fastpath.NATTPort = 4500
@@ -66,6 +74,12 @@ func defaultConfig() Config {
 	c.Log.Level = "info"
 	return c
 }
+
+// Sources of SAs and policies (source.kind).
+const (
+	sourcePlugin = "plugin"
+	sourceXFRM   = "xfrm"
+)
 
 var cryptoPMDs = []string{"aesni_gcm", "aesni_mb", "openssl"}
 
@@ -139,8 +153,14 @@ func (c *Config) validate() []error {
 	if c.Crypto.Mode != "cpu" && c.Crypto.Mode != "lookaside" {
 		errs = append(errs, fmt.Errorf("crypto.mode %q: want cpu or lookaside", c.Crypto.Mode))
 	}
-	if c.Plugin.Socket == "" {
-		errs = append(errs, errors.New("plugin.socket is empty"))
+	switch c.Source.Kind {
+	case sourcePlugin:
+		if c.Plugin.Socket == "" {
+			errs = append(errs, errors.New("plugin.socket is empty"))
+		}
+	case sourceXFRM:
+	default:
+		errs = append(errs, fmt.Errorf("source.kind %q: want plugin (charon's kernel-swanpath plugin) or xfrm (the kernel's XFRM: libreswan, or charon with kernel-netlink)", c.Source.Kind))
 	}
 	if c.Control.Socket == "" {
 		errs = append(errs, errors.New("control.socket is empty"))

@@ -29,6 +29,8 @@ func TestConfigExampleIsValid(t *testing.T) {
 func TestConfigReportsEveryProblem(t *testing.T) {
 	p := writeConfig(t, `
 bogus = 1
+[source]
+kind = "racoon"
 [crypto]
 pmd = "quantum"
 [fastpath]
@@ -49,7 +51,7 @@ level = "loud"
 	}
 	for _, want := range []string{
 		`unknown key "bogus"`, `crypto.pmd "quantum"`, "natt_port 70000",
-		`port "wan": device is missing`, "longer than 15", "duplicate name", `log.level "loud"`,
+		`port "wan": device is missing`, "longer than 15", "duplicate name", `log.level "loud"`, `source.kind "racoon"`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)
@@ -76,5 +78,29 @@ tap = "sp-wan"
 		if !strings.Contains(args, want) {
 			t.Errorf("EAL args %q lack %q", args, want)
 		}
+	}
+}
+
+func TestConfigSourceXFRM(t *testing.T) {
+	p := writeConfig(t, `
+[source]
+kind = "xfrm"
+[plugin]
+socket = ""
+[[port]]
+name = "wan"
+device = "net_tap0"
+tap = "sp-wan"
+`)
+	c, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Source.Kind != sourceXFRM {
+		t.Fatalf("source.kind %q", c.Source.Kind)
+	}
+	d := defaultConfig()
+	if d.Source.Kind != sourcePlugin {
+		t.Fatalf("default source.kind %q, want plugin", d.Source.Kind)
 	}
 }

@@ -25,16 +25,20 @@ import (
 	"github.com/swanpath/swanpath/bridge/fib"
 	"github.com/swanpath/swanpath/bridge/kernel"
 	"github.com/swanpath/swanpath/bridge/pluginsock"
+	"github.com/swanpath/swanpath/bridge/xfrm"
 	"github.com/swanpath/swanpath/fastpath"
 	"github.com/swanpath/swanpath/internal/slogjournal"
 )
 
 const usage = `Usage: swanpathd [-config FILE] [-check | -cleanup]
 
-swanpathd runs swanpath's DPDK IPsec fast path for a strongSwan gateway.
-charon's kernel-swanpath plugin installs SAs and policies over the plugin
-socket; every ESP packet is then processed here, and everything else goes
-to the kernel through one TAP interface per port.
+swanpathd runs swanpath's DPDK IPsec fast path for a strongSwan or
+libreswan gateway. charon's kernel-swanpath plugin installs SAs and
+policies over the plugin socket (source.kind = "plugin"), or swanpathd
+mirrors those the IKE daemon installs in the kernel's XFRM (source.kind =
+"xfrm": libreswan, or charon with kernel-netlink); every ESP packet is then
+processed here, and everything else goes to the kernel through one TAP
+interface per port.
 
 Under systemd (swanpathd.service) it reports READY once the fast path
 forwards, STATUS= lines, and watchdog keep-alives while every worker makes
@@ -235,25 +239,44 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 		return err
 	}
 
-	plugin, err := pluginsock.Listen(ctx, log, cfg.Plugin.Socket, pluginsock.ForEngine(eng))
-	if err != nil {
-		return err
+	// the source of SAs and policies, and where the engine's events
+	// (expiries, acquires, mappings) go
+	var (
+		notify    func(engine.Event)
+		runSource func(context.Context) error
+		plugin    *pluginsock.Server
+	)
+	switch cfg.Source.Kind {
+	case sourceXFRM:
+		m := xfrm.New(xfrm.Config{Log: log, Engine: eng, Stats: fp.SAStats,
+			Local: xfrm.LocalAddrs(), Dial: xfrm.Dial})
+		notify, runSource = m.Notify, m.Run
+	default:
+		plugin, err = pluginsock.Listen(ctx, log, cfg.Plugin.Socket, pluginsock.ForEngine(eng))
+		if err != nil {
+			return err
+		}
+		defer plugin.Close()
+		notify = plugin.NotifyEngine
 	}
-	defer plugin.Close()
 	ctlSrv, err := ctl.Listen(ctx, log, cfg.Control.Socket, &views{eng: eng, dp: fp})
 	if err != nil {
 		return err
 	}
 	defer ctlSrv.Close()
 
-	const workers = 6
-	errc := make(chan error, workers)
+	workers := 6
+	errc := make(chan error, workers+1)
+	if runSource != nil {
+		workers++
+		go func() { errc <- runSource(ctx) }()
+	}
 	go func() { errc <- mirror.Run(ctx, feeder.Update) }()
-	go func() { errc <- handleNotes(ctx, fp, feeder, eng, plugin.NotifyEngine) }()
+	go func() { errc <- handleNotes(ctx, fp, feeder, eng, notify) }()
 	go func() { errc <- checkpointSeqs(ctx, log, eng) }()
 	// soft/hard lifetimes by bytes, packets and time reach charon as
 	// expire events, as from the kernel
-	go func() { errc <- eng.WatchLifetimes(ctx, 100*time.Millisecond, plugin.NotifyEngine) }()
+	go func() { errc <- eng.WatchLifetimes(ctx, 100*time.Millisecond, notify) }()
 	go func() { errc <- newService(log, fp.Progress, engineStatus(eng)).run(ctx) }()
 	go func() { errc <- rl.watch(ctx) }()
 
@@ -262,7 +285,11 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 	} else if ok {
 		log.Debug("sent READY to systemd")
 	}
-	log.Info("swanpathd ready", "plugin_socket", cfg.Plugin.Socket, "control_socket", cfg.Control.Socket)
+	if plugin != nil {
+		log.Info("swanpathd ready", "source", cfg.Source.Kind, "plugin_socket", cfg.Plugin.Socket, "control_socket", cfg.Control.Socket)
+	} else {
+		log.Info("swanpathd ready", "source", cfg.Source.Kind, "control_socket", cfg.Control.Socket)
+	}
 
 	var first error
 	got := 0
@@ -279,7 +306,9 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 		}
 	}
 	// no more packets: the sequence numbers are final
-	plugin.Close()
+	if plugin != nil {
+		plugin.Close()
+	}
 	fp.Stop()
 	if err := eng.Checkpoint(true); err != nil {
 		log.Error("saving sequence numbers", "err", err)

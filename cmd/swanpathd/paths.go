@@ -20,6 +20,9 @@ func checkRuntimePaths(cfg Config) error {
 		{"control.socket", cfg.Control.Socket},
 		{"fastpath.state_file", cfg.Fastpath.StateFile},
 	} {
+		if p.path == "" && p.setting == "plugin.socket" && cfg.Source.Kind != sourcePlugin {
+			continue
+		}
 		dir := filepath.Dir(p.path)
 		if seen[dir] {
 			continue
