@@ -83,6 +83,8 @@ type Engine struct {
 		// too (see lifetime.go)
 		gone map[model.SAID]goneSA
 	}
+	// charon's names of the SAs, from VICI (names.go)
+	names nameTable
 }
 
 var _ pluginsock.Handler = (*Engine)(nil)

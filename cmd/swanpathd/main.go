@@ -239,14 +239,17 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 		return err
 	}
 	defer plugin.Close()
-	ctlSrv, err := ctl.Listen(ctx, log, cfg.Control.Socket, &views{eng: eng, dp: fp})
+	rts := newRates()
+	ctlSrv, err := ctl.Listen(ctx, log, cfg.Control.Socket, &views{eng: eng, dp: fp, rates: rts})
 	if err != nil {
 		return err
 	}
 	defer ctlSrv.Close()
 
-	const workers = 6
+	const workers = 8
 	errc := make(chan error, workers)
+	go func() { errc <- rts.run(ctx, eng, time.Second) }()
+	go func() { errc <- runVici(ctx, log, cfg.Vici.Socket, eng) }()
 	go func() { errc <- mirror.Run(ctx, fib.update) }()
 	go func() { errc <- handleNotes(ctx, fp, fib, eng, plugin.Notify) }()
 	go func() { errc <- checkpointSeqs(ctx, log, eng) }()
