@@ -51,7 +51,7 @@ func waitTunnelOf(t *testing.T, ctx context.Context, g *gateway) (ctl.Tunnel, la
 			if x.SPIIn == "0x"+child.SPIIn && x.SPIOut == "0x"+child.SPIOut {
 				tun = x
 				return x.Child == "net" && x.Conn == ike.Name && fmt.Sprint(x.ChildID) == child.UniqueID &&
-					fmt.Sprint(x.IKEID) == ike.UniqueID && x.Remote == ike.RemoteHost,
+						fmt.Sprint(x.IKEID) == ike.UniqueID && x.Remote == ike.RemoteHost,
 					fmt.Errorf("tunnel without charon's names: %+v (charon: %s %+v)", x, ike.Name, child)
 			}
 		}
