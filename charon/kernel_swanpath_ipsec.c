@@ -796,7 +796,10 @@ METHOD(kernel_ipsec_t, del_sa, status_t,
 
 	if (status == NOT_FOUND)
 	{
-		DBG1(DBG_KNL, "kernel-swanpath: SAD entry with SPI %.8x not found",
+		/* swanpathd deletes an SA at its hard lifetime itself, as the
+		 * kernel does; kernel-netlink's del_sa returns NOT_FOUND without
+		 * logging then */
+		DBG2(DBG_KNL, "kernel-swanpath: SAD entry with SPI %.8x not found",
 			 ntohl(id->spi));
 		return NOT_FOUND;
 	}

@@ -52,6 +52,10 @@ type SA struct {
 	DropPolicy   uint64 `json:"drop_policy"`
 	Conn         string `json:"conn,omitempty"`
 	Child        string `json:"child,omitempty"`
+	ChildID      uint32 `json:"child_id,omitempty"`
+	IKEID        uint32 `json:"ike_id,omitempty"`
+	RemoteID     string `json:"remote_id,omitempty"`
+	Remote       string `json:"remote,omitempty"`
 }
 
 // Policy is a policy as swanpathctl shows it.
@@ -70,6 +74,10 @@ type Policy struct {
 	TmplDst  string `json:"tmpl_dst,omitempty"`
 	SPI      string `json:"spi,omitempty"` // SA bound (outbound)
 	Refs     int    `json:"refs"`
+	Conn     string `json:"conn,omitempty"`
+	Child    string `json:"child,omitempty"`
+	ChildID  uint32 `json:"child_id,omitempty"`
+	IKEID    uint32 `json:"ike_id,omitempty"`
 }
 
 // Port is a port with its counters.
@@ -139,6 +147,7 @@ type Reply struct {
 	SAs      []SA     `json:"sas,omitempty"`
 	Policies []Policy `json:"policies,omitempty"`
 	Stats    *Stats   `json:"stats,omitempty"`
+	Tunnels  []Tunnel `json:"tunnels,omitempty"`
 }
 
 // Server serves Source on a unix socket.
@@ -233,6 +242,13 @@ func (s *Server) handle(c net.Conn) {
 	case "stats":
 		st := s.src.Stats()
 		rep.Stats = &st
+	case "tunnels":
+		if ts, ok := s.src.(TunnelSource); ok {
+			rep.Tunnels = ts.Tunnels()
+		}
+		if rep.Tunnels == nil {
+			rep.Tunnels = []Tunnel{}
+		}
 	default:
 		rep.Error = fmt.Sprintf("unknown command %q", req.Cmd)
 	}

@@ -79,7 +79,12 @@ type Engine struct {
 		pending []model.SAID
 		// the last checkpoint of the sequence numbers failed
 		ckptFailing bool
+		// SAs deleted at their hard lifetime, until charon deletes them
+		// too (see lifetime.go)
+		gone map[model.SAID]goneSA
 	}
+	// charon's names of the SAs, from VICI (names.go)
+	names nameTable
 }
 
 // New returns an engine driving dp.
@@ -93,6 +98,7 @@ func New(log *slog.Logger, dp dataplane.Dataplane) *Engine {
 	e.mu.acquired = make(map[uint32]time.Time)
 	e.mu.mapped = make(map[mappingKey]time.Time)
 	e.mu.plugins = make(map[uint64]bool)
+	e.mu.gone = make(map[model.SAID]goneSA)
 	e.mu.closed = true // as the fast path starts
 	return e
 }
@@ -205,6 +211,11 @@ func (e *Engine) DelSA(ctx context.Context, id model.SAID) error {
 	defer e.mu.Unlock()
 	ent, ok := e.mu.sas[id]
 	if !ok {
+		if e.goneLocked(id) {
+			// deleted at its hard lifetime (lifetime.go): answered as
+			// the kernel answers a delete of an SA it removed itself
+			return fmt.Errorf("delete SA %s: deleted at its hard lifetime: %w", id, model.ErrNotFound)
+		}
 		if e.mu.spis[id.SPI] {
 			// an SPI from GetSPI whose SA never came (the CHILD_SA
 			// failed): like the kernel's larval SA, deleting frees it
@@ -213,6 +224,18 @@ func (e *Engine) DelSA(ctx context.Context, id model.SAID) error {
 		}
 		return fmt.Errorf("delete SA %s: %w", id, model.ErrNotFound)
 	}
+	if err := e.deleteLocked(ent); err != nil {
+		return err
+	}
+	e.log.Info("SA deleted", "spi", fmt.Sprintf("0x%08x", id.SPI), "dir", ent.sa.Direction())
+	return nil
+}
+
+// deleteLocked removes an SA from the model and the data plane (which
+// wipes its keys and releases its crypto session). Outbound policies bound
+// to it fall back to the next SA of their reqid, or to none (acquire).
+func (e *Engine) deleteLocked(ent *saEntry) error {
+	id := ent.sa.SAID
 	delete(e.mu.sas, id)
 	r := ent.sa.Reqid
 	e.mu.reqSAs[r] = slices.DeleteFunc(e.mu.reqSAs[r], func(s *saEntry) bool { return s == ent })
@@ -238,7 +261,6 @@ func (e *Engine) DelSA(ctx context.Context, id model.SAID) error {
 	} else if e.seq != nil {
 		e.seq.Forget(id)
 	}
-	e.log.Info("SA deleted", "spi", fmt.Sprintf("0x%08x", id.SPI), "dir", ent.sa.Direction())
 	return nil
 }
 

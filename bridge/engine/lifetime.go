@@ -25,7 +25,8 @@ func counted(l model.Lifetime) bool { return l.Bytes != 0 || l.Packets != 0 }
 // hard expiry once, as the kernel raises them (XFRM_MSG_EXPIRE): soft makes
 // charon rekey, hard makes it delete the SA. An SA past its hard lifetime
 // stops carrying traffic at once (the fast path also enforces the byte and
-// packet limits itself, per burst).
+// packet limits itself, per burst) and is deleted, as the kernel deletes
+// it (hard.go).
 //
 // It runs every 100 ms over every SA, under the lock that installs wait
 // for: the fast path's counters are read only for an SA with a byte or
@@ -59,6 +60,7 @@ func (e *Engine) checkLifetimes(now time.Time) []Event {
 			evs = append(evs, Event{Kind: EventExpire, SA: id, Hard: true})
 			e.log.Info("SA reached its hard lifetime", "spi", fmt.Sprintf("0x%08x", id.SPI),
 				"bytes", c.Bytes, "packets", c.Packets, "age", age.Round(time.Second))
+			e.hardDeleteLocked(s, now)
 			continue
 		}
 		if !s.softSent && reached(s.sa.Soft, c.Bytes, c.Packets, age) {
@@ -140,6 +142,11 @@ func (e *Engine) pruneLocked(now time.Time) {
 	for k, t := range e.mu.mapped {
 		if now.Sub(t) >= acquireHold {
 			delete(e.mu.mapped, k)
+		}
+	}
+	for id, g := range e.mu.gone {
+		if now.Sub(g.at) >= goneHold {
+			e.forgetGoneLocked(id)
 		}
 	}
 }

@@ -330,7 +330,13 @@ func (s *Server) dispatch(sc *serverConn, m *Message) Result {
 	}
 	if err != nil {
 		res = Result{Status: statusOf(err), Message: err.Error()}
-		s.log.Warn("plugin request failed", "op", m.Type.String(), "status", res.Status.String(), "err", err)
+		lvl := slog.LevelWarn
+		if m.Type == TypeDelSA && res.Status == StatusNotFound {
+			// charon deletes what swanpathd deleted at its hard
+			// lifetime: no error, as for the kernel (ESRCH)
+			lvl = slog.LevelDebug
+		}
+		s.log.Log(ctx, lvl, "plugin request failed", "op", m.Type.String(), "status", res.Status.String(), "err", err)
 	}
 	return res
 }

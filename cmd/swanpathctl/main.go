@@ -23,6 +23,8 @@ Commands:
   sa       list the SAs in the fast path with their counters (like ip xfrm state)
   policy   list the policies and the SA bound to each (like ip xfrm policy)
   stats    per-port counters, drops by reason
+  tunnels  one line per CHILD_SA (as swanctl --list-sas groups them): SPIs,
+           counters, drops, rates, crypto device, charon's names
 
 Options:
 `
@@ -53,7 +55,7 @@ func main() {
 	}
 	cmd := pos[0]
 	switch cmd {
-	case "sa", "policy", "stats":
+	case "sa", "policy", "stats", "tunnels":
 	default:
 		fmt.Fprintf(os.Stderr, "swanpathctl: unknown command %q\n", cmd)
 		flag.Usage()
@@ -75,6 +77,8 @@ func main() {
 			v = rep.Policies
 		case "stats":
 			v = rep.Stats
+		case "tunnels":
+			v = rep.Tunnels
 		}
 		_ = enc.Encode(v)
 		return
@@ -86,6 +90,8 @@ func main() {
 		printPolicies(os.Stdout, rep.Policies)
 	case "stats":
 		printStats(os.Stdout, rep.Stats)
+	case "tunnels":
+		printTunnels(os.Stdout, rep.Tunnels)
 	}
 }
 
@@ -117,6 +123,7 @@ func printSAs(w io.Writer, sas []ctl.SA) {
 		}
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "\tdrops: auth %d replay %d malformed %d policy %d\n", s.DropAuth, s.DropReplay, s.DropMalform, s.DropPolicy)
+		fmt.Fprint(w, names(s.Conn, s.Child, s.ChildID, s.IKEID))
 	}
 }
 
@@ -145,6 +152,7 @@ func printPolicies(w io.Writer, ps []ctl.Policy) {
 				fmt.Fprintf(w, " sa %s", p.SPI)
 			}
 			fmt.Fprintln(w)
+			fmt.Fprint(w, names(p.Conn, p.Child, p.ChildID, p.IKEID))
 		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/swanpath/swanpath/bridge/vici"
 )
 
 // Config is swanpathd's TOML configuration (see packaging/swanpathd.toml
@@ -55,6 +57,10 @@ type Config struct {
 	Log struct {
 		Level string `toml:"level"`
 	} `toml:"log"`
+	Vici struct {
+		// Socket is charon's VICI socket ("" disables VICI)
+		Socket string `toml:"socket"`
+	} `toml:"vici"`
 }
 
 func defaultConfig() Config {
@@ -72,6 +78,7 @@ func defaultConfig() Config {
 	c.Fastpath.MaxSAs = 16384
 	c.Fastpath.StateFile = "/run/swanpath/outbound-seq.json"
 	c.Log.Level = "info"
+	c.Vici.Socket = vici.DefaultSocket
 	return c
 }
 
@@ -185,6 +192,9 @@ func (c *Config) validate() []error {
 	}
 	if c.EAL.Memory < 64 {
 		errs = append(errs, fmt.Errorf("eal.memory %d MB: at least 64", c.EAL.Memory))
+	}
+	if c.Vici.Socket != "" && !strings.HasPrefix(c.Vici.Socket, "/") {
+		errs = append(errs, fmt.Errorf("vici.socket %q: want an absolute path (or \"\" to go without VICI)", c.Vici.Socket))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -259,18 +259,21 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 		defer plugin.Close()
 		notify = plugin.NotifyEngine
 	}
-	ctlSrv, err := ctl.Listen(ctx, log, cfg.Control.Socket, &views{eng: eng, dp: fp})
+	rts := newRates()
+	ctlSrv, err := ctl.Listen(ctx, log, cfg.Control.Socket, &views{eng: eng, dp: fp, rates: rts})
 	if err != nil {
 		return err
 	}
 	defer ctlSrv.Close()
 
-	workers := 6
+	workers := 8
 	errc := make(chan error, workers+1)
 	if runSource != nil {
 		workers++
 		go func() { errc <- runSource(ctx) }()
 	}
+	go func() { errc <- rts.run(ctx, eng, time.Second) }()
+	go func() { errc <- runVici(ctx, log, cfg.Vici.Socket, eng) }()
 	go func() { errc <- mirror.Run(ctx, feeder.Update) }()
 	go func() { errc <- handleNotes(ctx, fp, feeder, eng, notify) }()
 	go func() { errc <- checkpointSeqs(ctx, log, eng) }()

@@ -12,8 +12,9 @@ import (
 
 // views renders the engine's state for swanpathctl.
 type views struct {
-	eng *engine.Engine
-	dp  dataplane.Dataplane
+	eng   *engine.Engine
+	dp    dataplane.Dataplane
+	rates *rates // nil: no rates
 }
 
 func (v *views) SAs() []ctl.SA {
@@ -26,6 +27,9 @@ func (v *views) SAs() []ctl.SA {
 			Crypto: s.Crypto, CryptoMode: s.CryptoMode, KeyBits: s.KeyBits, Bytes: s.Bytes, Packets: s.Packets,
 			DropAuth: s.DropAuth, DropReplay: s.DropReplay, DropMalform: s.DropMalformed,
 			DropPolicy: s.DropPolicy, Conn: s.Conn, Child: s.Child,
+		}
+		if n, ok := v.eng.NamesOfSA(&s.SA); ok {
+			row.Conn, row.Child, row.ChildID, row.IKEID, row.RemoteID, row.Remote = n.Conn, n.Child, n.ChildID, n.IKEID, n.RemoteID, n.Remote
 		}
 		if s.Encap {
 			row.SrcPort, row.DstPort = s.SrcPort, s.DstPort
@@ -83,6 +87,9 @@ func (v *views) Policies() []ctl.Policy {
 		}
 		if p.SPI != 0 {
 			row.SPI = fmt.Sprintf("0x%08x", p.SPI)
+		}
+		if n, ok := v.eng.NamesOfReqid(p.Reqid); ok {
+			row.Conn, row.Child, row.ChildID, row.IKEID = n.Conn, n.Child, n.ChildID, n.IKEID
 		}
 		out = append(out, row)
 	}
