@@ -23,8 +23,8 @@ import (
 // crypto PMDs). Debian's libreswan conflicts with strongSwan's packages,
 // so it cannot share this machine's root with the lab's charons.
 var LibreswanPackages = []string{
-	"libreswan", "iproute2", "kmod", "procps", "ethtool",
-	"librte-ipsec23", "librte-lpm23", "librte-ip-frag23", "librte-net-af-packet23", "librte-net-tap23",
+	"libreswan", "iproute2", "kmod", "procps", "ethtool", "iputils-ping", "tcpdump",
+	"librte-ipsec23", "librte-acl23", "librte-lpm23", "librte-ip-frag23", "librte-net-af-packet23", "librte-net-tap23",
 	"librte-mempool-ring23", "librte-crypto-ipsec-mb23", "librte-crypto-openssl23",
 }
 
