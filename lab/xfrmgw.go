@@ -41,7 +41,7 @@ func (l *Lab) NewXFRMSwanpathd(bin, ctlBin string) (*Swanpathd, error) {
 	d := &Swanpathd{l: l, role: GW, Bin: u.HostPath(bin), CtlBin: u.HostPath(ctlBin), Conf: u.HostPath(conf),
 		Plugin: "/run/swanpath/charon.sock", Control: "/run/swanpath/ctl.sock"}
 	b, err := swanpathdconf.Config{
-		EAL: swanpathdconf.EAL{Lcores: "0@0,1@0", Memory: 256, FilePrefix: l.prefix + "-" + GW, NoHuge: true},
+		EAL: swanpathdconf.EAL{Lcores: "0@0,1@0", Memory: 512, FilePrefix: l.prefix + "-" + GW, NoHuge: true},
 		Ports: []swanpathdconf.Port{
 			{Name: "lan", Device: "net_af_packet0,iface=" + GWLan, Tap: GWLanTap},
 			{Name: "wan", Device: "net_af_packet1,iface=" + GWWan, Tap: GWWanTap},
@@ -50,7 +50,7 @@ func (l *Lab) NewXFRMSwanpathd(bin, ctlBin string) (*Swanpathd, error) {
 		Plugin:  swanpathdconf.Socket{Socket: d.Plugin},
 		Control: swanpathdconf.Socket{Socket: d.Control},
 		// one CPU for the worker, pluto and the kernel
-		Fastpath: swanpathdconf.Fastpath{IdleSleepUS: 50, StateFile: "/run/swanpath/outbound-seq.json"},
+		Fastpath: swanpathdconf.Fastpath{IdleSleepUS: 50, MaxSAs: 1024, StateFile: "/run/swanpath/outbound-seq.json"},
 		Log:      swanpathdconf.Log{Level: "debug"},
 	}.Render("swanpath lab (xfrm gateway)")
 	if err != nil {
