@@ -142,6 +142,13 @@ type Options struct {
 	KernelPeer bool
 	// KernelMem is each kernel host's memory (mem=), UMLMem by default.
 	KernelMem string
+	// KernelGatewayRoot makes the gateway (gw) a kernel host whose root
+	// is this directory (LibreswanRoot: Debian's libreswan and the DPDK
+	// runtime) instead of this machine's /, which it reaches read-only
+	// under /run/host (UML.HostPath). Its veths stay unaddressed for its
+	// swanpathd (StartXFRMGateway). Not with NAT, SwanpathPeer or
+	// GatewayAddrs.
+	KernelGatewayRoot string
 }
 
 // Lab is one instance of a topology.
@@ -344,14 +351,18 @@ func (l *Lab) bootKernels() error {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
-			u, err := bootUML(ctx, shell, filepath.Join(l.dir, "kernel-"+h.Role), ifaces, l.kernelMem)
+			mem := l.kernelMem
+			if h.Root != "" && mem == UMLMem {
+				mem = UMLGatewayMem // swanpathd's DPDK memory without hugepages
+			}
+			u, err := bootUML(ctx, shell, filepath.Join(l.dir, "kernel-"+h.Role), ifaces, mem, h.Root)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				errs = append(errs, err)
 				return
 			}
-			l.t.Logf("lab: kernel host %s booted in %v (mem=%s)", u, u.BootTime().Round(time.Millisecond), l.kernelMem)
+			l.t.Logf("lab: kernel host %s booted in %v (mem=%s)", u, u.BootTime().Round(time.Millisecond), mem)
 			l.mu.Lock()
 			l.mu.hosts[h.Role] = u
 			l.mu.Unlock()

@@ -94,6 +94,9 @@ func (d *Swanpathd) Start(ctx context.Context) error {
 		return err
 	}
 	d.proc = p
+	if _, ok := d.l.Host(d.role).(*UML); ok {
+		return d.waitReadyKernel(ctx)
+	}
 	return WaitReady(ctx, p, d.Control)
 }
 

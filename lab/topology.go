@@ -28,6 +28,9 @@ type HostSpec struct {
 	Role    string
 	Forward bool
 	Kind    HostKind
+	// Root is a kernel host's root file system, a directory of this
+	// machine (LibreswanRoot); empty: this machine's / (read-only).
+	Root string
 }
 
 // HostKind is what a host is: a network namespace (the default) or a
@@ -95,6 +98,9 @@ func FromOptions(opts Options) (Topology, error) {
 	if opts.KernelPeer && (opts.NAT || opts.SwanpathPeer) {
 		return Topology{}, fmt.Errorf("%w: KernelPeer with NAT or SwanpathPeer (the peer is one thing)", ErrOptions)
 	}
+	if opts.KernelGatewayRoot != "" && (opts.NAT || opts.SwanpathPeer || opts.GatewayAddrs) {
+		return Topology{}, fmt.Errorf("%w: KernelGatewayRoot with NAT, SwanpathPeer or GatewayAddrs", ErrOptions)
+	}
 	if opts.NAT && (opts.IPv6 || opts.SwanpathPeer) {
 		return Topology{}, fmt.Errorf("%w: NAT with IPv6 or SwanpathPeer (the NAT router is IPv4 only and expects a kernel-libipsec peer)", ErrOptions)
 	}
@@ -104,6 +110,9 @@ func FromOptions(opts Options) (Topology, error) {
 	t.Hosts = []HostSpec{{Role: H1}, {Role: GW, Forward: true}, {Role: PR, Forward: true}, {Role: H2}}
 	if opts.KernelPeer {
 		t.Hosts[2].Kind = KindKernel
+	}
+	if opts.KernelGatewayRoot != "" {
+		t.Hosts[1].Kind, t.Hosts[1].Root = KindKernel, opts.KernelGatewayRoot
 	}
 	gwLan, gwWan := End{GW, GWLan}, End{GW, GWWan}
 	prLan, prWan := End{PR, PRLan}, End{PR, PRWan}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 
 	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // isolateTable is the nftables netdev table that holds one ingress chain
@@ -46,11 +48,39 @@ func Isolate(ifname string) error {
 		Policy:   &drop,
 	})
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("isolate %s: netdev ingress chain: %w", ifname, err)
+		// a kernel without nftables' netdev family (Debian's
+		// user-mode Linux): tc's ingress hook, which AF_PACKET also
+		// sees before
+		if terr := isolateTC(ifname); terr != nil {
+			return fmt.Errorf("isolate %s: netdev ingress chain: %w; tc ingress drop: %v", ifname, err, terr)
+		}
 	}
 	p := filepath.Join("/proc/sys/net/ipv6/conf", ifname, "disable_ipv6")
 	if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("isolate %s: disable IPv6: %w", ifname, err)
+	}
+	return nil
+}
+
+// isolateTC drops every frame at ifname's tc ingress hook (clsact, a
+// matchall filter with action drop): Isolate where nftables has no
+// netdev family.
+func isolateTC(ifname string) error {
+	link, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return err
+	}
+	idx := link.Attrs().Index
+	q := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Handle: netlink.MakeHandle(0xffff, 0),
+		Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
+	if err := netlink.QdiscReplace(q); err != nil {
+		return fmt.Errorf("clsact qdisc: %w", err)
+	}
+	f := &netlink.MatchAll{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS,
+		Priority: 1, Protocol: unix.ETH_P_ALL},
+		Actions: []netlink.Action{&netlink.GenericAction{ActionAttrs: netlink.ActionAttrs{Action: netlink.TC_ACT_SHOT}}}}
+	if err := netlink.FilterReplace(f); err != nil {
+		return fmt.Errorf("matchall drop filter: %w", err)
 	}
 	return nil
 }

@@ -206,7 +206,13 @@ func (c *Config) validate() []error {
 
 // ealArgs builds EAL's arguments (devices are added by the fast path).
 func (c *Config) ealArgs() []string {
-	args := []string{"-l", c.EAL.Lcores, "--file-prefix", c.EAL.FilePrefix,
+	// "0@0,1@0": lcores mapped on CPUs (e.g. main and worker on the one
+	// CPU of a small VM) is EAL's --lcores; a plain list is -l
+	lc := "-l"
+	if strings.Contains(c.EAL.Lcores, "@") {
+		lc = "--lcores"
+	}
+	args := []string{lc, c.EAL.Lcores, "--file-prefix", c.EAL.FilePrefix,
 		"-m", fmt.Sprint(c.EAL.Memory), "--log-level", "lib.eal:notice"}
 	if c.EAL.InMemory {
 		args = append(args, "--in-memory")

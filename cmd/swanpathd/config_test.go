@@ -100,6 +100,11 @@ tap = "sp-wan"
 		t.Fatalf("source.kind %q", c.Source.Kind)
 	}
 	d := defaultConfig()
+	d.EAL.Lcores, d.EAL.InMemory, d.EAL.NoHuge = "0@0,1@0", false, true
+	if args := strings.Join(d.ealArgs(), " "); !strings.Contains(args, "--lcores 0@0,1@0") || strings.Contains(args, "-l ") ||
+		!strings.Contains(args, "--no-huge --no-shconf") || strings.Contains(args, "--in-memory") {
+		t.Errorf("lcores mapped on one CPU: EAL args %q", args)
+	}
 	if d.Source.Kind != sourcePlugin {
 		t.Fatalf("default source.kind %q, want plugin", d.Source.Kind)
 	}

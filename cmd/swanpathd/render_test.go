@@ -21,6 +21,7 @@ func TestRenderedConfigLoads(t *testing.T) {
 			{Name: "wan", Device: "net_af_packet1,iface=wan", Tap: "twan"},
 		},
 		Crypto:   swanpathdconf.Crypto{PMD: "aesni_mb", Mode: "lookaside"},
+		Source:   swanpathdconf.Source{Kind: "xfrm"},
 		Plugin:   swanpathdconf.Socket{Socket: "/p.sock"},
 		Control:  swanpathdconf.Socket{Socket: "/c.sock"},
 		Fastpath: swanpathdconf.Fastpath{NATTPort: 4501, IdleSleepUS: 20, Mbufs: 8192, MaxSAs: 1024, StateFile: "/seq.json"},
@@ -40,7 +41,7 @@ func TestRenderedConfigLoads(t *testing.T) {
 	}
 	e, f := c.EAL, c.Fastpath
 	if e.Lcores != "0,1" || e.Memory != 128 || e.FilePrefix != "fp" || e.InMemory || !e.NoHuge || e.HugeDir != "/h" ||
-		c.Crypto.PMD != "aesni_mb" || c.Crypto.Mode != "lookaside" || c.Plugin.Socket != "/p.sock" || c.Control.Socket != "/c.sock" ||
+		c.Crypto.PMD != "aesni_mb" || c.Crypto.Mode != "lookaside" || c.Source.Kind != "xfrm" || c.Plugin.Socket != "/p.sock" || c.Control.Socket != "/c.sock" ||
 		f.NATTPort != 4501 || f.IdleSleepUS != 20 || f.Mbufs != 8192 || f.MaxSAs != 1024 || f.StateFile != "/seq.json" || c.Log.Level != "debug" {
 		t.Errorf("loaded config differs from the rendered one: %+v\n%s", c, b)
 	}

@@ -18,6 +18,7 @@ type Config struct {
 	EAL      EAL      `toml:"eal"`
 	Ports    []Port   `toml:"port"`
 	Crypto   Crypto   `toml:"crypto,omitempty"`
+	Source   Source   `toml:"source,omitempty"`
 	Plugin   Socket   `toml:"plugin"`
 	Control  Socket   `toml:"control"`
 	Fastpath Fastpath `toml:"fastpath"`
@@ -46,6 +47,11 @@ type Port struct {
 type Crypto struct {
 	PMD  string `toml:"pmd,omitempty"`
 	Mode string `toml:"mode,omitempty"`
+}
+
+// Source is the [source] table; empty: swanpathd's default (plugin).
+type Source struct {
+	Kind string `toml:"kind,omitempty"` // "plugin" or "xfrm"
 }
 
 // Socket is [plugin] and [control].

@@ -1,0 +1,121 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/swanpath/swanpath/internal/swanpathdconf"
+)
+
+// NewXFRMSwanpathd writes the configuration of swanpathd on the kernel
+// host gw (Options.KernelGatewayRoot) with source.kind = "xfrm": it
+// mirrors the SAs and policies pluto installs in that kernel's XFRM. DPDK
+// runs without hugepages (the UML kernel has none) and without shared
+// configuration, main and worker lcore on the instance's one CPU; the
+// ports are net_af_packet on the instance's lan and wan, the TAPs tlan and
+// twan. bin and ctlBin are paths of this machine (reached inside through
+// UMLHostDir); the sockets and the state file are in the instance's /run.
+func (l *Lab) NewXFRMSwanpathd(bin, ctlBin string) (*Swanpathd, error) {
+	u, ok := l.Host(GW).(*UML)
+	if !ok {
+		return nil, fmt.Errorf("xfrm swanpathd: gw is %T, not a kernel host", l.Host(GW))
+	}
+	// the TAPs; nftables for swanpathd's netdev ingress chain that
+	// isolates its ports from the kernel
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, m := range []string{"tun", "nf_tables"} {
+		if _, err := u.Exec(ctx, "/run/uml/modprobe", m); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "spdx")
+	if err != nil {
+		return nil, err
+	}
+	l.t.Cleanup(func() { os.RemoveAll(dir) })
+	conf := filepath.Join(dir, "swanpathd.toml")
+	d := &Swanpathd{l: l, role: GW, Bin: u.HostPath(bin), CtlBin: u.HostPath(ctlBin), Conf: u.HostPath(conf),
+		Plugin: "/run/swanpath/charon.sock", Control: "/run/swanpath/ctl.sock"}
+	b, err := swanpathdconf.Config{
+		EAL: swanpathdconf.EAL{Lcores: "0@0,1@0", Memory: 512, FilePrefix: l.prefix + "-" + GW, NoHuge: true},
+		Ports: []swanpathdconf.Port{
+			{Name: "lan", Device: "net_af_packet0,iface=" + GWLan, Tap: GWLanTap},
+			{Name: "wan", Device: "net_af_packet1,iface=" + GWWan, Tap: GWWanTap},
+		},
+		Source:  swanpathdconf.Source{Kind: "xfrm"},
+		Plugin:  swanpathdconf.Socket{Socket: d.Plugin},
+		Control: swanpathdconf.Socket{Socket: d.Control},
+		// one CPU for the worker, pluto and the kernel
+		Fastpath: swanpathdconf.Fastpath{IdleSleepUS: 50, MaxSAs: 1024, StateFile: "/run/swanpath/outbound-seq.json"},
+		Log:      swanpathdconf.Log{Level: "debug"},
+	}.Render("swanpath lab (xfrm gateway)")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(conf, b, 0o644); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// waitReadyKernel is WaitReady for swanpathd on a kernel host: its control
+// socket is inside, so swanpathctl asks there.
+func (d *Swanpathd) waitReadyKernel(ctx context.Context) error {
+	p := d.proc
+	err := PollFor(ctx, "swanpathd ready", 90*time.Second, 200*time.Millisecond, func() (bool, error) {
+		select {
+		case <-p.Done():
+			return false, Abort(fmt.Errorf("swanpathd exited during start:\n%s", p.Tail(60)))
+		default:
+		}
+		_, err := d.Ctl(ctx, "stats")
+		return err == nil, err
+	})
+	if err != nil && !isDone(p) {
+		return fmt.Errorf("swanpathd did not become ready: %w\n%s", err, p.Tail(60))
+	}
+	return err
+}
+
+// XFRMGateway is a lab whose gateway is a kernel host running libreswan's
+// pluto and swanpathd with the XFRM mirror, facing the lab's peer (Debian's
+// charon with kernel-libipsec in pr, or with kernel-netlink on a kernel
+// host with Options.KernelPeer).
+type XFRMGateway struct {
+	D     *Swanpathd
+	Pluto *Pluto
+	PR    *Charon
+	l     *Lab
+}
+
+// StartXFRMGateway starts swanpathd on gw, puts the gateway's addresses on
+// its TAPs, starts the peer's charon with tun (the peer's side) and pluto
+// with conn, and brings the connection up with `ipsec auto --up`.
+func (l *Lab) StartXFRMGateway(ctx context.Context, bin, ctlBin string, conn LibreswanConn, tun Tunnel) (*XFRMGateway, error) {
+	d, err := l.NewXFRMSwanpathd(bin, ctlBin)
+	if err != nil {
+		return nil, err
+	}
+	g := &XFRMGateway{D: d, l: l}
+	if err := d.Start(ctx); err != nil {
+		return g, err
+	}
+	if err := l.ConfigureGateway(GWLanTap, GWWanTap); err != nil {
+		return g, err
+	}
+	if g.PR, err = l.StartPeer(ctx, tun); err != nil {
+		return g, err
+	}
+	if g.Pluto, err = l.StartPluto(ctx, GW, conn); err != nil {
+		return g, err
+	}
+	if err := g.Pluto.Up(ctx); err != nil {
+		return g, err
+	}
+	_, err = g.PR.WaitEstablished(ctx, ChildName)
+	return g, err
+}
