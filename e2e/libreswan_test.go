@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -61,6 +62,30 @@ func TestLibreswanGateway(t *testing.T) {
 	gw := l.Host(lab.GW).(*lab.UML)
 	t2 := time.Now()
 
+	// pluto's policies reach the fast path through the mirror a moment
+	// after the kernel has them: what is forwarded in that moment leaves
+	// in clear (the kernel no longer encrypts it, see bridge/xfrm
+	// bypass.go; a known gap of the XFRM source, in the README). The
+	// checks below are of the tunnel once mirrored.
+	err = lab.PollFor(ctx, "pluto's outbound policy bound to its SA in the fast path", 20*time.Second, 50*time.Millisecond, func() (bool, error) {
+		out, err := g.D.Ctl(ctx, "policy", "--json")
+		if err != nil {
+			return false, err
+		}
+		var pols []ctl.Policy
+		if err := json.Unmarshal([]byte(out), &pols); err != nil {
+			return false, err
+		}
+		for _, p := range pols {
+			if p.Dir == "out" && p.SPI != "" {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("policies: %s", out)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cw, err := captureWAN(l)
 	if err != nil {
 		t.Fatal(err)
@@ -106,15 +131,10 @@ func TestLibreswanGateway(t *testing.T) {
 	if w.toPeer < 600 || w.fromPeer < 600 {
 		t.Errorf("ESP on the WAN: %d packets gw -> pr, %d pr -> gw; want the traffic both ways", w.toPeer, w.fromPeer)
 	}
-	// KNOWN BUG, found by this test: ESP from the gateway repeats
-	// sequence numbers 1.. with other bytes on the outbound SA (seen
-	// ~2-5 s after the SA came up, just after pluto's first packets): one
-	// SA encrypted twice from seq 1, i.e. AES-GCM IV reuse. The kernel
-	// is isolated (tc drop hits every frame on lan/wan) and swanpathd's
-	// bypass pair is in place, so the suspect is the mirror re-creating
-	// the fast-path SA with a fresh sequence counter when pluto updates
-	// it (XFRM_MSG_UPDSA). Until it is fixed the test ends as SKIP
-	// naming it, after every other check has run.
+	// one encryptor per SA: found by this test as ESP sequence numbers
+	// 1.. sent twice on the outbound SA (the kernel encrypted the first
+	// pings with its copy before swanpathd's per-policy bypass pair was
+	// in; the global bypass pairs fixed it, bridge/xfrm/bypass.go)
 	again, seqErr := uniqueESPSeq(pkts, lab.GWWanAddr)
 	if again > 0 {
 		t.Logf("%d ESP frames from the gateway arrived twice, byte for byte (a duplicate on the way, not a second encryptor)", again)
@@ -183,7 +203,7 @@ func TestLibreswanGateway(t *testing.T) {
 	t.Logf("outbound SA %s: fast path %d packets %d bytes, kernel oseq %d; trafficstatus in %d out %d, swanpathctl in %d out %d",
 		out.SPI, out.Packets, out.Bytes, kSeq, ts[0].InBytes, ts[0].OutBytes, in.Bytes, out.Bytes)
 	if seqErr != nil {
-		t.Skipf("KNOWN BUG (issue 14, see the comment above): %v", seqErr)
+		t.Errorf("AES-GCM IV reuse: %v", seqErr)
 	}
 }
 

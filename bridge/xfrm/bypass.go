@@ -32,6 +32,37 @@ import (
 
 const bypassMarkMask = 1
 
+// Global bypass policies. The per-policy pair above is installed when the
+// mirror sees the daemon's policy, a moment after the kernel has it: in
+// that moment the kernel encrypts with its copy of the SA (sequence
+// numbers from 1) what the fast path does not yet protect — found by the
+// libreswan end-to-end test as ESP sequence numbers sent twice on one SA.
+// So swanpathd also holds, for each family and direction, a pair that
+// matches every packet at priority 0, the best there is: the kernel then
+// never applies an IPsec policy of its own at all, from the first
+// moment, and the fast path is the only encryptor. The per-policy pairs
+// stay as a second line (a daemon policy of priority 0 would tie).
+
+// globalBypasses are the pairs for every packet of each family and
+// direction (in, out, fwd).
+func globalBypasses() []bypassKey {
+	var ks []bypassKey
+	for _, fam := range []uint16{nl.FAMILY_V4, nl.FAMILY_V6} {
+		for dir := uint8(0); dir <= 2; dir++ {
+			for mark := uint32(0); mark <= 1; mark++ {
+				ks = append(ks, bypassKey{sel: nl.XfrmSelector{Family: fam}, dir: dir, mark: mark})
+			}
+		}
+	}
+	return ks
+}
+
+// isGlobal says whether k is one of the global pairs.
+func isGlobal(k bypassKey) bool {
+	return k.sel == nl.XfrmSelector{Family: k.sel.Family} && k.dir <= 2 &&
+		(k.sel.Family == nl.FAMILY_V4 || k.sel.Family == nl.FAMILY_V6)
+}
+
 // bypassKey identifies one of swanpathd's bypass policies.
 type bypassKey struct {
 	sel  nl.XfrmSelector

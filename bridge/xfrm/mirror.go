@@ -432,6 +432,20 @@ func (m *Mirror) delPolicyMsg(ctx context.Context, p *kpolicy) {
 		// back at once if a mirrored policy still wants it)
 		k := bypassKey{sel: p.info.Sel, dir: p.info.Dir, mark: p.mark}
 		delete(m.bypass, k)
+		if isGlobal(k) {
+			m.mu.Lock()
+			conn := m.mu.conn
+			m.mu.Unlock()
+			m.log.Warn("xfrm mirror: a global bypass policy was removed by someone else; installing it again", "dir", k.dir)
+			if conn != nil {
+				if err := conn.Do(nl.XFRM_MSG_UPDPOLICY, 0, bypassAdd(k, 0)); err != nil {
+					m.log.Error("xfrm mirror: installing a global bypass policy failed: the kernel may encrypt with the fast path's keys", "dir", k.dir, "err", err)
+				} else {
+					m.bypass[k] = 0
+				}
+			}
+			return
+		}
 		for _, rec := range m.pols {
 			if slices.Contains(rec.bypass, k) {
 				m.log.Warn("xfrm mirror: a bypass policy was removed by someone else; installing it again", "sel", rec.pol.Sel.String(), "dir", rec.pol.Dir.String())
@@ -466,6 +480,9 @@ func (m *Mirror) setBypass(rec *polRec, want []bypassKey, prio uint32) {
 	keep := make(map[bypassKey]bool, len(want))
 	for _, k := range want {
 		keep[k] = true
+		if isGlobal(k) {
+			continue // a daemon policy for every packet: the global pair has it
+		}
 		if p, ok := m.bypass[k]; ok && p == prio {
 			continue
 		}
@@ -477,7 +494,7 @@ func (m *Mirror) setBypass(rec *polRec, want []bypassKey, prio uint32) {
 		m.bypass[k] = prio
 	}
 	for _, k := range rec.bypass {
-		if keep[k] {
+		if keep[k] || isGlobal(k) {
 			continue
 		}
 		if err := conn.Do(nl.XFRM_MSG_DELPOLICY, 0, bypassDel(k)); err != nil {
@@ -570,6 +587,16 @@ func (m *Mirror) resync(ctx context.Context, conn Conn) (mirrored, refused int, 
 		for _, k := range rec.bypass {
 			wanted[k] = true
 		}
+	}
+	for _, k := range globalBypasses() {
+		wanted[k] = true
+		if p, ok := m.bypass[k]; ok && p == 0 {
+			continue
+		}
+		if err := conn.Do(nl.XFRM_MSG_UPDPOLICY, 0, bypassAdd(k, 0)); err != nil {
+			return mirrored, refused, fmt.Errorf("installing the global bypass policies (the kernel could encrypt with the fast path's keys): %w", err)
+		}
+		m.bypass[k] = 0
 	}
 	for k := range m.bypass {
 		if wanted[k] {

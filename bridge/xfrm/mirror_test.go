@@ -322,22 +322,32 @@ func TestMirrorDumpIsReplay(t *testing.T) {
 			t.Error("key left in a dumped message")
 		}
 	}
-	// two bypass policies per mirrored IPsec policy, one priority better;
-	// the stale one of an earlier run removed
+	// the global pairs (every packet, each family and direction, at
+	// priority 0) and two bypass policies per mirrored IPsec policy, one
+	// priority better; the stale one of an earlier run removed
 	adds := conn.requests(nl.XFRM_MSG_UPDPOLICY)
-	if len(adds) != 4 {
-		t.Fatalf("%d bypass policies installed, want 4", len(adds))
-	}
 	marks := map[uint32]int{}
+	global := map[bypassKey]bool{}
 	for _, r := range adds {
 		p, err := parsePolicy(r.Data)
 		if err != nil {
 			t.Fatal(err)
 		}
+		k := bypassKey{sel: p.info.Sel, dir: p.info.Dir, mark: p.mark}
+		if isGlobal(k) {
+			if !isBypass(p) || p.info.Priority != 0 {
+				t.Errorf("global bypass policy %+v", p.info)
+			}
+			global[k] = true
+			continue
+		}
 		if !isBypass(p) || p.info.Priority != 999 || len(p.tmpls) != 0 {
 			t.Errorf("bypass policy %+v", p.info)
 		}
 		marks[p.mark]++
+	}
+	if len(global) != 12 || len(adds) != 16 {
+		t.Fatalf("%d bypass policies installed, %d of them global; want 4 and the 12 global (2 families, 3 directions, 2 marks)", len(adds), len(global))
 	}
 	if marks[0] != 2 || marks[1] != 2 {
 		t.Errorf("bypass marks %v, want 0 and 1 twice each", marks)
