@@ -64,7 +64,7 @@ func TestXFRMMirrorKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mon.Stop()
-	p1, err := u.Start(probe, "-secs", "60", "-state", "/run/xfrm-seq.json")
+	p1, err := u.Start(u.HostPath(probe), "-secs", "60", "-state", "/run/xfrm-seq.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestXFRMMirrorKernel(t *testing.T) {
 	} else {
 		sent = final
 	}
-	p2, err := u.Start(probe, "-secs", "60", "-state", "/run/xfrm-seq.json")
+	p2, err := u.Start(u.HostPath(probe), "-secs", "60", "-state", "/run/xfrm-seq.json")
 	if err != nil {
 		t.Fatal(err)
 	}

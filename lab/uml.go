@@ -289,7 +289,11 @@ sleep 10
 // UMLHostDir in it) in a root of its own, whose /dev has no TUN device.
 func (u *UML) mounts() string {
 	if u.root == "" {
-		return "mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t tmpfs -o mode=755 tmpfs /run\n"
+		// this machine's / again under UMLHostDir: its /tmp (where a
+		// test's files may be, a CI clone too) is hidden by the
+		// instance's own
+		return "mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t tmpfs -o mode=755 tmpfs /run\n" +
+			"mkdir -p " + UMLHostDir + " && mount -r -t hostfs none " + UMLHostDir + " -o /\n"
 	}
 	return `mount -t devtmpfs devtmpfs /dev 2>/dev/null || {
 	mount -t tmpfs -o mode=755 tmpfs /dev
@@ -301,12 +305,10 @@ mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 `
 }
 
-// HostPath is where path of this machine is seen inside: the same path
-// on this machine's root, under UMLHostDir in a root of its own.
+// HostPath is where path of this machine is seen inside, read-only:
+// under UMLHostDir (the instance's own /run, /tmp and /var hide this
+// machine's).
 func (u *UML) HostPath(path string) string {
-	if u.root == "" {
-		return path
-	}
 	return UMLHostDir + path
 }
 
