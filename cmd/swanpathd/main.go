@@ -233,6 +233,7 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 
 	eng := engine.New(log, fp)
 	eng.KeepSequences(seqs)
+	eng.SetReconcileGrace(cfg.reconcileGrace())
 	mirror := kernel.NewMirror(log)
 	feeder, err := fib.NewFeeder(log, fp, mirror)
 	if err != nil {
