@@ -142,6 +142,12 @@ type Options struct {
 	KernelPeer bool
 	// KernelMem is each kernel host's memory (mem=), UMLMem by default.
 	KernelMem string
+	// ReconcileGrace is swanpathd's charon.reconcile_grace (e.g. "10s",
+	// "0"); "" keeps swanpathd's default.
+	ReconcileGrace string
+	// MetricsListen is swanpathd's metrics.listen (inside its namespace:
+	// reach it with Host(GW).Dial); "" leaves the metrics off.
+	MetricsListen string
 }
 
 // Lab is one instance of a topology.
@@ -152,6 +158,10 @@ type Lab struct {
 	dir    string // per-test working dir for configs, logs, captures
 	// kernelMem is mem= of each kernel host
 	kernelMem string
+	// reconcileGrace is Options.ReconcileGrace
+	reconcileGrace string
+	// metricsListen is Options.MetricsListen
+	metricsListen string
 
 	procs procSet // every process started on a host, for teardown
 	mu    struct {
@@ -195,7 +205,8 @@ func New(t testing.TB, opts Options) *Lab {
 	}
 	installSignalHandler()
 
-	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), topo: topo, kernelMem: opts.KernelMem}
+	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), topo: topo, kernelMem: opts.KernelMem,
+		reconcileGrace: opts.ReconcileGrace, metricsListen: opts.MetricsListen}
 	if l.kernelMem == "" {
 		l.kernelMem = UMLMem
 	}
