@@ -65,6 +65,8 @@ type Charon struct {
 	sock    string // VICI unix socket path
 	proc    *Proc
 	kernel  *UML // the host when it is a kernel host: files and VICI inside
+	// start runs this charon's process again with the same files (Restart)
+	start func() (*Proc, error)
 }
 
 // StartCharon writes a strongswan.conf and swanctl.conf for namespace role
@@ -122,7 +124,8 @@ func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
 	}
 	script.WriteString("mount --rbind \"$1\" /run\nexec " + CharonBin + "\n")
 	args[6] = script.String()
-	p, err := host.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, args...)
+	c.start = func() (*Proc, error) { return host.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, args...) }
+	p, err := c.start()
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +135,21 @@ func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
 	l.mu.Unlock()
 
 	return c, c.waitVICI()
+}
+
+// Restart starts this charon again with the same configuration once its
+// process has exited (a test killed it: Proc().Signal(SIGKILL)), and
+// returns once VICI answers. Its connections are not loaded: LoadAll.
+func (c *Charon) Restart(ctx context.Context) error {
+	if err := c.proc.Wait(ctx); err != nil && ctx.Err() != nil {
+		return fmt.Errorf("restart charon in %s: the old process did not exit: %w", c.host, err)
+	}
+	p, err := c.start()
+	if err != nil {
+		return fmt.Errorf("restart charon in %s: %w", c.host, err)
+	}
+	c.proc = p
+	return c.waitVICI()
 }
 
 // waitVICI returns once charon's VICI socket answers.
@@ -175,7 +193,8 @@ func (l *Lab) startKernelCharon(u *UML, role string, opts CharonOptions) (*Charo
 	if err := u.WriteFile(ctx, c.swanctl, []byte(opts.Swanctl), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := u.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, CharonBin)
+	c.start = func() (*Proc, error) { return u.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, CharonBin) }
+	p, err := c.start()
 	if err != nil {
 		return nil, err
 	}

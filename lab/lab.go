@@ -149,6 +149,12 @@ type Options struct {
 	// swanpathd (StartXFRMGateway). Not with NAT, SwanpathPeer or
 	// GatewayAddrs.
 	KernelGatewayRoot string
+	// ReconcileGrace is swanpathd's charon.reconcile_grace (e.g. "10s",
+	// "0"); "" keeps swanpathd's default.
+	ReconcileGrace string
+	// MetricsListen is swanpathd's metrics.listen (inside its namespace:
+	// reach it with Host(GW).Dial); "" leaves the metrics off.
+	MetricsListen string
 }
 
 // Lab is one instance of a topology.
@@ -159,6 +165,10 @@ type Lab struct {
 	dir    string // per-test working dir for configs, logs, captures
 	// kernelMem is mem= of each kernel host
 	kernelMem string
+	// reconcileGrace is Options.ReconcileGrace
+	reconcileGrace string
+	// metricsListen is Options.MetricsListen
+	metricsListen string
 
 	procs procSet // every process started on a host, for teardown
 	mu    struct {
@@ -202,7 +212,8 @@ func New(t testing.TB, opts Options) *Lab {
 	}
 	installSignalHandler()
 
-	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), topo: topo, kernelMem: opts.KernelMem}
+	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), topo: topo, kernelMem: opts.KernelMem,
+		reconcileGrace: opts.ReconcileGrace, metricsListen: opts.MetricsListen}
 	if l.kernelMem == "" {
 		l.kernelMem = UMLMem
 	}

@@ -76,6 +76,8 @@ func (l *Lab) NewSwanpathdIn(role, bin, ctlBin string) (*Swanpathd, error) {
 		// the lab shares two cores with two charons and iperf3
 		Fastpath: swanpathdconf.Fastpath{IdleSleepUS: 20, StateFile: filepath.Join(dir, "outbound-seq.json")},
 		Log:      swanpathdconf.Log{Level: "debug"},
+		Charon:   swanpathdconf.Charon{ReconcileGrace: l.reconcileGrace},
+		Metrics:  swanpathdconf.Metrics{Listen: l.metricsListen},
 	}.Render("swanpath lab")
 	if err != nil {
 		return nil, err

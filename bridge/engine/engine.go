@@ -38,6 +38,10 @@ type saEntry struct {
 	softSent, hardSent bool
 	// outbound, stopped for want of a safe sequence number (see seq.go)
 	blocked bool
+	// the plugin connection that installed or replayed it (0: none), and
+	// when it goes unless that changes (reconcile.go)
+	owner   uint64
+	staleAt time.Time
 }
 
 type policyEntry struct {
@@ -46,6 +50,10 @@ type policyEntry struct {
 	// the outbound SA the data plane protects its traffic with
 	bound model.SAID
 	has   bool
+	// references by plugin connection (0: none), and when the gone
+	// connections' go (reconcile.go)
+	owners  map[uint64]int
+	staleAt time.Time
 }
 
 // Engine holds the IPsec model and pushes it into the data plane.
@@ -82,6 +90,10 @@ type Engine struct {
 		// SAs deleted at their hard lifetime, until charon deletes them
 		// too (see lifetime.go)
 		gone map[model.SAID]goneSA
+		// reconciliation (reconcile.go): the charon PID of each plugin
+		// connection (kept after it is gone), the grace period
+		pids  map[uint64]uint32
+		grace time.Duration
 	}
 	// charon's names of the SAs, from VICI (names.go)
 	names nameTable
@@ -99,6 +111,8 @@ func New(log *slog.Logger, dp dataplane.Dataplane) *Engine {
 	e.mu.mapped = make(map[mappingKey]time.Time)
 	e.mu.plugins = make(map[uint64]bool)
 	e.mu.gone = make(map[model.SAID]goneSA)
+	e.mu.pids = make(map[uint64]uint32)
+	e.mu.grace = DefaultReconcileGrace
 	e.mu.closed = true // as the fast path starts
 	return e
 }
@@ -126,7 +140,11 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	defer sa.Wipe()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, ok := e.mu.sas[sa.SAID]; ok {
+	if ent, ok := e.mu.sas[sa.SAID]; ok {
+		if conn := connOf(ctx); conn != 0 && e.replayingConnLocked(conn) {
+			// a plugin replaying an SA swanpathd kept: it knows it
+			ent.owner, ent.staleAt = conn, time.Time{}
+		}
 		return fmt.Errorf("add SA %s: %w", sa.SAID, model.ErrExists)
 	}
 	if err := sa.Validate(); err != nil {
@@ -140,7 +158,7 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 		return err
 	}
 	e.mu.seq++
-	ent := &saEntry{sa: info, seq: e.mu.seq, keyBits: keyBits, added: time.Now()}
+	ent := &saEntry{sa: info, seq: e.mu.seq, keyBits: keyBits, added: time.Now(), owner: connOf(ctx)}
 	e.mu.sas[sa.SAID] = ent
 	e.mu.reqSAs[info.Reqid] = append(e.mu.reqSAs[info.Reqid], ent)
 	if info.Inbound {
@@ -290,10 +308,11 @@ func (e *Engine) AddPolicy(ctx context.Context, p *model.Policy) error {
 	pe, ok := e.mu.policies[p.PolicyID]
 	if ok {
 		pe.refs++
+		pe.owners[connOf(ctx)]++
 		e.unindexLocked(pe)
 		pe.p = *p // the newer CHILD_SA's template wins, as in kernel-netlink
 	} else {
-		pe = &policyEntry{p: *p, refs: 1}
+		pe = &policyEntry{p: *p, refs: 1, owners: map[uint64]int{connOf(ctx): 1}}
 		e.mu.policies[p.PolicyID] = pe
 		e.log.Info("policy added", "sel", p.Sel.String(), "dir", p.Dir.String(), "action", p.Action.String(), "reqid", p.Reqid)
 	}
@@ -340,6 +359,7 @@ func (e *Engine) DelPolicy(ctx context.Context, id model.PolicyID) error {
 	if !ok {
 		return fmt.Errorf("delete policy %s %s: %w", id.Sel, id.Dir, model.ErrNotFound)
 	}
+	pe.dropRef(connOf(ctx))
 	if pe.refs--; pe.refs > 0 {
 		return nil
 	}
@@ -469,4 +489,21 @@ func (e *Engine) ListPolicies() []Policy {
 		return int(a.Priority) - int(b.Priority)
 	})
 	return out
+}
+
+// dropRef takes one reference of conn's off the policy, or one of another
+// connection's if conn has none (charon deletes what it installed, whoever
+// replayed it).
+func (pe *policyEntry) dropRef(conn uint64) {
+	if pe.owners[conn] == 0 {
+		for c, n := range pe.owners {
+			if n > 0 {
+				conn = c
+				break
+			}
+		}
+	}
+	if pe.owners[conn]--; pe.owners[conn] <= 0 {
+		delete(pe.owners, conn)
+	}
 }

@@ -37,6 +37,7 @@ func (e *Engine) checkLifetimes(now time.Time) []Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.pruneLocked(now)
+	e.reconcileLocked(now)
 	evs := e.seqEventsLocked()
 	for id, s := range e.mu.sas {
 		if s.hardSent {

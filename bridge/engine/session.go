@@ -1,5 +1,7 @@
 package engine
 
+import "time"
+
 // Failing closed. Linux keeps its XFRM policies when the IKE daemon
 // restarts; swanpathd loses them when it restarts itself, and gets them
 // back only when charon's plugin replays them. Until then, and whenever no
@@ -19,6 +21,7 @@ func (e *Engine) Connected(conn uint64, pid uint32) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.mu.plugins[conn] = false
+	e.mu.pids[conn] = pid
 	if e.mu.closed {
 		e.log.Info("fast path closed until the plugin's replay is done", "pid", pid)
 	}
@@ -34,6 +37,7 @@ func (e *Engine) ReplayDone(conn uint64, replayed, refused uint32) {
 		return
 	}
 	e.mu.plugins[conn] = true
+	e.reconcileStartLocked(conn, replayed, time.Now())
 	if refused != 0 {
 		e.log.Warn("plugin replay: some SAs or policies were refused", "replayed", replayed, "refused", refused)
 	}
@@ -63,6 +67,12 @@ func (e *Engine) replayingLocked() bool {
 		}
 	}
 	return false
+}
+
+// replayingConnLocked reports whether plugin connection conn is replaying.
+func (e *Engine) replayingConnLocked(conn uint64) bool {
+	done, ok := e.mu.plugins[conn]
+	return ok && !done
 }
 
 // Closed reports whether the fast path fails closed.

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/swanpath/swanpath/bridge/engine"
 	"github.com/swanpath/swanpath/bridge/model"
 	"github.com/swanpath/swanpath/internal/peercred"
 	"github.com/swanpath/swanpath/internal/rundir"
@@ -268,7 +269,8 @@ func (s *Server) Notify(ev Event) {
 
 // dispatch runs one request against the Handler.
 func (s *Server) dispatch(sc *serverConn, m *Message) Result {
-	ctx := s.ctx
+	// what the request installs is this connection's (engine: reconcile.go)
+	ctx := engine.WithConn(s.ctx, sc.id)
 	var res Result
 	var err error
 	sa := &m.SA

@@ -3,12 +3,15 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/swanpath/swanpath/bridge/engine"
 	"github.com/swanpath/swanpath/bridge/vici"
 )
 
@@ -61,6 +64,22 @@ type Config struct {
 		// Socket is charon's VICI socket ("" disables VICI)
 		Socket string `toml:"socket"`
 	} `toml:"vici"`
+	Charon struct {
+		// ReconcileGrace is how long SAs and policies of a charon that
+		// is gone stay once another charon has connected and does not
+		// know them ("0" disables: they go at their hard lifetime).
+		ReconcileGrace string `toml:"reconcile_grace"`
+	} `toml:"charon"`
+	Metrics struct {
+		// Listen is the address of the Prometheus endpoint ("" : off)
+		Listen string `toml:"listen"`
+	} `toml:"metrics"`
+}
+
+// reconcileGrace is charon.reconcile_grace, checked by validate.
+func (c *Config) reconcileGrace() time.Duration {
+	d, _ := time.ParseDuration(c.Charon.ReconcileGrace)
+	return d
 }
 
 func defaultConfig() Config {
@@ -79,6 +98,7 @@ func defaultConfig() Config {
 	c.Fastpath.StateFile = "/run/swanpath/outbound-seq.json"
 	c.Log.Level = "info"
 	c.Vici.Socket = vici.DefaultSocket
+	c.Charon.ReconcileGrace = engine.DefaultReconcileGrace.String()
 	return c
 }
 
@@ -195,6 +215,16 @@ func (c *Config) validate() []error {
 	}
 	if c.Vici.Socket != "" && !strings.HasPrefix(c.Vici.Socket, "/") {
 		errs = append(errs, fmt.Errorf("vici.socket %q: want an absolute path (or \"\" to go without VICI)", c.Vici.Socket))
+	}
+	if d, err := time.ParseDuration(c.Charon.ReconcileGrace); err != nil || d < 0 {
+		errs = append(errs, fmt.Errorf("charon.reconcile_grace %q: want a duration such as \"4m\" or \"30s\" (\"0\" disables the reconciliation)", c.Charon.ReconcileGrace))
+	} else if d > 0 && d < time.Second {
+		errs = append(errs, fmt.Errorf("charon.reconcile_grace %q: at least 1s (or \"0\" to disable)", c.Charon.ReconcileGrace))
+	}
+	if c.Metrics.Listen != "" {
+		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("metrics.listen %q: want host:port, e.g. \"127.0.0.1:9469\" (or \"\" for no metrics)", c.Metrics.Listen))
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -44,6 +44,10 @@ device = "net_tap9"
 tap = "x"
 [log]
 level = "loud"
+[charon]
+reconcile_grace = "soon"
+[metrics]
+listen = "9469"
 `)
 	_, err := loadConfig(p)
 	if err == nil {
@@ -52,6 +56,7 @@ level = "loud"
 	for _, want := range []string{
 		`unknown key "bogus"`, `crypto.pmd "quantum"`, "natt_port 70000",
 		`port "wan": device is missing`, "longer than 15", "duplicate name", `log.level "loud"`, `source.kind "racoon"`,
+		`charon.reconcile_grace "soon"`, `metrics.listen "9469"`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)

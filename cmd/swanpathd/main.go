@@ -24,6 +24,7 @@ import (
 	"github.com/swanpath/swanpath/bridge/engine"
 	"github.com/swanpath/swanpath/bridge/fib"
 	"github.com/swanpath/swanpath/bridge/kernel"
+	"github.com/swanpath/swanpath/bridge/metrics"
 	"github.com/swanpath/swanpath/bridge/pluginsock"
 	"github.com/swanpath/swanpath/bridge/xfrm"
 	"github.com/swanpath/swanpath/fastpath"
@@ -233,6 +234,7 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 
 	eng := engine.New(log, fp)
 	eng.KeepSequences(seqs)
+	eng.SetReconcileGrace(cfg.reconcileGrace())
 	mirror := kernel.NewMirror(log)
 	feeder, err := fib.NewFeeder(log, fp, mirror)
 	if err != nil {
@@ -282,6 +284,11 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 	go func() { errc <- eng.WatchLifetimes(ctx, 100*time.Millisecond, notify) }()
 	go func() { errc <- newService(log, fp.Progress, engineStatus(eng)).run(ctx) }()
 	go func() { errc <- rl.watch(ctx) }()
+	if cfg.Metrics.Listen != "" {
+		workers++
+		mc := &metrics.Collector{Eng: eng, DP: fp, Latency: fp.Latency}
+		go func() { errc <- metrics.Serve(ctx, log, cfg.Metrics.Listen, mc) }()
+	}
 
 	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify", "err", err)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/swanpath/swanpath/internal/swanpathdconf"
 )
@@ -26,6 +27,8 @@ func TestRenderedConfigLoads(t *testing.T) {
 		Control:  swanpathdconf.Socket{Socket: "/c.sock"},
 		Fastpath: swanpathdconf.Fastpath{NATTPort: 4501, IdleSleepUS: 20, Mbufs: 8192, MaxSAs: 1024, StateFile: "/seq.json"},
 		Log:      swanpathdconf.Log{Level: "debug"},
+		Charon:   swanpathdconf.Charon{ReconcileGrace: "30s"},
+		Metrics:  swanpathdconf.Metrics{Listen: "127.0.0.1:9469"},
 	}
 	b, err := in.Render("render_test")
 	if err != nil {
@@ -42,7 +45,8 @@ func TestRenderedConfigLoads(t *testing.T) {
 	e, f := c.EAL, c.Fastpath
 	if e.Lcores != "0,1" || e.Memory != 128 || e.FilePrefix != "fp" || e.InMemory || !e.NoHuge || e.HugeDir != "/h" ||
 		c.Crypto.PMD != "aesni_mb" || c.Crypto.Mode != "lookaside" || c.Source.Kind != "xfrm" || c.Plugin.Socket != "/p.sock" || c.Control.Socket != "/c.sock" ||
-		f.NATTPort != 4501 || f.IdleSleepUS != 20 || f.Mbufs != 8192 || f.MaxSAs != 1024 || f.StateFile != "/seq.json" || c.Log.Level != "debug" {
+		f.NATTPort != 4501 || f.IdleSleepUS != 20 || f.Mbufs != 8192 || f.MaxSAs != 1024 || f.StateFile != "/seq.json" || c.Log.Level != "debug" ||
+		c.reconcileGrace() != 30*time.Second || c.Metrics.Listen != "127.0.0.1:9469" {
 		t.Errorf("loaded config differs from the rendered one: %+v\n%s", c, b)
 	}
 	if len(c.Ports) != 2 || c.Ports[0].Name != "lan" || c.Ports[0].Device != "net_af_packet0,iface=lan" || c.Ports[0].Tap != "tlan" ||

@@ -23,6 +23,19 @@ type Config struct {
 	Control  Socket   `toml:"control"`
 	Fastpath Fastpath `toml:"fastpath"`
 	Log      Log      `toml:"log"`
+	Charon   Charon   `toml:"charon,omitempty"`
+	Metrics  Metrics  `toml:"metrics,omitempty"`
+}
+
+// Charon is the [charon] table; empty fields keep swanpathd's defaults.
+type Charon struct {
+	// ReconcileGrace is a duration ("30s"; "0" disables)
+	ReconcileGrace string `toml:"reconcile_grace,omitempty"`
+}
+
+// Metrics is the [metrics] table; an empty Listen keeps them off.
+type Metrics struct {
+	Listen string `toml:"listen,omitempty"`
 }
 
 // EAL is the [eal] table.
