@@ -472,7 +472,7 @@ int sp_frag_reap(struct sp_frag *fr, uint64_t now);
 uint16_t sp_frag_out(struct sp_frag *fr, uint32_t port, struct rte_mbuf *m, uint16_t mtu,
 	struct rte_mbuf **out);
 
-/* dp_loop.c */
+/* dp_worker.c, dp_notes.c */
 int sp_worker_run(struct sp_dp *dp, uint32_t wid);
 uint32_t sp_note_pop(struct sp_dp *dp, uint32_t wid, struct sp_note *out, uint32_t max);
 int sp_running(struct sp_dp *dp);

@@ -1,5 +1,5 @@
 // Package fastpath is swanpath's DPDK data plane: EAL, ports, crypto devices
-// and the worker lcore running the C packet loop (dp_loop.c). It is the only
+// and the worker lcore running the C packet loop (dp_worker.c). It is the only
 // package with cgo. The control plane drives it through
 // bridge/dataplane.Dataplane; tables are built here, published to the loop
 // with an atomic store and reclaimed after an RCU quiescent period.
