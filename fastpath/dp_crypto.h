@@ -186,7 +186,7 @@ sa_crypto_sync(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbu
  * (no waiting for one burst). Outbound, an IPv6 packet (hash.usr =
  * IPPROTO_IPV6) of a tunnel SA gets that next header in its trailer
  * before encryption. While a packet is in the device its mbuf names its SA
- * (SA_OF) and the port it came in on (hash.fdir.hi).
+ * (SA_OF) and the port it came in on (IN_PORT).
  */
 static void
 sa_crypto_async(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
@@ -209,7 +209,7 @@ sa_crypto_async(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mb
 		return;
 	for (i = 0; i < k; i++) {
 		*SA_OF(mb[i]) = sa;
-		mb[i]->hash.fdir.hi = port;
+		*IN_PORT(mb[i]) = port;
 		if (!sa->inbound && !sa->transport && mb[i]->hash.usr == IPPROTO_IPV6 &&
 				(np = esp_next_header(sa, mb[i])) != NULL)
 			*np = IPPROTO_IPV6;

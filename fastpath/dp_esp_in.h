@@ -52,7 +52,7 @@ inbound_flush(struct sp_ctx *c, struct sp_inb *ib)
 			port = ib->port[v][i];
 			if (b->res[i] != 0)
 				spd_get(c, v, 0, b->res[i], &r);
-			if (b->res[i] == 0 || r.action != 0 || r.reqid != sa->reqid) {
+			if (b->res[i] == 0 || r.action != SP_ACT_IPSEC || r.reqid != sa->reqid) {
 				ST(c, sa).drop_policy++;
 				drop(c, port, m, SP_CNT_DROP_POLICY);
 				continue;
@@ -99,7 +99,7 @@ check_mapping(struct sp_ctx *c, struct sp_sa *sa, const uint8_t *oh, uint32_t l3
 		same = a4 == b4;
 	}
 	if (unlikely(sport != sa->peer_port || !same))
-		sp_note_push(c->w, SP_NOTE_MAPPING, sa->spi, v6 ? 6 : 4, src, NULL, sport);
+		sp_note_mapping(c->w, sa->spi, v6 ? 6 : 4, src, sport);
 }
 
 /*

@@ -75,9 +75,9 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 	uint32_t mtu, al, size, room;
 
 	{
-		if (p.action == 1)
+		if (p.action == SP_ACT_PASS)
 			return 0;
-		if (p.action == 2) {
+		if (p.action == SP_ACT_DROP) {
 			drop(c, port, m, SP_CNT_DROP_POLICY);
 			return 1;
 		}
@@ -85,9 +85,9 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 		if (sa == NULL) {
 			/* trap policy: ask the IKE daemon for an SA (acquire) */
 			if (k->v6)
-				sp_note_push(c->w, SP_NOTE_ACQUIRE, p.reqid, 6, ip6->src_addr, ip6->dst_addr, 0);
+				sp_note_acquire(c->w, p.reqid, 6, ip6->src_addr, ip6->dst_addr);
 			else
-				sp_note_push(c->w, SP_NOTE_ACQUIRE, p.reqid, 4, &ip->src_addr, &ip->dst_addr, 0);
+				sp_note_acquire(c->w, p.reqid, 4, &ip->src_addr, &ip->dst_addr);
 			drop(c, port, m, SP_CNT_DROP_NO_SA);
 			return 1;
 		}

@@ -65,7 +65,7 @@ plaintext_burst(struct sp_ctx *c, uint32_t port, struct sp_plain *pl, int from_w
 			sa_prefetch(c, &b[v], v, j + SP_SA_AHEAD);
 			if (b[v].res[j] != 0) {
 				spd_get(c, v, 1, b[v].res[j], &r);
-				if (from_wire && r.action == 0 && unlikely(!rpf_ok(c, port,
+				if (from_wire && r.action == SP_ACT_IPSEC && unlikely(!rpf_ok(c, port,
 						rte_pktmbuf_mtod_offset(pl->m[i], uint8_t *, ETH_HLEN), v))) {
 					drop(c, port, pl->m[i], SP_CNT_DROP_SPOOF);
 					continue;
@@ -89,7 +89,7 @@ plaintext_burst(struct sp_ctx *c, uint32_t port, struct sp_plain *pl, int from_w
 			i = midx[v][j];
 			if (miss[v].res[j] != 0) {
 				spd_get(c, v, 0, miss[v].res[j], &r);
-				if (r.action == 0 || r.action == 2) {
+				if (r.action == SP_ACT_IPSEC || r.action == SP_ACT_DROP) {
 					/* plaintext that policy says must arrive protected */
 					drop(c, port, pl->m[i], SP_CNT_DROP_POLICY);
 					continue;

@@ -95,6 +95,7 @@ struct sp_ctx {
 };
 
 #define SA_OF(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_sa_off, struct sp_sa **)
+#define IN_PORT(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_port_off, uint32_t *)
 #define RXT(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_rxt_off, uint64_t *)
 
 /* The cold paths, out of the worker's translation unit: each is taken by
@@ -124,9 +125,7 @@ void sp_icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, ui
 void sp_icmp6_too_big(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const uint8_t *src,
 	uint32_t inner_mtu, int from_wire);
 
-/* dp_notes.c: a note to Go (struct sp_note) */
-void sp_note_push(struct sp_worker *w, uint32_t kind, uint32_t port, uint8_t family,
-	const void *a, const void *d, uint32_t b);
+/* dp_notes.c: notes to Go, declared in dp.h (sp_note_miss ...) */
 
 
 static inline void

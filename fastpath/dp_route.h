@@ -94,7 +94,7 @@ route_out_body(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwa
 		rc = rte_hash_lookup_data(f->neigh6, &k, &data);
 		if (rc < 0) {
 			if (since == c->now)
-				sp_note_push(c->w, SP_NOTE_MISS, k.port, 6, k.ip, NULL, 0);
+				sp_note_miss(c->w, k.port, 6, k.ip);
 			sp_hold(c, in_port, nh->port, m, since);
 			return;
 		}
@@ -118,7 +118,7 @@ route_out_body(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwa
 		}
 		if (rc < 0) {
 			if (since == c->now)
-				sp_note_push(c->w, SP_NOTE_MISS, k.port, 4, &k.ip, NULL, 0);
+				sp_note_miss(c->w, k.port, 4, &k.ip);
 			sp_hold(c, in_port, nh->port, m, since);
 			return;
 		}

@@ -13,7 +13,7 @@
 
 /* The fields the loop uses of a matched policy of either family. */
 struct sp_match {
-	uint8_t action;
+	uint8_t action;		/* enum sp_action */
 	uint32_t reqid;
 	struct sp_sa *sa;
 };
@@ -158,7 +158,7 @@ spd_get(struct sp_ctx *c, int v6, int out, uint32_t res, struct sp_match *r)
 	if (out) {
 		r->sa = __atomic_load_n(out_slot(t, v6, res), __ATOMIC_ACQUIRE);
 		if (likely(r->sa != NULL)) {
-			r->action = 0;
+			r->action = SP_ACT_IPSEC;
 			r->reqid = 0;	/* not needed: only an acquire asks */
 			return;
 		}

@@ -263,7 +263,7 @@ crypto_poll(struct sp_ctx *c)
 			struct rte_mbuf *m = i < n ? cop[i]->sym->m_src : NULL;
 
 			sa = m != NULL ? *SA_OF(m) : NULL;
-			port = m != NULL ? m->hash.fdir.hi : 0;
+			port = m != NULL ? *IN_PORT(m) : 0;
 			if (g > 0 && (m == NULL || sa != rsa || port != rport)) {
 				/* the run so far is complete */
 				k = finish(c, rport, rsa, &rsa->ss_async, run, g);
