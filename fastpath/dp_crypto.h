@@ -155,6 +155,25 @@ note_next_header(struct sp_sa *sa, struct rte_mbuf *m)
 	m->hash.usr = np != NULL ? *np : 0;
 }
 
+/*
+ * After crypto, synchronous or lookaside: 1 when m (of sa) came out good,
+ * inbound with its trailer's next header noted; else m is dropped and
+ * counted (inbound: its ICV failed).
+ */
+static __rte_always_inline int
+crypto_ok(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *m, int failed)
+{
+	if (failed) {
+		if (sa->inbound)
+			ST(c, sa).drop_auth++;
+		drop(c, port, m, sa->inbound ? SP_CNT_DROP_AUTH : SP_CNT_DROP_CRYPTO);
+		return 0;
+	}
+	if (sa->inbound)
+		note_next_header(sa, m);
+	return 1;
+}
+
 /* Synchronous crypto (CPU_CRYPTO): prepare does the crypto in place. */
 static uint16_t
 sa_crypto_sync(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *mb[], uint16_t n)
@@ -164,18 +183,9 @@ sa_crypto_sync(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbu
 	k = rte_ipsec_pkt_cpu_prepare(&sa->ss, mb, n);
 	prepare_refused(c, port, sa, mb, k, n);
 	ok = 0;
-	for (i = 0; i < k; i++) {
-		struct rte_mbuf *m = mb[i];
-		if (m->ol_flags & RTE_MBUF_F_RX_SEC_OFFLOAD_FAILED) {
-			if (sa->inbound)
-				ST(c, sa).drop_auth++;
-			drop(c, port, m, sa->inbound ? SP_CNT_DROP_AUTH : SP_CNT_DROP_CRYPTO);
-			continue;
-		}
-		if (sa->inbound)
-			note_next_header(sa, m);
-		mb[ok++] = m;
-	}
+	for (i = 0; i < k; i++)
+		if (crypto_ok(c, port, sa, mb[i], (mb[i]->ol_flags & RTE_MBUF_F_RX_SEC_OFFLOAD_FAILED) != 0))
+			mb[ok++] = mb[i];
 	return finish(c, port, sa, &sa->ss, mb, ok);
 }
 

@@ -81,6 +81,50 @@ icmp_err_ok(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m)
 }
 
 /*
+ * The reply to m (the offending frame, data at Ethernet) of an ICMP error
+ * whose IP packet is len bytes: a new frame from m's pool, its Ethernet
+ * header filled (back to m's sender), data at the IP header to fill.
+ * NULL when it may not be sent (icmp_err_ok) or there is no room: m is
+ * then dropped and counted.
+ */
+static struct rte_mbuf *
+icmp_reply(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, uint32_t len, uint16_t ether_type)
+{
+	const struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
+	struct rte_ether_hdr *reh;
+	struct rte_mbuf *r;
+
+	if (!icmp_err_ok(c, port, m))
+		return NULL;
+	r = rte_pktmbuf_alloc(m->pool);
+	reh = r != NULL ? (struct rte_ether_hdr *)rte_pktmbuf_append(r, ETH_HLEN + len) : NULL;
+	if (reh == NULL) {
+		rte_pktmbuf_free(r);
+		drop(c, port, m, SP_CNT_DROP_NOMEM);
+		return NULL;
+	}
+	*RXT(r) = *RXT(m);	/* the reply's latency counts from the offender's */
+	rte_ether_addr_copy(&eh->src_addr, &reh->dst_addr);
+	rte_ether_addr_copy(&c->dp->ports[port].mac, &reh->src_addr);
+	reh->ether_type = rte_cpu_to_be_16(ether_type);
+	rte_pktmbuf_adj(r, ETH_HLEN);
+	return r;
+}
+
+/* Reply r (data at its IP header) to m goes where m came from; m is freed. */
+static void
+icmp_send(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, struct rte_mbuf *r, int from_wire)
+{
+	rte_pktmbuf_prepend(r, ETH_HLEN);
+	rte_pktmbuf_free(m);
+	cnt(c, port, SP_CNT_ICMP_MTU);
+	if (from_wire)
+		txq_put(c, &c->wire[port], port, r);
+	else
+		to_tap(c, port, r);
+}
+
+/*
  * RFC 1191 / RFC 4301 §8: a packet with DF that would exceed the MTU once
  * encrypted is answered with ICMP "fragmentation needed", carrying the
  * largest inner size that fits, as the kernel's IPsec does; TCP then lowers
@@ -92,31 +136,16 @@ void
 sp_icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, uint32_t src,
 	uint16_t inner_mtu, int from_wire)
 {
-	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *), *reh;
-	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1), *rip;
+	struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, ETH_HLEN), *rip;
 	struct rte_icmp_hdr *icmp;
 	uint32_t ihl = (ip->version_ihl & 0xf) * 4;
 	uint32_t quote = RTE_MIN(ihl + 8u, (uint32_t)rte_be_to_cpu_16(ip->total_length));
 	struct rte_mbuf *r;
 
-	if (!icmp_err_ok(c, port, m))
+	r = icmp_reply(c, port, m, sizeof(*rip) + sizeof(*icmp) + quote, RTE_ETHER_TYPE_IPV4);
+	if (r == NULL)
 		return;
-	r = rte_pktmbuf_alloc(m->pool);
-	if (r == NULL) {
-		drop(c, port, m, SP_CNT_DROP_NOMEM);
-		return;
-	}
-	*RXT(r) = *RXT(m);	/* the reply's latency counts from the offender's */
-	reh = (struct rte_ether_hdr *)rte_pktmbuf_append(r, ETH_HLEN + sizeof(*rip) + sizeof(*icmp) + quote);
-	if (reh == NULL) {
-		rte_pktmbuf_free(r);
-		drop(c, port, m, SP_CNT_DROP_NOMEM);
-		return;
-	}
-	rte_ether_addr_copy(&eh->src_addr, &reh->dst_addr);
-	rte_ether_addr_copy(&c->dp->ports[port].mac, &reh->src_addr);
-	reh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	rip = (struct rte_ipv4_hdr *)(reh + 1);
+	rip = rte_pktmbuf_mtod(r, struct rte_ipv4_hdr *);
 	memset(rip, 0, sizeof(*rip));
 	rip->version_ihl = RTE_IPV4_VHL_DEF;
 	rip->type_of_service = 0xc0;	/* internetwork control, as Linux */
@@ -136,13 +165,7 @@ sp_icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, uint32_
 	icmp->icmp_cksum = ~rte_raw_cksum(icmp, sizeof(*icmp) + quote);
 	if (icmp->icmp_cksum == 0)
 		icmp->icmp_cksum = 0xffff;
-
-	rte_pktmbuf_free(m);
-	cnt(c, port, SP_CNT_ICMP_MTU);
-	if (from_wire)
-		txq_put(c, &c->wire[port], port, r);
-	else
-		to_tap(c, port, r);
+	icmp_send(c, port, m, r, from_wire);
 }
 
 /*
@@ -154,8 +177,7 @@ void
 sp_icmp6_too_big(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const uint8_t *src,
 	uint32_t inner_mtu, int from_wire)
 {
-	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *), *reh;
-	struct rte_ipv6_hdr *ip = (struct rte_ipv6_hdr *)(eh + 1), *rip;
+	struct rte_ipv6_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv6_hdr *, ETH_HLEN), *rip;
 	/* as much of the packet as fits in the IPv6 minimum MTU */
 	uint32_t quote = RTE_MIN(1280u - sizeof(*rip) - 8,
 		(uint32_t)sizeof(*ip) + rte_be_to_cpu_16(ip->payload_len));
@@ -164,24 +186,10 @@ sp_icmp6_too_big(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const uint
 	uint16_t ck;
 	struct rte_mbuf *r;
 
-	if (!icmp_err_ok(c, port, m))
+	r = icmp_reply(c, port, m, sizeof(*rip) + 8 + quote, RTE_ETHER_TYPE_IPV6);
+	if (r == NULL)
 		return;
-	r = rte_pktmbuf_alloc(m->pool);
-	if (r == NULL) {
-		drop(c, port, m, SP_CNT_DROP_NOMEM);
-		return;
-	}
-	*RXT(r) = *RXT(m);	/* the reply's latency counts from the offender's */
-	reh = (struct rte_ether_hdr *)rte_pktmbuf_append(r, ETH_HLEN + sizeof(*rip) + 8 + quote);
-	if (reh == NULL) {
-		rte_pktmbuf_free(r);
-		drop(c, port, m, SP_CNT_DROP_NOMEM);
-		return;
-	}
-	rte_ether_addr_copy(&eh->src_addr, &reh->dst_addr);
-	rte_ether_addr_copy(&c->dp->ports[port].mac, &reh->src_addr);
-	reh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6);
-	rip = (struct rte_ipv6_hdr *)(reh + 1);
+	rip = rte_pktmbuf_mtod(r, struct rte_ipv6_hdr *);
 	memset(rip, 0, sizeof(*rip));
 	rip->vtc_flow = rte_cpu_to_be_32(6u << 28);
 	rip->payload_len = rte_cpu_to_be_16(8 + quote);
@@ -197,11 +205,5 @@ sp_icmp6_too_big(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const uint
 	memcpy(icmp + 8, ip, quote);
 	ck = rte_ipv6_udptcp_cksum(rip, icmp);
 	memcpy(icmp + 2, &ck, 2);
-
-	rte_pktmbuf_free(m);
-	cnt(c, port, SP_CNT_ICMP_MTU);
-	if (from_wire)
-		txq_put(c, &c->wire[port], port, r);
-	else
-		to_tap(c, port, r);
+	icmp_send(c, port, m, r, from_wire);
 }

@@ -100,4 +100,17 @@ plaintext_burst(struct sp_ctx *c, uint32_t port, struct sp_plain *pl, int from_w
 	}
 }
 
+
+/* A burst's plaintext through the SPD, then what it protects, per SA. */
+static inline void
+plain_protect(struct sp_ctx *c, uint32_t port, struct sp_plain *pl, int from_wire)
+{
+	struct rte_mbuf *outm[SP_BURST];
+	struct sp_sa *outsa[SP_BURST];
+	uint16_t no = 0;
+
+	plaintext_burst(c, port, pl, from_wire, outm, outsa, &no);
+	encrypt_collected(c, port, outm, outsa, no);
+}
+
 #endif

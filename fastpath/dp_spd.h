@@ -67,6 +67,29 @@ port_in(uint16_t be, uint16_t lo, uint16_t hi)
 	return p >= lo && p <= hi;
 }
 
+/* A policy's protocol (0 = any) and port ranges against a key of either
+ * family. */
+#define SEL_L4_OK(p, k) (((p)->proto == 0 || (p)->proto == (k)->proto) && \
+	port_in((k)->sport, (p)->sport_lo, (p)->sport_hi) && \
+	port_in((k)->dport, (p)->dport_lo, (p)->dport_hi))
+
+static inline int
+pol_match4(const struct sp_policy *p, const struct sp_acl_key4 *k)
+{
+	return (k->src & p->src_mask) == p->src && (k->dst & p->dst_mask) == p->dst &&
+		SEL_L4_OK(p, k);
+}
+
+/* s, d: the key's addresses as 64-bit words */
+static inline int
+pol_match6(const struct sp_policy6 *p, const struct sp_acl_key6 *k, const uint64_t *s,
+	const uint64_t *d)
+{
+	return (s[0] & p->src_mask[0]) == p->src[0] && (s[1] & p->src_mask[1]) == p->src[1] &&
+		(d[0] & p->dst_mask[0]) == p->dst[0] && (d[1] & p->dst_mask[1]) == p->dst[1] &&
+		SEL_L4_OK(p, k);
+}
+
 /* A small table, in order: the first policy that matches each key. */
 static void
 linear4(const struct sp_policy *tab, uint32_t n, struct sp_spd_batch *b)
@@ -74,18 +97,9 @@ linear4(const struct sp_policy *tab, uint32_t n, struct sp_spd_batch *b)
 	uint32_t i, j;
 
 	for (j = 0; j < b->n; j++) {
-		const struct sp_acl_key4 *k = &b->k4[j];
-		b->res[j] = 0;
-		for (i = 0; i < n; i++) {
-			const struct sp_policy *p = &tab[i];
-			if ((k->src & p->src_mask) != p->src || (k->dst & p->dst_mask) != p->dst ||
-					(p->proto && p->proto != k->proto) ||
-					!port_in(k->sport, p->sport_lo, p->sport_hi) ||
-					!port_in(k->dport, p->dport_lo, p->dport_hi))
-				continue;
-			b->res[j] = i + 1;
-			break;
-		}
+		for (i = 0; i < n && !pol_match4(&tab[i], &b->k4[j]); i++)
+			;
+		b->res[j] = i < n ? i + 1 : 0;
 	}
 }
 
@@ -96,21 +110,11 @@ linear6(const struct sp_policy6 *tab, uint32_t n, struct sp_spd_batch *b)
 	uint32_t i, j;
 
 	for (j = 0; j < b->n; j++) {
-		const struct sp_acl_key6 *k = &b->k6[j];
-		memcpy(s, k->src, 16);
-		memcpy(d, k->dst, 16);
-		b->res[j] = 0;
-		for (i = 0; i < n; i++) {
-			const struct sp_policy6 *p = &tab[i];
-			if ((s[0] & p->src_mask[0]) != p->src[0] || (s[1] & p->src_mask[1]) != p->src[1] ||
-					(d[0] & p->dst_mask[0]) != p->dst[0] || (d[1] & p->dst_mask[1]) != p->dst[1] ||
-					(p->proto && p->proto != k->proto) ||
-					!port_in(k->sport, p->sport_lo, p->sport_hi) ||
-					!port_in(k->dport, p->dport_lo, p->dport_hi))
-				continue;
-			b->res[j] = i + 1;
-			break;
-		}
+		memcpy(s, b->k6[j].src, 16);
+		memcpy(d, b->k6[j].dst, 16);
+		for (i = 0; i < n && !pol_match6(&tab[i], &b->k6[j], s, d); i++)
+			;
+		b->res[j] = i < n ? i + 1 : 0;
 	}
 }
 

@@ -105,23 +105,32 @@ sp_route_out_since(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int f
 	route_out_body(c, in_port, m, forwarded, since);
 }
 
+/* A burst from the wire (from_wire) or the TAP of port p: counted, and 1
+ * unless the gate took it (closed, dp_gate.c). */
+static inline int
+burst_open(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n, int from_wire)
+{
+	if (unlikely(c->closed)) {
+		sp_closed_burst(c, p, mb, n, from_wire);
+		return 0;
+	}
+	c->w->stats[p].cnt[from_wire ? SP_CNT_RX : SP_CNT_TAP_RX] += n;
+	return 1;
+}
+
 /* A burst from the wire side of port p. */
 static void
 wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 {
-	struct rte_mbuf *esp[SP_BURST], *outm[SP_BURST];
-	struct sp_sa *outsa[SP_BURST];
+	struct rte_mbuf *esp[SP_BURST];
 	struct sp_plain pl;
 	struct sp_pkt *k;
-	uint16_t ne = 0, no = 0, i;
+	uint16_t ne = 0, i;
 	int rc;
 
-	if (unlikely(c->closed)) {
-		sp_closed_burst(c, p, mb, n, 1);
+	if (!burst_open(c, p, mb, n, 1))
 		return;
-	}
 	pl.n = 0;
-	c->w->stats[p].cnt[SP_CNT_RX] += n;
 	/* the mbufs' second cache line (l2_len, l3_len), which the PMD
 	 * did not touch, is written for every packet below */
 	for (i = 0; i < n; i++)
@@ -192,26 +201,20 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		}
 	}
 	esp_inbound(c, p, esp, ne);
-	plaintext_burst(c, p, &pl, 1, outm, outsa, &no);
-	encrypt_collected(c, p, outm, outsa, no);
+	plain_protect(c, p, &pl, 1);
 }
 
 /* A burst the kernel sent through the TAP of port p. */
 static void
 tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 {
-	struct rte_mbuf *outm[SP_BURST];
-	struct sp_sa *outsa[SP_BURST];
 	struct sp_plain pl;
-	uint16_t no = 0, i;
+	uint16_t i;
 	int rc;
 
-	if (unlikely(c->closed)) {
-		sp_closed_burst(c, p, mb, n, 0);
+	if (!burst_open(c, p, mb, n, 0))
 		return;
-	}
 	pl.n = 0;
-	c->w->stats[p].cnt[SP_CNT_TAP_RX] += n;
 	for (i = 0; i < n; i++) {
 		struct rte_mbuf *m = mb[i];
 
@@ -233,8 +236,7 @@ tap_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		}
 		txq_put(c, &c->wire[p], p, m);
 	}
-	plaintext_burst(c, p, &pl, 0, outm, outsa, &no);
-	encrypt_collected(c, p, outm, outsa, no);
+	plain_protect(c, p, &pl, 0);
 }
 
 /*
@@ -277,15 +279,8 @@ crypto_poll(struct sp_ctx *c)
 				break;
 			rsa = sa;
 			rport = port;
-			if (cop[i]->status != RTE_CRYPTO_OP_STATUS_SUCCESS) {
-				if (sa->inbound)
-					ST(c, sa).drop_auth++;
-				drop(c, port, m, sa->inbound ? SP_CNT_DROP_AUTH : SP_CNT_DROP_CRYPTO);
-				continue;
-			}
-			if (sa->inbound)
-				note_next_header(sa, m);
-			run[g++] = m;
+			if (crypto_ok(c, port, sa, m, cop[i]->status != RTE_CRYPTO_OP_STATUS_SUCCESS))
+				run[g++] = m;
 		}
 		if (n > 0)
 			rte_mempool_put_bulk(c->dp->cop_pool, (void **)cop, n);
