@@ -91,6 +91,26 @@ sp_field_at(int i)
 	return i >= 0 && i < (int)RTE_DIM(sp_fields) ? &sp_fields[i] : NULL;
 }
 
+// The enum values Go maps its own to or relies on.
+struct sp_enum {
+	const char *name;
+	long value;
+};
+#define SP_E(e) { #e, e },
+static const struct sp_enum sp_enums[] = {
+	SP_E(SP_ACT_IPSEC) SP_E(SP_ACT_PASS) SP_E(SP_ACT_DROP)
+	SP_E(SP_NOTE_MISS) SP_E(SP_NOTE_ACQUIRE) SP_E(SP_NOTE_MAPPING)
+	SP_E(SP_NH_UNICAST) SP_E(SP_NH_LOCAL) SP_E(SP_NH_BLACKHOLE)
+	SP_E(SP_SA_EXPIRED) SP_E(SP_SA_BLOCKED)
+};
+#undef SP_E
+
+static const struct sp_enum *
+sp_enum_at(int i)
+{
+	return i >= 0 && i < (int)RTE_DIM(sp_enums) ? &sp_enums[i] : NULL;
+}
+
 // A worker's note ring without EAL, for the notes' round trip.
 static struct sp_dp *
 sp_contract_dp(void)
@@ -107,6 +127,7 @@ import "C"
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 	"unsafe"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
@@ -158,43 +179,33 @@ func cLayout() []cField {
 }
 
 // cgoStructs are the same structs as Go sees them (the types it fills
-// and reads), by C name.
+// and reads), by C name (cgo names the Go type _Ctype_struct_<name>).
 func cgoStructs() map[string]reflect.Type {
-	return map[string]reflect.Type{
-		"sp_sa_params":    reflect.TypeOf(C.struct_sp_sa_params{}),
-		"sp_policy":       reflect.TypeOf(C.struct_sp_policy{}),
-		"sp_policy6":      reflect.TypeOf(C.struct_sp_policy6{}),
-		"sp_nexthop":      reflect.TypeOf(C.struct_sp_nexthop{}),
-		"sp_note":         reflect.TypeOf(C.struct_sp_note{}),
-		"sp_note_miss":    reflect.TypeOf(C.struct_sp_note_miss{}),
-		"sp_note_acquire": reflect.TypeOf(C.struct_sp_note_acquire{}),
-		"sp_note_mapping": reflect.TypeOf(C.struct_sp_note_mapping{}),
-		"sp_port":         reflect.TypeOf(C.struct_sp_port{}),
-		"sp_port_stats":   reflect.TypeOf(C.struct_sp_port_stats{}),
-		"sp_sa_ctr":       reflect.TypeOf(C.struct_sp_sa_ctr{}),
-		"sp_sa_stats":     reflect.TypeOf(C.struct_sp_sa_stats{}),
+	m := map[string]reflect.Type{}
+	for _, v := range []any{
+		C.struct_sp_sa_params{}, C.struct_sp_policy{}, C.struct_sp_policy6{},
+		C.struct_sp_nexthop{}, C.struct_sp_port{}, C.struct_sp_port_stats{},
+		C.struct_sp_note{}, C.struct_sp_note_miss{}, C.struct_sp_note_acquire{},
+		C.struct_sp_note_mapping{}, C.struct_sp_sa_ctr{}, C.struct_sp_sa_stats{},
+	} {
+		t := reflect.TypeOf(v)
+		m[strings.TrimPrefix(t.Name(), "_Ctype_struct_")] = t
 	}
+	return m
 }
 
-// cEnums are the C enum values Go maps its own to or relies on.
-var cEnums = map[string]int{
-	"SP_ACT_IPSEC":    C.SP_ACT_IPSEC,
-	"SP_ACT_PASS":     C.SP_ACT_PASS,
-	"SP_ACT_DROP":     C.SP_ACT_DROP,
-	"SP_NOTE_MISS":    C.SP_NOTE_MISS,
-	"SP_NOTE_ACQUIRE": C.SP_NOTE_ACQUIRE,
-	"SP_NOTE_MAPPING": C.SP_NOTE_MAPPING,
-	"SP_NH_UNICAST":   C.SP_NH_UNICAST,
-	"SP_NH_LOCAL":     C.SP_NH_LOCAL,
-	"SP_NH_BLACKHOLE": C.SP_NH_BLACKHOLE,
-	"SP_SA_EXPIRED":   C.SP_SA_EXPIRED,
-	"SP_SA_BLOCKED":   C.SP_SA_BLOCKED,
-	"SP_CNT_MAX":      C.SP_CNT_MAX,
-	"SP_NOTE_RING":    C.SP_NOTE_RING,
-	"SP_LAT_BUCKETS":  C.SP_LAT_BUCKETS,
-	"SP_MAX_PORTS":    C.SP_MAX_PORTS,
-	"SP_MAX_WORKERS":  C.SP_MAX_WORKERS,
-}
+// cEnums are the C enum values Go maps its own to or relies on, by name
+// (the table in the preamble).
+var cEnums = func() map[string]int {
+	m := map[string]int{}
+	for i := 0; ; i++ {
+		e := C.sp_enum_at(C.int(i))
+		if e == nil {
+			return m
+		}
+		m[C.GoString(e.name)] = int(e.value)
+	}
+}()
 
 // policyActionC is policyAction as an int, for the test.
 func policyActionC(a model.PolicyAction) int { return int(policyAction(a)) }
