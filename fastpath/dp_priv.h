@@ -94,6 +94,9 @@ struct sp_ctx {
 	uint32_t frame_max[SP_MAX_PORTS];	/* Ethernet + MTU: larger leaves in fragments */
 };
 
+/* The mbuf dynamic fields (registered in dp_dev.c): while a packet is in a
+ * crypto device (lookaside), its SA and the port it came in on; the TSC of
+ * the rx burst it came with (latency). */
 #define SA_OF(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_sa_off, struct sp_sa **)
 #define IN_PORT(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_port_off, uint32_t *)
 #define RXT(m) RTE_MBUF_DYNFIELD((m), sp_mbuf_rxt_off, uint64_t *)
@@ -126,7 +129,6 @@ void sp_icmp6_too_big(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const
 	uint32_t inner_mtu, int from_wire);
 
 /* dp_notes.c: notes to Go, declared in dp.h (sp_note_miss ...) */
-
 
 static inline void
 cnt(struct sp_ctx *c, uint32_t port, enum sp_cnt k)
