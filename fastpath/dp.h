@@ -4,8 +4,18 @@
  * through pointers that Go publishes atomically (sp_publish_*) and frees
  * only after the worker has passed a quiescent state (rte_rcu_qsbr).
  *
- * Every struct here that Go fills has a Go mirror in fastpath/cstructs.go;
- * a test there checks the sizes match.
+ * Go uses these structs and enums through cgo (C.struct_sp_sa_params ...),
+ * not through hand-written mirrors. What Go relies on beyond cgo's own
+ * view is listed in fastpath/contract.go and checked, without EAL, by
+ * fastpath/contract_test.go: every field of the structs Go fills or reads
+ * at the same offset in cgo's view as in the C compiler's, the counter
+ * names, the enum values Go maps its own to, and the notes' union read
+ * back by Go as the worker writes it.
+ *
+ * Files: dp.h (this, shared with Go), dp_priv.h (the worker's private
+ * declarations), dp_worker.c (the worker's translation unit, with its
+ * stages in dp_*.h), the cold paths (dp_icmp.c, dp_hold.c, dp_gate.c,
+ * dp_notes.c, dp_frag.c), set-up (dp_dev.c, dp_sa.c, dp_tables.c).
  */
 #ifndef SP_DP_H
 #define SP_DP_H
@@ -28,38 +38,45 @@
 #define SP_MAX_WORKERS 8	/* worker lcores; each has queue w of every port and crypto device */
 #define SP_BURST 32
 
-/* Drop and exception reasons, counted per port. Keep in step with
- * dataplane.CounterNames (bridge/dataplane), by position. */
+/* Drop and exception reasons, counted per port: X(enum name, the name Go
+ * shows). Go's list is dataplane.CounterNames, by position; the contract
+ * test (fastpath/contract_test.go) compares the two by name and position,
+ * through sp_cnt_names (contract.go). */
+#define SP_COUNTERS(X) \
+	X(RX, "rx")                             /* frames received from the wire */ \
+	X(TX, "tx")                             /* frames sent to the wire */ \
+	X(TAP_RX, "tap_rx")                     /* frames the kernel sent through the TAP */ \
+	X(TAP_TX, "tap_tx")                     /* frames handed to the kernel */ \
+	X(ESP_IN, "esp_in")                     /* ESP packets decrypted */ \
+	X(ESP_OUT, "esp_out")                   /* packets encrypted */ \
+	X(DROP_UNKNOWN_SPI, "drop_unknown_spi") \
+	X(DROP_AUTH, "drop_auth")               /* ICV / integrity check failed */ \
+	X(DROP_REPLAY, "drop_replay") \
+	X(DROP_MALFORMED, "drop_malformed")     /* bad lengths, bad padding, truncated */ \
+	X(DROP_POLICY, "drop_policy")           /* inbound policy mismatch, drop policy */ \
+	X(DROP_NO_NEIGH, "drop_no_neigh") \
+	X(DROP_NO_ROUTE, "drop_no_route") \
+	X(DROP_NO_SA, "drop_no_sa")             /* policy matched but no SA installed yet */ \
+	X(DROP_CRYPTO, "drop_crypto")           /* crypto device refused or lost an op */ \
+	X(DROP_TX, "drop_tx")                   /* TX queue full */ \
+	X(DROP_NOMEM, "drop_nomem")             /* out of crypto ops / mbuf room */ \
+	X(DROP_MTU, "drop_mtu")                 /* too big to send, and DF set or no ICMP source */ \
+	X(ICMP_MTU, "icmp_mtu")                 /* ICMP "fragmentation needed" sent for a DF packet */ \
+	X(DROP_EXPIRED, "drop_expired")         /* SA past its hard lifetime */ \
+	X(DROP_CLOSED, "drop_closed")           /* closed: before charon's replay, or no charon and no policy */ \
+	X(FRAG_IN, "frag_in")                   /* packets reassembled from fragments */ \
+	X(FRAG_OUT, "frag_out")                 /* fragments sent of packets fragmented here */ \
+	X(DROP_FRAG, "drop_frag")               /* fragments that could not be reassembled */ \
+	X(DROP_SPOOF, "drop_spoof")             /* plaintext from the wire claiming a protected source */ \
+	X(ICMP_LIMITED, "icmp_limited")         /* ICMP errors not sent: rate limit */ \
+	X(DROP_SEQ, "drop_seq")                 /* outbound SA without a safe sequence number */
+
+#define SP_CNT_ENUM(e, name) SP_CNT_##e,
 enum sp_cnt {
-	SP_CNT_RX = 0,		/* frames received from the wire */
-	SP_CNT_TX,		/* frames sent to the wire */
-	SP_CNT_TAP_RX,		/* frames the kernel sent through the TAP */
-	SP_CNT_TAP_TX,		/* frames handed to the kernel */
-	SP_CNT_ESP_IN,		/* ESP packets decrypted */
-	SP_CNT_ESP_OUT,		/* packets encrypted */
-	SP_CNT_DROP_UNKNOWN_SPI,
-	SP_CNT_DROP_AUTH,	/* ICV / integrity check failed */
-	SP_CNT_DROP_REPLAY,
-	SP_CNT_DROP_MALFORMED,	/* bad lengths, bad padding, truncated */
-	SP_CNT_DROP_POLICY,	/* inbound policy mismatch, drop policy */
-	SP_CNT_DROP_NO_NEIGH,
-	SP_CNT_DROP_NO_ROUTE,
-	SP_CNT_DROP_NO_SA,	/* policy matched but no SA installed yet */
-	SP_CNT_DROP_CRYPTO,	/* crypto device refused or lost an op */
-	SP_CNT_DROP_TX,		/* TX queue full */
-	SP_CNT_DROP_NOMEM,	/* out of crypto ops / mbuf room */
-	SP_CNT_DROP_MTU,	/* too big to send, and DF set or no ICMP source */
-	SP_CNT_ICMP_MTU,	/* ICMP "fragmentation needed" sent for a DF packet */
-	SP_CNT_DROP_EXPIRED,	/* SA past its hard lifetime */
-	SP_CNT_DROP_CLOSED,	/* closed: before charon's replay, or no charon and no policy */
-	SP_CNT_FRAG_IN,		/* packets reassembled from fragments */
-	SP_CNT_FRAG_OUT,	/* fragments sent of packets fragmented here */
-	SP_CNT_DROP_FRAG,	/* fragments that could not be reassembled */
-	SP_CNT_DROP_SPOOF,	/* plaintext from the wire claiming a protected source */
-	SP_CNT_ICMP_LIMITED,	/* ICMP errors not sent: rate limit */
-	SP_CNT_DROP_SEQ,	/* outbound SA without a safe sequence number */
+	SP_COUNTERS(SP_CNT_ENUM)
 	SP_CNT_MAX
 };
+#undef SP_CNT_ENUM
 
 struct sp_port_stats {
 	uint64_t cnt[SP_CNT_MAX];
@@ -206,6 +223,14 @@ struct sp_sa {
 _Static_assert(SP_SA_HOT_END <= 2 * RTE_CACHE_LINE_SIZE,
 	"struct sp_sa: the per-packet fields must fit in its first two cache lines");
 
+/* What a policy does with a packet it matches (bridge/model's
+ * PolicyAction, mapped by name in fastpath/contract.go). */
+enum sp_action {
+	SP_ACT_IPSEC = 0,	/* protect (outbound) / must arrive protected (inbound) */
+	SP_ACT_PASS = 1,	/* bypass IPsec */
+	SP_ACT_DROP = 2,
+};
+
 /*
  * One policy selector (IPv4). Addresses/masks network order, ports host.
  * What the loop reads of a matched policy comes first (reqid, action):
@@ -215,7 +240,7 @@ _Static_assert(SP_SA_HOT_END <= 2 * RTE_CACHE_LINE_SIZE,
  */
 struct sp_policy {
 	uint32_t reqid;
-	uint8_t action;		/* 0 ipsec, 1 pass, 2 drop */
+	uint8_t action;		/* enum sp_action */
 	uint8_t proto;		/* 0 = any */
 	uint16_t pad;
 	uint32_t src;
@@ -229,7 +254,7 @@ struct sp_policy {
 /* One policy selector (IPv6), as sp_policy. */
 struct sp_policy6 {
 	uint32_t reqid;
-	uint8_t action;
+	uint8_t action;		/* enum sp_action */
 	uint8_t proto;
 	uint16_t pad;
 	uint64_t src[2], src_mask[2];
@@ -288,13 +313,13 @@ struct sp_ipsec_tables {
 };
 
 /* Next hop of a route. */
-enum { SP_NH_UNICAST = 0, SP_NH_LOCAL = 1, SP_NH_BLACKHOLE = 2 };
+enum sp_nh_kind { SP_NH_UNICAST = 0, SP_NH_LOCAL = 1, SP_NH_BLACKHOLE = 2 };
 
 struct sp_nexthop {
 	uint32_t gw;		/* IPv4 routes: network order; 0 = on link */
 	uint8_t gw6[16];	/* IPv6 routes: all zero = on link */
 	uint8_t port;		/* fast path port index */
-	uint8_t kind;
+	uint8_t kind;		/* enum sp_nh_kind */
 	uint16_t pad;
 };
 
@@ -338,11 +363,25 @@ struct sp_fib {
  * acquire to charon). Single producer (the worker), single consumer (Go);
  * lossy when full: the next packet notes it again. */
 #define SP_NOTE_RING 256
-enum { SP_NOTE_MISS = 1, SP_NOTE_ACQUIRE = 2, SP_NOTE_MAPPING = 3 };
+enum sp_note_kind { SP_NOTE_MISS = 1, SP_NOTE_ACQUIRE = 2, SP_NOTE_MAPPING = 3 };
+struct sp_note_miss {
+	uint32_t port;		/* the fast path port of the next hop */
+};
+struct sp_note_acquire {
+	uint32_t reqid;		/* of the policy without SA */
+};
+struct sp_note_mapping {
+	uint32_t spi;		/* of the inbound SA */
+	uint16_t sport;		/* the peer's new NAT-T port (host order) */
+	uint16_t pad;
+};
 struct sp_note {
-	uint32_t kind;
-	uint32_t port;		/* MISS: port; ACQUIRE: reqid; MAPPING: SPI */
-	uint32_t b;		/* MAPPING: new port */
+	uint32_t kind;		/* enum sp_note_kind: which of u */
+	union {
+		struct sp_note_miss miss;
+		struct sp_note_acquire acquire;
+		struct sp_note_mapping mapping;
+	} u;
 	uint8_t family;		/* of the addresses: 4 or 6 */
 	uint8_t pad[3];
 	uint8_t a[16];		/* MISS: next hop; ACQUIRE: packet source; MAPPING: new
@@ -429,10 +468,28 @@ struct sp_dp {
 	struct sp_worker w[SP_MAX_WORKERS];
 } __rte_cache_aligned;
 
-/* dp_dev.c: offset of the mbuf dynamic field that holds, while a packet
- * is in a crypto device (lookaside), the struct sp_sa it belongs to */
+/* dp_dev.c: offsets of the mbuf dynamic fields the loop keeps: while a
+ * packet is in a crypto device (lookaside), the struct sp_sa it belongs to
+ * and the port it came in on */
 extern int sp_mbuf_sa_off;
+extern int sp_mbuf_port_off;	/* uint32_t */
 extern int sp_mbuf_rxt_off;	/* uint64_t: TSC of the rx burst a frame came in with */
+
+/* dp_dev.c: ports, pools, crypto devices, the shared state (called by Go) */
+int sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, uint16_t nq, char *err,
+	size_t errlen);
+int sp_port_mac(uint16_t port, uint8_t *mac);
+int sp_port_set_mac(uint16_t port, uint8_t *mac);
+int sp_port_by_name(const char *name, uint16_t *port);
+void sp_port_stop(uint16_t port);
+struct rte_mempool *sp_session_pool(uint32_t n, char *err, size_t errlen);
+/* the crypto op pool; registers the mbuf dynamic fields above first */
+struct rte_mempool *sp_cop_pool(uint32_t n, char *err, size_t errlen);
+int sp_cdev_setup(const char *name, struct rte_mempool *sess_pool, uint16_t nqp, int *id,
+	char *err, size_t errlen);
+void sp_cdev_stop_all(void);
+struct sp_dp *sp_dp_new(uint32_t max_threads);
+void sp_dp_free(struct sp_dp *dp);
 
 /* dp_sa.c */
 struct sp_sa *sp_sa_create(const struct sp_sa_params *p, struct rte_mempool *sess_pool,
@@ -476,8 +533,15 @@ int sp_frag_reap(struct sp_frag *fr, uint64_t now);
 uint16_t sp_frag_out(struct sp_frag *fr, uint32_t port, struct rte_mbuf *m, uint16_t mtu,
 	struct rte_mbuf **out);
 
-/* dp_loop.c */
+/* dp_worker.c */
 int sp_worker_run(struct sp_dp *dp, uint32_t wid);
+
+/* dp_notes.c: the worker's notes (producer), Go's sp_note_pop (consumer) */
+void sp_note_miss(struct sp_worker *w, uint32_t port, uint8_t family, const void *nh);
+void sp_note_acquire(struct sp_worker *w, uint32_t reqid, uint8_t family, const void *src,
+	const void *dst);
+void sp_note_mapping(struct sp_worker *w, uint32_t spi, uint8_t family, const void *src,
+	uint16_t sport);
 uint32_t sp_note_pop(struct sp_dp *dp, uint32_t wid, struct sp_note *out, uint32_t max);
 int sp_running(struct sp_dp *dp);
 

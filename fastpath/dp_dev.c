@@ -131,6 +131,7 @@ sp_session_pool(uint32_t n, char *err, size_t errlen)
 }
 
 int sp_mbuf_sa_off = -1;
+int sp_mbuf_port_off = -1;
 int sp_mbuf_rxt_off = -1;
 
 struct rte_mempool *
@@ -140,6 +141,11 @@ sp_cop_pool(uint32_t n, char *err, size_t errlen)
 		.name = "swanpath_dynfield_sa",
 		.size = sizeof(struct sp_sa *),
 		.align = __alignof__(struct sp_sa *),
+	};
+	static const struct rte_mbuf_dynfield port_field = {
+		.name = "swanpath_dynfield_in_port",
+		.size = sizeof(uint32_t),
+		.align = __alignof__(uint32_t),
 	};
 	static const struct rte_mbuf_dynfield rxt_field = {
 		.name = "swanpath_dynfield_rx_tsc",
@@ -151,6 +157,11 @@ sp_cop_pool(uint32_t n, char *err, size_t errlen)
 	sp_mbuf_sa_off = rte_mbuf_dynfield_register(&sa_field);
 	if (sp_mbuf_sa_off < 0) {
 		snprintf(err, errlen, "mbuf field for the SA: %s", rte_strerror(rte_errno));
+		return NULL;
+	}
+	sp_mbuf_port_off = rte_mbuf_dynfield_register(&port_field);
+	if (sp_mbuf_port_off < 0) {
+		snprintf(err, errlen, "mbuf field for the input port: %s", rte_strerror(rte_errno));
 		return NULL;
 	}
 	sp_mbuf_rxt_off = rte_mbuf_dynfield_register(&rxt_field);

@@ -38,6 +38,8 @@
 #include <rte_random.h>
 
 #include "dp.h"
+#include "dp_priv.h"
+#include "dp_parse.h"
 
 #define SP_FRAG_TIMEOUT_MS 2000	/* the kernel's ipfrag_time is 30 s: shorter, as
 				 * a table here holds mbufs of the rx pool */
@@ -300,3 +302,40 @@ sp_frag_out(struct sp_frag *fr, uint32_t port, struct rte_mbuf *m, uint16_t mtu,
 	return (uint16_t)n;
 }
 
+/*
+ * The worker's side (dp_worker.c and its stages, through dp_priv.h): out
+ * of the hot translation unit, since only fragments and frames too big for
+ * their port come here.
+ */
+/* Too big for the port (reassembled here, or ESP of a packet that may be
+ * fragmented): in fragments. */
+void
+sp_txq_put_frags(struct sp_ctx *c, struct sp_txq *q, uint32_t port, struct rte_mbuf *m)
+{
+	struct rte_mbuf *f[SP_FRAG_OUT_MAX];
+	uint16_t n, i;
+
+	n = sp_frag_out(c->frag, port, m, c->dp->ports[port].mtu, f);
+	for (i = 0; i < n; i++)
+		txq_put(c, q, port, f[i]);
+}
+
+/*
+ * The fragment *mp (ip_parse said so; its IP header off bytes in) to the
+ * reassembly table of its kind: 1 when it is kept for the rest of its
+ * datagram or dropped (counted); 0 when *mp is now the whole packet and k
+ * its parse; -1 when the whole packet is malformed.
+ */
+int
+sp_reassemble(struct sp_ctx *c, uint32_t port, enum sp_frag_kind kind, struct rte_mbuf **mp,
+	uint32_t off, struct sp_pkt *k)
+{
+	struct rte_mbuf *m = sp_frag_in(c->frag, port, kind, *mp, off, c->now);
+
+	c->frag_live = 1;
+	if (m == NULL)
+		return 1;
+	*RXT(m) = c->now;	/* whole now */
+	*mp = m;
+	return ip_parse(m, off, k) == 0 ? 0 : -1;
+}

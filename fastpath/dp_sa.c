@@ -197,7 +197,7 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 	s->peer_port = p->inbound ? p->sport : p->dport;
 	/* the ESP header, IV and ICV; a tunnel adds the outer header (and
 	 * UDP); padding and trailer are added per packet (see the MTU check
-	 * in dp_loop.c) */
+	 * in protect, dp_esp_out.h) */
 	s->esp_fixed = 8 + p->icv_len + (p->enc == SP_ENC_AES_CBC ? 16 : p->enc == SP_ENC_NULL ? 0 : 8);
 	s->outer_len = (p->transport ? 0 : p->family == 6 ? sizeof(struct rte_ipv6_hdr) :
 		sizeof(struct rte_ipv4_hdr)) + (p->encap ? sizeof(struct rte_udp_hdr) : 0);

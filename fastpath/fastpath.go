@@ -1,5 +1,5 @@
 // Package fastpath is swanpath's DPDK data plane: EAL, ports, crypto devices
-// and the worker lcore running the C packet loop (dp_loop.c). It is the only
+// and the worker lcore running the C packet loop (dp_worker.c). It is the only
 // package with cgo. The control plane drives it through
 // bridge/dataplane.Dataplane; tables are built here, published to the loop
 // with an atomic store and reclaimed after an RCU quiescent period.
@@ -12,17 +12,6 @@ package fastpath
 #include <rte_eal.h>
 #include "dp.h"
 
-int sp_port_setup(uint16_t port, struct rte_mempool *pool, uint16_t mtu, uint16_t nq, char *err, size_t errlen);
-int sp_port_mac(uint16_t port, uint8_t *mac);
-int sp_port_set_mac(uint16_t port, uint8_t *mac);
-int sp_port_by_name(const char *name, uint16_t *port);
-void sp_port_stop(uint16_t port);
-struct rte_mempool *sp_session_pool(uint32_t n, char *err, size_t errlen);
-struct rte_mempool *sp_cop_pool(uint32_t n, char *err, size_t errlen);
-int sp_cdev_setup(const char *name, struct rte_mempool *sess_pool, uint16_t nqp, int *id, char *err, size_t errlen);
-void sp_cdev_stop_all(void);
-struct sp_dp *sp_dp_new(uint32_t max_threads);
-void sp_dp_free(struct sp_dp *dp);
 static inline uint32_t sp_load_u32(volatile uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void sp_store_u32(volatile uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 */
@@ -619,12 +608,15 @@ func (f *Fastpath) appendNotes(out []dataplane.Note, notes []C.struct_sp_note) [
 		a, d := noteAddr(m.family, m.a), noteAddr(m.family, m.d)
 		switch m.kind {
 		case C.SP_NOTE_MISS:
-			out = append(out, dataplane.Note{Kind: dataplane.NoteNoNeighbour, Port: int(m.port), Dst: a})
+			u := (*C.struct_sp_note_miss)(unsafe.Pointer(&m.u))
+			out = append(out, dataplane.Note{Kind: dataplane.NoteNoNeighbour, Port: int(u.port), Dst: a})
 		case C.SP_NOTE_MAPPING:
-			out = append(out, dataplane.Note{Kind: dataplane.NoteMapping, SPI: uint32(m.port),
-				Src: a, SrcPort: uint16(m.b)})
+			u := (*C.struct_sp_note_mapping)(unsafe.Pointer(&m.u))
+			out = append(out, dataplane.Note{Kind: dataplane.NoteMapping, SPI: uint32(u.spi),
+				Src: a, SrcPort: uint16(u.sport)})
 		case C.SP_NOTE_ACQUIRE:
-			out = append(out, dataplane.Note{Kind: dataplane.NoteAcquire, Reqid: uint32(m.port),
+			u := (*C.struct_sp_note_acquire)(unsafe.Pointer(&m.u))
+			out = append(out, dataplane.Note{Kind: dataplane.NoteAcquire, Reqid: uint32(u.reqid),
 				Src: a, Dst: d})
 		}
 	}

@@ -183,7 +183,7 @@ func policyFields(p *model.Policy) (sportLo, sportHi, dportLo, dportHi C.uint16_
 	if s.DstPortHi == 0 {
 		dportHi = 0xffff
 	}
-	return sportLo, sportHi, dportLo, dportHi, C.uint8_t(s.Proto), C.uint8_t(p.Action), C.uint32_t(p.Reqid)
+	return sportLo, sportHi, dportLo, dportHi, C.uint8_t(s.Proto), policyAction(p.Action), C.uint32_t(p.Reqid)
 }
 
 func fillPolicy(dst *C.struct_sp_policy, p *model.Policy) {
