@@ -84,20 +84,7 @@ func TestKernelPeerESP(t *testing.T) {
 					{From: lab.H1, To: lab.H2, ToAddr: h2, Port: 7001, Rate: 200, Duration: 2 * time.Second, Size: 200},
 					{From: lab.H2, To: lab.H1, ToAddr: h1, Port: 7002, Rate: 200, Duration: 2 * time.Second, Size: 200},
 				}
-				var seqs []*lab.UDPSeq
-				for _, o := range streams {
-					s, err := l.StartUDPSeq(ctx, o)
-					if err != nil {
-						t.Fatal(err)
-					}
-					seqs = append(seqs, s)
-				}
-				for j, s := range seqs {
-					r, err := s.Wait(ctx)
-					if err != nil || !r.Exact() {
-						t.Fatalf("UDP %s -> %s: %v: %s", streams[j].From, streams[j].To, err, r)
-					}
-				}
+				l.RunUDPSeqs(ctx, t, streams...)
 			}
 			pkts, err := cw.stop()
 			if err != nil {

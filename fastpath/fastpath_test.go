@@ -642,35 +642,20 @@ func TestFastpathChild(t *testing.T) {
 		}
 	})
 
-	step("10d IPv6 and transport mode", func(t *testing.T) {
-		// 10d. IPv6 and transport mode (family_test.go)
-		familyCases(t, fp, wire, vb, portMAC)
-	})
-
-	step("10e SPD matching", func(t *testing.T) {
-		// 10e. SPD matching (spd_test.go)
-		spdCases(t, fp, wire, vb, portMAC)
-	})
-
-	step("10f hard lifetimes by bytes and packets", func(t *testing.T) {
-		// 10f. hard lifetimes by bytes and packets (limits_test.go)
-		limitCases(t, fp, wire, vb, portMAC)
-	})
-
-	step("10g the gate the bypasses reverse path ICMP", func(t *testing.T) {
-		// 10g. the gate, the bypasses, reverse path, ICMP limits (edge_test.go)
-		edgeCases(t, fp, wire, vb, portMAC)
-	})
-
-	step("10h fragments", func(t *testing.T) {
-		// 10h. fragments (frag_test.go)
-		fragCases(t, fp, wire, vb, portMAC)
-	})
-
-	step("10i start sequence numbers replay window", func(t *testing.T) {
-		// 10i. start sequence numbers, replay window start, blocked SAs (seq_test.go)
-		seqCases(t, fp, wire, vb, portMAC)
-	})
+	// the cases of their own files, each on the port as the steps left it
+	for _, c := range []struct {
+		name string
+		run  func(*testing.T, *Fastpath, int, *net.Interface, net.HardwareAddr)
+	}{
+		{"10d IPv6 and transport mode (family_test.go)", familyCases},
+		{"10e SPD matching (spd_test.go)", spdCases},
+		{"10f hard lifetimes by bytes and packets (limits_test.go)", limitCases},
+		{"10g the gate, bypasses, reverse path, ICMP limits (edge_test.go)", edgeCases},
+		{"10h fragments (frag_test.go)", fragCases},
+		{"10i start sequence numbers, replay window start, blocked SAs (seq_test.go)", seqCases},
+	} {
+		step(c.name, func(t *testing.T) { c.run(t, fp, wire, vb, portMAC) })
+	}
 
 	step("11 nothing leaked every mbuf is back in the", func(t *testing.T) {
 		// 11. nothing leaked: every mbuf is back in the pool (once what is

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -307,4 +308,24 @@ func (s *UDPSeq) stop() {
 		s.tx.Close()
 		<-s.rxDone
 	})
+}
+
+// RunUDPSeqs runs the streams at once and fails t unless every one
+// arrived exactly (each datagram once, intact).
+func (l *Lab) RunUDPSeqs(ctx context.Context, t testing.TB, streams ...SeqOptions) {
+	t.Helper()
+	var seqs []*UDPSeq
+	for _, o := range streams {
+		s, err := l.StartUDPSeq(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, s)
+	}
+	for j, s := range seqs {
+		r, err := s.Wait(ctx)
+		if err != nil || !r.Exact() {
+			t.Fatalf("UDP %s -> %s: %v: %s", streams[j].From, streams[j].To, err, r)
+		}
+	}
 }
