@@ -123,3 +123,68 @@ func TestHardLifetimeWithoutCharon(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadCharonSAsGoAtHardLifetime: the gateway's charon is SIGKILLed and
+// a new one brings the tunnel up again, with reconciliation off
+// (charon.reconcile_grace = 0): the dead charon's SAs leave the fast path
+// at their hard lifetime at the latest (life_time 20 s), not never, and
+// the new CHILD_SA's stay.
+func TestDeadCharonSAsGoAtHardLifetime(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const life = 20 * time.Second
+	g := start(t, ctx, lab.Options{ReconcileGrace: "0"}, lab.Tunnel{ESPProposals: "aes128gcm16", Encap: true,
+		GatewayChildOptions: []string{"rekey_time = 15s", "life_time = 20s", "rand_time = 0"}})
+	installed := time.Now()
+	warmUp(t, ctx, g)
+	old, err := g.d.SAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(old) != 2 {
+		t.Fatalf("%d SAs, want the CHILD_SA's two: %+v", len(old), old)
+	}
+	if err := g.gw.Proc().Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.gw.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.gw.LoadAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.gw.Initiate(ctx, lab.ChildName); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.gw.WaitEstablished(ctx, lab.ChildName); err != nil {
+		t.Fatal(err)
+	}
+	oldSPI := map[string]bool{old[0].SPI: true, old[1].SPI: true}
+	err = lab.PollFor(ctx, "the dead charon's SAs gone", life+20*time.Second, 100*time.Millisecond, func() (bool, error) {
+		sas, err := g.d.SAs(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, s := range sas {
+			if oldSPI[s.SPI] {
+				return false, fmt.Errorf("swanpathctl sa still lists %s %s", s.Dir, s.SPI)
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(installed); el < life-2*time.Second {
+		t.Fatalf("the dead charon's SAs went %v after install, before their hard lifetime %v, with reconciliation off", el, life)
+	}
+	// the new CHILD_SA's SAs (or those of its rekey) carry the traffic
+	sas, err := g.d.SAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sas) < 2 {
+		t.Errorf("the new CHILD_SA's SAs are gone too: %+v", sas)
+	}
+	g.pingBothWays(t, ctx, 3)
+}

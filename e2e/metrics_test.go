@@ -85,7 +85,7 @@ func TestMetricsDuringTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	waitFlowing(t, ctx, g, 1000)
 
 	before, err := scrapeMetrics(ctx, g, addr)
 	if err != nil {

@@ -38,7 +38,7 @@ func TestReconcileAfterCharonKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	waitFlowing(t, ctx, g, 500)
 
 	if err := g.gw.Proc().Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

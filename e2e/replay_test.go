@@ -208,3 +208,31 @@ func inboundSA(t *testing.T, ctx context.Context, g *gateway) func() (spi uint32
 		return parseSPI(t, in.SPI), in.Packets, in.DropReplay
 	}
 }
+
+// waitFlowing waits until the gateway's outbound SA has carried n more
+// packets: a stream started is going through the tunnel.
+func waitFlowing(t *testing.T, ctx context.Context, g *gateway, n uint64) {
+	t.Helper()
+	out := func() (uint64, error) {
+		sas, err := g.d.SAs(ctx)
+		if err != nil {
+			return 0, err
+		}
+		s, ok := saByDir(sas, "out")
+		if !ok {
+			return 0, fmt.Errorf("no outbound SA: %+v", sas)
+		}
+		return s.Packets, nil
+	}
+	p0, err := out()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = lab.PollFor(ctx, "the stream through the tunnel", 20*time.Second, 50*time.Millisecond, func() (bool, error) {
+		p, err := out()
+		return err == nil && p >= p0+n, fmt.Errorf("outbound SA at %d packets (%d before): %v", p, p0, err)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
