@@ -66,8 +66,11 @@ func TestLibreswanGateway(t *testing.T) {
 	// after the kernel has them: what is forwarded in that moment leaves
 	// in clear (the kernel no longer encrypts it, see bridge/xfrm
 	// bypass.go; a known gap of the XFRM source, in the README). The
-	// checks below are of the tunnel once mirrored.
-	err = lab.PollFor(ctx, "pluto's outbound policy bound to its SA in the fast path", 20*time.Second, 50*time.Millisecond, func() (bool, error) {
+	// checks below are of the tunnel once mirrored. In user-mode Linux the
+	// one CPU is shared by the DPDK worker, the control threads and pluto:
+	// a control call can take seconds there (seen: the control socket's
+	// 10-s deadline passed twice in a row on a loaded machine).
+	err = lab.PollFor(ctx, "pluto's outbound policy bound to its SA in the fast path", 90*time.Second, 50*time.Millisecond, func() (bool, error) {
 		out, err := g.D.Ctl(ctx, "policy", "--json")
 		if err != nil {
 			return false, err
