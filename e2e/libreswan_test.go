@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -33,6 +34,13 @@ import (
 func TestLibreswanGateway(t *testing.T) {
 	if why := lab.UMLAvailable(); why != "" {
 		t.Skip(why)
+	}
+	// issue 14 is open: in two of four runs from a fresh clone (the
+	// libreswan root built in the same run) the pings through the tunnel
+	// or the control calls failed, while every rerun passed; until that is
+	// understood it runs outside CI (SWANPATH_LIBRESWAN=1 runs it there too)
+	if os.Getenv("CI") != "" && os.Getenv("SWANPATH_LIBRESWAN") == "" {
+		t.Skip("flaky on a fresh libreswan root (issue 14 open): run with SWANPATH_LIBRESWAN=1")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
