@@ -10,7 +10,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
+	"github.com/swanpath/swanpath/bridge/metrics/metricstest"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/lab"
@@ -36,36 +36,11 @@ func scrapeMetrics(ctx context.Context, g *gateway, addr string) (map[string]*dt
 	if res.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /metrics: %s", res.Status)
 	}
-	var p expfmt.TextParser
-	fams, err := p.TextToMetricFamilies(res.Body)
+	fams, err := metricstest.Parse(res.Body)
 	if err != nil {
 		return nil, fmt.Errorf("/metrics is not Prometheus text: %w", err)
 	}
 	return fams, nil
-}
-
-// sample is the value of the sample of name whose labels include want, and
-// whether there is one.
-func sample(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
-next:
-	for _, m := range fams[name].GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue(), true
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue(), true
-		}
-	}
-	return 0, false
 }
 
 // TestMetricsDuringTraffic: swanpathd with metrics.listen set, scraped
@@ -109,8 +84,8 @@ func TestMetricsDuringTraffic(t *testing.T) {
 
 	between := func(what, name string, labels map[string]string, v uint64) {
 		t.Helper()
-		lo, ok1 := sample(before, name, labels)
-		hi, ok2 := sample(after, name, labels)
+		lo, ok1 := metricstest.Sample(before, name, labels)
+		hi, ok2 := metricstest.Sample(after, name, labels)
 		if !ok1 || !ok2 {
 			t.Errorf("%s: no %s%v in the scrapes", what, name, labels)
 			return
@@ -135,23 +110,23 @@ func TestMetricsDuringTraffic(t *testing.T) {
 		l := map[string]string{"spi": strings.ToLower(s.SPI), "dir": s.Dir}
 		between("SA "+s.Dir+" "+s.SPI+" packets", "swanpath_sa_packets_total", l, s.Packets)
 		between("SA "+s.Dir+" "+s.SPI+" bytes", "swanpath_sa_bytes_total", l, s.Bytes)
-		if dev, ok := sample(after, "swanpath_sa_info", map[string]string{"spi": strings.ToLower(s.SPI), "crypto_dev": s.Crypto}); !ok || dev != 1 {
+		if dev, ok := metricstest.Sample(after, "swanpath_sa_info", map[string]string{"spi": strings.ToLower(s.SPI), "crypto_dev": s.Crypto}); !ok || dev != 1 {
 			t.Errorf("no swanpath_sa_info with crypto_dev %q for %s", s.Crypto, s.SPI)
 		}
 	}
 	for _, dir := range []string{"in", "out"} {
-		if v, _ := sample(after, "swanpath_sas", map[string]string{"dir": dir}); v != 1 {
+		if v, _ := metricstest.Sample(after, "swanpath_sas", map[string]string{"dir": dir}); v != 1 {
 			t.Errorf("swanpath_sas{dir=%q} = %v, want 1", dir, v)
 		}
 	}
-	if v, _ := sample(after, "swanpath_policies", map[string]string{"dir": "out"}); v < 1 {
+	if v, _ := metricstest.Sample(after, "swanpath_policies", map[string]string{"dir": "out"}); v < 1 {
 		t.Errorf("swanpath_policies{dir=\"out\"} = %v", v)
 	}
 	h := after["swanpath_latency_seconds"].GetMetric()
 	if len(h) != 1 || h[0].GetHistogram().GetSampleCount() < 1000 {
 		t.Errorf("latency histogram: %v", h)
 	}
-	if v, _ := sample(after, "swanpath_fastpath_closed", nil); v != 0 {
+	if v, _ := metricstest.Sample(after, "swanpath_fastpath_closed", nil); v != 0 {
 		t.Errorf("swanpath_fastpath_closed = %v with charon connected", v)
 	}
 }

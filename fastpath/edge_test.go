@@ -2,7 +2,6 @@ package fastpath
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -33,9 +32,7 @@ import (
 //
 // Only gwAddr and gw6 are the gateway's own here (not the peer's).
 func edgeCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC net.HardwareAddr) {
-	e := &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}
-	key := make(model.Key, 20)
-	_, _ = rand.Read(key)
+	e, key := newFamEnv(t, fp, wire, vb, portMAC)
 	fib := wireFIB(vb, gwAddr, gw6)
 	setFIB := func(f dataplane.FIB) {
 		t.Helper()

@@ -39,6 +39,14 @@ type famEnv struct {
 	portMAC net.HardwareAddr
 }
 
+// newFamEnv is the environment of a case function of the round-trip
+// child, with a fresh random 20-byte key (AES-GCM-128 and its salt).
+func newFamEnv(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC net.HardwareAddr) (*famEnv, model.Key) {
+	key := make(model.Key, 20)
+	_, _ = rand.Read(key)
+	return &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}, key
+}
+
 func (e *famEnv) send(f []byte) {
 	e.t.Helper()
 	if err := syscall.Sendto(e.wire, f, 0, &syscall.SockaddrLinklayer{Ifindex: e.vb.Index}); err != nil {
@@ -129,9 +137,7 @@ func wireFIB(vb *net.Interface, own ...netip.Addr) dataplane.FIB {
 }
 
 func familyCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC net.HardwareAddr) {
-	e := &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}
-	key := make(model.Key, 20)
-	_, _ = rand.Read(key)
+	e, key := newFamEnv(t, fp, wire, vb, portMAC)
 	// both ends are this fast path (see TestFastpathChild)
 	fib := wireFIB(vb, gwAddr, gw6, peerAddr, peer6)
 	if err := fp.SetFIB(fib); err != nil {

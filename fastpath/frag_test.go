@@ -37,9 +37,7 @@ import (
 //   - a lone fragment is dropped after the timeout (drop_frag);
 //   - every mbuf of the fragment pools comes back.
 func fragCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC net.HardwareAddr) {
-	e := &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}
-	key := make(model.Key, 20)
-	_, _ = rand.Read(key)
+	e, key := newFamEnv(t, fp, wire, vb, portMAC)
 	const spi = 0x8001
 	tun := model.SA{SAID: model.SAID{Dst: peerAddr, SPI: spi, Proto: model.ProtoESP}, Src: gwAddr, Reqid: 80,
 		Mode: model.ModeTunnel, EncAlg: model.EncrAESGCM16, Encap: true, SrcPort: 4500, DstPort: 4500, ReplayWindow: 64}
@@ -526,39 +524,50 @@ func (g *gatherer) wait() ([]byte, bool) {
 // whole4 puts IPv4 fragments (one datagram) together as they come.
 func (g *gatherer) whole4(what string) []byte {
 	g.t.Helper()
-	parts := map[int][]byte{}
-	var hdr []byte
-	total := -1
-	for {
-		ip, ok := g.wait()
-		if !ok {
-			g.t.Fatalf("%s: not all fragments came (%d, total %d; %d frames seen; counters %v)", what, len(parts), total, len(g.all), g.fp.PortStats()[0].Counters)
-		}
+	return g.whole(what, func(ip []byte) fragment {
 		if csum(ip[:20]) != 0 {
 			g.t.Fatalf("%s: IPv4 header checksum wrong in % x", what, ip[:20])
 		}
 		fo := binary.BigEndian.Uint16(ip[6:])
-		off := int(fo&0x1fff) * 8
-		data := ip[20:binary.BigEndian.Uint16(ip[2:])]
-		parts[off] = data
-		if off == 0 {
-			hdr = slices.Clone(ip[:20])
-		}
-		if fo&0x2000 == 0 {
-			total = off + len(data)
-		}
-		if p := assemble(parts, total); p != nil && hdr != nil {
-			g.stop()
-			binary.BigEndian.PutUint16(hdr[2:], uint16(20+len(p)))
-			binary.BigEndian.PutUint16(hdr[6:], 0)
-			return append(hdr, p...)
-		}
-	}
+		return fragment{off: int(fo&0x1fff) * 8, data: ip[20:binary.BigEndian.Uint16(ip[2:])],
+			hdr: slices.Clone(ip[:20]), more: fo&0x2000 != 0}
+	}, func(hdr, p []byte) []byte {
+		binary.BigEndian.PutUint16(hdr[2:], uint16(20+len(p)))
+		binary.BigEndian.PutUint16(hdr[6:], 0)
+		return append(hdr, p...)
+	})
 }
 
 // whole6 puts IPv6 fragments (fragment header right behind the IPv6
 // header) together; a packet without one is whole already.
 func (g *gatherer) whole6(what string) []byte {
+	g.t.Helper()
+	return g.whole(what, func(ip []byte) fragment {
+		if ip[6] != 44 {
+			return fragment{whole: true}
+		}
+		fo := binary.BigEndian.Uint16(ip[42:])
+		hdr := slices.Clone(ip[:40])
+		hdr[6] = ip[40]
+		return fragment{off: int(fo &^ 7), data: ip[48 : 40+int(binary.BigEndian.Uint16(ip[4:]))], hdr: hdr, more: fo&1 != 0}
+	}, func(hdr, p []byte) []byte {
+		binary.BigEndian.PutUint16(hdr[4:], uint16(len(p)))
+		return append(hdr, p...)
+	})
+}
+
+// fragment is one IP packet as a piece of a datagram: its data at off,
+// the header the whole datagram gets (used from the first piece), more
+// pieces after it; whole: the packet is no fragment.
+type fragment struct {
+	off         int
+	data, hdr   []byte
+	more, whole bool
+}
+
+// whole collects the pieces split finds in the packets as they come
+// until the datagram is complete, and returns join(header, data).
+func (g *gatherer) whole(what string, split func([]byte) fragment, join func(hdr, p []byte) []byte) []byte {
 	g.t.Helper()
 	parts := map[int][]byte{}
 	var hdr []byte
@@ -568,25 +577,21 @@ func (g *gatherer) whole6(what string) []byte {
 		if !ok {
 			g.t.Fatalf("%s: not all fragments came (%d, total %d; %d frames seen; counters %v)", what, len(parts), total, len(g.all), g.fp.PortStats()[0].Counters)
 		}
-		if ip[6] != 44 {
+		f := split(ip)
+		if f.whole {
 			g.stop()
 			return ip
 		}
-		fo := binary.BigEndian.Uint16(ip[42:])
-		off := int(fo&^7) * 1
-		data := ip[48 : 40+int(binary.BigEndian.Uint16(ip[4:]))]
-		parts[off] = data
-		if off == 0 {
-			hdr = slices.Clone(ip[:40])
-			hdr[6] = ip[40]
+		parts[f.off] = f.data
+		if f.off == 0 {
+			hdr = f.hdr
 		}
-		if fo&1 == 0 {
-			total = off + len(data)
+		if !f.more {
+			total = f.off + len(f.data)
 		}
 		if p := assemble(parts, total); p != nil && hdr != nil {
 			g.stop()
-			binary.BigEndian.PutUint16(hdr[4:], uint16(len(p)))
-			return append(hdr, p...)
+			return join(hdr, p)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package fastpath
 
 import (
-	"crypto/rand"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,9 +16,7 @@ import (
 // or four by packets. Exactly the packets within the limit are encrypted;
 // the rest are dropped as drop_expired, never sent.
 func limitCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC net.HardwareAddr) {
-	e := &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}
-	key := make(model.Key, 20)
-	_, _ = rand.Read(key)
+	e, key := newFamEnv(t, fp, wire, vb, portMAC)
 	defer func() { _ = fp.SetPolicies(nil) }()
 
 	pkt := func(i int) []byte {

@@ -2,7 +2,6 @@ package fastpath
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,9 +21,7 @@ import (
 // number it accepted (SeqSeen, what the control plane checkpoints). A
 // blocked outbound SA sends nothing (drop_seq), also once moved.
 func seqCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC net.HardwareAddr) {
-	e := &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}
-	key := make(model.Key, 20)
-	_, _ = rand.Read(key)
+	e, key := newFamEnv(t, fp, wire, vb, portMAC)
 	const spi = 0x6101
 	out := model.SA{SAID: model.SAID{Dst: peerAddr, SPI: spi, Proto: model.ProtoESP}, Src: gwAddr, Reqid: 61,
 		Mode: model.ModeTunnel, EncAlg: model.EncrAESGCM16, Encap: true, SrcPort: 4500, DstPort: 4500,

@@ -1,7 +1,6 @@
 package fastpath
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,9 +20,7 @@ import (
 // order wins where selectors overlap; protocol, port ranges and IPv6
 // prefixes that do not end on a 32-bit boundary are honoured.
 func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC net.HardwareAddr) {
-	e := &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}
-	key := make(model.Key, 20)
-	_, _ = rand.Read(key)
+	e, key := newFamEnv(t, fp, wire, vb, portMAC)
 	tun := model.SA{SAID: model.SAID{Dst: peerAddr, SPI: 0x5001, Proto: model.ProtoESP}, Src: gwAddr, Reqid: 50,
 		Mode: model.ModeTunnel, EncAlg: model.EncrAESGCM16, Encap: true, SrcPort: 4500, DstPort: 4500}
 	out, in := e.addPair(tun, key)

@@ -1,7 +1,6 @@
 package fastpath
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -54,9 +53,7 @@ func TestFastpathWorkersChild(t *testing.T) {
 	wire := openRaw(t, vb.Index)
 	defer syscall.Close(wire)
 	portMAC := fp.Ports()[0].MAC
-	e := &famEnv{t: t, fp: fp, wire: wire, vb: vb, portMAC: portMAC}
-	key := make(model.Key, 20)
-	_, _ = rand.Read(key)
+	e, key := newFamEnv(t, fp, wire, vb, portMAC)
 	tun := model.SA{SAID: model.SAID{Dst: peerAddr, SPI: 0x9001, Proto: model.ProtoESP}, Src: gwAddr, Reqid: 9,
 		Mode: model.ModeTunnel, EncAlg: model.EncrAESGCM16, Encap: true, SrcPort: 4500, DstPort: 4500, ReplayWindow: 1024}
 	out, in := e.addPair(tun, key)

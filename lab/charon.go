@@ -124,7 +124,13 @@ func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
 	}
 	script.WriteString("mount --rbind \"$1\" /run\nexec " + CharonBin + "\n")
 	args[6] = script.String()
-	c.start = func() (*Proc, error) { return host.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, args...) }
+	return l.launchCharon(c, func() (*Proc, error) { return host.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, args...) })
+}
+
+// launchCharon starts c with start (kept for Restart), registers it for
+// the lab's teardown and waits for its VICI socket.
+func (l *Lab) launchCharon(c *Charon, start func() (*Proc, error)) (*Charon, error) {
+	c.start = start
 	p, err := c.start()
 	if err != nil {
 		return nil, err
@@ -133,7 +139,6 @@ func (l *Lab) StartCharon(role string, opts CharonOptions) (*Charon, error) {
 	l.mu.Lock()
 	l.mu.charons = append(l.mu.charons, c)
 	l.mu.Unlock()
-
 	return c, c.waitVICI()
 }
 
@@ -193,16 +198,7 @@ func (l *Lab) startKernelCharon(u *UML, role string, opts CharonOptions) (*Charo
 	if err := u.WriteFile(ctx, c.swanctl, []byte(opts.Swanctl), 0o600); err != nil {
 		return nil, err
 	}
-	c.start = func() (*Proc, error) { return u.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, CharonBin) }
-	p, err := c.start()
-	if err != nil {
-		return nil, err
-	}
-	c.proc = p
-	l.mu.Lock()
-	l.mu.charons = append(l.mu.charons, c)
-	l.mu.Unlock()
-	return c, c.waitVICI()
+	return l.launchCharon(c, func() (*Proc, error) { return u.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, CharonBin) })
 }
 
 // session opens a VICI session to this charon (through the agent on a

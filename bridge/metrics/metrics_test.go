@@ -12,6 +12,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/swanpath/swanpath/bridge/metrics/metricstest"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/engine"
@@ -93,8 +94,7 @@ func scrape(t *testing.T, c *Collector) map[string]*dto.MetricFamily {
 	if ct := res.Header.Get("Content-Type"); expfmt.ResponseFormat(res.Header).FormatType() != expfmt.TypeTextPlain {
 		t.Fatalf("content type %q, want the text format", ct)
 	}
-	var p expfmt.TextParser
-	fams, err := p.TextToMetricFamilies(res.Body)
+	fams, err := metricstest.Parse(res.Body)
 	if err != nil {
 		t.Fatalf("not Prometheus text: %v", err)
 	}
@@ -104,30 +104,14 @@ func scrape(t *testing.T, c *Collector) map[string]*dto.MetricFamily {
 // value is the sample of family name whose labels include want.
 func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
 	t.Helper()
-	f, ok := fams[name]
-	if !ok {
+	if _, ok := fams[name]; !ok {
 		t.Fatalf("no family %s", name)
 	}
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		}
+	v, ok := metricstest.Sample(fams, name, want)
+	if !ok {
+		t.Fatalf("%s has no sample with %v", name, want)
 	}
-	t.Fatalf("%s has no sample with %v", name, want)
-	return 0
+	return v
 }
 
 // TestScrape: a scrape parses as Prometheus text and carries every per
