@@ -48,7 +48,7 @@ static const struct sp_field sp_fields[] = {
 	SP_F(sp_sa_params, enc) SP_F(sp_sa_params, auth) SP_F(sp_sa_params, key_len)
 	SP_F(sp_sa_params, auth_key_len) SP_F(sp_sa_params, key) SP_F(sp_sa_params, auth_key)
 	SP_F(sp_sa_params, n_cdevs) SP_F(sp_sa_params, cdevs) SP_F(sp_sa_params, sync_crypto)
-	SP_F(sp_sa_params, multi_worker)
+	SP_F(sp_sa_params, multi_worker) SP_F(sp_sa_params, ifc)
 	SP_S(sp_policy)
 	SP_F(sp_policy, reqid) SP_F(sp_policy, action) SP_F(sp_policy, proto) SP_F(sp_policy, pad)
 	SP_F(sp_policy, src) SP_F(sp_policy, src_mask) SP_F(sp_policy, dst) SP_F(sp_policy, dst_mask)
