@@ -64,12 +64,15 @@ ifc_inbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *
 	uint16_t i;
 	int v;
 
+	if (unlikely(sa->ifc > c->dp->n_ifc)) {
+		/* no such interface (Go never makes such an SA) */
+		for (i = 0; i < k; i++)
+			drop(c, port, grp[i], SP_CNT_DROP_POLICY);
+		return;
+	}
 	ib.b[0].n = ib.b[1].n = 0;
 	inbound_decap(c, port, sa, grp, k, &ib);
-	if (unlikely(sa->ifc > c->dp->n_ifc))
-		c->t = NULL;	/* no such interface: nothing matches */
-	else
-		c->t = ifc_tables(c, ip);
+	c->t = ifc_tables(c, ip);
 	for (v = 0; v < 2; v++) {
 		struct sp_spd_batch *b = &ib.b[v];
 
