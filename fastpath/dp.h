@@ -420,6 +420,9 @@ struct sp_port {
 	uint16_t tap;		/* ethdev port id of the TAP */
 	struct rte_ether_addr mac;
 	uint16_t mtu;		/* IP MTU of the wire */
+	/* route-based interfaces: the TCP MSS that SYNs through them are
+	 * clamped to, IPv4 and IPv6 (0: no clamping, the default) */
+	uint16_t mss4, mss6;
 };
 
 /* What each worker owns: counters and its ring of notes to Go. */

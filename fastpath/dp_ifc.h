@@ -49,6 +49,64 @@ ifc_eth(struct rte_mbuf *m)
 	return 0;
 }
 
+/*
+ * TCP MSS clamping, as `iptables -j TCPMSS --clamp-mss-to-pmtu` on the
+ * interface (off unless configured: struct sp_port's mss4/mss6): the MSS
+ * option of a SYN (or SYN-ACK) through the interface, either way, lowered
+ * to mss; the TCP checksum updated incrementally (RFC 1624). m's data is
+ * at the Ethernet header, k its parse (a whole packet: fragments were
+ * reassembled).
+ */
+static __rte_noinline void
+mss_clamp(struct rte_mbuf *m, const struct sp_pkt *k, uint16_t mss)
+{
+	uint8_t *th = rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HLEN + k->l3len);
+	uint32_t hl, i, sum;
+	uint16_t old, o, n;
+	uint8_t olen;
+
+	if (rte_pktmbuf_data_len(m) < ETH_HLEN + k->l3len + 20u || k->len < k->l3len + 20u ||
+			!(th[13] & 0x02))
+		return;
+	hl = (uint32_t)(th[12] >> 4) * 4;
+	if (hl < 20 || k->l3len + hl > k->len || rte_pktmbuf_data_len(m) < ETH_HLEN + k->l3len + hl)
+		return;
+	for (i = 20; i < hl && th[i] != 0; i += olen) {
+		if (th[i] == 1) {	/* NOP */
+			olen = 1;
+			continue;
+		}
+		if (i + 1 >= hl || (olen = th[i + 1]) < 2 || i + olen > hl)
+			return;
+		if (th[i] != 2 || olen != 4)
+			continue;
+		old = (uint16_t)(th[i + 2] << 8 | th[i + 3]);
+		if (old <= mss)
+			return;
+		th[i + 2] = (uint8_t)(mss >> 8);
+		th[i + 3] = (uint8_t)mss;
+		/* the value sits in one 16-bit word of the checksum, or (at an
+		 * odd offset) across two: then it counts byte-swapped */
+		o = (i & 1) ? rte_bswap16(old) : old;
+		n = (i & 1) ? rte_bswap16(mss) : mss;
+		sum = (uint16_t)~rte_be_to_cpu_16(*(uint16_t *)(th + 16)) + (uint16_t)~o + n;
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		*(uint16_t *)(th + 16) = rte_cpu_to_be_16((uint16_t)~sum);
+		return;
+	}
+}
+
+/* Clamps the MSS of m (parse k) when interface slot p says so. */
+static inline void
+ifc_mss(struct sp_ctx *c, uint32_t p, struct rte_mbuf *m, const struct sp_pkt *k)
+{
+	uint16_t mss = k->v6 ? c->dp->ports[p].mss6 : c->dp->ports[p].mss4;
+
+	if (unlikely(mss != 0) && k->proto == IPPROTO_TCP)
+		mss_clamp(m, k, mss);
+}
+
 /* The decrypted packets of route-based SA sa (k of them, from the wire
  * port port): checked against its interface's inbound policies and handed
  * to the kernel through the interface. */
@@ -97,6 +155,11 @@ ifc_inbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *
 				drop(c, ip, m, SP_CNT_DROP_NOMEM);
 				continue;
 			}
+			if (unlikely((c->dp->ports[ip].mss4 | c->dp->ports[ip].mss6) != 0)) {
+				struct sp_pkt pk;
+				if (ip_parse(m, ETH_HLEN, &pk) == 0)
+					ifc_mss(c, ip, m, &pk);
+			}
 			to_tap(c, ip, m);
 		}
 	}
@@ -142,6 +205,7 @@ ifc_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 			drop(c, p, m, SP_CNT_DROP_MALFORMED);
 			continue;
 		}
+		ifc_mss(c, p, m, &pl.k[pl.n]);
 		pl.m[pl.n++] = m;
 	}
 	b[0].n = b[1].n = 0;

@@ -63,7 +63,14 @@ type InterfaceConfig struct {
 	IfID uint32
 	Mark uint32
 	MTU  int
+	// MSSClamp lowers the MSS option of TCP SYNs through the interface,
+	// either way: 0 off, MSSClampPMTU to what fits the interface's MTU
+	// (MTU - 40 for IPv4, - 60 for IPv6), else to this value.
+	MSSClamp int
 }
+
+// MSSClampPMTU is InterfaceConfig.MSSClamp's "clamp to the MTU".
+const MSSClampPMTU = -1
 
 // Config is what Open needs.
 type Config struct {
@@ -439,6 +446,12 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 		f.dp.ports[i].phys = C.SP_NO_PORT
 		f.dp.ports[i].tap = tun
 		f.dp.ports[i].mtu = C.uint16_t(mtu)
+		switch {
+		case ifc.MSSClamp == MSSClampPMTU:
+			f.dp.ports[i].mss4, f.dp.ports[i].mss6 = C.uint16_t(mtu-40), C.uint16_t(mtu-60)
+		case ifc.MSSClamp > 0:
+			f.dp.ports[i].mss4, f.dp.ports[i].mss6 = C.uint16_t(ifc.MSSClamp), C.uint16_t(ifc.MSSClamp)
+		}
 		f.dp.n_ifc = C.uint32_t(j + 1)
 		f.ifcs = append(f.ifcs, ifc)
 		f.log.Info("route-based interface up", "interface", ifc.Name, "if_id", ifc.IfID, "mark", ifc.Mark, "mtu", mtu)
@@ -473,6 +486,9 @@ func checkInterfaces(ifcs []InterfaceConfig, nports int) error {
 			errs = append(errs, fmt.Errorf("fastpath: route-based interface %s: mark %d is another interface's", ifc.Name, ifc.Mark))
 		}
 		ids[ifc.IfID], marks[ifc.Mark] = true, true
+		if ifc.MSSClamp != 0 && ifc.MSSClamp != MSSClampPMTU && (ifc.MSSClamp < 536 || ifc.MSSClamp > 65495) {
+			errs = append(errs, fmt.Errorf("fastpath: route-based interface %s: MSS %d out of range 536..65495", ifc.Name, ifc.MSSClamp))
+		}
 	}
 	return errors.Join(errs...)
 }

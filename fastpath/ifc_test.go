@@ -44,7 +44,7 @@ func TestRouteBasedInterfaceChild(t *testing.T) {
 	fp, err := Open(Config{
 		EALArgs:    []string{"-l", "0,1", "--file-prefix", ns, "--in-memory", "-m", "256", "--log-level", "lib.eal:error"},
 		Ports:      []PortConfig{{Name: "a", Device: "net_af_packet0,iface=va", Tap: "tpa"}},
-		Interfaces: []InterfaceConfig{{Name: "sp0", IfID: 20, MTU: 1400}, {Name: "sp1", Mark: 21}},
+		Interfaces: []InterfaceConfig{{Name: "sp0", IfID: 20, MTU: 1400, MSSClamp: MSSClampPMTU}, {Name: "sp1", Mark: 21}},
 		IdleSleep:  10 * time.Microsecond,
 		MaxSAs:     256,
 		Log:        log,
@@ -78,6 +78,7 @@ func TestRouteBasedInterfaceChild(t *testing.T) {
 		}
 	}
 	ip("link", "set", "sp0", "up")
+	ip("link", "set", "sp1", "up")
 	ip("addr", "add", "10.9.0.1/32", "dev", "sp0")
 	ip("-6", "addr", "add", "2001:db8:9::1/128", "dev", "sp0", "nodad")
 	ip("route", "add", "10.2.0.0/24", "dev", "sp0")
@@ -131,11 +132,12 @@ func TestRouteBasedInterfaceChild(t *testing.T) {
 		t.Fatal("no counters for sp0 in PortStats")
 		return nil
 	}
-	isESP := func(seq uint32) func([]byte) bool {
+	isESPOf := func(spi, seq uint32) func([]byte) bool {
 		return func(ip []byte) bool {
 			return ip[9] == 50 && binary.BigEndian.Uint32(ip[20:]) == spi && binary.BigEndian.Uint32(ip[24:]) == seq
 		}
 	}
+	isESP := func(seq uint32) func([]byte) bool { return isESPOf(spi, seq) }
 	h := netip.MustParseAddr("10.2.0.10")
 	send := func(dst netip.Addr, payload string) {
 		t.Helper()
@@ -186,6 +188,76 @@ func TestRouteBasedInterfaceChild(t *testing.T) {
 	send(netip.MustParseAddr("2001:db8:2::10"), "routed-6")
 	if _, err := recvMatch(wire, 3*time.Second, isESP(2)); err != nil {
 		t.Fatalf("no ESP for IPv6 routed into sp0: %v (sp0 %v)", err, ifcStats())
+	}
+
+	// 3b. TCP MSS: a SYN with MSS 1460 through sp0 (mss_clamp pmtu, MTU
+	// 1400) leaves and comes back clamped to 1360, its checksum right;
+	// through sp1 (a mark, no clamping) it keeps 1460
+	turn := func(f []byte) {
+		t.Helper()
+		g := append([]byte(nil), f...)
+		copy(g[0:6], portMAC)
+		copy(g[6:12], vb.HardwareAddr)
+		if err := syscall.Sendto(wire, g, 0, &syscall.SockaddrLinklayer{Ifindex: vb.Index}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	synThrough := func(ifc *net.Interface, fd int, espSPI, seq uint32, dport uint16) []byte {
+		t.Helper()
+		syn := tcpSYN(netip.MustParseAddr("10.9.0.1"), h, 40000, dport, 1460)
+		if err := syscall.Sendto(fd, syn, 0, &syscall.SockaddrLinklayer{Ifindex: ifc.Index, Protocol: htons(0x0800)}); err != nil {
+			t.Fatal(err)
+		}
+		esp, err := recvMatch(wire, 3*time.Second, isESPOf(espSPI, seq))
+		if err != nil {
+			t.Fatalf("no ESP for the SYN through %s: %v (counters %v)", ifc.Name, err, fp.PortStats())
+		}
+		turn(esp)
+		got, err := recvIP(fd, 3*time.Second, func(p []byte) bool {
+			return p[9] == 6 && binary.BigEndian.Uint16(p[22:]) == dport
+		})
+		if err != nil {
+			t.Fatalf("SYN not back out of %s: %v (counters %v)", ifc.Name, err, fp.PortStats())
+		}
+		if !tcpChecksumOK(got) {
+			t.Fatalf("SYN out of %s: bad TCP checksum: % x", ifc.Name, got)
+		}
+		return got
+	}
+	if mss := binary.BigEndian.Uint16(synThrough(sp0, tun, spi, 3, 7001)[20+22:]); mss != 1360 {
+		t.Fatalf("SYN through sp0: MSS %d, want 1360 (MTU 1400 - 40)", mss)
+	}
+	sp1, err := net.InterfaceByName("sp1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun1 := openRaw(t, sp1.Index)
+	defer syscall.Close(tun1)
+	const spi1 = 0x2101
+	for _, inbound := range []bool{false, true} {
+		sa := mk(inbound, 0)
+		sa.SPI, sa.Reqid, sa.Mark, sa.MarkMask = spi1, 8, 21, 0xffffffff
+		if err := fp.AddSA(sa); err != nil {
+			t.Fatal(err)
+		}
+		if !inbound {
+			outID1 := sa.SAID
+			for _, d := range []model.Dir{model.DirOut, model.DirIn} {
+				p := pol(any4, d, 0)
+				p.Reqid, p.Mark, p.MarkMask = 8, 21, 0xffffffff
+				b := dataplane.Binding{Policy: p}
+				if d == model.DirOut {
+					b.SA, b.HasSA = outID1, true
+				}
+				if err := fp.SetPolicy(b); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	waitPublished(t, fp)
+	if mss := binary.BigEndian.Uint16(synThrough(sp1, tun1, spi1, 1, 7002)[20+22:]); mss != 1460 {
+		t.Fatalf("SYN through sp1 (no mss_clamp): MSS %d, want 1460 untouched", mss)
 	}
 
 	// 4. plaintext from the port that the interface's 0.0.0.0/0 policy
@@ -284,3 +356,41 @@ func waitPublished(t *testing.T, fp *Fastpath) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// tcpSYN is an IPv4 TCP SYN with one option, MSS mss (at TCP offset 22).
+func tcpSYN(src, dst netip.Addr, sport, dport, mss uint16) []byte {
+	p := make([]byte, 20+24)
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[8] = 64
+	p[9] = 6
+	copy(p[12:], src.AsSlice())
+	copy(p[16:], dst.AsSlice())
+	binary.BigEndian.PutUint16(p[10:], csum(p[:20]))
+	tc := p[20:]
+	binary.BigEndian.PutUint16(tc[0:], sport)
+	binary.BigEndian.PutUint16(tc[2:], dport)
+	binary.BigEndian.PutUint32(tc[4:], 12345)
+	tc[12] = 6 << 4 // 24 bytes
+	tc[13] = 0x02   // SYN
+	binary.BigEndian.PutUint16(tc[14:], 64240)
+	tc[20], tc[21] = 2, 4
+	binary.BigEndian.PutUint16(tc[22:], mss)
+	binary.BigEndian.PutUint16(tc[16:], tcpSum(p))
+	return p
+}
+
+// tcpSum is the TCP checksum of IPv4 packet p with its checksum field
+// taken as it is (0 when computing it).
+func tcpSum(p []byte) uint16 {
+	hl := int(p[0]&0xf) * 4
+	seg := p[hl:]
+	ph := make([]byte, 12, 12+len(seg)+1)
+	copy(ph[0:], p[12:20])
+	ph[9] = 6
+	binary.BigEndian.PutUint16(ph[10:], uint16(len(seg)))
+	return csum(append(ph, seg...))
+}
+
+// tcpChecksumOK says whether an IPv4 TCP packet's checksum is right.
+func tcpChecksumOK(p []byte) bool { return tcpSum(p) == 0 }

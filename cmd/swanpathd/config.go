@@ -13,6 +13,7 @@ import (
 
 	"github.com/swanpath/swanpath/bridge/engine"
 	"github.com/swanpath/swanpath/bridge/vici"
+	"github.com/swanpath/swanpath/fastpath"
 )
 
 // Config is swanpathd's TOML configuration (see packaging/swanpathd.toml
@@ -41,6 +42,9 @@ type Config struct {
 		IfID uint32 `toml:"if_id"`
 		Mark uint32 `toml:"mark"`
 		MTU  int    `toml:"mtu"`
+		// MSSClamp: "pmtu" or a number clamps the MSS of TCP SYNs
+		// through the interface (off when absent)
+		MSSClamp any `toml:"mss_clamp"`
 	} `toml:"interface"`
 	Crypto struct {
 		PMD  string `toml:"pmd"`
@@ -312,6 +316,28 @@ func (c *Config) validateInterfaces(taps map[string]bool) []error {
 		if ifc.MTU != 0 && (ifc.MTU < 1280 || ifc.MTU > 9000) {
 			errs = append(errs, fmt.Errorf("%s: mtu %d out of range 1280..9000 (0: 1400)", where, ifc.MTU))
 		}
+		if _, err := mssClamp(ifc.MSSClamp); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+		}
 	}
 	return errs
+}
+
+// mssClamp reads an [[interface]]'s mss_clamp: absent (0, off), "pmtu"
+// (fastpath.MSSClampPMTU) or a number of bytes.
+func mssClamp(v any) (int, error) {
+	switch x := v.(type) {
+	case nil:
+		return 0, nil
+	case string:
+		if x == "pmtu" {
+			return fastpath.MSSClampPMTU, nil
+		}
+	case int64:
+		if x >= 536 && x <= 65495 {
+			return int(x), nil
+		}
+		return 0, fmt.Errorf("mss_clamp %d out of range 536..65495", x)
+	}
+	return 0, fmt.Errorf("mss_clamp %v: want \"pmtu\" or a number of bytes (536..65495)", v)
 }

@@ -224,7 +224,9 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 		}
 	}
 	for _, ifc := range cfg.Interfaces {
-		fcfg.Interfaces = append(fcfg.Interfaces, fastpath.InterfaceConfig{Name: ifc.Name, IfID: ifc.IfID, Mark: ifc.Mark, MTU: ifc.MTU})
+		mss, _ := mssClamp(ifc.MSSClamp) // checked by loadConfig
+		fcfg.Interfaces = append(fcfg.Interfaces, fastpath.InterfaceConfig{Name: ifc.Name, IfID: ifc.IfID, Mark: ifc.Mark,
+			MTU: ifc.MTU, MSSClamp: mss})
 	}
 	// before the fast path forwards anything
 	seqs := openSeqState(log, cfg.Fastpath.StateFile)

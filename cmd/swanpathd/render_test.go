@@ -61,7 +61,7 @@ func TestRenderedInterfacesLoad(t *testing.T) {
 	in := swanpathdconf.Config{
 		EAL:        swanpathdconf.EAL{Lcores: "0,1", Memory: 128, FilePrefix: "fp", InMemory: true},
 		Ports:      []swanpathdconf.Port{{Name: "wan", Device: "net_af_packet1,iface=wan", Tap: "twan"}},
-		Interfaces: []swanpathdconf.Interface{{Name: "ipsec0", IfID: 20, MTU: 1400}, {Name: "vti1", Mark: 21}},
+		Interfaces: []swanpathdconf.Interface{{Name: "ipsec0", IfID: 20, MTU: 1400, MSSClamp: "pmtu"}, {Name: "vti1", Mark: 21, MSSClamp: 1300}},
 		Plugin:     swanpathdconf.Socket{Socket: "/p.sock"},
 		Control:    swanpathdconf.Socket{Socket: "/c.sock"},
 		Fastpath:   swanpathdconf.Fastpath{StateFile: "/seq.json"},
@@ -82,5 +82,11 @@ func TestRenderedInterfacesLoad(t *testing.T) {
 	if len(c.Interfaces) != 2 || c.Interfaces[0].Name != "ipsec0" || c.Interfaces[0].IfID != 20 || c.Interfaces[0].MTU != 1400 ||
 		c.Interfaces[1].Name != "vti1" || c.Interfaces[1].Mark != 21 || c.Interfaces[1].IfID != 0 {
 		t.Errorf("interfaces differ: %+v\n%s", c.Interfaces, b)
+	}
+	if m0, _ := mssClamp(c.Interfaces[0].MSSClamp); m0 != -1 {
+		t.Errorf("mss_clamp pmtu read back as %d\n%s", m0, b)
+	}
+	if m1, _ := mssClamp(c.Interfaces[1].MSSClamp); m1 != 1300 {
+		t.Errorf("mss_clamp 1300 read back as %d\n%s", m1, b)
 	}
 }

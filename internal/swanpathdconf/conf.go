@@ -65,6 +65,8 @@ type Interface struct {
 	IfID uint32 `toml:"if_id,omitzero"`
 	Mark uint32 `toml:"mark,omitzero"`
 	MTU  int    `toml:"mtu,omitzero"`
+	// MSSClamp is "pmtu", a number (int) or nil (off)
+	MSSClamp any `toml:"mss_clamp,omitempty"`
 }
 
 // Crypto is the [crypto] table; empty fields keep swanpathd's defaults.
