@@ -20,12 +20,19 @@ import (
 // traffic does not touch the SA although its selectors match: it is
 // route-based, not selector-based.
 func TestRouteBasedIfID(t *testing.T) {
+	routeBased(t, swanpathdconf.Interface{Name: "ipsec0", IfID: 20, MTU: 1400}, "if_id_in = 20", "if_id_out = 20")
+}
+
+// routeBased runs the route-based tunnel test with the gateway's
+// interface ifc (named ipsec0, MTU 1400) and the CHILD_SA options that tie
+// the SAs to it.
+func routeBased(t *testing.T, iface swanpathdconf.Interface, childOpts ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	const ifc = "ipsec0"
-	g := start(t, ctx, lab.Options{GatewayInterfaces: []swanpathdconf.Interface{{Name: ifc, IfID: 20, MTU: 1400}}},
+	ifc := iface.Name
+	g := start(t, ctx, lab.Options{GatewayInterfaces: []swanpathdconf.Interface{iface}},
 		lab.Tunnel{Encap: true, GatewayLocalTS: "0.0.0.0/0", GatewayRemoteTS: "0.0.0.0/0",
-			GatewayChildOptions: []string{"if_id_in = 20", "if_id_out = 20"}})
+			GatewayChildOptions: childOpts})
 	gw := g.l.Host(lab.GW)
 	sh := func(cmd string) {
 		t.Helper()
@@ -116,7 +123,9 @@ func TestRouteBasedIfID(t *testing.T) {
 
 	t.Run("without the route the SA carries nothing", func(t *testing.T) {
 		sh("ip route del " + lab.RightNet + " dev " + ifc)
-		out0, rx0 := outSA(), ifcStats()["tap_rx"]
+		// (the interface's own counters are no measure: the kernel sends
+		// its IPv6 link-local chatter into it whatever the routes say)
+		out0 := outSA()
 		wan, err := g.l.Capture(lab.PR, lab.PRWan, "icmp")
 		if err != nil {
 			t.Fatal(err)
@@ -138,8 +147,8 @@ func TestRouteBasedIfID(t *testing.T) {
 		if n < 3 {
 			t.Fatalf("%d echo requests h1 -> h2 left by the kernel's default route, want 3", n)
 		}
-		if out1, rx1 := outSA(), ifcStats()["tap_rx"]; out1 != out0 || rx1 != rx0 {
-			t.Fatalf("without the route: outbound SA %d -> %d packets, %s rx %d -> %d: want no change", out0, out1, ifc, rx0, rx1)
+		if out1 := outSA(); out1 != out0 {
+			t.Fatalf("without the route: outbound SA %d -> %d packets: want no change", out0, out1)
 		}
 		// and back: the route alone brings the tunnel back
 		sh("ip route replace " + lab.RightNet + " dev " + ifc)
