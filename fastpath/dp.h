@@ -134,6 +134,8 @@ struct sp_sa_params {
 	uint8_t cdevs[8];
 	uint8_t sync_crypto;	/* use CPU crypto where the device has it */
 	uint8_t multi_worker;	/* more than one worker: atomic sequence numbers */
+	uint8_t ifc;		/* route-based: 1 + the index of its interface
+				 * (struct sp_dp's ifc ports); 0 = policy-based */
 };
 
 /* What every packet of an SA adds to one worker's count. */
@@ -186,7 +188,10 @@ struct sp_sa {
 	uint16_t pad_align;		/* ESP payload + trailer padded to this */
 	uint16_t peer_port;		/* its NAT-T port (host order), 0 = plain ESP */
 	uint8_t cdev_id;
-	uint8_t inbound;
+	uint8_t inbound;		/* 0 outbound; SP_SA_IN, or SP_SA_IN_IFC: a
+					 * route-based SA, whose plaintext leaves
+					 * through its interface (the one flag the
+					 * inbound path tests per run of an SA) */
 	uint8_t encap;
 	uint8_t family;			/* outer: 4 or 6 */
 	uint8_t transport;
@@ -205,6 +210,7 @@ struct sp_sa {
 	uint64_t lim_bytes;
 	void *cses;			/* cryptodev sym session */
 	uint32_t salt;			/* AEAD salt / CTR nonce, kept for sp_sa_move */
+	uint8_t ifc;			/* route-based: 1 + its interface's index */
 	uint8_t src[16];		/* outer source (network order) */
 	uint8_t peer[16];		/* the remote end (network order) */
 	struct sp_sa_stats st[SP_MAX_WORKERS];	/* per worker: no shared writes */
@@ -213,6 +219,10 @@ struct sp_sa {
 	 * the trailer's next header is set between prepare and crypto */
 	struct rte_ipsec_session ss_async;
 };
+
+/* struct sp_sa's inbound values */
+#define SP_SA_IN 1
+#define SP_SA_IN_IFC 2
 
 /* struct sp_sa's dead bits, set and cleared atomically by Go */
 #define SP_SA_EXPIRED 1
@@ -310,6 +320,17 @@ struct sp_ipsec_tables {
 	struct sp_sa **out_sa;
 	struct sp_sa **out6_sa;
 	struct rte_acl_ctx *acl_out, *acl_in, *acl_out6, *acl_in6;
+	/*
+	 * Route-based interfaces (policies with an XFRM interface id or a
+	 * mark): ifc[i] holds the policies of interface i, in tables of
+	 * their own (NULL: none), owned by these tables and freed with them.
+	 * They never take part in the classification of what comes in on a
+	 * port: only what the kernel routes into the interface is looked up
+	 * in its outbound policies, and only what its inbound SAs decrypt in
+	 * its inbound ones (as XFRM matches an if_id policy only for packets
+	 * of its xfrm interface). In a nested table, ifc[] is unused.
+	 */
+	struct sp_ipsec_tables *ifc[SP_MAX_PORTS];
 };
 
 /* Next hop of a route. */
@@ -389,11 +410,19 @@ struct sp_note {
 	uint8_t d[16];		/* ACQUIRE: packet destination */
 };
 
+/* A fast path port: a wire device and its TAP. The route-based interfaces
+ * (struct sp_dp's n_ifc) follow the ports in the same array: their phys is
+ * SP_NO_PORT, their tap the ethdev of their TUN device (net_tun: IP without
+ * Ethernet, point-to-point, no ARP, as an XFRM interface), mtu its MTU. */
+#define SP_NO_PORT UINT16_MAX
 struct sp_port {
 	uint16_t phys;		/* ethdev port id of the wire side */
 	uint16_t tap;		/* ethdev port id of the TAP */
 	struct rte_ether_addr mac;
 	uint16_t mtu;		/* IP MTU of the wire */
+	/* route-based interfaces: the TCP MSS that SYNs through them are
+	 * clamped to, IPv4 and IPv6 (0: no clamping, the default) */
+	uint16_t mss4, mss6;
 };
 
 /* What each worker owns: counters and its ring of notes to Go. */
@@ -449,7 +478,10 @@ struct sp_dp {
 	struct rte_mempool *cop_pool;
 	uint32_t n_ports;
 	uint32_t n_workers;
+	/* ports[0..n_ports) are the wire ports; ports[n_ports..n_ports+n_ifc)
+	 * the route-based interfaces (their counters are theirs too) */
 	struct sp_port ports[SP_MAX_PORTS];
+	uint32_t n_ifc;
 	uint16_t natt_port;	/* local UDP port for ESP-in-UDP, host order */
 	uint16_t tun_mtu;	/* smallest wire MTU: encrypted packets must fit */
 	uint32_t idle_sleep_us;	/* sleep when idle; 0 = busy poll */

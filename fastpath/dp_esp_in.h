@@ -103,10 +103,11 @@ check_mapping(struct sp_ctx *c, struct sp_sa *sa, const uint8_t *oh, uint32_t l3
 }
 
 /*
- * Inbound, after crypto: k decrypted packets of sa that came in on port.
+ * Inbound, after crypto: k decrypted packets of sa that came in on port,
+ * their outer headers off, into ib for the policy check.
  */
-static void
-inbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *grp[], uint16_t k,
+static __rte_always_inline void
+inbound_decap(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *grp[], uint16_t k,
 	struct sp_inb *ib)
 {
 	struct sp_pkt pk;
@@ -164,6 +165,26 @@ malformed:
 		ST(c, sa).drop_malformed++;
 		drop(c, port, m, SP_CNT_DROP_MALFORMED);
 	}
+}
+
+/* dp_ifc.h: the decrypted packets of a route-based SA */
+static void ifc_inbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *grp[],
+	uint16_t k);
+
+/*
+ * Inbound, after crypto: k decrypted packets of sa that came in on port.
+ * A route-based SA's go out of its interface instead (dp_ifc.h): one
+ * test per run of an SA, in a line the crypto step has loaded.
+ */
+static inline void
+inbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *grp[], uint16_t k,
+	struct sp_inb *ib)
+{
+	if (unlikely(sa->inbound == SP_SA_IN_IFC)) {
+		ifc_inbound(c, port, sa, grp, k);
+		return;
+	}
+	inbound_decap(c, port, sa, grp, k, ib);
 }
 
 /* Inbound: n ESP packets (l2_len/l3_len point at the ESP header). */

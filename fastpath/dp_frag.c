@@ -129,8 +129,8 @@ port_of(const struct sp_dp *dp, uint16_t ethdev)
 {
 	uint32_t i;
 
-	for (i = 0; i < dp->n_ports; i++)
-		if (dp->ports[i].phys == ethdev || dp->ports[i].tap == ethdev)
+	for (i = 0; i < dp->n_ports + dp->n_ifc; i++)
+		if ((i < dp->n_ports && dp->ports[i].phys == ethdev) || dp->ports[i].tap == ethdev)
 			return i;
 	return 0;
 }

@@ -179,7 +179,8 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 		return NULL;
 	}
 	s->cdev_id = dev;
-	s->inbound = p->inbound;
+	s->inbound = !p->inbound ? 0 : p->ifc != 0 ? SP_SA_IN_IFC : SP_SA_IN;
+	s->ifc = p->ifc;
 	s->encap = p->encap;
 	s->family = p->family;
 	s->transport = p->transport;

@@ -251,8 +251,12 @@ sp_ipsec_tables_build_acl(struct sp_ipsec_tables *t, char *err, size_t errlen)
 void
 sp_ipsec_tables_free(struct sp_ipsec_tables *t)
 {
+	uint32_t i;
+
 	if (t == NULL)
 		return;
+	for (i = 0; i < RTE_DIM(t->ifc); i++)
+		sp_ipsec_tables_free(t->ifc[i]);
 	rte_acl_free(t->acl_out);
 	rte_acl_free(t->acl_in);
 	rte_acl_free(t->acl_out6);

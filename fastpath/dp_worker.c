@@ -13,6 +13,9 @@
  *   rx (TAP)        -> outbound policy -> encrypt -> route -> tx
  *                      | no policy -> wire port of the same pair
  *                      | IP the parser refuses -> drop
+ *   rx (route-based interface, TUN) -> its own outbound policies ->
+ *                      encrypt -> route -> tx | drop; ESP of its SAs
+ *                      comes out of it (dp_ifc.h)
  *   fragments (wire, TAP, decrypted) are reassembled first and go on as
  *   whole packets; a frame larger than its port's MTU leaves in fragments
  *   (dp_frag.c)
@@ -32,6 +35,7 @@
  *   dp_esp_in.h   inbound ESP
  *   dp_esp_out.h  outbound ESP
  *   dp_plain.h    plaintext bursts through the SPD
+ *   dp_ifc.h      route-based interfaces (XFRM interface ids, marks)
  * This file: rx bursts, lookaside completions, tx flush, the worker loop.
  * The cold paths are in their own files (dp_priv.h lists them): ICMP
  * errors (dp_icmp.c), neighbour hold (dp_hold.c), the closed gate
@@ -46,6 +50,7 @@
 #include "dp_esp_in.h"
 #include "dp_esp_out.h"
 #include "dp_plain.h"
+#include "dp_ifc.h"
 
 static void
 flush(struct sp_ctx *c)
@@ -84,6 +89,19 @@ flush(struct sp_ctx *c)
 				drop(c, p, q->m[i], SP_CNT_DROP_TX);
 			q->n = 0;
 		}
+	}
+	/* route-based interfaces: TUN devices, IP without Ethernet */
+	for (; p < dp->n_ports + dp->n_ifc; p++) {
+		struct sp_txq *q = &c->tap[p];
+		if (q->n == 0)
+			continue;
+		for (i = 0; i < q->n; i++)
+			rte_pktmbuf_adj(q->m[i], ETH_HLEN);
+		sent = rte_eth_tx_burst(dp->ports[p].tap, c->wid, q->m, q->n);
+		c->w->stats[p].cnt[SP_CNT_TAP_TX] += sent;
+		for (i = sent; i < q->n; i++)
+			drop(c, p, q->m[i], SP_CNT_DROP_TX);
+		q->n = 0;
 	}
 }
 
@@ -330,7 +348,7 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	c->icmp_credit = c->icmp_cost * SP_ICMP_BURST;
 	c->icmp_last = rte_get_tsc_cycles();
 	c->frag = sp_frag_new(dp, wid);
-	for (p = 0; p < dp->n_ports; p++)
+	for (p = 0; p < dp->n_ports + dp->n_ifc; p++)
 		c->frame_max[p] = ETH_HLEN + dp->ports[p].mtu;
 	rte_rcu_qsbr_thread_register(dp->qsv, wid);
 	rte_rcu_qsbr_thread_online(dp->qsv, wid);
@@ -363,6 +381,18 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 			c->tap_next[p] = n == 0 ? c->now + c->tap_tsc : 0;
 			if (n) {
 				tap_burst(c, p, mb, n);
+				got += n;
+			}
+		}
+		for (; p < dp->n_ports + dp->n_ifc; p++) {
+			/* what the kernel routes into a route-based interface,
+			 * polled as the TAPs are */
+			if (got > 0 && c->now < c->tap_next[p])
+				continue;
+			n = rte_eth_rx_burst(dp->ports[p].tap, wid, mb, SP_BURST);
+			c->tap_next[p] = n == 0 ? c->now + c->tap_tsc : 0;
+			if (n) {
+				ifc_burst(c, p, mb, n);
 				got += n;
 			}
 		}

@@ -51,11 +51,34 @@ type PortConfig struct {
 	MTU    int
 }
 
+// InterfaceConfig is one route-based interface: a TUN device (DPDK's
+// net_tun: point-to-point, no ARP, IP without Ethernet, as an XFRM
+// interface) named Name with IP MTU MTU. The SAs and policies with XFRM
+// interface id IfID, or with mark Mark (mask 0xffffffff), are its own:
+// what the kernel routes into it is encrypted with the outbound SA of its
+// matching policy, and what its inbound SAs decrypt comes out of it.
+// IfID and Mark are not both 0.
+type InterfaceConfig struct {
+	Name string
+	IfID uint32
+	Mark uint32
+	MTU  int
+	// MSSClamp lowers the MSS option of TCP SYNs through the interface,
+	// either way: 0 off, MSSClampPMTU to what fits the interface's MTU
+	// (MTU - 40 for IPv4, - 60 for IPv6), else to this value.
+	MSSClamp int
+}
+
+// MSSClampPMTU is InterfaceConfig.MSSClamp's "clamp to the MTU".
+const MSSClampPMTU = -1
+
 // Config is what Open needs.
 type Config struct {
 	// EAL arguments besides devices (lcores, memory, --file-prefix ...).
 	EALArgs []string
 	Ports   []PortConfig
+	// Route-based interfaces; with the ports, at most SP_MAX_PORTS.
+	Interfaces []InterfaceConfig
 	// Crypto PMD: "aesni_gcm" (default), "aesni_mb" or "openssl".
 	Crypto    string
 	NATTPort  uint16
@@ -112,6 +135,7 @@ type Fastpath struct {
 	log      *slog.Logger
 	dp       *C.struct_sp_dp
 	ports    []dataplane.PortInfo
+	ifcs     []InterfaceConfig // route-based interfaces, after the ports
 	sessPool *C.struct_rte_mempool
 	maxSAs   uint32 // Config.MaxSAs: the session pool's size
 	mbufPool *C.struct_rte_mempool
@@ -196,6 +220,9 @@ func Open(cfg Config) (*Fastpath, error) {
 	if len(cfg.Ports) == 0 || len(cfg.Ports) > C.SP_MAX_PORTS {
 		return nil, fmt.Errorf("fastpath: %d ports (need 1..%d)", len(cfg.Ports), C.SP_MAX_PORTS)
 	}
+	if err := checkInterfaces(cfg.Interfaces, len(cfg.Ports)); err != nil {
+		return nil, err
+	}
 	if cfg.Crypto == "" {
 		cfg.Crypto = "aesni_gcm"
 	}
@@ -234,6 +261,10 @@ func Open(cfg Config) (*Fastpath, error) {
 		// persist: the kernel interface (with its addresses and routes)
 		// survives a restart of swanpathd, so charon sees no change
 		args = append(args, "--vdev", fmt.Sprintf("net_tap%d,iface=%s,persist", i, p.Tap))
+	}
+	for i, ifc := range cfg.Interfaces {
+		// persist: routes over it survive a restart of swanpathd
+		args = append(args, "--vdev", fmt.Sprintf("net_tun%d,iface=%s,persist", i, ifc.Name))
 	}
 	// every crypto PMD is created: an SA whose suite the preferred one
 	// lacks runs on the next that has it
@@ -399,7 +430,92 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 		f.log.Info("port up", "port", p.Name, "device", p.Device, "tap", p.Tap, "mac", net.HardwareAddr(mac[:]).String())
 	}
 	f.dp.n_ports = C.uint32_t(len(cfg.Ports))
+	for j, ifc := range cfg.Interfaces {
+		i := len(cfg.Ports) + j
+		tun, err := portByName(fmt.Sprintf("net_tun%d", j))
+		if err != nil {
+			return fmt.Errorf("fastpath: interface %s: %w", ifc.Name, err)
+		}
+		mtu := ifc.MTU
+		if mtu == 0 {
+			mtu = 1400
+		}
+		if rc := C.sp_port_setup(tun, pool, C.uint16_t(mtu), nq, &ebuf[0], C.size_t(len(ebuf))); rc != 0 {
+			return fmt.Errorf("fastpath: interface %s: %s", ifc.Name, cerr(ebuf[:]))
+		}
+		f.dp.ports[i].phys = C.SP_NO_PORT
+		f.dp.ports[i].tap = tun
+		f.dp.ports[i].mtu = C.uint16_t(mtu)
+		switch {
+		case ifc.MSSClamp == MSSClampPMTU:
+			f.dp.ports[i].mss4, f.dp.ports[i].mss6 = C.uint16_t(mtu-40), C.uint16_t(mtu-60)
+		case ifc.MSSClamp > 0:
+			f.dp.ports[i].mss4, f.dp.ports[i].mss6 = C.uint16_t(ifc.MSSClamp), C.uint16_t(ifc.MSSClamp)
+		}
+		f.dp.n_ifc = C.uint32_t(j + 1)
+		f.ifcs = append(f.ifcs, ifc)
+		f.log.Info("route-based interface up", "interface", ifc.Name, "if_id", ifc.IfID, "mark", ifc.Mark, "mtu", mtu)
+	}
 	return nil
+}
+
+// checkInterfaces reports everything wrong with the route-based
+// interfaces at once.
+func checkInterfaces(ifcs []InterfaceConfig, nports int) error {
+	var errs []error
+	if nports+len(ifcs) > C.SP_MAX_PORTS {
+		errs = append(errs, fmt.Errorf("fastpath: %d ports and %d route-based interfaces: at most %d together",
+			nports, len(ifcs), C.SP_MAX_PORTS))
+	}
+	ids, marks, names := map[uint32]bool{}, map[uint32]bool{}, map[string]bool{}
+	for _, ifc := range ifcs {
+		switch {
+		case ifc.Name == "":
+			errs = append(errs, errors.New("fastpath: route-based interface without a name"))
+		case names[ifc.Name]:
+			errs = append(errs, fmt.Errorf("fastpath: route-based interface %s: named twice", ifc.Name))
+		}
+		names[ifc.Name] = true
+		if ifc.IfID == 0 && ifc.Mark == 0 {
+			errs = append(errs, fmt.Errorf("fastpath: route-based interface %s: neither an if_id nor a mark", ifc.Name))
+		}
+		if ifc.IfID != 0 && ids[ifc.IfID] {
+			errs = append(errs, fmt.Errorf("fastpath: route-based interface %s: if_id %d is another interface's", ifc.Name, ifc.IfID))
+		}
+		if ifc.Mark != 0 && marks[ifc.Mark] {
+			errs = append(errs, fmt.Errorf("fastpath: route-based interface %s: mark %d is another interface's", ifc.Name, ifc.Mark))
+		}
+		ids[ifc.IfID], marks[ifc.Mark] = true, true
+		if ifc.MSSClamp != 0 && ifc.MSSClamp != MSSClampPMTU && (ifc.MSSClamp < 536 || ifc.MSSClamp > 65495) {
+			errs = append(errs, fmt.Errorf("fastpath: route-based interface %s: MSS %d out of range 536..65495", ifc.Name, ifc.MSSClamp))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ifcOf says which route-based interface an SA or policy with this mark
+// and XFRM interface id belongs to: 0 for none (policy-based), else 1 +
+// its index; an error when it is route-based but no interface is
+// configured for it.
+func ifcOf(ifcs []InterfaceConfig, mark, mask, ifID uint32) (int, error) {
+	if mark == 0 && mask == 0 && ifID == 0 {
+		return 0, nil
+	}
+	if mark != 0 && mask != 0xffffffff {
+		return 0, fmt.Errorf("mark 0x%x/0x%x: only a whole mark (mask 0xffffffff) names a route-based interface: %w",
+			mark, mask, model.ErrUnsupported)
+	}
+	for i, ifc := range ifcs {
+		if (ifID != 0 && ifc.IfID == ifID) || (ifID == 0 && mark != 0 && ifc.Mark == mark) {
+			return i + 1, nil
+		}
+	}
+	if ifID != 0 {
+		return 0, fmt.Errorf("XFRM interface id %d: no route-based interface of swanpathd has it ([[interface]] if_id): %w",
+			ifID, model.ErrUnsupported)
+	}
+	return 0, fmt.Errorf("mark %d: no route-based interface of swanpathd has it ([[interface]] mark): %w",
+		mark, model.ErrUnsupported)
 }
 
 func portByName(name string) (C.uint16_t, error) {
@@ -450,6 +566,9 @@ func (f *Fastpath) teardown() {
 	if f.dp != nil {
 		for i := 0; i < int(f.dp.n_ports); i++ {
 			C.sp_port_stop(f.dp.ports[i].phys)
+			C.sp_port_stop(f.dp.ports[i].tap)
+		}
+		for i := int(f.dp.n_ports); i < int(f.dp.n_ports+f.dp.n_ifc); i++ {
 			C.sp_port_stop(f.dp.ports[i].tap)
 		}
 	}
@@ -528,6 +647,17 @@ func (f *Fastpath) PortStats() []dataplane.PortStats {
 			}
 		}
 		out[i] = dataplane.PortStats{Name: p.Name, Counters: m}
+	}
+	// the route-based interfaces' counters follow, under their names
+	for j, ifc := range f.ifcs {
+		i := len(f.ports) + j
+		m := make(map[string]uint64, len(dataplane.CounterNames))
+		for k, name := range dataplane.CounterNames {
+			for w := range f.workers {
+				m[name] += uint64(f.dp.w[w].stats[i].cnt[k])
+			}
+		}
+		out = append(out, dataplane.PortStats{Name: ifc.Name, Counters: m})
 	}
 	return out
 }

@@ -24,11 +24,18 @@ import (
 type polState struct {
 	b    dataplane.Binding
 	slot **C.struct_sp_sa
+	ifc  int // 0: policy-based; else 1 + the index of its route-based interface
 }
 
-func checkPolicy(p *model.Policy) error {
+func (f *Fastpath) checkPolicy(p *model.Policy) error {
 	if p.Sel.Src.Addr().Is4() != p.Sel.Dst.Addr().Is4() {
 		return fmt.Errorf("policy %s: %w (source and destination of different families)", p.Sel, model.ErrInvalid)
+	}
+	if err := p.ValidateRouted(); err != nil {
+		return fmt.Errorf("policy %s: %w", p.Sel, err)
+	}
+	if _, err := ifcOf(f.ifcs, p.Mark, p.MarkMask, p.IfID); err != nil {
+		return fmt.Errorf("policy %s %s: %w", p.Sel, p.Dir, err)
 	}
 	return nil
 }
@@ -36,7 +43,7 @@ func checkPolicy(p *model.Policy) error {
 // SetPolicies replaces every policy and publishes the tables at once.
 func (f *Fastpath) SetPolicies(b []dataplane.Binding) error {
 	for _, x := range b {
-		if err := checkPolicy(x.Policy); err != nil {
+		if err := f.checkPolicy(x.Policy); err != nil {
 			return fmt.Errorf("set policies: %w", err)
 		}
 	}
@@ -63,8 +70,9 @@ func (f *Fastpath) putLocked(b dataplane.Binding) {
 		f.unbindLocked(p.PolicyID, old)
 		f.orphanLocked(old)
 	}
-	f.mu.rb.noteLocked(old != nil) // the old one is out of the tables being built
-	f.mu.pols[p.PolicyID] = &polState{b: b}
+	f.mu.rb.noteLocked(old != nil)                      // the old one is out of the tables being built
+	ifc, _ := ifcOf(f.ifcs, p.Mark, p.MarkMask, p.IfID) // checked by checkPolicy
+	f.mu.pols[p.PolicyID] = &polState{b: b, ifc: ifc}
 	f.bindLocked(p.PolicyID, b)
 }
 
@@ -111,7 +119,7 @@ func (f *Fastpath) unbindLocked(id model.PolicyID, st *polState) {
 // into thousands of policies costs one rebuild per interval, not one per
 // policy).
 func (f *Fastpath) SetPolicy(b dataplane.Binding) error {
-	if err := checkPolicy(b.Policy); err != nil {
+	if err := f.checkPolicy(b.Policy); err != nil {
 		return fmt.Errorf("set policy: %w", err)
 	}
 	f.mu.Lock()
@@ -226,6 +234,9 @@ func policyOrder(a, b *polState) int {
 // policies by table, in table order.
 type polSnap struct {
 	out, in, out6, in6 []*polState
+	// the policies of each route-based interface, in tables of their own
+	// (nil: none); always nil in such a table itself
+	ifc []*polSnap
 }
 
 // policyTables builds and publishes the policy tables for the rebuilder
@@ -245,9 +256,16 @@ func (p policyTables) discard(t *C.struct_sp_ipsec_tables) { C.sp_ipsec_tables_f
 // polState), so the tables can be built from them outside the lock.
 func (p policyTables) snapshotLocked() *polSnap {
 	f := p.f
-	s := &polSnap{}
+	s := &polSnap{ifc: make([]*polSnap, len(f.ifcs))}
 	for _, st := range f.mu.pols {
 		v6 := st.b.Policy.Sel.Src.Addr().Is6()
+		s := s
+		if st.ifc != 0 {
+			if s.ifc[st.ifc-1] == nil {
+				s.ifc[st.ifc-1] = &polSnap{}
+			}
+			s = s.ifc[st.ifc-1]
+		}
 		switch {
 		case st.b.Policy.Dir == model.DirOut && v6:
 			s.out6 = append(s.out6, st)
@@ -285,6 +303,17 @@ func buildTables(s *polSnap) (*C.struct_sp_ipsec_tables, error) {
 		C.sp_ipsec_tables_free(t)
 		return nil, fmt.Errorf("build policy tables: %s", cerr(ebuf[:]))
 	}
+	for i, is := range s.ifc {
+		if is == nil {
+			continue
+		}
+		it, err := buildTables(is)
+		if err != nil {
+			C.sp_ipsec_tables_free(t)
+			return nil, fmt.Errorf("route-based interface %d: %w", i, err)
+		}
+		t.ifc[i] = it // freed with t
+	}
 	return t, nil
 }
 
@@ -306,12 +335,29 @@ var buildHook atomic.Pointer[func()]
 // No policy of s may have been removed since s was taken.
 func (p policyTables) installLocked(t *C.struct_sp_ipsec_tables, s *polSnap) {
 	f := p.f
-	outs := unsafe.Slice(t.out_sa, len(s.out)+1)
-	outs6 := unsafe.Slice(t.out6_sa, len(s.out6)+1)
 	for _, st := range f.mu.pols {
 		st.slot = nil // a policy added since s is in no table yet
 	}
 	// from now on Bind changes the SA pointers of the published tables
+	f.slotsLocked(t, s)
+	for i, is := range s.ifc {
+		if is != nil {
+			f.slotsLocked(t.ifc[i], is)
+		}
+	}
+	old := f.mu.ipsec
+	C.sp_publish_ipsec(f.dp, t)
+	f.mu.ipsec = t
+	f.mu.orphans = nil // their slots were in the tables just freed
+	C.sp_synchronize(f.dp)
+	C.sp_ipsec_tables_free(old)
+}
+
+// slotsLocked points the outbound policies of table t (built from s) at
+// their SAs and remembers where each one's pointer is.
+func (f *Fastpath) slotsLocked(t *C.struct_sp_ipsec_tables, s *polSnap) {
+	outs := unsafe.Slice(t.out_sa, len(s.out)+1)
+	outs6 := unsafe.Slice(t.out6_sa, len(s.out6)+1)
 	for i, st := range s.out {
 		outs[i] = f.saPtrLocked(st.b)
 		st.slot = &outs[i]
@@ -320,10 +366,4 @@ func (p policyTables) installLocked(t *C.struct_sp_ipsec_tables, s *polSnap) {
 		outs6[i] = f.saPtrLocked(st.b)
 		st.slot = &outs6[i]
 	}
-	old := f.mu.ipsec
-	C.sp_publish_ipsec(f.dp, t)
-	f.mu.ipsec = t
-	f.mu.orphans = nil // their slots were in the tables just freed
-	C.sp_synchronize(f.dp)
-	C.sp_ipsec_tables_free(old)
 }

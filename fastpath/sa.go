@@ -22,7 +22,7 @@ import (
 // once; sa's key bytes are wiped before AddSA returns.
 func (f *Fastpath) AddSA(sa *model.SA) error {
 	defer sa.Wipe()
-	sp, err := checkSA(sa)
+	sp, err := checkSA(sa, f.ifcs)
 	if err != nil {
 		return fmt.Errorf("add SA %s: %w", sa.SAID, err)
 	}
@@ -139,6 +139,7 @@ func (f *Fastpath) fillParams(p *C.struct_sp_sa_params, sa *model.SA, sp params)
 	p.sport = C.uint16_t(sa.SrcPort)
 	p.dport = C.uint16_t(sa.DstPort)
 	p.inbound = boolC(sa.Inbound)
+	p.ifc = C.uint8_t(sp.ifc)
 	p.encap = boolC(sa.Encap)
 	p.esn = boolC(sa.ESN)
 	p.icv_len = C.uint8_t(sp.ICV)

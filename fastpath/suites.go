@@ -13,6 +13,7 @@ import "C"
 // model.Encrs and model.Integs) and its key lengths.
 type params struct {
 	model.Suite
+	ifc int // 0, or 1 + the index of the SA's route-based interface
 }
 
 func (p params) enc() C.uint8_t  { return C.uint8_t(p.SPEnc) }
@@ -22,11 +23,16 @@ func (p params) auth() C.uint8_t { return C.uint8_t(p.Integ.SPAuth) }
 func (p params) authKeyLen() int { return p.Integ.KeyLen }
 
 // checkSA says whether this build of the fast path can carry sa, and how.
-func checkSA(sa *model.SA) (params, error) {
+func checkSA(sa *model.SA, ifcs []InterfaceConfig) (params, error) {
 	var p params
-	if err := sa.Validate(); err != nil {
+	if err := sa.ValidateRouted(); err != nil {
 		return p, err
 	}
+	ifc, err := ifcOf(ifcs, sa.Mark, sa.MarkMask, sa.IfID)
+	if err != nil {
+		return p, err
+	}
+	p.ifc = ifc
 	switch {
 	case sa.Mode != model.ModeTunnel && sa.Mode != model.ModeTransport:
 		return p, fmt.Errorf("%s mode: %w (tunnel and transport only)", sa.Mode, model.ErrUnsupported)

@@ -60,6 +60,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/swanpath/swanpath/internal/swanpathdconf"
 )
 
 // Namespace roles, passed to (*Lab).NS.
@@ -155,6 +157,9 @@ type Options struct {
 	// MetricsListen is swanpathd's metrics.listen (inside its namespace:
 	// reach it with Host(GW).Dial); "" leaves the metrics off.
 	MetricsListen string
+	// GatewayInterfaces are the route-based interfaces ([[interface]]) of
+	// the gateway's swanpathd.
+	GatewayInterfaces []swanpathdconf.Interface
 }
 
 // Lab is one instance of a topology.
@@ -169,6 +174,8 @@ type Lab struct {
 	reconcileGrace string
 	// metricsListen is Options.MetricsListen
 	metricsListen string
+	// gwInterfaces is Options.GatewayInterfaces
+	gwInterfaces []swanpathdconf.Interface
 
 	procs procSet // every process started on a host, for teardown
 	mu    struct {
@@ -213,7 +220,7 @@ func New(t testing.TB, opts Options) *Lab {
 	installSignalHandler()
 
 	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), topo: topo, kernelMem: opts.KernelMem,
-		reconcileGrace: opts.ReconcileGrace, metricsListen: opts.MetricsListen}
+		reconcileGrace: opts.ReconcileGrace, metricsListen: opts.MetricsListen, gwInterfaces: opts.GatewayInterfaces}
 	if l.kernelMem == "" {
 		l.kernelMem = UMLMem
 	}

@@ -65,8 +65,13 @@ func (l *Lab) NewSwanpathdIn(role, bin, ctlBin string) (*Swanpathd, error) {
 	prefix := l.prefix + "-" + role // the namespace's name (see destroy)
 	d := &Swanpathd{l: l, role: role, Bin: bin, CtlBin: ctlBin, Conf: filepath.Join(dir, "swanpathd.toml"),
 		Plugin: filepath.Join(dir, "charon.sock"), Control: filepath.Join(dir, "ctl.sock")}
+	var ifcs []swanpathdconf.Interface
+	if role == GW {
+		ifcs = l.gwInterfaces
+	}
 	conf, err := swanpathdconf.Config{
-		EAL: swanpathdconf.EAL{Lcores: "0,1", Memory: 256, FilePrefix: prefix, InMemory: true},
+		Interfaces: ifcs,
+		EAL:        swanpathdconf.EAL{Lcores: "0,1", Memory: 256, FilePrefix: prefix, InMemory: true},
 		Ports: []swanpathdconf.Port{
 			{Name: "lan", Device: "net_af_packet0,iface=" + lanIf, Tap: lanTap},
 			{Name: "wan", Device: "net_af_packet1,iface=" + wanIf, Tap: wanTap},

@@ -60,6 +60,10 @@ type Tunnel struct {
 	// GatewayIKEOptions are extra lines in the gateway's connection
 	// (IKE_SA) section, e.g. "rekey_time = 25s".
 	GatewayIKEOptions []string
+	// GatewayLocalTS and GatewayRemoteTS replace the gateway's traffic
+	// selectors (e.g. "0.0.0.0/0" for a route-based CHILD_SA; the peer
+	// keeps its own, to which IKE narrows them).
+	GatewayLocalTS, GatewayRemoteTS string
 }
 
 func (t Tunnel) withDefaults() Tunnel {
@@ -94,6 +98,12 @@ func (t Tunnel) GatewayConf() string {
 	left, right := t.selectors()
 	if t.Transport {
 		left, right = gw, pr
+	}
+	if t.GatewayLocalTS != "" {
+		left = t.GatewayLocalTS
+	}
+	if t.GatewayRemoteTS != "" {
+		right = t.GatewayRemoteTS
 	}
 	return t.render(side{
 		local: gw, remote: pr, localID: "gw.lab", remoteID: "pr.lab",

@@ -44,6 +44,8 @@ type Dataplane interface {
 	SetFIB(f FIB) error
 	SAStats(id model.SAID) (SACounters, bool)
 	Ports() []PortInfo
+	// PortStats has one entry per port, in the order of Ports, then one
+	// per route-based interface (named as the interface).
 	PortStats() []PortStats
 	// SetClosed makes the fast path fail closed (true: only ARP,
 	// neighbour discovery and the gateway's own IKE pass; everything else

@@ -147,7 +147,9 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 		}
 		return fmt.Errorf("add SA %s: %w", sa.SAID, model.ErrExists)
 	}
-	if err := sa.Validate(); err != nil {
+	// marks and XFRM interface ids: whether a route-based interface
+	// stands for them is the data plane's to say
+	if err := sa.ValidateRouted(); err != nil {
 		return fmt.Errorf("add SA %s: %w", sa.SAID, err)
 	}
 	block, rekey := e.resumeLocked(sa)
@@ -300,7 +302,7 @@ func (e *Engine) FlushSAs(ctx context.Context) error {
 
 // AddPolicy installs or refreshes a policy.
 func (e *Engine) AddPolicy(ctx context.Context, p *model.Policy) error {
-	if err := p.Validate(); err != nil {
+	if err := p.ValidateRouted(); err != nil {
 		return fmt.Errorf("add policy %s %s: %w", p.Sel.String(), p.Dir.String(), err)
 	}
 	e.mu.Lock()

@@ -65,34 +65,37 @@ func TestClosedUntilReplayDone(t *testing.T) {
 
 // An SA or policy with a mark or an XFRM interface id is refused, never
 // installed without them.
-func TestMarksAndInterfacesRefused(t *testing.T) {
+// TestMarksAndInterfaces: a mark no route-based interface can stand for
+// (partial mask) is refused by the engine and reaches no data plane; an
+// XFRM interface id or a whole mark goes to the data plane, which says
+// whether an interface has it (fastpath TestRouteBasedInterface).
+func TestMarksAndInterfaces(t *testing.T) {
 	ctx := context.Background()
 	e, dp := newEngine()
 	sa := outSA(0x100, 1)
-	sa.Mark, sa.MarkMask = 7, 0xffffffff
+	sa.Mark, sa.MarkMask = 7, 0xff
 	if err := e.AddSA(ctx, sa); !errors.Is(err, model.ErrUnsupported) {
-		t.Fatalf("SA with mark: %v, want ErrUnsupported", err)
+		t.Fatalf("SA with a partial mark mask: %v, want ErrUnsupported", err)
+	}
+	p := outPolicy(1)
+	p.Mark, p.MarkMask = 7, 0xff
+	if err := e.AddPolicy(ctx, p); !errors.Is(err, model.ErrUnsupported) {
+		t.Fatalf("policy with a partial mark mask: %v, want ErrUnsupported", err)
+	}
+	if len(dp.sas) != 0 || len(e.ListSAs()) != 0 || len(dp.bindings) != 0 || len(e.ListPolicies()) != 0 {
+		t.Fatalf("refused SA or policy installed: %v %v", dp.sas, dp.bindings)
 	}
 	sa = outSA(0x101, 1)
 	sa.IfID = 3
-	if err := e.AddSA(ctx, sa); !errors.Is(err, model.ErrUnsupported) {
-		t.Fatalf("SA with if_id: %v, want ErrUnsupported", err)
-	}
-	if len(dp.sas) != 0 || len(e.ListSAs()) != 0 {
-		t.Fatalf("refused SAs installed: %v", dp.sas)
-	}
-	p := outPolicy(1)
-	p.Mark, p.MarkMask = 7, 0xffffffff
-	if err := e.AddPolicy(ctx, p); !errors.Is(err, model.ErrUnsupported) {
-		t.Fatalf("policy with mark: %v, want ErrUnsupported", err)
-	}
+	must(t, e.AddSA(ctx, sa))
+	sa = outSA(0x102, 1)
+	sa.Mark, sa.MarkMask = 7, 0xffffffff
+	must(t, e.AddSA(ctx, sa))
 	p = outPolicy(1)
 	p.IfID = 3
-	if err := e.AddPolicy(ctx, p); !errors.Is(err, model.ErrUnsupported) {
-		t.Fatalf("policy with if_id: %v, want ErrUnsupported", err)
-	}
-	if len(dp.bindings) != 0 || len(e.ListPolicies()) != 0 {
-		t.Fatalf("refused policies installed: %v", dp.bindings)
+	must(t, e.AddPolicy(ctx, p))
+	if len(dp.sas) != 2 || len(dp.bindings) != 1 || dp.bindings[0].Policy.IfID != 3 {
+		t.Fatalf("route-based SAs and policy not handed to the data plane: %v %v", dp.sas, dp.bindings)
 	}
 }
 

@@ -113,6 +113,12 @@ func (c *Collector) collectPorts(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(portDescs[n], prometheus.CounterValue, float64(stats[i].Counters[n]), p.Name)
 		}
 	}
+	// the route-based interfaces' counters follow the ports', by name
+	for i := len(c.DP.Ports()); i < len(stats); i++ {
+		for _, n := range dataplane.CounterNames {
+			ch <- prometheus.MustNewConstMetric(portDescs[n], prometheus.CounterValue, float64(stats[i].Counters[n]), stats[i].Name)
+		}
+	}
 }
 
 func (c *Collector) collectSAs(ch chan<- prometheus.Metric) {

@@ -247,8 +247,26 @@ var (
 	ErrInvalid     = errors.New("invalid")
 )
 
-// Validate reports everything wrong with the SA at once.
+// Validate reports everything wrong with the SA at once, for a consumer
+// that carries policy-based SAs only: a mark or XFRM interface id is
+// refused (see ValidateRouted).
 func (sa *SA) Validate() error {
+	err := sa.validate()
+	if rerr := routeBased(sa.Mark, sa.MarkMask, sa.IfID); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	return err
+}
+
+// ValidateRouted is Validate for a consumer that carries route-based SAs
+// too (the fast path with its interfaces): a mark or XFRM interface id
+// is accepted when it can name a route-based interface (a mark with the
+// full mask); whether one is configured for it is the consumer's to say.
+func (sa *SA) ValidateRouted() error {
+	return errors.Join(sa.validate(), markUsable(sa.Mark, sa.MarkMask))
+}
+
+func (sa *SA) validate() error {
 	var errs []error
 	if sa.Proto != ProtoESP {
 		errs = append(errs, fmt.Errorf("protocol %d: only ESP (50) is supported: %w", sa.Proto, ErrUnsupported))
@@ -264,15 +282,40 @@ func (sa *SA) Validate() error {
 	if sa.Encap && (sa.SrcPort == 0 || sa.DstPort == 0) {
 		errs = append(errs, fmt.Errorf("UDP encapsulation without ports: %w", ErrInvalid))
 	}
-	if err := routeBased(sa.Mark, sa.MarkMask, sa.IfID); err != nil {
-		errs = append(errs, err)
-	}
 	return errors.Join(errs...)
 }
 
-// Validate reports what the fast path cannot honour of the policy.
+// Validate reports what a consumer of policy-based policies only cannot
+// honour of the policy (see ValidateRouted).
 func (p *Policy) Validate() error {
 	return routeBased(p.Mark, p.MarkMask, p.IfID)
+}
+
+// ValidateRouted is Validate for a consumer that carries route-based
+// policies too.
+func (p *Policy) ValidateRouted() error {
+	return markUsable(p.Mark, p.MarkMask)
+}
+
+// RouteBased says whether an SA or policy with this mark and XFRM
+// interface id belongs to a route-based interface, as on Linux, where
+// either ties it to an XFRM interface (if_id) or a VTI (mark).
+func RouteBased(mark, mask, ifID uint32) bool { return mark != 0 || mask != 0 || ifID != 0 }
+
+// markUsable refuses a mark that no route-based interface can stand for:
+// one with a partial mask, or mark 0 with a mask. The fast path does not
+// match packets by mark, and ignoring a mask would be worse than refusing
+// (with several peers on equal selectors told apart by their marks, one
+// peer's traffic would go to another).
+func markUsable(mark, mask uint32) error {
+	if mask == 0 && mark == 0 {
+		return nil
+	}
+	if mask != 0xffffffff || mark == 0 {
+		return fmt.Errorf("mark 0x%x/0x%x: only a whole mark (mask 0xffffffff, mark not 0) names a route-based interface: %w",
+			mark, mask, ErrUnsupported)
+	}
+	return nil
 }
 
 // routeBased refuses a mark or an XFRM interface id: the fast path does

@@ -13,6 +13,7 @@ import (
 
 	"github.com/swanpath/swanpath/bridge/engine"
 	"github.com/swanpath/swanpath/bridge/vici"
+	"github.com/swanpath/swanpath/fastpath"
 )
 
 // Config is swanpathd's TOML configuration (see packaging/swanpathd.toml
@@ -33,6 +34,18 @@ type Config struct {
 		Tap    string `toml:"tap"`
 		MTU    int    `toml:"mtu"`
 	} `toml:"port"`
+	// Interfaces are the route-based interfaces: one TUN device each,
+	// carrying the SAs and policies with its XFRM interface id (strongSwan
+	// if_id_in/if_id_out) or its mark (mark_in/mark_out, libreswan mark=).
+	Interfaces []struct {
+		Name string `toml:"name"`
+		IfID uint32 `toml:"if_id"`
+		Mark uint32 `toml:"mark"`
+		MTU  int    `toml:"mtu"`
+		// MSSClamp: "pmtu" or a number clamps the MSS of TCP SYNs
+		// through the interface (off when absent)
+		MSSClamp any `toml:"mss_clamp"`
+	} `toml:"interface"`
 	Crypto struct {
 		PMD  string `toml:"pmd"`
 		Mode string `toml:"mode"`
@@ -174,6 +187,7 @@ func (c *Config) validate() []error {
 			errs = append(errs, fmt.Errorf("%s: mtu %d out of range", where, p.MTU))
 		}
 	}
+	errs = append(errs, c.validateInterfaces(taps)...)
 	if !slices.Contains(cryptoPMDs, c.Crypto.PMD) {
 		errs = append(errs, fmt.Errorf("crypto.pmd %q: want one of %s", c.Crypto.PMD, strings.Join(cryptoPMDs, ", ")))
 	}
@@ -254,4 +268,76 @@ func (c *Config) ealArgs() []string {
 		args = append(args, "--huge-dir", c.EAL.HugeDir)
 	}
 	return append(args, c.EAL.Extra...)
+}
+
+// maxPorts is how many ports and route-based interfaces the fast path has
+// room for together (SP_MAX_PORTS).
+const maxPorts = 8
+
+// validateInterfaces checks the [[interface]] tables; taps are the port
+// TAPs' names, which no interface may take.
+func (c *Config) validateInterfaces(taps map[string]bool) []error {
+	var errs []error
+	if n := len(c.Ports) + len(c.Interfaces); n > maxPorts {
+		errs = append(errs, fmt.Errorf("%d [[port]] and %d [[interface]]: at most %d together", len(c.Ports), len(c.Interfaces), maxPorts))
+	}
+	if len(c.Interfaces) > 0 && c.Source.Kind != sourcePlugin {
+		errs = append(errs, fmt.Errorf("[[interface]] with source.kind %q: route-based interfaces need source.kind = \"plugin\" (the XFRM source carries policy-based SAs only)", c.Source.Kind))
+	}
+	names, ids, marks := map[string]bool{}, map[uint32]string{}, map[uint32]string{}
+	for i, ifc := range c.Interfaces {
+		where := fmt.Sprintf("interface %d", i+1)
+		if ifc.Name != "" {
+			where = fmt.Sprintf("interface %q", ifc.Name)
+		}
+		switch {
+		case ifc.Name == "":
+			errs = append(errs, fmt.Errorf("%s: name is missing (the kernel interface, e.g. \"ipsec0\")", where))
+		case len(ifc.Name) > 15:
+			errs = append(errs, fmt.Errorf("%s: name is longer than 15 characters", where))
+		case strings.ContainsAny(ifc.Name, "/ ,=") || ifc.Name == "." || ifc.Name == "..":
+			errs = append(errs, fmt.Errorf("%s: not a valid interface name", where))
+		case names[ifc.Name]:
+			errs = append(errs, fmt.Errorf("%s: duplicate name", where))
+		case taps[ifc.Name]:
+			errs = append(errs, fmt.Errorf("%s: name is a port's tap", where))
+		}
+		names[ifc.Name] = true
+		if ifc.IfID == 0 && ifc.Mark == 0 {
+			errs = append(errs, fmt.Errorf("%s: neither if_id nor mark is set (the XFRM interface id or mark of its SAs and policies)", where))
+		}
+		if other, dup := ids[ifc.IfID]; dup && ifc.IfID != 0 {
+			errs = append(errs, fmt.Errorf("%s: if_id %d is interface %q's too", where, ifc.IfID, other))
+		}
+		if other, dup := marks[ifc.Mark]; dup && ifc.Mark != 0 {
+			errs = append(errs, fmt.Errorf("%s: mark %d is interface %q's too", where, ifc.Mark, other))
+		}
+		ids[ifc.IfID], marks[ifc.Mark] = ifc.Name, ifc.Name
+		if ifc.MTU != 0 && (ifc.MTU < 1280 || ifc.MTU > 9000) {
+			errs = append(errs, fmt.Errorf("%s: mtu %d out of range 1280..9000 (0: 1400)", where, ifc.MTU))
+		}
+		if _, err := mssClamp(ifc.MSSClamp); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+		}
+	}
+	return errs
+}
+
+// mssClamp reads an [[interface]]'s mss_clamp: absent (0, off), "pmtu"
+// (fastpath.MSSClampPMTU) or a number of bytes.
+func mssClamp(v any) (int, error) {
+	switch x := v.(type) {
+	case nil:
+		return 0, nil
+	case string:
+		if x == "pmtu" {
+			return fastpath.MSSClampPMTU, nil
+		}
+	case int64:
+		if x >= 536 && x <= 65495 {
+			return int(x), nil
+		}
+		return 0, fmt.Errorf("mss_clamp %d out of range 536..65495", x)
+	}
+	return 0, fmt.Errorf("mss_clamp %v: want \"pmtu\" or a number of bytes (536..65495)", v)
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/swanpath/swanpath/fastpath"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -112,5 +114,91 @@ tap = "sp-wan"
 	}
 	if d.Source.Kind != sourcePlugin {
 		t.Fatalf("default source.kind %q, want plugin", d.Source.Kind)
+	}
+}
+
+// TestConfigInterfaces: [[interface]] tables are read, and every problem
+// with them is named at once.
+func TestConfigInterfaces(t *testing.T) {
+	good := writeConfig(t, `
+[[port]]
+name = "wan"
+device = "net_tap9"
+tap = "twan"
+[[interface]]
+name = "ipsec0"
+if_id = 20
+mtu = 1400
+mss_clamp = "pmtu"
+[[interface]]
+name = "vti1"
+mark = 21
+mss_clamp = 1300
+`)
+	c, err := loadConfig(good)
+	if err != nil {
+		t.Fatalf("good interfaces refused: %v", err)
+	}
+	if len(c.Interfaces) != 2 || c.Interfaces[0].Name != "ipsec0" || c.Interfaces[0].IfID != 20 ||
+		c.Interfaces[0].MTU != 1400 || c.Interfaces[1].Mark != 21 {
+		t.Fatalf("interfaces read as %+v", c.Interfaces)
+	}
+	if m0, _ := mssClamp(c.Interfaces[0].MSSClamp); m0 != fastpath.MSSClampPMTU {
+		t.Errorf("mss_clamp \"pmtu\" read as %d", m0)
+	}
+	if m1, _ := mssClamp(c.Interfaces[1].MSSClamp); m1 != 1300 {
+		t.Errorf("mss_clamp 1300 read as %d", m1)
+	}
+
+	bad := writeConfig(t, `
+[source]
+kind = "xfrm"
+[[port]]
+name = "wan"
+device = "net_tap9"
+tap = "twan"
+[[interface]]
+if_id = 1
+[[interface]]
+name = "twan"
+if_id = 1
+[[interface]]
+name = "this-name-is-far-too-long"
+mark = 3
+[[interface]]
+name = "ipsec9"
+mtu = 100
+mss_clamp = "auto"
+[[interface]]
+name = "ipsec8"
+if_id = 8
+mss_clamp = 100
+[[interface]]
+name = "ipsec9"
+mark = 3
+[[interface]]
+name = "a"
+if_id = 5
+[[interface]]
+name = "b"
+if_id = 6
+[[interface]]
+name = "c"
+if_id = 7
+`)
+	_, err = loadConfig(bad)
+	if err == nil {
+		t.Fatal("bad interfaces accepted")
+	}
+	for _, want := range []string{
+		`interface 1: name is missing`, `interface "twan": name is a port's tap`, `interface "twan": if_id 1 is interface ""'s too`,
+		`interface "this-name-is-far-too-long": name is longer than 15`, `interface "ipsec9": neither if_id nor mark`,
+		`interface "ipsec9": mtu 100 out of range`, `interface "ipsec9": duplicate name`, `interface "ipsec9": mark 3 is interface "this-name-is-far-too-long"'s too`,
+		`1 [[port]] and 9 [[interface]]: at most 8 together`, `interface "ipsec9": mss_clamp auto: want "pmtu"`,
+		`interface "ipsec8": mss_clamp 100 out of range`, `route-based interfaces need source.kind = "plugin"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
 	}
 }

@@ -223,6 +223,11 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 			log.Info("kernel stack kept off the port's interface", "port", p.Name, "iface", ifname)
 		}
 	}
+	for _, ifc := range cfg.Interfaces {
+		mss, _ := mssClamp(ifc.MSSClamp) // checked by loadConfig
+		fcfg.Interfaces = append(fcfg.Interfaces, fastpath.InterfaceConfig{Name: ifc.Name, IfID: ifc.IfID, Mark: ifc.Mark,
+			MTU: ifc.MTU, MSSClamp: mss})
+	}
 	// before the fast path forwards anything
 	seqs := openSeqState(log, cfg.Fastpath.StateFile)
 	_, _ = daemon.SdNotify(false, "STATUS=starting the fast path (EAL, ports, crypto devices)")

@@ -54,3 +54,39 @@ func TestRenderedConfigLoads(t *testing.T) {
 		t.Errorf("ports differ: %+v", c.Ports)
 	}
 }
+
+// TestRenderedInterfacesLoad: [[interface]] tables as swanpathdconf
+// renders them are what swanpathd reads.
+func TestRenderedInterfacesLoad(t *testing.T) {
+	in := swanpathdconf.Config{
+		EAL:        swanpathdconf.EAL{Lcores: "0,1", Memory: 128, FilePrefix: "fp", InMemory: true},
+		Ports:      []swanpathdconf.Port{{Name: "wan", Device: "net_af_packet1,iface=wan", Tap: "twan"}},
+		Interfaces: []swanpathdconf.Interface{{Name: "ipsec0", IfID: 20, MTU: 1400, MSSClamp: "pmtu"}, {Name: "vti1", Mark: 21, MSSClamp: 1300}},
+		Plugin:     swanpathdconf.Socket{Socket: "/p.sock"},
+		Control:    swanpathdconf.Socket{Socket: "/c.sock"},
+		Fastpath:   swanpathdconf.Fastpath{StateFile: "/seq.json"},
+		Log:        swanpathdconf.Log{Level: "info"},
+	}
+	b, err := in.Render("render_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "swanpathd.toml")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(p)
+	if err != nil {
+		t.Fatalf("swanpathd refuses what swanpathdconf renders: %v\n%s", err, b)
+	}
+	if len(c.Interfaces) != 2 || c.Interfaces[0].Name != "ipsec0" || c.Interfaces[0].IfID != 20 || c.Interfaces[0].MTU != 1400 ||
+		c.Interfaces[1].Name != "vti1" || c.Interfaces[1].Mark != 21 || c.Interfaces[1].IfID != 0 {
+		t.Errorf("interfaces differ: %+v\n%s", c.Interfaces, b)
+	}
+	if m0, _ := mssClamp(c.Interfaces[0].MSSClamp); m0 != -1 {
+		t.Errorf("mss_clamp pmtu read back as %d\n%s", m0, b)
+	}
+	if m1, _ := mssClamp(c.Interfaces[1].MSSClamp); m1 != 1300 {
+		t.Errorf("mss_clamp 1300 read back as %d\n%s", m1, b)
+	}
+}

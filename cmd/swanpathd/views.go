@@ -106,6 +106,11 @@ func (v *views) Stats() ctl.Stats {
 		}
 		st.Ports = append(st.Ports, row)
 	}
+	// the route-based interfaces' counters follow the ports'
+	for i := len(v.dp.Ports()); i < len(stats); i++ {
+		st.Ports = append(st.Ports, ctl.Port{Name: stats[i].Name, Device: "net_tun (route-based)", Tap: stats[i].Name,
+			Counters: stats[i].Counters})
+	}
 	if src, ok := v.dp.(interface{ Latency() dataplane.Latency }); ok {
 		st.Latency = ctl.NewLatency(src.Latency())
 	}

@@ -15,16 +15,18 @@ import (
 
 // Config is swanpathd's configuration as a starter renders it.
 type Config struct {
-	EAL      EAL      `toml:"eal"`
-	Ports    []Port   `toml:"port"`
-	Crypto   Crypto   `toml:"crypto,omitempty"`
-	Source   Source   `toml:"source,omitempty"`
-	Plugin   Socket   `toml:"plugin"`
-	Control  Socket   `toml:"control"`
-	Fastpath Fastpath `toml:"fastpath"`
-	Log      Log      `toml:"log"`
-	Charon   Charon   `toml:"charon,omitempty"`
-	Metrics  Metrics  `toml:"metrics,omitempty"`
+	EAL   EAL    `toml:"eal"`
+	Ports []Port `toml:"port"`
+	// Interfaces are the route-based interfaces ([[interface]])
+	Interfaces []Interface `toml:"interface,omitempty"`
+	Crypto     Crypto      `toml:"crypto,omitempty"`
+	Source     Source      `toml:"source,omitempty"`
+	Plugin     Socket      `toml:"plugin"`
+	Control    Socket      `toml:"control"`
+	Fastpath   Fastpath    `toml:"fastpath"`
+	Log        Log         `toml:"log"`
+	Charon     Charon      `toml:"charon,omitempty"`
+	Metrics    Metrics     `toml:"metrics,omitempty"`
 }
 
 // Charon is the [charon] table; empty fields keep swanpathd's defaults.
@@ -54,6 +56,17 @@ type Port struct {
 	Device string `toml:"device"`
 	Tap    string `toml:"tap"`
 	MTU    int    `toml:"mtu,omitzero"`
+}
+
+// Interface is one [[interface]]: a route-based interface (a TUN device)
+// for the SAs and policies with its XFRM interface id or mark.
+type Interface struct {
+	Name string `toml:"name"`
+	IfID uint32 `toml:"if_id,omitzero"`
+	Mark uint32 `toml:"mark,omitzero"`
+	MTU  int    `toml:"mtu,omitzero"`
+	// MSSClamp is "pmtu", a number (int) or nil (off)
+	MSSClamp any `toml:"mss_clamp,omitempty"`
 }
 
 // Crypto is the [crypto] table; empty fields keep swanpathd's defaults.
