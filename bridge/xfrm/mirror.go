@@ -4,7 +4,7 @@
 // work; the kernel keeps its copies for the daemon to see, never processes
 // their ESP (bypass.go) and gets the fast path's counters back (NEWAE).
 //
-// Pipeline of Run: subscribe (SA, policy, expire groups) → dump SAs and
+// Pipeline of Run: subscribe (SA, policy, expire, migrate groups) → dump SAs and
 // policies and reconcile the engine with them (the first dump is the
 // engine's replay: the fast path opens once it is in) → apply each
 // notification → every second write the counters back. Netlink multicast
@@ -299,6 +299,13 @@ func (m *Mirror) handle(ctx context.Context, msg Message) {
 		}
 		// the flush took swanpathd's bypass policies too
 		clear(m.bypass)
+	case nl.XFRM_MSG_MIGRATE:
+		mg, err := parseMigrate(msg.Data)
+		if err != nil {
+			m.log.Warn("xfrm mirror: unreadable migrate", "err", err)
+			return
+		}
+		m.migrate(ctx, mg) // migrate.go
 	default:
 		m.log.Debug("xfrm mirror: notification ignored", "type", msg.Type)
 	}
