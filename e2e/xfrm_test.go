@@ -140,8 +140,17 @@ func TestXFRMMirrorKernel(t *testing.T) {
 		t.Fatalf("bypass policies left:\n%s", pols)
 	}
 
-	// a clean restart: the outbound SA continues above what it sent
-	time.Sleep(1200 * time.Millisecond)
+	// a clean restart: the outbound SA continues above what it sent. The
+	// fast path sends on meanwhile: once the kernel's copy says so (a
+	// write-back after the deletions), the restart has more to resume
+	// above than what was seen before
+	if err := lab.PollFor(ctx, "the outbound SA's counters written back after the deletions", 10*time.Second, 100*time.Millisecond, func() (bool, error) {
+		out := ipx("-s", "xfrm", "state", "get", "src", lab.PRWanAddr, "dst", lab.GWWanAddr, "proto", "esp", "spi", "0x1001")
+		o := regexp.MustCompile(`oseq 0x([0-9a-f]+)`).FindStringSubmatch(out)
+		return o != nil && hexu(o[1]) > sent, fmt.Errorf("kernel's oseq not above %d:\n%s", sent, out)
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := p1.StopGrace(syscall.SIGTERM, 5*time.Second); err != nil {
 		t.Logf("stop: %v", err)
 	}
