@@ -107,6 +107,8 @@ type Mirror struct {
 		sync.Mutex
 		conn Conn
 		sas  map[model.SAID]*saRec
+		// outbound SAs deleted lately, by SPI (moved.go)
+		carry map[uint32]carried
 	}
 	// Run's goroutine only
 	pols   map[model.PolicyID]*polRec
@@ -353,6 +355,7 @@ func (m *Mirror) applySA(ctx context.Context, s *kstate) bool {
 		encap: sa.Encap, inbound: sa.Inbound, reqid: sa.Reqid, esn: s.esn,
 		addTime: s.info.Curlft.AddTime, useTime: s.info.Curlft.UseTime}
 	rec.last = aeCounters{bytes: s.info.Curlft.Bytes, packets: s.info.Curlft.Packets}
+	m.carrySeq(sa)             // moved.go
 	err = m.eng.AddSA(ctx, sa) // wipes sa's keys
 	sa.Wipe()
 	if err != nil && !errors.Is(err, model.ErrExists) {
@@ -367,12 +370,13 @@ func (m *Mirror) applySA(ctx context.Context, s *kstate) bool {
 
 func (m *Mirror) delSA(ctx context.Context, id model.SAID) {
 	m.mu.Lock()
-	_, ok := m.mu.sas[id]
+	rec, ok := m.mu.sas[id]
 	delete(m.mu.sas, id)
 	m.mu.Unlock()
 	if !ok {
 		return
 	}
+	m.rememberSeq(rec) // moved.go
 	if err := m.eng.DelSA(ctx, id); err != nil && !errors.Is(err, model.ErrNotFound) {
 		m.log.Warn("xfrm mirror: deleting SA failed", "spi", spiStr(id.SPI), "err", err)
 	}
