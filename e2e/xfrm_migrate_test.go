@@ -33,8 +33,12 @@ func buildTool(t *testing.T, name string) string {
 // libreswan sends for MOBIKE) in a real Linux kernel (a user-mode-Linux
 // kernel host): with swanpathd's engine and mirror running there on a
 // counting data plane (e2e/xfrmprobe), `ip xfrm` installs an SA pair and
-// its policies, then e2e/xfrmmigrate moves both policies and SAs to the
-// other end's new address, ESP-in-UDP from then on. The kernel's states
+// its policies (at a daemon's usual priorities), then e2e/xfrmmigrate
+// moves both policies and SAs to the other end's new address, ESP-in-UDP
+// from then on, as the daemon would. The kernel accepts it with
+// swanpathd's bypass policies in place (the global pairs do not have the
+// daemon's selector; a pair of the policy's own did, and the kernel
+// answered ENODATA: this test found it). The kernel's states
 // move (it clones them at the new address and deletes the old ones,
 // without NEWSA or DELSA notifications); the engine moves its SAs (never
 // deleted and added again, which would restart the outbound sequence
@@ -79,20 +83,6 @@ func TestXFRMMirrorMigrate(t *testing.T) {
 		}
 		return m
 	}
-	// The daemon's policies at priority 0 and before swanpathd starts:
-	// since Linux looks the policy to migrate up as a packet would be
-	// (xfrm_migrate_policy_find, by xfrm_policy_lookup_bytype with mark
-	// 0), any policy that wins the kernel's packet path for the selector
-	// is the one migrated — and swanpathd's bypass pairs are there to win
-	// it (bridge/xfrm bypass.go): with the daemon's usual priorities its
-	// XFRM_MSG_MIGRATE fails with ENODATA (swanpathd's pair has no
-	// template). Only a daemon policy that ties at priority 0 and is older
-	// wins; this test takes that way to a migrate the kernel performs, to
-	// show what the mirror does with it. See the README (known gap).
-	ipx("xfrm", "policy", "add", "src", "10.9.1.0/24", "dst", "10.9.2.0/24", "dir", "out", "priority", "0",
-		"tmpl", "src", local, "dst", remote, "proto", "esp", "reqid", "1", "mode", "tunnel")
-	ipx("xfrm", "policy", "add", "src", "10.9.2.0/24", "dst", "10.9.1.0/24", "dir", "in", "priority", "0",
-		"tmpl", "src", remote, "dst", local, "proto", "esp", "reqid", "1", "mode", "tunnel")
 	var err error
 	p, err = u.Start(u.HostPath(probe), "-secs", "90")
 	if err != nil {
@@ -100,12 +90,14 @@ func TestXFRMMirrorMigrate(t *testing.T) {
 	}
 	defer p.Stop()
 	waitOut("the fast path opens after the first dump", `closed=false`)
-	// the SAs come after swanpathd's start, as new ones (an SA of
-	// before, without a record of its sequence numbers, is blocked)
 	ipx("xfrm", "state", "add", "src", local, "dst", remote, "proto", "esp", "spi", "0x1001", "reqid", "1", "mode", "tunnel",
 		"replay-window", "32", "aead", "rfc4106(gcm(aes))", outKey, "128")
 	ipx("xfrm", "state", "add", "src", remote, "dst", local, "proto", "esp", "spi", "0x2001", "reqid", "1", "mode", "tunnel",
 		"replay-window", "32", "aead", "rfc4106(gcm(aes))", inKey, "128")
+	ipx("xfrm", "policy", "add", "src", "10.9.1.0/24", "dst", "10.9.2.0/24", "dir", "out", "priority", "2000",
+		"tmpl", "src", local, "dst", remote, "proto", "esp", "reqid", "1", "mode", "tunnel")
+	ipx("xfrm", "policy", "add", "src", "10.9.2.0/24", "dst", "10.9.1.0/24", "dir", "in", "priority", "2000",
+		"tmpl", "src", remote, "dst", local, "proto", "esp", "reqid", "1", "mode", "tunnel")
 	waitOut("the outbound SA", `SA add spi=0x00001001 dir=out`)
 	waitOut("the inbound SA", `SA add spi=0x00002001 dir=in`)
 	waitOut("the out policy", `policy (set|bind) sel="src 10.9.1.0/24 dst 10.9.2.0/24"`)

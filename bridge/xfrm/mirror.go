@@ -299,8 +299,17 @@ func (m *Mirror) handle(ctx context.Context, msg Message) {
 		for id := range m.pols {
 			m.delPolicy(ctx, id)
 		}
-		// the flush took swanpathd's bypass policies too
+		// the flush took swanpathd's bypass policies too: the global
+		// pairs come back at once, before the daemon's next policies
 		clear(m.bypass)
+		m.mu.Lock()
+		conn := m.mu.conn
+		m.mu.Unlock()
+		if conn != nil {
+			if err := m.installGlobals(conn); err != nil {
+				m.log.Error("xfrm mirror: after a flush of the policies", "err", err)
+			}
+		}
 	case nl.XFRM_MSG_MIGRATE:
 		mg, err := parseMigrate(msg.Data)
 		if err != nil {
@@ -398,9 +407,13 @@ func (m *Mirror) applyPolicy(ctx context.Context, p *kpolicy) bool {
 		}
 		return false
 	}
+	var want []bypassKey
+	if mp.Action == model.ActionIPsec && !m.globalsIn() {
+		want = bypassesFor(p) // only without the global pairs (bypass.go)
+	}
 	rec, ok := m.pols[mp.PolicyID]
 	if ok && rec.pol == *mp {
-		m.setBypass(rec, rec.bypass, rec.bprio) // after a resync: back if gone
+		m.setBypass(rec, want, bypassPriority(mp.Priority)) // after a resync: back if gone, gone if not wanted
 		return true
 	}
 	// a replaced policy is added again and its old reference dropped:
@@ -421,10 +434,6 @@ func (m *Mirror) applyPolicy(ctx context.Context, p *kpolicy) bool {
 		m.pols[mp.PolicyID] = rec
 	}
 	rec.pol = *mp
-	var want []bypassKey
-	if mp.Action == model.ActionIPsec {
-		want = bypassesFor(p)
-	}
 	m.setBypass(rec, want, bypassPriority(mp.Priority))
 	return true
 }
@@ -574,6 +583,11 @@ func (m *Mirror) resync(ctx context.Context, conn Conn) (mirrored, refused int, 
 		}
 		kps = append(kps, p)
 	}
+	// the global pairs first: with them in, the daemon's policies need
+	// no pair of their own (bypass.go)
+	if err := m.installGlobals(conn); err != nil {
+		return mirrored, refused, err
+	}
 	seenPol := make(map[model.PolicyID]bool)
 	for _, p := range kps {
 		if _, err := toPolicy(p); errors.Is(err, errNotMirrored) {
@@ -601,13 +615,6 @@ func (m *Mirror) resync(ctx context.Context, conn Conn) (mirrored, refused int, 
 	}
 	for _, k := range globalBypasses() {
 		wanted[k] = true
-		if p, ok := m.bypass[k]; ok && p == 0 {
-			continue
-		}
-		if err := conn.Do(nl.XFRM_MSG_UPDPOLICY, 0, bypassAdd(k, 0)); err != nil {
-			return mirrored, refused, fmt.Errorf("installing the global bypass policies (the kernel could encrypt with the fast path's keys): %w", err)
-		}
-		m.bypass[k] = 0
 	}
 	for k := range m.bypass {
 		if wanted[k] {
