@@ -148,7 +148,9 @@ type Options struct {
 	// is this directory (LibreswanRoot: Debian's libreswan and the DPDK
 	// runtime) instead of this machine's /, which it reaches read-only
 	// under /run/host (UML.HostPath). Its veths stay unaddressed for its
-	// swanpathd (StartXFRMGateway). Not with NAT, SwanpathPeer or
+	// swanpathd (StartXFRMGateway). "/" is this machine's root itself
+	// (charon, swanpathd's DPDK runtime: StartXFRMCharonGateway), still
+	// with the gateway's memory. Not with NAT, SwanpathPeer or
 	// GatewayAddrs.
 	KernelGatewayRoot string
 	// ReconcileGrace is swanpathd's charon.reconcile_grace (e.g. "10s",

@@ -1,6 +1,8 @@
 package xfrm
 
 import (
+	"fmt"
+
 	"github.com/vishvananda/netlink/nl"
 )
 
@@ -9,7 +11,8 @@ import (
 // ports are not the kernel's, so the kernel never sees their ESP; what is
 // left is traffic the gateway itself originates (or receives, decrypted by
 // the fast path and handed to the kernel through the TAP) for a protected
-// selector. For every mirrored IPsec policy swanpathd installs, in the same
+// selector. For every mirrored IPsec policy swanpathd installs (now only as
+// the fallback of the global pairs below), in the same
 // direction and with the same selector, policies that let that traffic
 // pass in clear (action allow, no template): out, it then leaves by its
 // route into the TAP, where the fast path applies the mirrored policy;
@@ -40,8 +43,43 @@ const bypassMarkMask = 1
 // So swanpathd also holds, for each family and direction, a pair that
 // matches every packet at priority 0, the best there is: the kernel then
 // never applies an IPsec policy of its own at all, from the first
-// moment, and the fast path is the only encryptor. The per-policy pairs
-// stay as a second line (a daemon policy of priority 0 would tie).
+// moment, and the fast path is the only encryptor.
+
+// The per-policy pairs are a fallback for when the global pairs are not
+// in (a flush took them and installing them again failed): with the
+// global pairs in, a daemon's policy gets no pair of its own. A pair of
+// its own breaks the daemon's XFRM_MSG_MIGRATE (libreswan's MOBIKE): the
+// kernel migrates the first policy of the selector and direction by
+// priority, whatever its mark (xfrm_migrate_policy_find), which would be
+// swanpathd's pair, one priority better and without a template, and
+// answers the daemon ENODATA (found by TestXFRMMirrorMigrate). Kernels
+// that look the policy to migrate up as a packet would be (newer than 6.1:
+// xfrm_migrate_policy_find by xfrm_policy_lookup_bytype) find the global
+// pair itself: MIGRATE fails there still (README, known gap).
+
+// installGlobals installs the global pairs not yet in.
+func (m *Mirror) installGlobals(conn Conn) error {
+	for _, k := range globalBypasses() {
+		if p, ok := m.bypass[k]; ok && p == 0 {
+			continue
+		}
+		if err := conn.Do(nl.XFRM_MSG_UPDPOLICY, 0, bypassAdd(k, 0)); err != nil {
+			return fmt.Errorf("installing the global bypass policies (the kernel could encrypt with the fast path's keys): %w", err)
+		}
+		m.bypass[k] = 0
+	}
+	return nil
+}
+
+// globalsIn says whether every global pair is installed.
+func (m *Mirror) globalsIn() bool {
+	for _, k := range globalBypasses() {
+		if p, ok := m.bypass[k]; !ok || p != 0 {
+			return false
+		}
+	}
+	return true
+}
 
 // globalBypasses are the pairs for every packet of each family and
 // direction (in, out, fwd).

@@ -4,7 +4,7 @@
 // work; the kernel keeps its copies for the daemon to see, never processes
 // their ESP (bypass.go) and gets the fast path's counters back (NEWAE).
 //
-// Pipeline of Run: subscribe (SA, policy, expire groups) → dump SAs and
+// Pipeline of Run: subscribe (SA, policy, expire, migrate groups) → dump SAs and
 // policies and reconcile the engine with them (the first dump is the
 // engine's replay: the fast path opens once it is in) → apply each
 // notification → every second write the counters back. Netlink multicast
@@ -107,6 +107,8 @@ type Mirror struct {
 		sync.Mutex
 		conn Conn
 		sas  map[model.SAID]*saRec
+		// outbound SAs deleted lately, by SPI (moved.go)
+		carry map[uint32]carried
 	}
 	// Run's goroutine only
 	pols   map[model.PolicyID]*polRec
@@ -297,8 +299,24 @@ func (m *Mirror) handle(ctx context.Context, msg Message) {
 		for id := range m.pols {
 			m.delPolicy(ctx, id)
 		}
-		// the flush took swanpathd's bypass policies too
+		// the flush took swanpathd's bypass policies too: the global
+		// pairs come back at once, before the daemon's next policies
 		clear(m.bypass)
+		m.mu.Lock()
+		conn := m.mu.conn
+		m.mu.Unlock()
+		if conn != nil {
+			if err := m.installGlobals(conn); err != nil {
+				m.log.Error("xfrm mirror: after a flush of the policies", "err", err)
+			}
+		}
+	case nl.XFRM_MSG_MIGRATE:
+		mg, err := parseMigrate(msg.Data)
+		if err != nil {
+			m.log.Warn("xfrm mirror: unreadable migrate", "err", err)
+			return
+		}
+		m.migrate(ctx, mg) // migrate.go
 	default:
 		m.log.Debug("xfrm mirror: notification ignored", "type", msg.Type)
 	}
@@ -346,6 +364,7 @@ func (m *Mirror) applySA(ctx context.Context, s *kstate) bool {
 		encap: sa.Encap, inbound: sa.Inbound, reqid: sa.Reqid, esn: s.esn,
 		addTime: s.info.Curlft.AddTime, useTime: s.info.Curlft.UseTime}
 	rec.last = aeCounters{bytes: s.info.Curlft.Bytes, packets: s.info.Curlft.Packets}
+	m.carrySeq(sa)             // moved.go
 	err = m.eng.AddSA(ctx, sa) // wipes sa's keys
 	sa.Wipe()
 	if err != nil && !errors.Is(err, model.ErrExists) {
@@ -360,12 +379,13 @@ func (m *Mirror) applySA(ctx context.Context, s *kstate) bool {
 
 func (m *Mirror) delSA(ctx context.Context, id model.SAID) {
 	m.mu.Lock()
-	_, ok := m.mu.sas[id]
+	rec, ok := m.mu.sas[id]
 	delete(m.mu.sas, id)
 	m.mu.Unlock()
 	if !ok {
 		return
 	}
+	m.rememberSeq(rec) // moved.go
 	if err := m.eng.DelSA(ctx, id); err != nil && !errors.Is(err, model.ErrNotFound) {
 		m.log.Warn("xfrm mirror: deleting SA failed", "spi", spiStr(id.SPI), "err", err)
 	}
@@ -387,9 +407,13 @@ func (m *Mirror) applyPolicy(ctx context.Context, p *kpolicy) bool {
 		}
 		return false
 	}
+	var want []bypassKey
+	if mp.Action == model.ActionIPsec && !m.globalsIn() {
+		want = bypassesFor(p) // only without the global pairs (bypass.go)
+	}
 	rec, ok := m.pols[mp.PolicyID]
 	if ok && rec.pol == *mp {
-		m.setBypass(rec, rec.bypass, rec.bprio) // after a resync: back if gone
+		m.setBypass(rec, want, bypassPriority(mp.Priority)) // after a resync: back if gone, gone if not wanted
 		return true
 	}
 	// a replaced policy is added again and its old reference dropped:
@@ -410,10 +434,6 @@ func (m *Mirror) applyPolicy(ctx context.Context, p *kpolicy) bool {
 		m.pols[mp.PolicyID] = rec
 	}
 	rec.pol = *mp
-	var want []bypassKey
-	if mp.Action == model.ActionIPsec {
-		want = bypassesFor(p)
-	}
 	m.setBypass(rec, want, bypassPriority(mp.Priority))
 	return true
 }
@@ -563,6 +583,11 @@ func (m *Mirror) resync(ctx context.Context, conn Conn) (mirrored, refused int, 
 		}
 		kps = append(kps, p)
 	}
+	// the global pairs first: with them in, the daemon's policies need
+	// no pair of their own (bypass.go)
+	if err := m.installGlobals(conn); err != nil {
+		return mirrored, refused, err
+	}
 	seenPol := make(map[model.PolicyID]bool)
 	for _, p := range kps {
 		if _, err := toPolicy(p); errors.Is(err, errNotMirrored) {
@@ -590,13 +615,6 @@ func (m *Mirror) resync(ctx context.Context, conn Conn) (mirrored, refused int, 
 	}
 	for _, k := range globalBypasses() {
 		wanted[k] = true
-		if p, ok := m.bypass[k]; ok && p == 0 {
-			continue
-		}
-		if err := conn.Do(nl.XFRM_MSG_UPDPOLICY, 0, bypassAdd(k, 0)); err != nil {
-			return mirrored, refused, fmt.Errorf("installing the global bypass policies (the kernel could encrypt with the fast path's keys): %w", err)
-		}
-		m.bypass[k] = 0
 	}
 	for k := range m.bypass {
 		if wanted[k] {

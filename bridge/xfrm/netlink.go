@@ -15,7 +15,7 @@ import (
 )
 
 // The kernel's XFRM over netlink (NETLINK_XFRM): one socket subscribed to
-// the SA, policy and expire groups, one for dumps and requests. Raw
+// the SA, policy, expire and migrate groups, one for dumps and requests. Raw
 // sockets rather than vishvananda/netlink's handles: its XFRM monitor
 // parses only expire and acquire, and the bytes of every message that
 // carries keys must be wiped, including in the receive buffer.
@@ -42,7 +42,7 @@ func Dial() (Conn, error) {
 	c := &nlConn{sub: -1, req: -1, buf: make([]byte, 1<<16)}
 	c.mu.rbuf = make([]byte, 1<<16)
 	var err error
-	if c.sub, err = open(1<<(nl.XFRMNLGRP_SA-1) | 1<<(nl.XFRMNLGRP_POLICY-1) | 1<<(nl.XFRMNLGRP_EXPIRE-1)); err != nil {
+	if c.sub, err = open(1<<(nl.XFRMNLGRP_SA-1) | 1<<(nl.XFRMNLGRP_POLICY-1) | 1<<(nl.XFRMNLGRP_EXPIRE-1) | 1<<(nl.XFRMNLGRP_MIGRATE-1)); err != nil {
 		return nil, fmt.Errorf("subscribe to XFRM: %w", err)
 	}
 	if err := unix.SetsockoptInt(c.sub, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, subscribeRcvBuf); err != nil {

@@ -127,7 +127,8 @@ func TestKernelPolicyBypass(t *testing.T) {
 		t.Fatal("no replay")
 	}
 	pols := ipns(t, name, "xfrm", "policy", "list")
-	// the daemon's two, and two bypass policies each, one priority better
+	// the daemon's two, the global pairs at priority 0, and no pair of
+	// the daemon's policies' own (it would break the daemon's MIGRATE)
 	for _, want := range []string{
 		"src 10.1.0.0/16 dst 10.2.0.0/16 \n\tdir out priority 1000",
 		"src 10.2.0.0/16 dst 10.1.0.0/16 \n\tdir fwd priority 1000",
@@ -136,8 +137,11 @@ func TestKernelPolicyBypass(t *testing.T) {
 			t.Errorf("missing %q in\n%s", want, pols)
 		}
 	}
-	if n := strings.Count(pols, "priority 999"); n != 4 {
-		t.Errorf("%d bypass policies, want 4:\n%s", n, pols)
+	if n := strings.Count(pols, "priority 0 "); n != 12 {
+		t.Errorf("%d global bypass policies, want 12:\n%s", n, pols)
+	}
+	if n := strings.Count(pols, "priority 999"); n != 0 {
+		t.Errorf("%d bypass policies of the daemon's policies' own, want none:\n%s", n, pols)
 	}
 	if strings.Contains(pols, "10.7.0.0/16") {
 		t.Errorf("stale bypass policy left:\n%s", pols)
@@ -157,28 +161,24 @@ func TestKernelPolicyBypass(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if strings.Contains(pols, "dst 10.2.0.0/16") {
-		t.Fatalf("bypass policies left after the daemon's policy went:\n%s", pols)
-	}
-	if n := strings.Count(pols, "priority 999"); n != 2 {
-		t.Errorf("%d bypass policies, want the fwd pair:\n%s", n, pols)
+		t.Fatalf("policies left after the daemon's policy went:\n%s", pols)
 	}
 	_, _, refs := eng.snapshot()
 	if len(refs) != 1 {
 		t.Errorf("engine has %d policies, want 1", len(refs))
 	}
-	// a new policy from the daemon gets its pair
-	ipns(t, name, "xfrm", "policy", "add", "src", "10.3.0.0/16", "dst", "10.4.0.0/16", "dir", "out",
-		"priority", "300", "tmpl", "src", "192.0.2.1", "dst", "198.51.100.3", "proto", "esp", "reqid", "8", "mode", "tunnel")
+	// a flush takes the global pairs too: they come back at once
+	ipns(t, name, "xfrm", "policy", "flush")
 	deadline = time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		pols = ipns(t, name, "xfrm", "policy", "list")
-		if strings.Count(pols, "priority 299") == 2 {
+		if strings.Count(pols, "priority 0 ") == 12 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if strings.Count(pols, "priority 299") != 2 {
-		t.Fatalf("no bypass pair for the new policy:\n%s", pols)
+	if n := strings.Count(pols, "priority 0 "); n != 12 {
+		t.Fatalf("%d global bypass policies after a flush, want 12:\n%s", n, pols)
 	}
 	t.Logf("kernel policies:\n%s", pols)
 }

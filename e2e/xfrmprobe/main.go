@@ -56,14 +56,21 @@ func (d *countingDP) DelSA(id model.SAID) error {
 }
 
 func (d *countingDP) MoveSA(id model.SAID, src, dst netip.Addr, sport, dport uint16, encap bool) error {
-	say("SA move spi=0x%08x", id.SPI)
+	d.mu.Lock()
+	if s, ok := d.sas[id]; ok {
+		delete(d.sas, id)
+		id.Dst = dst
+		d.sas[id] = s // its counters go on under its new ID
+	}
+	d.mu.Unlock()
+	say("SA move spi=0x%08x src=%s dst=%s encap=%v sport=%d dport=%d", id.SPI, src, dst, encap, sport, dport)
 	return nil
 }
 func (d *countingDP) ExpireSA(id model.SAID) error { say("SA expire spi=0x%08x", id.SPI); return nil }
 func (d *countingDP) BlockSA(id model.SAID) error  { say("SA block spi=0x%08x", id.SPI); return nil }
 func (d *countingDP) SetPolicy(b dataplane.Binding) error {
-	say("policy set sel=%q dir=%s action=%s reqid=%d prio=%d bound=%v", b.Policy.Sel.String(), b.Policy.Dir, b.Policy.Action,
-		b.Policy.Reqid, b.Policy.Priority, b.HasSA)
+	say("policy set sel=%q dir=%s action=%s reqid=%d prio=%d bound=%v tmpl=%s->%s", b.Policy.Sel.String(), b.Policy.Dir, b.Policy.Action,
+		b.Policy.Reqid, b.Policy.Priority, b.HasSA, b.Policy.TmplSrc, b.Policy.TmplDst)
 	return nil
 }
 func (d *countingDP) DelPolicy(id model.PolicyID) error {
