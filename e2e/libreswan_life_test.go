@@ -251,7 +251,7 @@ func globalBypasses(ctx context.Context, gw *lab.UML) (int, string, error) {
 	flush := func() {
 		p := strings.Join(cur, "\n")
 		if (strings.HasPrefix(p, "src 0.0.0.0/0 dst 0.0.0.0/0") || strings.HasPrefix(p, "src ::/0 dst ::/0")) &&
-			strings.Contains(p, "priority 0 ") && regexp.MustCompile(`mark 0x[01]/0x1\b`).MatchString(p) &&
+			strings.Contains(p, "priority 0 ") && regexp.MustCompile(`mark (0|0x1)/0x1\b`).MatchString(p) &&
 			!strings.Contains(p, "tmpl") {
 			n++
 		}
