@@ -27,7 +27,7 @@ import (
 // startLibreswan starts a libreswan gateway with conn and waits until
 // pluto's outbound policy is bound to its SA in the fast path. On failure
 // the test's log gets swanpathd's and pluto's last lines.
-func startLibreswan(t *testing.T, ctx context.Context, conn lab.LibreswanConn) (*lab.Lab, *lab.XFRMGateway, *lab.UML) {
+func startLibreswan(t *testing.T, ctx context.Context, conn lab.LibreswanConn, tun lab.Tunnel) (*lab.Lab, *lab.XFRMGateway, *lab.UML) {
 	t.Helper()
 	if why := lab.UMLAvailable(); why != "" {
 		t.Skip(why)
@@ -42,8 +42,8 @@ func startLibreswan(t *testing.T, ctx context.Context, conn lab.LibreswanConn) (
 	}
 	l := lab.New(t, lab.Options{KernelGatewayRoot: root})
 	t0 := time.Now()
-	conn.Encap = true
-	g, err := l.StartXFRMGateway(ctx, swanpathdBin, swanpathctlBin, conn, lab.Tunnel{Encap: true})
+	conn.Encap, tun.Encap = true, true
+	g, err := l.StartXFRMGateway(ctx, swanpathdBin, swanpathctlBin, conn, tun)
 	if g != nil && g.D != nil {
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -310,7 +310,7 @@ func plaintextOnWAN(pkts []lab.Packet) []lab.Packet {
 
 var (
 	childEstablished = regexp.MustCompile(`established Child SA|IPsec SA established`)
-	ikeEstablished   = regexp.MustCompile(`established IKE SA`)
+	ikeEstablished   = regexp.MustCompile(`established IKE SA|rekeyed IKE SA`)
 	softExpire       = regexp.MustCompile(`received soft EXPIRE for \S+ SPI ([0-9a-f]+) bytes (\d+) packets (\d+)`)
 	mirrorExpire     = "xfrm mirror: SA expired in the kernel for the IKE daemon"
 )
@@ -335,7 +335,10 @@ func TestLibreswanRekey(t *testing.T) {
 	const maxBytes = 1 << 20
 	l, g, gw := startLibreswan(t, ctx, lab.LibreswanConn{
 		SALifetime: 24 * time.Second, RekeyMargin: 8 * time.Second, RekeyFuzz: "0%",
-		IKELifetime: 40 * time.Second, IPsecMaxBytes: maxBytes})
+		IKELifetime: 40 * time.Second, IPsecMaxBytes: maxBytes},
+		// pluto rekeys the Child SA with PFS (the IKE SA's DH group):
+		// the peer must accept a KE payload in CREATE_CHILD_SA
+		lab.Tunnel{ESPProposals: "aes128gcm16-curve25519"})
 	if err := l.Ping(ctx, lab.H1, lab.H2Addr, 2); err != nil {
 		t.Fatal(err)
 	}
@@ -346,13 +349,14 @@ func TestLibreswanRekey(t *testing.T) {
 	}
 	defer cw.stop()
 
-	// the slow streams: ~80 x 228 bytes/s, ~0.3 MB in 16 s, below the
-	// soft byte limit
+	// the slow streams: 40 x 128 bytes/s, ~80 kB in 16 s, well below the
+	// soft byte limit (pluto puts it at ~30% of ipsec-max-bytes, seen
+	// 277-360 kB; a stream of 80 x 228 bytes/s reached it by 16 s)
 	t0 := time.Now()
 	var slow []*lab.UDPSeq
 	for _, o := range []lab.SeqOptions{
-		{From: lab.H1, To: lab.H2, ToAddr: lab.H2Addr, Port: 7001, Rate: 80, Duration: 60 * time.Second, Size: 200},
-		{From: lab.H2, To: lab.H1, ToAddr: lab.H1Addr, Port: 7002, Rate: 80, Duration: 60 * time.Second, Size: 200},
+		{From: lab.H1, To: lab.H2, ToAddr: lab.H2Addr, Port: 7001, Rate: 40, Duration: 60 * time.Second, Size: 100},
+		{From: lab.H2, To: lab.H1, ToAddr: lab.H1Addr, Port: 7002, Rate: 40, Duration: 60 * time.Second, Size: 100},
 	} {
 		s, err := l.StartUDPSeq(ctx, o)
 		if err != nil {
@@ -374,7 +378,7 @@ func TestLibreswanRekey(t *testing.T) {
 	if m := softExpire.FindAllString(plutoBefore, -1); len(m) > 0 {
 		t.Errorf("pluto got EXPIREs before the fast stream, the rekeys so far were not by time alone: %q", m)
 	}
-	timeRekeys := len(w.seen("out", t0, tBurst)) - 1
+	timeRekeys := len(w.seen("out", t0, tBurst))
 	// the fast streams: 250 x 1000 bytes/s each way for 10 s
 	l.RunUDPSeqs(ctx, t,
 		lab.SeqOptions{From: lab.H1, To: lab.H2, ToAddr: lab.H2Addr, Port: 7003, Rate: 250, Duration: 10 * time.Second, Size: 1000},
@@ -410,10 +414,11 @@ func TestLibreswanRekey(t *testing.T) {
 	for _, m := range expires {
 		var b uint64
 		fmt.Sscan(m[2], &b)
-		// the soft limit is about half of ipsec-max-bytes; the counters
-		// pluto reads come from the fast path (NEWAE before EXPIRE)
-		if b < maxBytes/4 || b > maxBytes {
-			t.Errorf("pluto's soft EXPIRE for SPI %s at %d bytes; want about half of ipsec-max-bytes %d", m[1], b, maxBytes)
+		// the soft limit is pluto's share of ipsec-max-bytes (fuzzed);
+		// the counters pluto reads come from the fast path (NEWAE before
+		// EXPIRE)
+		if b < maxBytes/5 || b > maxBytes {
+			t.Errorf("pluto's soft EXPIRE for SPI %s at %d bytes; want its soft limit, a share of ipsec-max-bytes %d", m[1], b, maxBytes)
 		}
 	}
 	if byBytes < 2 {
@@ -494,7 +499,7 @@ func TestLibreswanRekey(t *testing.T) {
 func TestLibreswanRestarts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	l, g, gw := startLibreswan(t, ctx, lab.LibreswanConn{})
+	l, g, gw := startLibreswan(t, ctx, lab.LibreswanConn{}, lab.Tunnel{})
 	if err := l.Ping(ctx, lab.H1, lab.H2Addr, 2); err != nil {
 		t.Fatal(err)
 	}
