@@ -118,8 +118,8 @@ type LibreswanConn struct {
 	// Lifetimes (ipsec.conf(5) of libreswan 4.10); zero leaves
 	// libreswan's default. pluto replaces an SA rekeymargin (minus
 	// rekeyfuzz percent of it, at random) before its lifetime ends; the
-	// kernel gets the lifetime as the SA's hard limit, and for
-	// ipsec-max-bytes (in and out each) a soft limit at about half.
+	// kernel gets ipsec-max-bytes (in and out each) as the SA's hard
+	// byte limit and a fuzzed share of it as the soft one (seen: 26-35%).
 	SALifetime    time.Duration // salifetime=
 	IKELifetime   time.Duration // ikelifetime=
 	RekeyMargin   time.Duration // rekeymargin=
