@@ -267,6 +267,27 @@ func globalBypasses(ctx context.Context, gw *lab.UML) (int, string, error) {
 	return n, out, nil
 }
 
+// logLibreswanDrops logs, for a stream that lost datagrams, the fast
+// path's drops by reason and the gateway kernel's view of its wires.
+func logLibreswanDrops(t *testing.T, ctx context.Context, g *lab.XFRMGateway, gw *lab.UML) {
+	t.Helper()
+	if st, err := g.D.Stats(ctx); err == nil {
+		for _, port := range []string{"lan", "wan"} {
+			var drops []string
+			for k, v := range st[port] {
+				if (strings.HasPrefix(k, "drop_") || strings.Contains(k, "miss") || strings.Contains(k, "err")) && v != 0 {
+					drops = append(drops, fmt.Sprintf("%s=%d", k, v))
+				}
+			}
+			slices.Sort(drops)
+			t.Logf("fast path port %s: %s", port, strings.Join(drops, " "))
+		}
+	}
+	if out, err := gw.Exec(ctx, "ip", "-s", "link"); err == nil {
+		t.Logf("gateway links:\n%s", out)
+	}
+}
+
 // espSeq is one ESP packet's SPI and sequence number.
 type espSeq struct {
 	spi, seq uint32
@@ -325,7 +346,7 @@ var (
 // processes none of their packets); the fast path counts, the engine's
 // lifetime check fires, the mirror sends XFRM_MSG_EXPIRE on the kernel's
 // SA, pluto logs "received soft EXPIRE ... bytes N" with N at the limit
-// and rekeys: a second stream of ~2.5 MB each way runs for 10 s once the
+// and rekeys: a second stream of ~2.2 MB each way runs for 12 s once the
 // time rekeys are seen, and the SAs turn over several times within it.
 // ikelifetime=40s rekeys the IKE SA too. At the end the fast path and the
 // kernel hold the same one SA pair: the old SAs left both.
@@ -379,10 +400,27 @@ func TestLibreswanRekey(t *testing.T) {
 		t.Errorf("pluto got EXPIREs before the fast stream, the rekeys so far were not by time alone: %q", m)
 	}
 	timeRekeys := len(w.seen("out", t0, tBurst))
-	// the fast streams: 250 x 1000 bytes/s each way for 10 s
-	l.RunUDPSeqs(ctx, t,
-		lab.SeqOptions{From: lab.H1, To: lab.H2, ToAddr: lab.H2Addr, Port: 7003, Rate: 250, Duration: 10 * time.Second, Size: 1000},
-		lab.SeqOptions{From: lab.H2, To: lab.H1, ToAddr: lab.H1Addr, Port: 7004, Rate: 250, Duration: 10 * time.Second, Size: 1000})
+	// the fast streams: 150 x 1200 bytes/s each way for 12 s (~2.2 MB)
+	var fast []*lab.UDPSeq
+	for _, o := range []lab.SeqOptions{
+		{From: lab.H1, To: lab.H2, ToAddr: lab.H2Addr, Port: 7003, Rate: 150, Duration: 12 * time.Second, Size: 1200},
+		{From: lab.H2, To: lab.H1, ToAddr: lab.H1Addr, Port: 7004, Rate: 150, Duration: 12 * time.Second, Size: 1200},
+	} {
+		s, err := l.StartUDPSeq(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast = append(fast, s)
+	}
+	for i, s := range fast {
+		r, err := s.Wait(ctx)
+		if err != nil || !r.Exact() {
+			t.Errorf("fast stream %d: %v: %s", i, err, r)
+			logLibreswanDrops(t, ctx, g, gw)
+		} else {
+			t.Logf("fast stream %d: %s", i, r)
+		}
+	}
 	tBurstEnd := time.Now()
 	for i, s := range slow {
 		r, err := s.Wait(ctx)
@@ -422,7 +460,9 @@ func TestLibreswanRekey(t *testing.T) {
 		}
 	}
 	if byBytes < 2 {
-		t.Errorf("%d new outbound SAs during ~2.5 MB each way with ipsec-max-bytes=%d: want at least 2 rekeys by bytes", byBytes, maxBytes)
+		t.Errorf("%d new outbound SAs during ~2.2 MB each way with ipsec-max-bytes=%d: want at least 2 rekeys by bytes", byBytes, maxBytes)
+	} else if byBytes < len(expires)/2 {
+		t.Logf("%d new outbound SAs for %d EXPIREs (pluto takes one EXPIRE per SA of a pair)", byBytes, len(expires))
 	}
 	// every SA the fast path had stayed under ipsec-max-bytes
 	for _, dir := range []string{"in", "out"} {
