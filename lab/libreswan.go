@@ -114,6 +114,17 @@ type LibreswanConn struct {
 	Encap bool   // encapsulation=yes
 	Extra []string
 	PSK   string // Tunnel's default by default
+
+	// Lifetimes (ipsec.conf(5) of libreswan 4.10); zero leaves
+	// libreswan's default. pluto replaces an SA rekeymargin (minus
+	// rekeyfuzz percent of it, at random) before its lifetime ends; the
+	// kernel gets ipsec-max-bytes (in and out each) as the SA's hard
+	// byte limit and a fuzzed share of it as the soft one (seen: 26-35%).
+	SALifetime    time.Duration // salifetime=
+	IKELifetime   time.Duration // ikelifetime=
+	RekeyMargin   time.Duration // rekeymargin=
+	RekeyFuzz     string        // rekeyfuzz=, e.g. "0%"
+	IPsecMaxBytes uint64        // ipsec-max-bytes=
 }
 
 func (c LibreswanConn) withDefaults() LibreswanConn {
@@ -156,6 +167,22 @@ conn %s
 	encapsulation=%s
 	auto=add
 `, c.Name, GWWanAddr, LeftNet, PRWanAddr, RightNet, c.IKE, c.ESP, map[bool]string{true: "yes", false: "no"}[c.Encap])
+	secs := func(d time.Duration) string { return fmt.Sprintf("%ds", int64(d/time.Second)) }
+	for _, o := range []struct {
+		key string
+		val string
+		set bool
+	}{
+		{"salifetime", secs(c.SALifetime), c.SALifetime > 0},
+		{"ikelifetime", secs(c.IKELifetime), c.IKELifetime > 0},
+		{"rekeymargin", secs(c.RekeyMargin), c.RekeyMargin > 0},
+		{"rekeyfuzz", c.RekeyFuzz, c.RekeyFuzz != ""},
+		{"ipsec-max-bytes", fmt.Sprint(c.IPsecMaxBytes), c.IPsecMaxBytes > 0},
+	} {
+		if o.set {
+			fmt.Fprintf(&b, "\t%s=%s\n", o.key, o.val)
+		}
+	}
 	for _, e := range c.Extra {
 		fmt.Fprintf(&b, "\t%s\n", e)
 	}
@@ -224,6 +251,32 @@ func (p *Pluto) start(ctx context.Context) error {
 func (p *Pluto) Restart(ctx context.Context) error {
 	if err := p.proc.Stop(); err != nil {
 		return err
+	}
+	return p.start(ctx)
+}
+
+// ServiceRestart restarts pluto as Debian's ipsec.service does on
+// `ipsec restart`: `whack --shutdown` (pluto deletes its SAs and tells the
+// peer), then the unit's ExecStopPost and the `_stackmanager start` of its
+// ExecStartPre flush the kernel's XFRM policies and SAs (twice: once
+// after the stop, once before the start), then pluto starts with the
+// connection added. The connection is not brought up.
+func (p *Pluto) ServiceRestart(ctx context.Context) error {
+	if _, err := p.Ipsec(ctx, "whack", "--shutdown"); err != nil {
+		return fmt.Errorf("pluto shutdown: %w\n%s", err, p.proc.Tail(20))
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	err := p.proc.Wait(wctx)
+	cancel()
+	if errors.Is(err, wctx.Err()) && err != nil {
+		_ = p.proc.Stop()
+	}
+	for i := 0; i < 2; i++ {
+		for _, what := range []string{"policy", "state"} {
+			if _, err := p.u.Exec(ctx, "ip", "xfrm", what, "flush"); err != nil {
+				return err
+			}
+		}
 	}
 	return p.start(ctx)
 }

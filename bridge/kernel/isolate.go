@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -79,8 +80,36 @@ func isolateTC(ifname string) error {
 	f := &netlink.MatchAll{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS,
 		Priority: 1, Protocol: unix.ETH_P_ALL},
 		Actions: []netlink.Action{&netlink.GenericAction{ActionAttrs: netlink.ActionAttrs{Action: netlink.TC_ACT_SHOT}}}}
-	if err := netlink.FilterReplace(f); err != nil {
+	err = netlink.FilterReplace(f)
+	if errors.Is(err, unix.EEXIST) && hasDropAll(link) {
+		// an earlier run's (it stays after swanpathd exits): matchall
+		// filters cannot be changed, only deleted, which would let the
+		// kernel have the port's frames for a moment
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("matchall drop filter: %w", err)
 	}
 	return nil
+}
+
+// hasDropAll says whether link's tc ingress has isolateTC's filter: a
+// matchall at priority 1 whose action drops.
+func hasDropAll(link netlink.Link) bool {
+	fs, err := netlink.FilterList(link, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		return false
+	}
+	for _, f := range fs {
+		m, ok := f.(*netlink.MatchAll)
+		if !ok || m.Priority != 1 {
+			continue
+		}
+		for _, a := range m.Actions {
+			if a.Attrs().Action == netlink.TC_ACT_SHOT {
+				return true
+			}
+		}
+	}
+	return false
 }

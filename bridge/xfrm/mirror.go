@@ -296,20 +296,16 @@ func (m *Mirror) handle(ctx context.Context, msg Message) {
 			m.delPolicyMsg(ctx, p)
 		}
 	case nl.XFRM_MSG_FLUSHPOLICY:
-		for id := range m.pols {
+		// the flush took swanpathd's bypass policies too: the per-policy
+		// pairs go with the mirrored policies, the global pairs come back
+		// at once (`ipsec restart` flushes before and after pluto: without
+		// them the kernel would encrypt with the next SAs' keys)
+		clear(m.bypass)
+		for id, rec := range m.pols {
+			rec.bypass = nil // gone with the flush
 			m.delPolicy(ctx, id)
 		}
-		// the flush took swanpathd's bypass policies too: the global
-		// pairs come back at once, before the daemon's next policies
-		clear(m.bypass)
-		m.mu.Lock()
-		conn := m.mu.conn
-		m.mu.Unlock()
-		if conn != nil {
-			if err := m.installGlobals(conn); err != nil {
-				m.log.Error("xfrm mirror: after a flush of the policies", "err", err)
-			}
-		}
+		m.reinstallGlobals()
 	case nl.XFRM_MSG_MIGRATE:
 		mg, err := parseMigrate(msg.Data)
 		if err != nil {
@@ -453,17 +449,8 @@ func (m *Mirror) delPolicyMsg(ctx context.Context, p *kpolicy) {
 		k := bypassKey{sel: p.info.Sel, dir: p.info.Dir, mark: p.mark}
 		delete(m.bypass, k)
 		if isGlobal(k) {
-			m.mu.Lock()
-			conn := m.mu.conn
-			m.mu.Unlock()
 			m.log.Warn("xfrm mirror: a global bypass policy was removed by someone else; installing it again", "dir", k.dir)
-			if conn != nil {
-				if err := conn.Do(nl.XFRM_MSG_UPDPOLICY, 0, bypassAdd(k, 0)); err != nil {
-					m.log.Error("xfrm mirror: installing a global bypass policy failed: the kernel may encrypt with the fast path's keys", "dir", k.dir, "err", err)
-				} else {
-					m.bypass[k] = 0
-				}
-			}
+			m.reinstallGlobals()
 			return
 		}
 		for _, rec := range m.pols {
@@ -490,6 +477,22 @@ func (m *Mirror) delPolicy(ctx context.Context, id model.PolicyID) {
 		m.log.Warn("xfrm mirror: deleting policy failed", "sel", id.Sel.String(), "dir", id.Dir.String(), "err", err)
 	}
 	m.setBypass(rec, nil, 0)
+}
+
+// reinstallGlobals installs the global bypass pairs the kernel lacks
+// (after someone removed one, or flushed every policy).
+func (m *Mirror) reinstallGlobals() {
+	m.mu.Lock()
+	conn := m.mu.conn
+	m.mu.Unlock()
+	if conn == nil || m.globalsIn() {
+		return
+	}
+	if err := m.installGlobals(conn); err != nil {
+		m.log.Error("xfrm mirror: global bypass policies not back", "err", err)
+		return
+	}
+	m.log.Info("xfrm mirror: global bypass policies installed again")
 }
 
 // setBypass makes rec's bypass policies want at priority prio.

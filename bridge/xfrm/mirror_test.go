@@ -509,3 +509,53 @@ func TestMirrorResyncOnOverrun(t *testing.T) {
 		t.Fatalf("calls %q", calls)
 	}
 }
+
+// TestMirrorFlushKeepsGlobalBypass: `ip xfrm policy flush` (libreswan's
+// `ipsec restart` runs it after pluto stops and again before pluto
+// starts) takes swanpathd's bypass policies with the daemon's. The global
+// pairs come back at once, so that the kernel never applies the policies
+// pluto installs next with its own copies of the new SAs; the per-policy
+// pairs are not removed one by one (the flush took them) and come back
+// with the next mirrored policy.
+func TestMirrorFlushKeepsGlobalBypass(t *testing.T) {
+	conn := newFakeConn()
+	conn.sas = [][]byte{saIn.msg(), saOut.msg()}
+	conn.pols = [][]byte{polOut.msg(), polIn.msg()}
+	h := start(t, conn)
+	adds, dels := len(conn.requests(nl.XFRM_MSG_UPDPOLICY)), len(conn.requests(nl.XFRM_MSG_DELPOLICY))
+
+	h.send(nil, Message{nl.XFRM_MSG_FLUSHPOLICY, nil})
+	if _, _, pols := h.eng.snapshot(); len(pols) != 0 {
+		t.Fatalf("%d policies after flush", len(pols))
+	}
+	global := map[bypassKey]bool{}
+	for _, r := range conn.requests(nl.XFRM_MSG_UPDPOLICY)[adds:] {
+		p, err := parsePolicy(r.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := bypassKey{sel: p.info.Sel, dir: p.info.Dir, mark: p.mark}
+		if !isGlobal(k) || !isBypass(p) || p.info.Priority != 0 {
+			t.Errorf("after the flush: policy %+v installed, want only the global bypass pairs", p.info)
+		}
+		global[k] = true
+	}
+	if len(global) != 12 {
+		t.Fatalf("%d global bypass policies installed again after the flush, want 12 (2 families, 3 directions, 2 marks)", len(global))
+	}
+	if n := len(conn.requests(nl.XFRM_MSG_DELPOLICY)) - dels; n != 0 {
+		t.Errorf("%d policies deleted after the flush; the flush took them already", n)
+	}
+	// pluto installs its policies again: their bypass pairs come back
+	adds = len(conn.requests(nl.XFRM_MSG_UPDPOLICY))
+	h.send(nil, Message{nl.XFRM_MSG_NEWPOLICY, polOut.msg()})
+	if n := len(conn.requests(nl.XFRM_MSG_UPDPOLICY)) - adds; n != 2 {
+		t.Fatalf("%d bypass policies for the policy installed after the flush, want its pair", n)
+	}
+	// a second flush: all twelve again, not only those changed since
+	adds = len(conn.requests(nl.XFRM_MSG_UPDPOLICY))
+	h.send(nil, Message{nl.XFRM_MSG_FLUSHPOLICY, nil})
+	if n := len(conn.requests(nl.XFRM_MSG_UPDPOLICY)) - adds; n != 12 {
+		t.Fatalf("%d global bypass policies after the second flush, want 12", n)
+	}
+}
