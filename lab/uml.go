@@ -268,8 +268,14 @@ echo /run/uml/modprobe > /proc/sys/kernel/modprobe
 for m in %s; do /run/uml/modprobe $m || echo "init: modprobe $m failed"; done
 ip link set lo up
 `, u.name, u.mounts(), u.HostPath(u.tools.agent), UMLModules, strings.Join(umlModules, " "))
+	// GRO off: the vector driver hands what it receives to GRO, which
+	// merges a TCP flow's segments into one large frame before a packet
+	// socket sees it; swanpathd's net_af_packet ports (frames of at most
+	// 2 KiB) lost those, and TCP from the LAN through a kernel gateway
+	// crawled at ~0.3 Mbit/s on retransmissions (TestLibreswanGateway's
+	// iperf3)
 	for i, ifc := range u.ifaces {
-		fmt.Fprintf(&b, "ip link set vec%d name %s\nethtool -K %s tx off >/dev/null 2>&1\nip link set %s up\n", i, ifc, ifc, ifc)
+		fmt.Fprintf(&b, "ip link set vec%d name %s\nethtool -K %s tx off >/dev/null 2>&1\nethtool -K %s gro off >/dev/null 2>&1\nip link set %s up\n", i, ifc, ifc, ifc, ifc)
 	}
 	fmt.Fprintf(&b, `ip link set vec%d name %s
 ip addr add %s/30 dev %s
