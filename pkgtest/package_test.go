@@ -167,7 +167,8 @@ systemctl disable strongswan.service >/dev/null 2>&1 || true`)
 		t.Logf("stalled worker: swanpathd restarted after %s", time.Since(start).Round(100*time.Millisecond))
 		ping(t, ctx, l, "after the watchdog restart")
 		if got := childSPIs(t, ctx, pr); !equal(got, spis) {
-			t.Errorf("CHILD_SA renegotiated: SPIs %v, were %v", got, spis)
+			t.Errorf("CHILD_SA renegotiated: SPIs %v, were %v; swanpathd's journal:\n%s", got, spis,
+				tail(c.must(t, ctx, "journalctl", "-u", "swanpathd", "--no-pager"), 40))
 		}
 		if j := c.must(t, ctx, "journalctl", "-u", "swanpathd", "--no-pager"); !strings.Contains(j, "makes no progress") || !strings.Contains(j, "atchdog") {
 			t.Errorf("the journal does not tell the stall and the watchdog:\n%s", tail(j, 30))
