@@ -200,11 +200,12 @@ piece_of(const struct rte_mbuf *m, struct piece *p)
  * SP_CNT_MAX when the fragment may go in.
  */
 static enum sp_cnt
-check(const struct rte_mbuf *m, int v6)
+check(const struct rte_mbuf *m, int v6, struct piece *pp)
 {
 	struct piece p;
 
 	piece_of(m, &p);
+	*pp = p;
 	if (p.len <= 0 || (p.more && (p.len & 7)))
 		return SP_CNT_FRAG_BAD;
 	if (p.ofs + p.len + (v6 ? 0 : (int32_t)m->l3_len) > UINT16_MAX)
@@ -320,6 +321,27 @@ reassemble(struct sp_frag *fr, struct rte_ip_frag_tbl *t, struct rte_mbuf *m, ui
 }
 
 /*
+ * An IPv6 atomic fragment (offset 0, no more: a host told that the path
+ * MTU is below 1280 sends them) is a whole packet to be processed on its
+ * own (RFC 6946 §4); the library would wait for pieces that never come.
+ * The fragment header goes, the rest moves up to close the gap.
+ */
+static struct rte_mbuf *
+atomic(struct sp_frag *fr, uint32_t port, struct rte_mbuf *m, uint8_t *l3)
+{
+	struct rte_ipv6_hdr *ip = (struct rte_ipv6_hdr *)l3;
+	struct rte_ipv6_fragment_ext *fh = (struct rte_ipv6_fragment_ext *)(ip + 1);
+	uint32_t front = m->l2_len + sizeof(*ip);
+
+	ip->proto = fh->next_header;
+	ip->payload_len = rte_cpu_to_be_16(rte_be_to_cpu_16(ip->payload_len) - sizeof(*fh));
+	memmove(rte_pktmbuf_mtod_offset(m, uint8_t *, sizeof(*fh)), rte_pktmbuf_mtod(m, uint8_t *), front);
+	rte_pktmbuf_adj(m, sizeof(*fh));
+	count(fr, port, SP_CNT_FRAG_IN, 1);
+	return m;
+}
+
+/*
  * A fragment m (its IP header l2 bytes in, lengths checked by ip_parse)
  * that came in on port: the whole packet, in one mbuf (data where m's
  * was), once its last fragment is here; else NULL (kept for the others,
@@ -334,20 +356,23 @@ sp_frag_in(struct sp_frag *fr, uint32_t port, enum sp_frag_kind kind, struct rte
 	struct rte_mbuf *whole, *one;
 	int v6 = (*l3 >> 4) == 6;
 	enum sp_cnt why;
+	struct piece p;
 	uint32_t n;
 
 	fr->last_in = now;
 	m->l2_len = l2;
 	if (!v6) {
 		m->l3_len = rte_ipv4_hdr_len((struct rte_ipv4_hdr *)l3);
-		why = check(m, 0);
+		why = check(m, 0, &p);
 	} else {
 		m->l3_len = sizeof(struct rte_ipv6_hdr) + sizeof(struct rte_ipv6_fragment_ext);
 		/* the library takes a fragment header only right behind the
 		 * IPv6 header (where Linux puts it unless hop-by-hop options
 		 * or a routing header come first) */
-		why = ((struct rte_ipv6_hdr *)l3)->proto != IPPROTO_FRAGMENT ? SP_CNT_FRAG_BAD : check(m, 1);
+		why = ((struct rte_ipv6_hdr *)l3)->proto != IPPROTO_FRAGMENT ? SP_CNT_FRAG_BAD : check(m, 1, &p);
 	}
+	if (why == SP_CNT_MAX && v6 && p.ofs == 0 && !p.more)
+		return atomic(fr, port, m, l3);
 	if (why == SP_CNT_MAX && t == NULL)
 		why = SP_CNT_FRAG_TABLE_FULL;
 	if (why != SP_CNT_MAX) {

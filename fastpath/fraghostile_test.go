@@ -24,6 +24,7 @@ import (
 //   - a piece ending beyond 65,535 bytes, IPv6 and IPv4 (frag_oversize);
 //   - no data, a non-last piece not a multiple of 8 bytes, a fragment
 //     header behind a destination options header (frag_bad);
+//   - an IPv6 atomic fragment is no hostile one: taken whole at once;
 //   - a flood of 320 datagrams that never complete, more than a table
 //     holds: the oldest are evicted (frag_evicted), a datagram sent after
 //     the flood is reassembled, every flood fragment is counted once;
@@ -125,6 +126,17 @@ func hostileFragCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, p
 		binary.BigEndian.PutUint16(p[4:], uint16(len(p)-40))
 		send6(p)
 	})
+
+	// an IPv6 atomic fragment (offset 0, no more) is a whole packet
+	// (RFC 6946): taken at once, nothing dropped
+	{
+		before := e.counters()
+		send6(piece6(h16, h26, next(), 0, false, ipv6udp(h16, h26, 1000, 2001, 64, data(64))[40:]))
+		e.wait("frag_in", before["frag_in"]+1)
+		if now := e.counters(); now["drop_frag"] != before["drop_frag"] || now["drop_malformed"] != before["drop_malformed"] {
+			t.Fatalf("atomic fragment: before %v after %v", before, now)
+		}
+	}
 
 	// The flood: 320 first pieces of datagrams that never complete, in
 	// groups of a burst, each group in before the next (so that the
