@@ -66,10 +66,23 @@
 	X(DROP_CLOSED, "drop_closed")           /* closed: before charon's replay, or no charon and no policy */ \
 	X(FRAG_IN, "frag_in")                   /* packets reassembled from fragments */ \
 	X(FRAG_OUT, "frag_out")                 /* fragments sent of packets fragmented here */ \
-	X(DROP_FRAG, "drop_frag")               /* fragments that could not be reassembled */ \
+	X(DROP_FRAG, "drop_frag")               /* fragments that could not be reassembled (reasons: frag_*) */ \
 	X(DROP_SPOOF, "drop_spoof")             /* plaintext from the wire claiming a protected source */ \
 	X(ICMP_LIMITED, "icmp_limited")         /* ICMP errors not sent: rate limit */ \
-	X(DROP_SEQ, "drop_seq")                 /* outbound SA without a safe sequence number */
+	X(DROP_SEQ, "drop_seq")                 /* outbound SA without a safe sequence number */ \
+	SP_FRAG_COUNTERS(X)
+
+/* Why fragments were dropped (dp_frag.c), each fragment counted once in
+ * one of these and in drop_frag, their sum. Kept apart from the list
+ * above, and last, so that counters added there merge cleanly. */
+#define SP_FRAG_COUNTERS(X) \
+	X(FRAG_BAD, "frag_bad")                 /* malformed: no data, non-last not 8-byte aligned, IPv6 fragment header behind other headers */ \
+	X(FRAG_OVERSIZE, "frag_oversize")       /* the datagram would exceed 65535 bytes, or not fit one reassembly buffer */ \
+	X(FRAG_OVERLAP, "frag_overlap")         /* overlapping, duplicate or inconsistent pieces: the datagram is dropped */ \
+	X(FRAG_TOO_MANY, "frag_too_many")       /* more pieces than RTE_LIBRTE_IP_FRAG_MAX_FRAG (8): the datagram is dropped */ \
+	X(FRAG_TIMEOUT, "frag_timeout")         /* not whole within the reassembly timeout */ \
+	X(FRAG_EVICTED, "frag_evicted")         /* given up early to make room: the table was full or held too many mbufs */ \
+	X(FRAG_TABLE_FULL, "frag_table_full")   /* no room for a new datagram even after evicting */
 
 #define SP_CNT_ENUM(e, name) SP_CNT_##e,
 enum sp_cnt {

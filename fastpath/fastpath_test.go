@@ -652,6 +652,7 @@ func TestFastpathChild(t *testing.T) {
 		{"10f hard lifetimes by bytes and packets (limits_test.go)", limitCases},
 		{"10g the gate, bypasses, reverse path, ICMP limits (edge_test.go)", edgeCases},
 		{"10h fragments (frag_test.go)", fragCases},
+		{"10h2 hostile fragments (fraghostile_test.go)", hostileFragCases},
 		{"10i start sequence numbers, replay window start, blocked SAs (seq_test.go)", seqCases},
 	} {
 		step(c.name, func(t *testing.T) { c.run(t, fp, wire, vb, portMAC) })
