@@ -103,3 +103,9 @@ func (l *Lab) MiddleboxCounts(ctx context.Context) (MiddleboxCounts, error) {
 
 // Middlebox says whether the lab has a middlebox (Options.Middlebox).
 func (l *Lab) Middlebox() bool { return l.topo.Middlebox != nil }
+
+// Sub is c less an earlier reading.
+func (c MiddleboxCounts) Sub(before MiddleboxCounts) MiddleboxCounts {
+	return MiddleboxCounts{FragsNear: c.FragsNear - before.FragsNear, FragsFar: c.FragsFar - before.FragsFar,
+		Dropped: c.Dropped - before.Dropped, FragNeeded: c.FragNeeded - before.FragNeeded}
+}

@@ -155,4 +155,5 @@ var CounterNames = []string{
 	"drop_policy", "drop_no_neigh", "drop_no_route", "drop_no_sa",
 	"drop_crypto", "drop_tx", "drop_nomem", "drop_mtu", "icmp_mtu", "drop_expired",
 	"drop_closed", "frag_in", "frag_out", "drop_frag", "drop_spoof", "icmp_limited", "drop_seq",
+	"pmtu_learned", "pmtu_ignored",
 }
