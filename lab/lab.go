@@ -347,6 +347,10 @@ func (l *Lab) build() error {
 	if err := l.bootKernels(); err != nil {
 		return err
 	}
+	// the rest gets its own time: a kernel host may take most of the
+	// first 30 s to boot on a loaded machine
+	ctx, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
 	// a kernel host's own interface on a link of another MTU: the
 	// same MTU inside (the veth of its shell alone would drop its frames)
 	for _, lk := range l.topo.Links {
