@@ -89,6 +89,13 @@ func TestMiddleboxPathMTU(t *testing.T) {
 		if wan["frag_out"] != wan0["frag_out"] || mb1.FragsNear != mb0.FragsNear {
 			t.Errorf("fragments on the WAN: gateway frag_out %d -> %d, middlebox %s", wan0["frag_out"], wan["frag_out"], mb1.Sub(mb0))
 		}
+		sas, err := g.d.SAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, ok := saByDir(sas, "out"); !ok || out.PathMTU != 1400 {
+			t.Errorf("swanpathctl sa: outbound SA's path MTU %d, want 1400 (%+v)", out.PathMTU, sas)
+		}
 		if !strings.Contains(route, "mtu 1338") {
 			t.Errorf("h1's path MTU to h2: %q, want 1338 (1400 less the SA's 60 bytes and padding)", route)
 		}

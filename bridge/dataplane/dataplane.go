@@ -118,6 +118,9 @@ type SACounters struct {
 	DropPolicy     uint64
 	Crypto         string // crypto device that runs it
 	CryptoMode     string // "cpu" (synchronous on the worker) or "lookaside" (queue pair)
+	// PathMTU is, for an outbound SA, the path MTU learned from ICMP
+	// about its ESP (0: none learned, or expired)
+	PathMTU uint16
 	// SeqUsed is, for an outbound SA, the first sequence number it has
 	// not used (above every number sent): where it resumes after a restart.
 	SeqUsed uint64
