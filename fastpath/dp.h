@@ -70,6 +70,8 @@
 	X(DROP_SPOOF, "drop_spoof")             /* plaintext from the wire claiming a protected source */ \
 	X(ICMP_LIMITED, "icmp_limited")         /* ICMP errors not sent: rate limit */ \
 	X(DROP_SEQ, "drop_seq")                 /* outbound SA without a safe sequence number */ \
+	X(PMTU_LEARNED, "pmtu_learned")         /* ICMP about our ESP: an SA's path MTU learned */ \
+	X(PMTU_IGNORED, "pmtu_ignored")         /* ICMP "too big" to us not taken: none of our SAs, bogus MTU, rate */ \
 	SP_FRAG_COUNTERS(X)
 
 /* Why fragments were dropped (dp_frag.c), each fragment counted once in
@@ -195,7 +197,9 @@ struct sp_sa {
 	uint32_t hdr_sum;		/* outbound IPv4 tunnel: one's complement sum of the
 					 * outer header template's 16-bit words, bar
 					 * total_length, packet_id and checksum (which are 0) */
-	uint16_t outer_len;		/* outer IP (+UDP) a tunnel adds */
+	uint16_t mtu;			/* outbound: the path MTU learned from ICMP
+					 * (sp_pmtu_learn), SP_MTU_NONE when none; the
+					 * loop uses the lower of it and tun_mtu */
 	uint16_t esp_fixed;		/* ESP header + IV + ICV */
 	uint16_t overhead;		/* outer_len + esp_fixed */
 	uint16_t pad_align;		/* ESP payload + trailer padded to this */
@@ -224,6 +228,8 @@ struct sp_sa {
 	void *cses;			/* cryptodev sym session */
 	uint32_t salt;			/* AEAD salt / CTR nonce, kept for sp_sa_move */
 	uint8_t ifc;			/* route-based: 1 + its interface's index */
+	uint16_t outer_len;		/* outer IP (+UDP) a tunnel adds */
+	uint64_t pmtu_until;		/* TSC when a learned mtu expires (0: none) */
 	uint8_t src[16];		/* outer source (network order) */
 	uint8_t peer[16];		/* the remote end (network order) */
 	struct sp_sa_stats st[SP_MAX_WORKERS];	/* per worker: no shared writes */
@@ -232,6 +238,9 @@ struct sp_sa {
 	 * the trailer's next header is set between prepare and crypto */
 	struct rte_ipsec_session ss_async;
 };
+
+/* struct sp_sa's mtu when no path MTU was learned */
+#define SP_MTU_NONE UINT16_MAX
 
 /* struct sp_sa's inbound values */
 #define SP_SA_IN 1

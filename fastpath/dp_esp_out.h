@@ -3,8 +3,8 @@
  * policy -> pass | drop | acquire (no SA yet) | too big once encrypted
  * (ICMP error, dp_icmp.c) | TTL -> collected per SA -> hard lifetime ->
  * counts -> crypto (dp_crypto.h) -> outer checksums -> route.
- *   reads:  the matched policy / SA, the tunnel MTU
- *   writes: the packets (TTL, l3_len, hash.usr = inner protocol), the SAs'
+ *   reads:  the matched policy / SA, the tunnel MTU and the SA's path MTU
+ *   writes: the packets (TTL, l3_len, hash.usr = inner protocol and DF), the SAs'
  *           counts; an acquire is noted to Go
  */
 #ifndef SP_DP_ESP_OUT_H
@@ -28,7 +28,14 @@ outbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf
 			 * and id (read back as the 16-bit words they were
 			 * written as: no reload of the whole fresh header) */
 			if (!sa->transport) {
-				uint32_t sum = sa->hdr_sum + oh->total_length + oh->packet_id;
+				/* DF copied from an IPv4 packet inside (RFC 4301
+				 * §8.1, as Linux does): the path answers a DF
+				 * packet too big with ICMP, which teaches the SA
+				 * its path MTU (sp_pmtu_learn); one without DF is
+				 * fragmented on the way */
+				uint16_t df = (uint16_t)(mb[i]->hash.usr >> 16);
+				uint32_t sum = sa->hdr_sum + oh->total_length + oh->packet_id + df;
+				oh->fragment_offset = df;
 				oh->hdr_checksum = (uint16_t)~__rte_raw_cksum_reduce(sum);
 			} else {
 				oh->hdr_checksum = 0;
@@ -97,7 +104,7 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 		}
 		/* encrypted size: overhead, the header left in front in
 		 * transport mode, the rest and the trailer (2) padded */
-		mtu = c->dp->tun_mtu;
+		mtu = RTE_MIN(c->dp->tun_mtu, sa->mtu);	/* a path MTU learned: lower */
 		al = sa->pad_align;
 		room = sa->transport ? k->l3len : 0;
 		size = sa->overhead + room + RTE_ALIGN_CEIL(k->len - room + 2, al);
@@ -145,7 +152,10 @@ protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt
 		/* l2_len 0, l3_len as below: one store of the whole word (the
 		 * bit fields one by one cost a stalled reload each) */
 		m->tx_offload = rte_mbuf_tx_offload(0, sa->transport ? k->l3len : 0, 0, 0, 0, 0, 0);
-		m->hash.usr = k->v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
+		/* the inner protocol; IPv4's DF above it, for the outer
+		 * header (outbound_done) */
+		m->hash.usr = k->v6 ? IPPROTO_IPV6 : IPPROTO_IPIP |
+			(uint32_t)(ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)) << 16;
 		outm[*nout] = m;
 		outsa[*nout] = sa;
 		(*nout)++;

@@ -1,6 +1,7 @@
 /*
  * Cold path: the ICMP errors the fast path sends itself (a packet too big
- * once encrypted), rate limited per worker.
+ * once encrypted), rate limited per worker; and those it reads (a path MTU
+ * for one of its outbound SAs, sp_pmtu_learn).
  */
 #include "dp_priv.h"
 #include "dp_parse.h"
@@ -15,18 +16,24 @@
  * change, so the limit costs nothing legitimate.
  */
 static int
-icmp_token(struct sp_ctx *c)
+token(struct sp_ctx *c, uint64_t *credit_p, uint64_t *last)
 {
-	uint64_t credit = c->icmp_credit + (c->now - c->icmp_last);
+	uint64_t credit = *credit_p + (c->now - *last);
 
-	c->icmp_last = c->now;
+	*last = c->now;
 	credit = RTE_MIN(credit, c->icmp_cost * SP_ICMP_BURST);
 	if (credit < c->icmp_cost) {
-		c->icmp_credit = credit;
+		*credit_p = credit;
 		return 0;
 	}
-	c->icmp_credit = credit - c->icmp_cost;
+	*credit_p = credit - c->icmp_cost;
 	return 1;
+}
+
+static int
+icmp_token(struct sp_ctx *c)
+{
+	return token(c, &c->icmp_credit, &c->icmp_last);
 }
 
 /* IPv4 (network order): not one host's address (RFC 1812 §4.3.2.7):
@@ -206,4 +213,167 @@ sp_icmp6_too_big(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const uint
 	ck = rte_ipv6_udptcp_cksum(rip, icmp);
 	memcpy(icmp + 2, &ck, 2);
 	icmp_send(c, port, m, r, from_wire);
+}
+
+/*
+ * Path MTU discovery for the SAs (RFC 4301 §8.2.1, RFC 1191, RFC 8201).
+ * Outbound ESP carries the DF bit of the IPv4 packet inside (see
+ * outbound_done); a router on the way that cannot forward it answers the
+ * gateway with ICMP "fragmentation needed" (IPv6: "packet too big"),
+ * quoting the ESP packet. That ICMP reaches the kernel through the TAP
+ * as before, which knows nothing of the fast path's SAs: here the SA it
+ * quotes learns the path MTU, and protect (dp_esp_out.h) answers the next
+ * packet with DF that would not fit with ICMP to its sender, carrying what
+ * fits inside (the path MTU less the SA's overhead), so that the sender's
+ * TCP lowers its segments instead of losing them.
+ *
+ * Never trusted bare: the ICMP must be to one of our addresses (the caller
+ * checks), quote an ESP or ESP-in-UDP packet from the SA's source to its
+ * peer (and NAT-T ports) with the SPI of one of our outbound SAs (a
+ * router quotes at least 8 bytes after the IP header: the SPI of plain
+ * ESP; of ESP-in-UDP only if it quotes more, as RFC 1812 §4.3.2.3 asks and
+ * Linux does), and report an MTU below the length of the packet it quotes.
+ * It only ever lowers an SA's MTU, never below 576 (IPv4) or 1280 (IPv6),
+ * and for SP_PMTU_SECONDS (as Linux's mtu_expires), after which the SA
+ * tries its full size again. Looking the SPI up walks the policy tables, so
+ * at most SP_ICMP_RATE a second per worker get that far; the rest, and all
+ * that fail a check, count pmtu_ignored.
+ */
+#define SP_PMTU_SECONDS 600
+
+/* the outbound SAs of a policy table, one at a time (NULL at the end) */
+static struct sp_sa *
+out_sa_at(const struct sp_ipsec_tables *t, uint32_t i)
+{
+	if (i < t->n_out)
+		return __atomic_load_n(&t->out_sa[i], __ATOMIC_ACQUIRE);
+	i -= t->n_out;
+	return i < t->n_out6 ? __atomic_load_n(&t->out6_sa[i], __ATOMIC_ACQUIRE) : NULL;
+}
+
+/* Sets mtu (with its expiry) on every outbound SA that matches spi and
+ * the quoted addresses and ports, in table t and its interfaces'. */
+static int
+pmtu_set(struct sp_ctx *c, const struct sp_ipsec_tables *t, int nested, uint8_t family,
+	const uint8_t *src, const uint8_t *dst, uint32_t spi, uint16_t dport, uint16_t mtu)
+{
+	uint32_t i, n = t->n_out + t->n_out6, alen = family == 6 ? 16 : 4;
+	struct sp_sa *sa;
+	int found = 0;
+
+	for (i = 0; i < n; i++) {
+		sa = out_sa_at(t, i);
+		if (sa == NULL || sa->spi != spi || sa->family != family || sa->transport ||
+				sa->peer_port != dport || memcmp(sa->src, src, alen) != 0 ||
+				memcmp(sa->peer, dst, alen) != 0)
+			continue;
+		found = 1;
+		__atomic_store_n(&sa->pmtu_until, c->now + rte_get_tsc_hz() * SP_PMTU_SECONDS, __ATOMIC_RELAXED);
+		if (mtu < __atomic_load_n(&sa->mtu, __ATOMIC_RELAXED))
+			__atomic_store_n(&sa->mtu, mtu, __ATOMIC_RELAXED);
+	}
+	for (i = 0; !nested && i < SP_MAX_PORTS; i++)
+		if (t->ifc[i] != NULL)
+			found |= pmtu_set(c, t->ifc[i], 1, family, src, dst, spi, dport, mtu);
+	return found;
+}
+
+static inline uint32_t
+be16_at(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 8 | p[1];
+}
+
+static inline uint32_t
+be32_at(const uint8_t *p)
+{
+	return be16_at(p) << 16 | be16_at(p + 2);
+}
+
+void
+sp_pmtu_learn(struct sp_ctx *c, uint32_t port, const uint8_t *l3, const struct sp_pkt *k, int to_us)
+{
+	const uint8_t *icmp = l3 + k->l3len, *q, *src, *dst;
+	uint32_t left = k->len - k->l3len, mtu, qlen, qhl, proto, spi, dport = 0;
+
+	/* other ICMP passes unseen */
+	if (k->v6 ? k->icmp_type != 2 : k->icmp_type != 3 || left < 2 || icmp[1] != 4)
+		return;
+	if (!to_us || left < 8 || c->t == NULL)
+		goto ignored;
+	q = icmp + 8;
+	left -= 8;
+	if (!k->v6) {
+		mtu = be16_at(icmp + 6);
+		if (left < 20 || q[0] >> 4 != 4 || (qhl = (q[0] & 0xf) * 4u) < 20)
+			goto ignored;
+		qlen = be16_at(q + 2);
+		proto = q[9];
+		src = q + 12;
+		dst = q + 16;
+	} else {
+		mtu = be32_at(icmp + 4);
+		if (left < 40 || q[0] >> 4 != 6)
+			goto ignored;
+		qhl = 40;	/* ESP right behind the header, as the SAs send it */
+		qlen = 40 + be16_at(q + 4);
+		proto = q[6];
+		src = q + 8;
+		dst = q + 24;
+	}
+	if (proto == IPPROTO_UDP) {
+		/* ESP in UDP from our NAT-T port: the SPI behind the UDP header */
+		if (left < qhl + 12 || be16_at(q + qhl) != c->dp->natt_port)
+			goto ignored;
+		dport = be16_at(q + qhl + 2);
+		spi = be32_at(q + qhl + 8);
+	} else if (proto == IPPROTO_ESP && left >= qhl + 4) {
+		spi = be32_at(q + qhl);
+	} else {
+		goto ignored;
+	}
+	/* the packet quoted did not fit: a report of no less is no news (or
+	 * forged); 0 is an old router's (RFC 1191 §5), not guessed at here */
+	if (spi == 0 || mtu == 0 || mtu >= qlen)
+		goto ignored;
+	mtu = RTE_MAX(mtu, k->v6 ? 1280u : 576u);
+	if (!token(c, &c->pmtu_credit, &c->pmtu_last) ||
+			!pmtu_set(c, c->t, 0, k->v6 ? 6 : 4, src, dst, spi, (uint16_t)dport, (uint16_t)mtu))
+		goto ignored;
+	c->pmtu_live = 1;
+	cnt(c, port, SP_CNT_PMTU_LEARNED);
+	return;
+ignored:
+	cnt(c, port, SP_CNT_PMTU_IGNORED);
+}
+
+/* Expired path MTUs back to none, in t and its interfaces' tables; 1 while
+ * some are still learned. */
+static int
+pmtu_age(struct sp_ctx *c, const struct sp_ipsec_tables *t, int nested)
+{
+	uint32_t i, n = t->n_out + t->n_out6;
+	struct sp_sa *sa;
+	int live = 0;
+
+	for (i = 0; i < n; i++) {
+		sa = out_sa_at(t, i);
+		if (sa == NULL || __atomic_load_n(&sa->mtu, __ATOMIC_RELAXED) == SP_MTU_NONE)
+			continue;
+		if (c->now < __atomic_load_n(&sa->pmtu_until, __ATOMIC_RELAXED)) {
+			live = 1;
+			continue;
+		}
+		__atomic_store_n(&sa->mtu, SP_MTU_NONE, __ATOMIC_RELAXED);
+	}
+	for (i = 0; !nested && i < SP_MAX_PORTS; i++)
+		if (t->ifc[i] != NULL)
+			live |= pmtu_age(c, t->ifc[i], 1);
+	return live;
+}
+
+int
+sp_pmtu_age(struct sp_ctx *c)
+{
+	return c->t != NULL && pmtu_age(c, c->t, 0);
 }

@@ -89,6 +89,11 @@ struct sp_ctx {
 	/* ICMP errors this worker may still send: a token bucket kept in TSC
 	 * cycles of credit, one error costing icmp_cost (see icmp_token) */
 	uint64_t icmp_credit, icmp_cost, icmp_last;
+	/* ICMP "too big" about our SAs this worker may still look up (as
+	 * icmp_credit, see sp_pmtu_learn); whether an SA's path MTU it
+	 * learned may still have to expire, and when it looks next */
+	uint64_t pmtu_credit, pmtu_last, pmtu_next;
+	int pmtu_live;
 	struct sp_frag *frag;		/* reassembly tables (dp_frag.c) */
 	int frag_live;			/* they may hold fragments: reap them */
 	uint32_t frame_max[SP_MAX_PORTS];	/* Ethernet + MTU: larger leaves in fragments */
@@ -127,6 +132,11 @@ void sp_icmp_frag_needed(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, ui
 	uint16_t inner_mtu, int from_wire);
 void sp_icmp6_too_big(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const uint8_t *src,
 	uint32_t inner_mtu, int from_wire);
+
+/* dp_icmp.c: path MTUs learned from ICMP about our ESP (to_us: the ICMP
+ * is addressed to one of the gateway's own addresses); expiry */
+void sp_pmtu_learn(struct sp_ctx *c, uint32_t port, const uint8_t *l3, const struct sp_pkt *k, int to_us);
+int sp_pmtu_age(struct sp_ctx *c);
 
 /* dp_notes.c: notes to Go, declared in dp.h (sp_note_miss ...) */
 

@@ -203,6 +203,7 @@ sa_create(const struct sp_sa_params *p, struct sp_sa *from, struct rte_mempool *
 	s->outer_len = (p->transport ? 0 : p->family == 6 ? sizeof(struct rte_ipv6_hdr) :
 		sizeof(struct rte_ipv4_hdr)) + (p->encap ? sizeof(struct rte_udp_hdr) : 0);
 	s->overhead = s->outer_len + s->esp_fixed;
+	s->mtu = SP_MTU_NONE;
 	s->pad_align = p->enc == SP_ENC_AES_CBC ? 16 : 4;
 
 	memset(&prm, 0, sizeof(prm));

@@ -212,6 +212,10 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 				continue;
 			}
 		}
+		/* ICMP about our own ESP teaches an SA its path MTU
+		 * (dp_icmp.c); it goes on to the kernel as before */
+		if (unlikely(k->proto == IPPROTO_ICMP || k->proto == IPPROTO_ICMPV6))
+			sp_pmtu_learn(c, p, l3, k, dst_own(c, l3, k));
 		if (spd_wanted(c, l3, k, 1)) {
 			pl.m[pl.n++] = m;
 		} else {
@@ -347,6 +351,8 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	c->icmp_cost = rte_get_tsc_hz() / SP_ICMP_RATE;
 	c->icmp_credit = c->icmp_cost * SP_ICMP_BURST;
 	c->icmp_last = rte_get_tsc_cycles();
+	c->pmtu_credit = c->icmp_credit;
+	c->pmtu_last = c->icmp_last;
 	c->frag = sp_frag_new(dp, wid);
 	for (p = 0; p < dp->n_ports + dp->n_ifc; p++)
 		c->frame_max[p] = ETH_HLEN + dp->ports[p].mtu;
@@ -402,6 +408,11 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 			sp_held_retry(c);
 		if (unlikely(c->frag_live))
 			c->frag_live = sp_frag_reap(c->frag, c->now);
+		if (unlikely(c->pmtu_live) && c->now >= c->pmtu_next) {
+			/* path MTUs this worker learned: expired ones go */
+			c->pmtu_live = sp_pmtu_age(c);
+			c->pmtu_next = c->now + rte_get_tsc_hz();
+		}
 		flush(c);
 		/* tables read above are no longer referenced; nor are SAs,
 		 * once no packet of theirs is in a crypto device (an SA is

@@ -29,6 +29,12 @@ import (
 //	   that port, which an outbound policy would protect: drop_spoof
 //	F. no ICMP errors about multicast destinations, non-host sources or
 //	   ICMP errors; the rest at most 100/s after a burst of 10
+//	G. path MTU from ICMP: "fragmentation needed" to the gateway quoting
+//	   its ESP-in-UDP (SPI, addresses, ports) lowers the SA's MTU; the
+//	   next DF packet too big gets ICMP with that MTU less the overhead;
+//	   never below 576; a wrong SPI or port, an MTU not below the quoted
+//	   length, a quote without the SPI, or one to another address teaches
+//	   nothing (pmtu_ignored)
 //
 // Only gwAddr and gw6 are the gateway's own here (not the peer's).
 func edgeCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC net.HardwareAddr) {
@@ -288,6 +294,63 @@ func edgeCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC 
 		if time.Now().After(deadline) {
 			t.Fatalf("no ICMP error after the flood (counters %v)", e.counters())
 		}
+	}
+	settle(wire)
+
+	// G. path MTU from ICMP about our ESP-in-UDP (SPI 0x8001, 4500 ->
+	// 4500, gwAddr -> peerAddr)
+	fragNeeded := func(to netip.Addr, spi uint32, dport uint16, mtu uint16, qlen int, quote int) []byte {
+		q := ipv4udp(gwAddr, peerAddr, 4500, dport, 64, make([]byte, 8+8))
+		binary.BigEndian.PutUint16(q[2:], uint16(qlen))
+		binary.BigEndian.PutUint32(q[28:], spi)
+		fixsum4(q)
+		icmp := append([]byte{3, 4, 0, 0, 0, 0, byte(mtu >> 8), byte(mtu)}, q[:quote]...)
+		ip := ipv4udp(peerAddr, to, 0, 0, 64, make([]byte, len(icmp)-8))
+		ip[9] = 1
+		copy(ip[20:], icmp)
+		fixsum4(ip)
+		return frame(portMAC, vb.HardwareAddr, ip)
+	}
+	// the MTU the next 1500-byte DF packet is told, retried while the
+	// ICMP errors' bucket refills
+	toldMTU := func() uint16 {
+		t.Helper()
+		for deadline := time.Now().Add(3 * time.Second); ; {
+			e.send(big4(h1, h2, -1))
+			if f, err := recvMatch(wire, 50*time.Millisecond, isFragNeeded); err == nil {
+				return binary.BigEndian.Uint16(f[14+26:]) // the frame's ICMP next-hop MTU
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no ICMP error for a packet too big (counters %v)", e.counters())
+			}
+		}
+	}
+	if got := toldMTU(); got != 1438 {
+		t.Fatalf("before any path MTU: told %d, want 1438 (1500 less 60, rounded to 4, less the trailer's 2)", got)
+	}
+	g0 := e.counters()
+	for _, f := range [][]byte{
+		fragNeeded(gwAddr, 0x8002, 4500, 1000, 1500, 36),                            // another SPI
+		fragNeeded(gwAddr, 0x8001, 4501, 1000, 1500, 36),                            // another port
+		fragNeeded(gwAddr, 0x8001, 4500, 1500, 1500, 36),                            // the packet fitted
+		fragNeeded(gwAddr, 0x8001, 4500, 1000, 1500, 28),                            // no SPI quoted
+		fragNeeded(netip.MustParseAddr("192.0.2.77"), 0x8001, 4500, 1000, 1500, 36), // not to us
+	} {
+		e.send(f)
+	}
+	e.wait("pmtu_ignored", g0["pmtu_ignored"]+5)
+	if got := toldMTU(); got != 1438 || e.counters()["pmtu_learned"] != g0["pmtu_learned"] {
+		t.Fatalf("ICMP not about our SA taught a path MTU: told %d (counters %v)", got, e.counters())
+	}
+	e.send(fragNeeded(gwAddr, 0x8001, 4500, 1000, 1500, 36))
+	e.wait("pmtu_learned", g0["pmtu_learned"]+1)
+	if got := toldMTU(); got != 938 {
+		t.Fatalf("path MTU 1000 learned: told %d, want 938", got)
+	}
+	e.send(fragNeeded(gwAddr, 0x8001, 4500, 300, 1500, 36))
+	e.wait("pmtu_learned", g0["pmtu_learned"]+2)
+	if got := toldMTU(); got != 514 {
+		t.Fatalf("path MTU 300 reported: told %d, want 514 (576 at least, less the overhead)", got)
 	}
 	settle(wire)
 }

@@ -32,6 +32,9 @@ func (f *Fastpath) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 		CryptoMode:    cryptoMode(e.c),
 		Blocked:       C.sp_sa_dead(e.c)&C.SP_SA_BLOCKED != 0,
 	}
+	if mtu := uint16(C.sp_sa_mtu(e.c)); !e.sa.Inbound && mtu != C.SP_MTU_NONE {
+		c.PathMTU = mtu
+	}
 	if e.sa.Inbound {
 		c.SeqUsed, c.SeqSeen = 0, st.seqSeen
 	}

@@ -71,6 +71,7 @@ const (
 	PR = "pr" // the IPsec peer (charon + kernel-libipsec)
 	H2 = "h2" // host behind the peer
 	NR = "nr" // NAT router between gateway and peer (Options.NAT)
+	MB = "mb" // router in the middle of the WAN (Options.Middlebox)
 )
 
 // Addresses of the topology. Nothing outside these ranges is ever used.
@@ -85,6 +86,9 @@ const (
 	NRInsideAddr = "198.51.100.1"
 	PRLanAddr    = "10.2.0.1"
 	H2Addr       = "10.2.0.10"
+	// With Options.Middlebox, the middlebox's address on the gateway's
+	// side: its ICMP errors come from there.
+	MBAddr = "192.0.2.3"
 
 	LeftNet  = "10.1.0.0/24" // behind the gateway
 	RightNet = "10.2.0.0/24" // behind the peer
@@ -159,9 +163,32 @@ type Options struct {
 	// MetricsListen is swanpathd's metrics.listen (inside its namespace:
 	// reach it with Host(GW).Dial); "" leaves the metrics off.
 	MetricsListen string
+	// Middlebox puts a router (MB) between the gateway's WAN and the
+	// peer, as an access line's router; gateway and peer keep their
+	// addresses (it answers ARP for each to the other). Not with NAT or
+	// IPv6.
+	Middlebox *MiddleboxOptions
+	// GatewayWANPcap makes the gateway swanpathd's WAN port net_pcap
+	// (libpcap on the veth) instead of net_af_packet. DPDK 22.11's
+	// af_packet PMD joins a fanout group with PACKET_FANOUT_FLAG_DEFRAG,
+	// so the kernel reassembles IPv4 fragments before the fast path sees
+	// them; through net_pcap they reach the fast path's own reassembly,
+	// as from a real NIC.
+	GatewayWANPcap bool
 	// GatewayInterfaces are the route-based interfaces ([[interface]]) of
 	// the gateway's swanpathd.
 	GatewayInterfaces []swanpathdconf.Interface
+}
+
+// MiddleboxOptions shape the middlebox (Options.Middlebox).
+type MiddleboxOptions struct {
+	// FarMTU is the MTU of its link to the peer (e.g. 1400); 0 keeps
+	// 1500. Larger packets are fragmented there, or answered with ICMP
+	// "fragmentation needed" (from MBAddr) when DF is set.
+	FarMTU int
+	// DropFrags is the share (percent, 0..100) of the IPv4 fragments it
+	// forwards, either way, that it drops at random (nftables numgen).
+	DropFrags int
 }
 
 // Lab is one instance of a topology.
@@ -178,6 +205,8 @@ type Lab struct {
 	metricsListen string
 	// gwInterfaces is Options.GatewayInterfaces
 	gwInterfaces []swanpathdconf.Interface
+	// gwWANPcap is Options.GatewayWANPcap
+	gwWANPcap bool
 
 	procs procSet // every process started on a host, for teardown
 	mu    struct {
@@ -222,7 +251,8 @@ func New(t testing.TB, opts Options) *Lab {
 	installSignalHandler()
 
 	l := &Lab{t: t, prefix: newPrefix(), dir: t.TempDir(), topo: topo, kernelMem: opts.KernelMem,
-		reconcileGrace: opts.ReconcileGrace, metricsListen: opts.MetricsListen, gwInterfaces: opts.GatewayInterfaces}
+		reconcileGrace: opts.ReconcileGrace, metricsListen: opts.MetricsListen, gwInterfaces: opts.GatewayInterfaces,
+		gwWANPcap: opts.GatewayWANPcap}
 	if l.kernelMem == "" {
 		l.kernelMem = UMLMem
 	}
@@ -317,6 +347,21 @@ func (l *Lab) build() error {
 	if err := l.bootKernels(); err != nil {
 		return err
 	}
+	// the rest gets its own time: a kernel host may take most of the
+	// first 30 s to boot on a loaded machine
+	ctx, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	// a kernel host's own interface on a link of another MTU: the
+	// same MTU inside (the veth of its shell alone would drop its frames)
+	for _, lk := range l.topo.Links {
+		for _, e := range []End{lk.A, lk.B} {
+			if _, ok := l.Host(e.Host).(*UML); ok && lk.MTU > 0 {
+				if _, err := l.Host(e.Host).Exec(ctx, "ip", "link", "set", e.If, "mtu", strconv.Itoa(lk.MTU)); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	for _, a := range l.topo.Addrs {
 		if _, err := l.Host(a.Host).Exec(ctx, addrArgs("add", a.Prefix, a.If)...); err != nil {
 			return err
@@ -343,6 +388,9 @@ func (l *Lab) build() error {
 	}
 	if n := l.topo.NAT; n != nil {
 		return l.natRules(ctx, n.PortLo, n.PortHi)
+	}
+	if m := l.topo.Middlebox; m != nil {
+		return l.middlebox(ctx, m)
 	}
 	return nil
 }

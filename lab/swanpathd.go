@@ -66,15 +66,19 @@ func (l *Lab) NewSwanpathdIn(role, bin, ctlBin string) (*Swanpathd, error) {
 	d := &Swanpathd{l: l, role: role, Bin: bin, CtlBin: ctlBin, Conf: filepath.Join(dir, "swanpathd.toml"),
 		Plugin: filepath.Join(dir, "charon.sock"), Control: filepath.Join(dir, "ctl.sock")}
 	var ifcs []swanpathdconf.Interface
+	wanDev := "net_af_packet1,iface=" + wanIf
 	if role == GW {
 		ifcs = l.gwInterfaces
+		if l.gwWANPcap {
+			wanDev = "net_pcap1,iface=" + wanIf
+		}
 	}
 	conf, err := swanpathdconf.Config{
 		Interfaces: ifcs,
 		EAL:        swanpathdconf.EAL{Lcores: "0,1", Memory: 256, FilePrefix: prefix, InMemory: true},
 		Ports: []swanpathdconf.Port{
 			{Name: "lan", Device: "net_af_packet0,iface=" + lanIf, Tap: lanTap},
-			{Name: "wan", Device: "net_af_packet1,iface=" + wanIf, Tap: wanTap},
+			{Name: "wan", Device: wanDev, Tap: wanTap},
 		},
 		Plugin:  swanpathdconf.Socket{Socket: d.Plugin},
 		Control: swanpathdconf.Socket{Socket: d.Control},

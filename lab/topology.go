@@ -19,7 +19,9 @@ type Topology struct {
 	Routes  []Route  // added at build, after the addresses
 	Routers []Router // the IPsec gateways' addressing (see Router)
 	NAT     *NAT     // a NAT router, or nil
-	IPv6    bool     // routers forward IPv6 too
+	// Middlebox is a plain router on the WAN (proxy ARP, no NAT), or nil
+	Middlebox *Middlebox
+	IPv6      bool // routers forward IPv6 too
 }
 
 // HostSpec is one host: a role (its name in the lab), whether it forwards
@@ -85,12 +87,28 @@ type NAT struct {
 	PortLo, PortHi int
 }
 
+// Middlebox is a router in the middle of the WAN, as an access line's
+// router: the gateway and the peer keep their addresses in WANNet and
+// reach each other through it (proxy ARP and host routes, no NAT). Its
+// link to the peer (Far) may have a lower MTU than the gateway's WAN
+// (Topology.Links), so that what the gateway sends must be fragmented or
+// answered with ICMP "fragmentation needed" there; it may drop a share of
+// the IP fragments it forwards (DropFrags, percent), as the seed's ADSL
+// path did. Addr is its own address on the gateway's side, the source of
+// its ICMP errors.
+type Middlebox struct {
+	Host, Near, Far string
+	Addr            netip.Addr
+	DropFrags       int
+}
+
 // ErrOptions is wrapped by FromOptions for combinations a lab cannot have.
 var ErrOptions = errors.New("lab: options do not go together")
 
 // FromOptions is the topology of opts:
 //
-//	h1 ── gw ── pr ── h2, or with NAT  h1 ── gw ── nr ── pr ── h2
+//	h1 ── gw ── pr ── h2, or with NAT  h1 ── gw ── nr ── pr ── h2,
+//	or with a Middlebox  h1 ── gw ── mb ── pr ── h2
 //
 // NAT goes with neither IPv6 (the NAT router is IPv4 only) nor
 // SwanpathPeer (it expects a kernel-libipsec peer).
@@ -103,6 +121,9 @@ func FromOptions(opts Options) (Topology, error) {
 	}
 	if opts.NAT && (opts.IPv6 || opts.SwanpathPeer) {
 		return Topology{}, fmt.Errorf("%w: NAT with IPv6 or SwanpathPeer (the NAT router is IPv4 only and expects a kernel-libipsec peer)", ErrOptions)
+	}
+	if opts.Middlebox != nil && (opts.NAT || opts.IPv6) {
+		return Topology{}, fmt.Errorf("%w: Middlebox with NAT or IPv6 (the middlebox is an IPv4 router in place of the NAT router)", ErrOptions)
 	}
 	p := netip.MustParsePrefix
 	a := netip.MustParseAddr
@@ -147,6 +168,15 @@ func FromOptions(opts Options) (Topology, error) {
 		pr.WanAddrs = []netip.Prefix{p(PRNatAddr + "/24")}
 		pr.Defaults = []netip.Addr{a(NRInsideAddr)}
 		t.NAT = &NAT{Host: NR, Out: "wan", PortLo: 20000, PortHi: 29999}
+	}
+	if mo := opts.Middlebox; mo != nil {
+		// gw and pr as they are, mb on the WAN between them, answering
+		// ARP for each to the other
+		mb := &Middlebox{Host: MB, Near: "near", Far: "far", Addr: a(MBAddr), DropFrags: mo.DropFrags}
+		t.Hosts = []HostSpec{t.Hosts[0], t.Hosts[1], {Role: MB, Forward: true}, t.Hosts[2], t.Hosts[3]}
+		t.Links = []Link{{A: gwLan, B: h1}, {A: gwWan, B: End{MB, mb.Near}}, {A: End{MB, mb.Far}, B: prWan, MTU: mo.FarMTU}, {A: prLan, B: h2}}
+		t.Addrs = append(t.Addrs, Addr{End{MB, mb.Near}, p(MBAddr + "/24")})
+		t.Middlebox = mb
 	}
 	t.Routers = []Router{pr, gw}
 	return t, t.Validate()
@@ -212,6 +242,11 @@ func (t Topology) Validate() error {
 	}
 	if n := t.NAT; n != nil && (!hosts[n.Host].Forward || !ends[End{n.Host, n.Out}] || n.PortLo <= 0 || n.PortLo > n.PortHi || n.PortHi > 65535) {
 		errs = append(errs, fmt.Errorf("NAT on %q out of %q, ports %d-%d: no such forwarding host and link end, or bad ports", n.Host, n.Out, n.PortLo, n.PortHi))
+	}
+	if m := t.Middlebox; m != nil && (!hosts[m.Host].Forward || !ends[End{m.Host, m.Near}] || !ends[End{m.Host, m.Far}] ||
+		!m.Addr.Is4() || m.DropFrags < 0 || m.DropFrags > 100) {
+		errs = append(errs, fmt.Errorf("middlebox on %q between %q and %q at %s dropping %d%% of fragments: no such forwarding host and link ends, no IPv4 address or a share out of 0..100",
+			m.Host, m.Near, m.Far, m.Addr, m.DropFrags))
 	}
 	return errors.Join(errs...)
 }

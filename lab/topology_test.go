@@ -60,3 +60,40 @@ func TestTopologyValidate(t *testing.T) {
 		}
 	}
 }
+
+// The middlebox sits on the WAN between gw and pr, its far link has the
+// MTU asked for, and the peer keeps its address; not with NAT or IPv6.
+func TestFromOptionsMiddlebox(t *testing.T) {
+	mb := &MiddleboxOptions{FarMTU: 1400, DropFrags: 30}
+	top, err := FromOptions(Options{Middlebox: mb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(top.roles(), " "); got != "h1 gw mb pr h2" {
+		t.Errorf("roles %q", got)
+	}
+	m := top.Middlebox
+	if m == nil || m.DropFrags != 30 || m.Addr.String() != MBAddr {
+		t.Fatalf("middlebox %+v", m)
+	}
+	far := 0
+	for _, lk := range top.Links {
+		if lk.A == (End{MB, m.Far}) && lk.B == (End{PR, PRWan}) {
+			far = lk.MTU
+		}
+	}
+	if far != 1400 {
+		t.Errorf("far link MTU %d, want 1400", far)
+	}
+	if pr, _ := top.router(PR); pr.WanAddrs[0].Addr().String() != PRWanAddr {
+		t.Errorf("peer %+v", pr)
+	}
+	for _, o := range []Options{{Middlebox: mb, NAT: true}, {Middlebox: mb, IPv6: true}} {
+		if _, err := FromOptions(o); !errors.Is(err, ErrOptions) {
+			t.Errorf("FromOptions(%+v) = %v, want ErrOptions", o, err)
+		}
+	}
+	if _, err := FromOptions(Options{Middlebox: &MiddleboxOptions{DropFrags: 101}}); err == nil {
+		t.Error("a drop share of 101% taken")
+	}
+}

@@ -54,9 +54,10 @@ type IperfResult struct {
 }
 
 // Iperf3 runs an iperf3 server in serverNS bound to serverIP and a client in
-// clientNS for seconds seconds (reverse: server sends). The server is a
-// one-off (-1) and is stopped afterwards.
-func (l *Lab) Iperf3(ctx context.Context, serverNS, serverIP, clientNS string, seconds int, reverse bool) (IperfResult, error) {
+// clientNS for seconds seconds (reverse: server sends), with extra client
+// arguments (e.g. "-b", "20M"). The server is a one-off (-1) and is
+// stopped afterwards.
+func (l *Lab) Iperf3(ctx context.Context, serverNS, serverIP, clientNS string, seconds int, reverse bool, extra ...string) (IperfResult, error) {
 	srv, err := l.iperf3Server(ctx, serverNS, serverIP)
 	if err != nil {
 		return IperfResult{}, err
@@ -68,6 +69,7 @@ func (l *Lab) Iperf3(ctx context.Context, serverNS, serverIP, clientNS string, s
 	if reverse {
 		args = append(args, "-R")
 	}
+	args = append(args, extra...)
 	out, err := l.Host(clientNS).Exec(ctx, args...)
 	var rep struct {
 		Error string `json:"error"`

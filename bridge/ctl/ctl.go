@@ -50,6 +50,7 @@ type SA struct {
 	DropReplay   uint64 `json:"drop_replay"`
 	DropMalform  uint64 `json:"drop_malformed"`
 	DropPolicy   uint64 `json:"drop_policy"`
+	PathMTU      uint16 `json:"path_mtu,omitempty"` // outbound: learned from ICMP
 	Conn         string `json:"conn,omitempty"`
 	Child        string `json:"child,omitempty"`
 	ChildID      uint32 `json:"child_id,omitempty"`

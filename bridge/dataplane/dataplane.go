@@ -118,6 +118,9 @@ type SACounters struct {
 	DropPolicy     uint64
 	Crypto         string // crypto device that runs it
 	CryptoMode     string // "cpu" (synchronous on the worker) or "lookaside" (queue pair)
+	// PathMTU is, for an outbound SA, the path MTU learned from ICMP
+	// about its ESP (0: none learned, or expired)
+	PathMTU uint16
 	// SeqUsed is, for an outbound SA, the first sequence number it has
 	// not used (above every number sent): where it resumes after a restart.
 	SeqUsed uint64
@@ -155,6 +158,7 @@ var CounterNames = []string{
 	"drop_policy", "drop_no_neigh", "drop_no_route", "drop_no_sa",
 	"drop_crypto", "drop_tx", "drop_nomem", "drop_mtu", "icmp_mtu", "drop_expired",
 	"drop_closed", "frag_in", "frag_out", "drop_frag", "drop_spoof", "icmp_limited", "drop_seq",
+	"pmtu_learned", "pmtu_ignored",
 	// why fragments were dropped (each also in drop_frag); last, as in dp.h
 	"frag_bad", "frag_oversize", "frag_overlap", "frag_too_many", "frag_timeout", "frag_evicted",
 	"frag_table_full",

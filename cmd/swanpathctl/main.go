@@ -123,6 +123,9 @@ func printSAs(w io.Writer, sas []ctl.SA) {
 		}
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "\tdrops: auth %d replay %d malformed %d policy %d\n", s.DropAuth, s.DropReplay, s.DropMalform, s.DropPolicy)
+		if s.PathMTU != 0 {
+			fmt.Fprintf(w, "\tpath mtu %d (learned from ICMP)\n", s.PathMTU)
+		}
 		fmt.Fprint(w, names(s.Conn, s.Child, s.ChildID, s.IKEID))
 	}
 }
