@@ -139,8 +139,14 @@ nd_ok(const struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k, int fro
 static inline int
 bypass(const struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k, int from_wire)
 {
-	if (k->proto == IPPROTO_UDP)
+	if (k->proto == IPPROTO_UDP) {
+		uint16_t port = from_wire ? k->dport : k->sport;
+
+		/* most UDP is no IKE: decided here, without a call */
+		if (likely(port != 500 && port != c->dp->natt_port))
+			return 0;
 		return ike_own(c, l3, k, from_wire);
+	}
 	return k->v6 && k->proto == IPPROTO_ICMPV6 && nd_ok(c, l3, k, from_wire);
 }
 

@@ -143,12 +143,11 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 	struct rte_mbuf *esp[SP_BURST];
 	struct sp_plain pl;
 	struct sp_pkt *k;
-	uint16_t ne = 0, i;
+	uint16_t ne = 0, np = 0, i;	/* np: pl.n, kept in a register */
 	int rc;
 
 	if (!burst_open(c, p, mb, n, 1))
 		return;
-	pl.n = 0;
 	/* the mbufs' second cache line (l2_len, l3_len), which the PMD
 	 * did not touch, is written for every packet below */
 	for (i = 0; i < n; i++)
@@ -167,10 +166,17 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		/* parsed in place: the next free slot of the plaintext
 		 * batch (a copy of the fields just written one by one would
 		 * wait for them to reach the cache) */
-		k = &pl.k[pl.n];
+		k = &pl.k[np];
 		rc = ip_parse(m, ETH_HLEN, k);
-		if (unlikely(rc > 0) && (rc = sp_reassemble(c, p, SP_FRAG_WIRE, &m, ETH_HLEN, k)) > 0)
-			continue;	/* a fragment, kept for the rest or dropped */
+		if (unlikely(rc > 0)) {
+			/* through a copy: with its address taken, m would live
+			 * in memory for the whole loop */
+			struct rte_mbuf *fm = m;
+
+			if ((rc = sp_reassemble(c, p, SP_FRAG_WIRE, &fm, ETH_HLEN, k)) > 0)
+				continue;	/* a fragment, kept for the rest or dropped */
+			m = fm;
+		}
 		if (rc < 0) {
 			drop(c, p, m, SP_CNT_DROP_MALFORMED);
 			continue;
@@ -213,11 +219,12 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 			}
 		}
 		if (spd_wanted(c, l3, k, 1)) {
-			pl.m[pl.n++] = m;
+			pl.m[np++] = m;
 		} else {
 			to_tap(c, p, m);
 		}
 	}
+	pl.n = np;
 	esp_inbound(c, p, esp, ne);
 	plain_protect(c, p, &pl, 1);
 }
