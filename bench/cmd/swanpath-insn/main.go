@@ -4,12 +4,16 @@
 // infinite_rx into net_null, the case's SAs through the plugin socket) but
 // under valgrind's callgrind, turns collection on once packets flow, runs a
 // few seconds, dumps, and divides every function's exclusive instruction
-// count by the packets of the same dump (the calls of the crypto library's
-// per-packet function, so both come from one window).
+// count by the packets of the same dump (the calls of net_null's per-packet
+// free, so both come from one window).
 //
 //	go run ./bench/cmd/swanpath-insn -swanpathd bin/swanpathd -case out-gcm128-64-1sa
 //
-// Needs root (namespaces, EAL) and valgrind.
+// Needs root (namespaces, EAL) and valgrind. Under valgrind 3.19 the Go
+// runtime must not use RDTSCP (valgrind has no such instruction) nor
+// preempt goroutines by signal (callgrind's signal bookkeeping trips on it):
+// GODEBUG turns both off. ipsec-mb runs its AVX2 code there (valgrind's
+// CPUID shows no AVX-512).
 package main
 
 import (
@@ -55,7 +59,7 @@ func main() {
 	flag.StringVar(&o.mode, "mode", "cpu", "swanpathd's crypto.mode")
 	flag.StringVar(&o.lcores, "lcores", "0,1", "EAL lcores: main, then the worker")
 	flag.DurationVar(&o.seconds, "window", 20*time.Second, "collection window")
-	flag.StringVar(&o.perPacket, "per-packet", "", "regexp of the function called once per packet whose calls count the packets (default: the cipher's)")
+	flag.StringVar(&o.perPacket, "per-packet", "", "regexp of a function called once per packet whose calls count the packets, or tx for the tx counter (default: net_null's per-packet free)")
 	flag.StringVar(&o.keep, "keep", "", "directory to keep the callgrind output in (callgrind_annotate it for lines)")
 	flag.IntVar(&o.top, "top", 25, "functions listed per case")
 	flag.BoolVar(&o.sim, "sim", false, "also simulate caches and branch prediction (--cache-sim --branch-sim): misses and mispredictions per packet")
