@@ -144,7 +144,8 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 	struct sp_plain pl;
 	struct sp_pkt *k;
 	uint16_t ne = 0, np = 0, i;	/* np: pl.n, kept in a register */
-	int rc;
+	uint32_t own_dst = 0;		/* see dst_own_last */
+	int rc, own_have = 0;
 
 	if (!burst_open(c, p, mb, n, 1))
 		return;
@@ -194,7 +195,8 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		}
 		/* ESP-in-UDP and NAT-T IKE are ours only to our own
 		 * addresses: other NAT-T is transit UDP, under policy */
-		if (k->proto == IPPROTO_UDP && k->dport == c->dp->natt_port && dst_own(c, l3, k)) {
+		if (k->proto == IPPROTO_UDP && k->dport == c->dp->natt_port &&
+				dst_own_last(c, l3, k, &own_dst, &own_have)) {
 			const struct rte_udp_hdr *uh = (const struct rte_udp_hdr *)(l3 + k->l3len);
 			uint32_t plen = k->len - k->l3len;
 			if (plen >= sizeof(*uh)) {
