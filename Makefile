@@ -8,6 +8,8 @@
 #   make deb     build/swanpath_<version>_amd64.deb (Debian 12)
 #   make bench   the fast path beside ipsec-secgw and the crypto ceiling
 #                (bench/results; never part of the tests)
+#   make insn    instructions per packet of swanpathd under callgrind
+#                (a load-independent measure; never part of the tests)
 # Any user:
 #   make build   build swanpathd, swanpathctl and the charon plugin
 
@@ -22,7 +24,7 @@ GO       ?= go
 # one package at a time: the lab tests share two cores with charons and DPDK
 GOTEST_FLAGS ?= -count=1 -p 1 -timeout 60m
 
-.PHONY: all setup build go plugin install install-plugin test unit demo bench clean fmt vet deb
+.PHONY: all setup build go plugin install install-plugin test unit demo bench insn clean fmt vet deb
 
 all: build
 
@@ -64,6 +66,11 @@ demo: setup build install-plugin
 bench: setup build install-plugin
 	bash scripts/bench-deps.sh
 	$(GO) run ./bench/cmd/swanpath-bench $(if $(BENCH_QUICK),-quick) $(BENCH_FLAGS)
+
+# INSN_FLAGS: swanpath-insn flags (go run ./bench/cmd/swanpath-insn -h), e.g.
+# -swanpathd <an older build> to compare, -case in-gcm128-imix-1sa, -sim
+insn: build
+	$(GO) run ./bench/cmd/swanpath-insn $(INSN_FLAGS)
 
 # The Debian package: build/swanpath_<version>_amd64.deb, built by
 # dpkg-buildpackage in a copy of the tree (build/deb; the files git tracks

@@ -148,8 +148,11 @@ inbound_decap(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf
 		if (unlikely(rc > 0)) {
 			/* a fragment inside (the peer encrypts each, as Linux
 			 * does): the policy check is the whole packet's */
-			if ((rc = sp_reassemble(c, port, SP_FRAG_ESP, &m, 0, &pk)) > 0)
+			struct rte_mbuf *fm = m;	/* m stays in a register */
+
+			if ((rc = sp_reassemble(c, port, SP_FRAG_ESP, &fm, 0, &pk)) > 0)
 				continue;
+			m = fm;
 			l3 = rte_pktmbuf_mtod(m, uint8_t *);
 		}
 		if (rc < 0)

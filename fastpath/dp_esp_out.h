@@ -69,7 +69,7 @@ esp_outbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf 
  * consumed, 0 when it takes the default path. outm/outsa collect packets
  * to encrypt, in order.
  */
-static int
+static __rte_always_inline int
 protect(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m, const struct sp_pkt *k,
 	const struct sp_match *pm, int from_wire, struct rte_mbuf **outm, struct sp_sa **outsa,
 	uint16_t *nout)

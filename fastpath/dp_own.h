@@ -57,6 +57,27 @@ dst_own(const struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k)
 		(const uint8_t *)&((const struct rte_ipv4_hdr *)l3)->dst_addr);
 }
 
+/* dst_own, remembering the last IPv4 destination found own in *last and
+ * *have: the caller's, for one burst (whose FIB does not change); the
+ * ESP-in-UDP of a burst mostly comes to one address. */
+static inline int
+dst_own_last(const struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k, uint32_t *last,
+	int *have)
+{
+	uint32_t d;
+
+	if (k->v6)
+		return dst_own(c, l3, k);
+	memcpy(&d, &((const struct rte_ipv4_hdr *)l3)->dst_addr, 4);
+	if (*have && d == *last)
+		return 1;
+	if (!dst_own(c, l3, k))
+		return 0;
+	*last = d;
+	*have = 1;
+	return 1;
+}
+
 /*
  * The gateway's own IKE: UDP whose local port (the destination from the
  * wire, the source from the TAP) is 500 or the NAT-T port and whose local
@@ -139,8 +160,14 @@ nd_ok(const struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k, int fro
 static inline int
 bypass(const struct sp_ctx *c, const uint8_t *l3, const struct sp_pkt *k, int from_wire)
 {
-	if (k->proto == IPPROTO_UDP)
+	if (k->proto == IPPROTO_UDP) {
+		uint16_t port = from_wire ? k->dport : k->sport;
+
+		/* most UDP is no IKE: decided here, without a call */
+		if (likely(port != 500 && port != c->dp->natt_port))
+			return 0;
 		return ike_own(c, l3, k, from_wire);
+	}
 	return k->v6 && k->proto == IPPROTO_ICMPV6 && nd_ok(c, l3, k, from_wire);
 }
 

@@ -49,6 +49,11 @@ plaintext_burst(struct sp_ctx *c, uint32_t port, struct sp_plain *pl, int from_w
 	struct sp_match r;
 	uint16_t i, j;
 	int v;
+	/* the last IPv4 source of this burst whose reverse path passed (the
+	 * port and the FIB are the burst's): rpf_ok is asked again only when
+	 * the source changes */
+	uint32_t rp_src = 0, src = 0;
+	int rp_have = 0;
 
 	b[0].n = b[1].n = miss[0].n = miss[1].n = 0;
 	for (i = 0; i < pl->n; i++) {
@@ -65,10 +70,19 @@ plaintext_burst(struct sp_ctx *c, uint32_t port, struct sp_plain *pl, int from_w
 			sa_prefetch(c, &b[v], v, j + SP_SA_AHEAD);
 			if (b[v].res[j] != 0) {
 				spd_get(c, v, 1, b[v].res[j], &r);
-				if (from_wire && r.action == SP_ACT_IPSEC && unlikely(!rpf_ok(c, port,
-						rte_pktmbuf_mtod_offset(pl->m[i], uint8_t *, ETH_HLEN), v))) {
-					drop(c, port, pl->m[i], SP_CNT_DROP_SPOOF);
-					continue;
+				if (from_wire && r.action == SP_ACT_IPSEC) {
+					const uint8_t *l3 = rte_pktmbuf_mtod_offset(pl->m[i], uint8_t *, ETH_HLEN);
+
+					if (!v)
+						memcpy(&src, &((const struct rte_ipv4_hdr *)l3)->src_addr, 4);
+					if (v || !rp_have || src != rp_src) {
+						if (unlikely(!rpf_ok(c, port, l3, v))) {
+							drop(c, port, pl->m[i], SP_CNT_DROP_SPOOF);
+							continue;
+						}
+						rp_have = !v;
+						rp_src = src;
+					}
 				}
 				if (r.sa != NULL && new_policy(&b[v], j))
 					sa_state_prefetch(c, r.sa, 0);

@@ -24,6 +24,8 @@ struct sp_spd_batch {
 	uint16_t n;
 	const uint8_t *data[SP_BURST];
 	uint32_t res[SP_BURST];
+	/* fresh[j]: new_policy(j), set by spd_prefetch; 0 past n */
+	uint8_t fresh[SP_BURST + SP_POL_AHEAD];
 	union {
 		struct sp_acl_key4 k4[SP_BURST];
 		struct sp_acl_key6 k6[SP_BURST];
@@ -184,7 +186,7 @@ spd_get(struct sp_ctx *c, int v6, int out, uint32_t res, struct sp_match *r)
 static inline int
 new_policy(const struct sp_spd_batch *b, uint16_t j)
 {
-	return j < b->n && b->res[j] != 0 && (j == 0 || b->res[j] != b->res[j - 1]);
+	return b->fresh[j];
 }
 
 /* The slot in out_sa of packet j's policy (the policy entry itself is not
@@ -224,10 +226,14 @@ sa_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6, uint16_t j)
  * are loaded; this starts the pipeline.
  */
 static void
-spd_prefetch(struct sp_ctx *c, const struct sp_spd_batch *b, int v6)
+spd_prefetch(struct sp_ctx *c, struct sp_spd_batch *b, int v6)
 {
 	uint16_t j;
 
+	/* new_policy of every packet, once: each is asked three times */
+	for (j = 0; j < b->n; j++)
+		b->fresh[j] = b->res[j] != 0 && (j == 0 || b->res[j] != b->res[j - 1]);
+	memset(&b->fresh[b->n], 0, SP_POL_AHEAD);
 	if (c->t == NULL)
 		return;
 	for (j = 0; j < SP_POL_AHEAD; j++)

@@ -143,12 +143,12 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 	struct rte_mbuf *esp[SP_BURST];
 	struct sp_plain pl;
 	struct sp_pkt *k;
-	uint16_t ne = 0, i;
-	int rc;
+	uint16_t ne = 0, np = 0, i;	/* np: pl.n, kept in a register */
+	uint32_t own_dst = 0;		/* see dst_own_last */
+	int rc, own_have = 0;
 
 	if (!burst_open(c, p, mb, n, 1))
 		return;
-	pl.n = 0;
 	/* the mbufs' second cache line (l2_len, l3_len), which the PMD
 	 * did not touch, is written for every packet below */
 	for (i = 0; i < n; i++)
@@ -167,10 +167,17 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		/* parsed in place: the next free slot of the plaintext
 		 * batch (a copy of the fields just written one by one would
 		 * wait for them to reach the cache) */
-		k = &pl.k[pl.n];
+		k = &pl.k[np];
 		rc = ip_parse(m, ETH_HLEN, k);
-		if (unlikely(rc > 0) && (rc = sp_reassemble(c, p, SP_FRAG_WIRE, &m, ETH_HLEN, k)) > 0)
-			continue;	/* a fragment, kept for the rest or dropped */
+		if (unlikely(rc > 0)) {
+			/* through a copy: with its address taken, m would live
+			 * in memory for the whole loop */
+			struct rte_mbuf *fm = m;
+
+			if ((rc = sp_reassemble(c, p, SP_FRAG_WIRE, &fm, ETH_HLEN, k)) > 0)
+				continue;	/* a fragment, kept for the rest or dropped */
+			m = fm;
+		}
 		if (rc < 0) {
 			drop(c, p, m, SP_CNT_DROP_MALFORMED);
 			continue;
@@ -188,7 +195,8 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		}
 		/* ESP-in-UDP and NAT-T IKE are ours only to our own
 		 * addresses: other NAT-T is transit UDP, under policy */
-		if (k->proto == IPPROTO_UDP && k->dport == c->dp->natt_port && dst_own(c, l3, k)) {
+		if (k->proto == IPPROTO_UDP && k->dport == c->dp->natt_port &&
+				dst_own_last(c, l3, k, &own_dst, &own_have)) {
 			const struct rte_udp_hdr *uh = (const struct rte_udp_hdr *)(l3 + k->l3len);
 			uint32_t plen = k->len - k->l3len;
 			if (plen >= sizeof(*uh)) {
@@ -217,11 +225,12 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 		if (unlikely(k->proto == IPPROTO_ICMP || k->proto == IPPROTO_ICMPV6))
 			sp_pmtu_learn(c, p, l3, k, dst_own(c, l3, k));
 		if (spd_wanted(c, l3, k, 1)) {
-			pl.m[pl.n++] = m;
+			pl.m[np++] = m;
 		} else {
 			to_tap(c, p, m);
 		}
 	}
+	pl.n = np;
 	esp_inbound(c, p, esp, ne);
 	plain_protect(c, p, &pl, 1);
 }
