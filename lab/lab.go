@@ -162,6 +162,10 @@ type Options struct {
 	// GatewayInterfaces are the route-based interfaces ([[interface]]) of
 	// the gateway's swanpathd.
 	GatewayInterfaces []swanpathdconf.Interface
+	// Topology, when set, is built instead of the gw-pr topology of the
+	// options above (e.g. HubAndSpoke); none of NAT, IPv6, SwanpathPeer,
+	// KernelPeer, KernelGatewayRoot and GatewayAddrs goes with it.
+	Topology *Topology
 }
 
 // Lab is one instance of a topology.
@@ -317,6 +321,11 @@ func (l *Lab) build() error {
 	if err := l.bootKernels(); err != nil {
 		return err
 	}
+	// the kernel hosts' boot has its own time (tens of seconds on a busy
+	// machine); the rest gets its own
+	cancel()
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	for _, a := range l.topo.Addrs {
 		if _, err := l.Host(a.Host).Exec(ctx, addrArgs("add", a.Prefix, a.If)...); err != nil {
 			return err
@@ -374,6 +383,9 @@ func (l *Lab) bootKernels() error {
 			mem := l.kernelMem
 			if h.Root != "" && mem == UMLMem {
 				mem = UMLGatewayMem // swanpathd's DPDK memory without hugepages
+			}
+			if h.Mem != "" {
+				mem = h.Mem
 			}
 			u, err := bootUML(ctx, shell, filepath.Join(l.dir, "kernel-"+h.Role), ifaces, mem, h.Root)
 			mu.Lock()
@@ -541,7 +553,8 @@ func (l *Lab) ConfigurePeer(lanIf, wanIf string) error {
 }
 
 // configureRouter puts the Router of role on lanIf and wanIf: both up,
-// its addresses, forwarding, its default routes out of wanIf.
+// its addresses, forwarding, its default routes out of wanIf. lanIf is ""
+// for a router without a LAN.
 func (l *Lab) configureRouter(role, lanIf, wanIf string) error {
 	r, ok := l.topo.router(role)
 	h := l.Host(role)
@@ -550,7 +563,10 @@ func (l *Lab) configureRouter(role, lanIf, wanIf string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmds := [][]string{{"ip", "link", "set", lanIf, "up"}, {"ip", "link", "set", wanIf, "up"}}
+	cmds := [][]string{{"ip", "link", "set", wanIf, "up"}}
+	if lanIf != "" {
+		cmds = append(cmds, []string{"ip", "link", "set", lanIf, "up"})
+	}
 	for _, a := range []struct {
 		ps []netip.Prefix
 		on string
