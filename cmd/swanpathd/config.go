@@ -38,7 +38,7 @@ type Config struct {
 	// carrying the SAs and policies with its XFRM interface id (strongSwan
 	// if_id_in/if_id_out) or its mark (mark_in/mark_out, libreswan mark=).
 	Interfaces []interfaceConf `toml:"interface"`
-	Crypto struct {
+	Crypto     struct {
 		PMD  string `toml:"pmd"`
 		Mode string `toml:"mode"`
 	} `toml:"crypto"`
