@@ -2,9 +2,11 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/swanpath/swanpath/internal/swanpathdconf"
@@ -232,9 +234,11 @@ func (l *Lab) StartHub(ctx context.Context, bin, ctlBin string, mssClamp any) (*
 		return nil, err
 	}
 	h := &HubSite{D: d}
+	t0 := time.Now()
 	if err := d.Start(ctx); err != nil {
 		return h, err
 	}
+	l.t.Logf("hub: swanpathd ready in %v", time.Since(t0).Round(time.Millisecond))
 	if err := l.configureRouter(Hub, "", HubWanTap); err != nil {
 		return h, err
 	}
@@ -255,14 +259,19 @@ func (l *Lab) StartHub(ctx context.Context, bin, ctlBin string, mssClamp any) (*
 	if err := l.sh(ctx, Hub, cmds); err != nil {
 		return h, err
 	}
+	t1 := time.Now()
 	if err := d.waitFIBSettled(ctx); err != nil {
 		return h, err
 	}
+	l.t.Logf("hub: addresses, GRE, FIB settled in %v", time.Since(t1).Round(time.Millisecond))
+	t2 := time.Now()
 	h.Charon, err = l.StartCharon(Hub, CharonOptions{Plugins: []Plugin{SwanpathPlugin(d)}, Swanctl: HubSwanctlConf()})
 	if err != nil {
 		return h, err
 	}
-	return h, h.Charon.LoadAll(ctx)
+	err = h.Charon.LoadAll(ctx)
+	l.t.Logf("hub: charon started and loaded in %v", time.Since(t2).Round(time.Millisecond))
+	return h, err
 }
 
 // greCmds make GRE tunnel name from local to remote (outer addresses),
@@ -289,20 +298,65 @@ func (l *Lab) sh(ctx context.Context, role string, cmds []string) error {
 	return nil
 }
 
-// StartSpoke starts pluto on spoke s with the seed's configuration, brings
-// its connection up (`ipsec auto --up`: pluto's updown makes the VTI
-// RouteIf, shared, and routes the hub's 240.0.0.1 into it), sets the VTI's
-// MTU to RouteMTU (the seed's fix), puts the spoke's GRE endpoint on lo
-// and makes the GRE tunnel to the hub over the VTI with a route to every
-// other spoke's LAN through it.
-func (l *Lab) StartSpoke(ctx context.Context, s Spoke) (*Pluto, error) {
-	p, err := l.StartPlutoConf(ctx, s.Role, s.Conn(), s.IPsecConf(), s.IPsecSecrets())
+// StartHubAndSpokes starts the hub (StartHub) and the spokes' plutos at
+// at once, then brings the spokes' tunnels up (UpSpoke). The
+// plutos are returned in the order of Spokes, nil where one did not
+// start.
+func (l *Lab) StartHubAndSpokes(ctx context.Context, bin, ctlBin string, mssClamp any) (*HubSite, []*Pluto, error) {
+	plutos := make([]*Pluto, len(Spokes))
+	errs := make([]error, len(Spokes)+1)
+	var hub *HubSite
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		hub, errs[0] = l.StartHub(ctx, bin, ctlBin, mssClamp)
+	}()
+	for i, s := range Spokes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			plutos[i], errs[i+1] = l.StartPlutoConf(ctx, s.Role, s.Conn(), s.IPsecConf(), s.IPsecSecrets())
+			l.t.Logf("%s: pluto started in %v", s.Role, time.Since(t0).Round(time.Millisecond))
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return hub, plutos, err
+	}
+	// one after the other: two CHILD_SAs at once on the hub's one
+	// (user-mode Linux) CPU made swanpathd answer charon late
+	for i, s := range Spokes {
+		if err := l.UpSpoke(ctx, s, plutos[i]); err != nil {
+			return hub, plutos, err
+		}
+	}
+	return hub, plutos, nil
+}
+
+// UpSpoke brings the connection of spoke s up with its pluto p (`ipsec
+// auto --up`: pluto's updown makes the VTI RouteIf, shared, and routes
+// the hub's 240.0.0.1 into it), sets the VTI's MTU to RouteMTU (the
+// seed's fix), puts the spoke's GRE endpoint on lo and makes the GRE
+// tunnel to the hub over the VTI with a route to every other spoke's LAN
+// through it.
+func (l *Lab) UpSpoke(ctx context.Context, s Spoke, p *Pluto) error {
+	t0 := time.Now()
+	// a second and third try: on a busy machine, swanpathd in
+	// user-mode Linux may answer charon's ADD_SA after the plugin's 5 s,
+	// and the hub then refuses the CHILD_SA (the IKE_SA stays)
+	var err error
+	for try := 1; try <= 3; try++ {
+		if err = p.Up(ctx); err == nil {
+			break
+		}
+		l.t.Logf("%s: try %d: %v", s.Role, try, strings.SplitN(err.Error(), "\n", 2)[0])
+	}
 	if err != nil {
-		return p, err
+		return err
 	}
-	if err := p.Up(ctx); err != nil {
-		return p, err
-	}
+	l.t.Logf("%s: tunnel up in %v", s.Role, time.Since(t0).Round(time.Millisecond))
 	cmds := []string{
 		fmt.Sprintf("ip link set %s mtu %d", RouteIf, RouteMTU),
 		"ip addr add " + s.GREAddr() + "/32 dev lo",
@@ -314,7 +368,7 @@ func (l *Lab) StartSpoke(ctx context.Context, s Spoke) (*Pluto, error) {
 			cmds = append(cmds, fmt.Sprintf("ip route add %s via %s dev %s", o.LanNet(), s.HubTun(), SpokeGRE))
 		}
 	}
-	return p, l.sh(ctx, s.Role, cmds)
+	return l.sh(ctx, s.Role, cmds)
 }
 
 // waitFIBSettled returns once swanpathd has not rebuilt its FIB (the
