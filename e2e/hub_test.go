@@ -84,14 +84,7 @@ func TestHubAndSpoke(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for _, rev := range []bool{false, true} {
-			r, err := l.Iperf3(ctx, s2.LanHost, s2.HostAddr(), s1.LanHost, 5, rev)
-			if err != nil {
-				t.Fatalf("iperf3 (reverse %v): %v", rev, err)
-			}
-			t.Logf("iperf3 %s: %.1f Mbit/s, %d bytes received in %.1f s, %d retransmits",
-				map[bool]string{false: "lan1 -> lan2", true: "lan2 -> lan1"}[rev], r.BitsPerSec/1e6, r.Bytes, r.Seconds, r.Retransmits)
-		}
+		iperfBothWays(t, ctx, l, s2.LanHost, s2.HostAddr(), s1.LanHost, 5)
 	})
 	pkts, err := wan.Stop()
 	if err != nil {
@@ -283,4 +276,22 @@ func checkHubWAN(pkts []lab.Packet) (esp, ike int, err error) {
 			len(bad), strings.Join(bad[:min(len(bad), 10)], "; "))
 	}
 	return esp, ike, nil
+}
+
+// iperfBothWays runs iperf3 for seconds from client to the server host
+// (at serverAddr), then back (-R), and logs the receivers' rates.
+func iperfBothWays(t *testing.T, ctx context.Context, l *lab.Lab, server, serverAddr, client string, seconds int) {
+	t.Helper()
+	for _, rev := range []bool{false, true} {
+		r, err := l.Iperf3(ctx, server, serverAddr, client, seconds, rev)
+		if err != nil {
+			t.Fatalf("iperf3 (reverse %v): %v", rev, err)
+		}
+		from, to := client, server
+		if rev {
+			from, to = to, from
+		}
+		t.Logf("iperf3 %s -> %s: %.1f Mbit/s, %d bytes received in %.1f s, %d retransmits",
+			from, to, r.BitsPerSec/1e6, r.Bytes, r.Seconds, r.Retransmits)
+	}
 }
