@@ -124,6 +124,86 @@ func TestHubAndSpoke(t *testing.T) {
 			t.Logf("SA %s %s %s %s -> %s: %d packets, %d bytes", s.Child, s.SPI, s.Dir, s.Src, s.Dst, s.Packets, s.Bytes)
 		}
 	})
+	t.Run("rekey of a spoke's CHILD_SA under traffic", func(t *testing.T) {
+		if os.Getenv("SWANPATH_HUB_REKEY") == "" {
+			// a known gap (docs/hub-and-spoke.md): seen here, 13 of
+			// 1000 datagrams hub -> spoke lost in ~120 ms around
+			// libreswan's DELETE of the old CHILD_SA (charon installs
+			// the new outbound SA only then, and swanpathd on a busy
+			// user-mode Linux takes that long to switch, while the
+			// spoke has dropped its old inbound SA already)
+			t.Skip("known gap: hub -> spoke datagrams lost at the rekey's DELETE; SWANPATH_HUB_REKEY=1 runs it")
+		}
+		hubRekey(t, ctx, l, hub, spokes[0], s1, s2)
+	})
+}
+
+// hubRekey: spoke s rekeys its CHILD_SA (`ipsec whack --rekey-ipsec`,
+// with PFS as libreswan does by default) while a paced UDP stream runs
+// each way between its LAN and other's LAN: every datagram arrives once,
+// intact; the hub's CHILD_SA for s has new SPIs, bound to ipsec0.
+func hubRekey(t *testing.T, ctx context.Context, l *lab.Lab, hub *lab.HubSite, p *lab.Pluto, s, other lab.Spoke) {
+	before, _, err := hubSAs(ctx, hub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams := []lab.SeqOptions{
+		{From: s.LanHost, To: other.LanHost, ToAddr: other.HostAddr(), Port: 7201, Rate: 100, Duration: 10 * time.Second, Size: 300},
+		{From: other.LanHost, To: s.LanHost, ToAddr: s.HostAddr(), Port: 7202, Rate: 100, Duration: 10 * time.Second, Size: 300},
+	}
+	var seqs []*lab.UDPSeq
+	for _, o := range streams {
+		q, err := l.StartUDPSeq(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, q)
+	}
+	// the streams flow through the hub before the rekey
+	err = lab.PollFor(ctx, "the streams through the hub", 10*time.Second, 100*time.Millisecond, func() (bool, error) {
+		now, _, err := hubSAs(ctx, hub)
+		if err != nil {
+			return false, err
+		}
+		for spi, a := range now {
+			if a.Dir == "in" && a.Src == s.WanAddr() && a.Packets >= before[spi].Packets+100 {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("not 100 packets from %s yet", s.Role)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := p.Ipsec(ctx, "whack", "--rekey-ipsec", "--name", s.Conn())
+	if err != nil {
+		t.Fatalf("rekey: %v\n%s", err, out)
+	}
+	for j, q := range seqs {
+		r, err := q.Wait(ctx)
+		if err != nil || !r.Exact() {
+			t.Errorf("UDP %s -> %s across the rekey: %v: %s", streams[j].From, streams[j].To, err, r)
+		} else {
+			t.Logf("UDP %s -> %s across the rekey: %s", streams[j].From, streams[j].To, r)
+		}
+	}
+	err = lab.PollFor(ctx, "the hub's CHILD_SA "+s.HubConn()+" rekeyed", 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+		after, _, err := hubSAs(ctx, hub)
+		if err != nil {
+			return false, err
+		}
+		for spi, a := range after {
+			if (a.Dir == "in" && a.Src == s.WanAddr()) || (a.Dir == "out" && a.Dst == s.WanAddr()) {
+				if _, old := before[spi]; old {
+					return false, fmt.Errorf("SA %s %s of %s not replaced", spi, a.Dir, s.Role)
+				}
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // startHubAndSpoke builds the hub-and-spoke lab, starts the hub, then the
@@ -220,6 +300,9 @@ func hubSAs(ctx context.Context, hub *lab.HubSite) (mine map[string]ctl.SA, othe
 			if s.Dir != want.dir || s.Src != want.src || s.Dst != want.dst || s.Interface != lab.RouteIf || s.IfID != lab.RouteID || !s.Encap {
 				return nil, nil, fmt.Errorf("%s: SA %s %s %s -> %s, interface %q if_id %d encap %v; want %s %s -> %s on %s (if_id %d), ESP-in-UDP",
 					sp.HubConn(), s.SPI, s.Dir, s.Src, s.Dst, s.Interface, s.IfID, s.Encap, want.dir, want.src, want.dst, lab.RouteIf, lab.RouteID)
+			}
+			if s.Conn != sp.HubConn() || s.Child != sp.HubConn() {
+				return nil, nil, fmt.Errorf("SA %s: charon's names %q/%q, want %s (VICI)", s.SPI, s.Conn, s.Child, sp.HubConn())
 			}
 			mine[s.SPI] = s
 		}

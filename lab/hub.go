@@ -229,6 +229,8 @@ func (l *Lab) StartHub(ctx context.Context, bin, ctlBin string, mssClamp any) (*
 		// user-mode Linux: charon's requests (answered within 5 s or
 		// the plugin gives up) need the CPU more than the latency
 		Fastpath: swanpathdconf.Fastpath{IdleSleepUS: 1000},
+		// charon's names for the SAs (swanpathctl sa)
+		Vici: &swanpathdconf.Socket{Socket: kernelCharonDir(Hub) + "/charon.vici"},
 	}, "swanpath lab (hub)")
 	if err != nil {
 		return nil, err
