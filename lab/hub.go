@@ -345,11 +345,11 @@ func (l *Lab) StartHubAndSpokes(ctx context.Context, bin, ctlBin string, mssClam
 // through it.
 func (l *Lab) UpSpoke(ctx context.Context, s Spoke, p *Pluto) error {
 	t0 := time.Now()
-	// a second and third try: on a busy machine, swanpathd in
+	// up to five tries: on a busy machine, swanpathd in
 	// user-mode Linux may answer charon's ADD_SA after the plugin's 5 s,
 	// and the hub then refuses the CHILD_SA (the IKE_SA stays)
 	var err error
-	for try := 1; try <= 3; try++ {
+	for try := 1; try <= 5; try++ {
 		if err = p.Up(ctx); err == nil {
 			break
 		}
