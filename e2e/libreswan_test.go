@@ -153,14 +153,7 @@ func testLibreswanGateway(t *testing.T, c libreswanCase) {
 	l.RunUDPSeqs(ctx, t, streams...)
 	// TCP through the tunnel, 10 s each way (iperf3 in the LAN hosts,
 	// server in h2)
-	for _, rev := range []bool{false, true} {
-		r, err := l.Iperf3(ctx, lab.H2, lab.H2Addr, lab.H1, 10, rev)
-		if err != nil {
-			t.Fatalf("iperf3 (reverse %v): %v", rev, err)
-		}
-		t.Logf("iperf3 %s: %.1f Mbit/s, %d bytes received in %.1f s, %d retransmits",
-			map[bool]string{false: "h1 -> h2", true: "h2 -> h1"}[rev], r.BitsPerSec/1e6, r.Bytes, r.Seconds, r.Retransmits)
-	}
+	iperfBothWays(t, ctx, l, lab.H2, lab.H2Addr, lab.H1, 10)
 	pkts, err := cw.stop()
 	if err != nil {
 		t.Fatal(err)

@@ -182,7 +182,7 @@ func (c *Charon) waitVICI() error {
 // instance's private /run (the VICI socket is reached through the agent),
 // no mount namespace of its own (the instance's /run is charon's alone).
 func (l *Lab) startKernelCharon(u *UML, role string, opts CharonOptions) (*Charon, error) {
-	dir := "/run/lab/charon-" + role
+	dir := kernelCharonDir(role)
 	c := &Charon{
 		host: u, kernel: u, dir: dir, runDir: "/run",
 		conf:    dir + "/strongswan.conf",
@@ -200,6 +200,10 @@ func (l *Lab) startKernelCharon(u *UML, role string, opts CharonOptions) (*Charo
 	}
 	return l.launchCharon(c, func() (*Proc, error) { return u.StartEnv([]string{"STRONGSWAN_CONF=" + c.conf}, CharonBin) })
 }
+
+// kernelCharonDir holds the files of charon on kernel host role
+// (strongswan.conf, swanctl.conf, its log and VICI socket).
+func kernelCharonDir(role string) string { return "/run/lab/charon-" + role }
 
 // session opens a VICI session to this charon (through the agent on a
 // kernel host).

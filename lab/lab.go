@@ -178,6 +178,10 @@ type Options struct {
 	// GatewayInterfaces are the route-based interfaces ([[interface]]) of
 	// the gateway's swanpathd.
 	GatewayInterfaces []swanpathdconf.Interface
+	// Topology, when set, is built instead of the gw-pr topology of the
+	// options above (e.g. HubAndSpoke); none of NAT, IPv6, SwanpathPeer,
+	// KernelPeer, KernelGatewayRoot and GatewayAddrs goes with it.
+	Topology *Topology
 }
 
 // MiddleboxOptions shape the middlebox (Options.Middlebox).
@@ -347,10 +351,11 @@ func (l *Lab) build() error {
 	if err := l.bootKernels(); err != nil {
 		return err
 	}
-	// the rest gets its own time: a kernel host may take most of the
-	// first 30 s to boot on a loaded machine
-	ctx, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel2()
+	// the kernel hosts' boot has its own time (tens of seconds on a busy
+	// machine); the rest gets its own
+	cancel()
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	// a kernel host's own interface on a link of another MTU: the
 	// same MTU inside (the veth of its shell alone would drop its frames)
 	for _, lk := range l.topo.Links {
@@ -422,6 +427,9 @@ func (l *Lab) bootKernels() error {
 			mem := l.kernelMem
 			if h.Root != "" && mem == UMLMem {
 				mem = UMLGatewayMem // swanpathd's DPDK memory without hugepages
+			}
+			if h.Mem != "" {
+				mem = h.Mem
 			}
 			u, err := bootUML(ctx, shell, filepath.Join(l.dir, "kernel-"+h.Role), ifaces, mem, h.Root)
 			mu.Lock()
@@ -589,7 +597,8 @@ func (l *Lab) ConfigurePeer(lanIf, wanIf string) error {
 }
 
 // configureRouter puts the Router of role on lanIf and wanIf: both up,
-// its addresses, forwarding, its default routes out of wanIf.
+// its addresses, forwarding, its default routes out of wanIf. lanIf is ""
+// for a router without a LAN.
 func (l *Lab) configureRouter(role, lanIf, wanIf string) error {
 	r, ok := l.topo.router(role)
 	h := l.Host(role)
@@ -598,7 +607,10 @@ func (l *Lab) configureRouter(role, lanIf, wanIf string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmds := [][]string{{"ip", "link", "set", lanIf, "up"}, {"ip", "link", "set", wanIf, "up"}}
+	cmds := [][]string{{"ip", "link", "set", wanIf, "up"}}
+	if lanIf != "" {
+		cmds = append(cmds, []string{"ip", "link", "set", lanIf, "up"})
+	}
 	for _, a := range []struct {
 		ps []netip.Prefix
 		on string

@@ -193,29 +193,40 @@ conn %s
 type Pluto struct {
 	u    *UML
 	proc *Proc
-	Conn LibreswanConn
+	Conn LibreswanConn // StartPluto's (zero with StartPlutoConf)
+	name string        // the connection pluto adds and brings up
 }
 
 // StartPluto writes ipsec.conf and ipsec.secrets for conn, makes pluto's
 // NSS database, starts pluto in the foreground (its log is the Proc's
 // output), waits until it answers and adds conn.
 func (l *Lab) StartPluto(ctx context.Context, role string, conn LibreswanConn) (*Pluto, error) {
+	conn = conn.withDefaults()
+	secrets := fmt.Sprintf("@gw.lab @pr.lab : PSK %q\n", conn.PSK)
+	p, err := l.StartPlutoConf(ctx, role, conn.Name, conn.IPsecConf(), secrets)
+	if p != nil {
+		p.Conn = conn
+	}
+	return p, err
+}
+
+// StartPlutoConf is StartPluto with ipsec.conf and ipsec.secrets as given
+// (their content as is), adding connection name.
+func (l *Lab) StartPlutoConf(ctx context.Context, role, name, ipsecConf, secrets string) (*Pluto, error) {
 	u, ok := l.Host(role).(*UML)
 	if !ok {
 		return nil, fmt.Errorf("pluto on %s: not a kernel host", role)
 	}
-	conn = conn.withDefaults()
-	if err := u.WriteFile(ctx, "/run/ipsec/ipsec.conf", []byte(conn.IPsecConf()), 0o644); err != nil {
+	if err := u.WriteFile(ctx, "/run/ipsec/ipsec.conf", []byte(ipsecConf), 0o644); err != nil {
 		return nil, err
 	}
-	secrets := fmt.Sprintf("@gw.lab @pr.lab : PSK %q\n", conn.PSK)
 	if err := u.WriteFile(ctx, "/run/ipsec/ipsec.secrets", []byte(secrets), 0o600); err != nil {
 		return nil, err
 	}
 	if _, err := u.Exec(ctx, "sh", "-c", "mkdir -p /run/pluto /var/lib/ipsec/nss && [ -f /var/lib/ipsec/nss/cert9.db ] || ipsec initnss >/dev/null"); err != nil {
 		return nil, err
 	}
-	p := &Pluto{u: u, Conn: conn}
+	p := &Pluto{u: u, name: name}
 	if err := p.start(ctx); err != nil {
 		return p, err
 	}
@@ -240,7 +251,7 @@ func (p *Pluto) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := p.Ipsec(ctx, "auto", "--add", p.Conn.Name); err != nil {
+	if _, err := p.Ipsec(ctx, "auto", "--add", p.name); err != nil {
 		return fmt.Errorf("ipsec auto --add: %w\n%s", err, proc.Tail(40))
 	}
 	return nil
@@ -289,9 +300,9 @@ func (p *Pluto) Ipsec(ctx context.Context, args ...string) (string, error) {
 // Up is `ipsec auto --up` of the connection: it returns when the IPsec
 // SA is established (or pluto gave up).
 func (p *Pluto) Up(ctx context.Context) error {
-	out, err := p.Ipsec(ctx, "auto", "--up", p.Conn.Name)
+	out, err := p.Ipsec(ctx, "auto", "--up", p.name)
 	if err != nil || !strings.Contains(out, "established Child SA") && !strings.Contains(out, "IPsec SA established") {
-		return fmt.Errorf("ipsec auto --up %s: %v\n%s\npluto:\n%s", p.Conn.Name, err, out, p.proc.Tail(40))
+		return fmt.Errorf("ipsec auto --up %s: %v\n%s\npluto:\n%s", p.name, err, out, p.proc.Tail(40))
 	}
 	return nil
 }

@@ -350,3 +350,6 @@ func (g *SwanpathGateway) Renegotiate(ctx context.Context, tun Tunnel) error {
 	}
 	return g.initiate(ctx)
 }
+
+// Proc is swanpathd's process (nil before Start).
+func (d *Swanpathd) Proc() *Proc { return d.proc }

@@ -33,6 +33,9 @@ type HostSpec struct {
 	// Root is a kernel host's root file system, a directory of this
 	// machine (LibreswanRoot); empty: this machine's / (read-only).
 	Root string
+	// Mem is a kernel host's memory (mem=); empty: the lab's
+	// (Options.KernelMem, UMLMem, or UMLGatewayMem with a Root).
+	Mem string
 }
 
 // HostKind is what a host is: a network namespace (the default) or a
@@ -68,7 +71,8 @@ type Route struct {
 }
 
 // Router is the addressing of an IPsec gateway (gw, pr): addresses on its
-// LAN and WAN interfaces and default routes out of the WAN. The lab puts it
+// LAN and WAN interfaces and default routes out of the WAN. A router
+// without a LAN (a hub) leaves Lan and LanAddrs empty. The lab puts it
 // on the veths Lan and Wan when it builds, unless Deferred: swanpathd takes
 // those veths as DPDK ports, and the test puts the addressing on
 // swanpathd's TAPs (ConfigureGateway, ConfigurePeer).
@@ -113,6 +117,12 @@ var ErrOptions = errors.New("lab: options do not go together")
 // NAT goes with neither IPv6 (the NAT router is IPv4 only) nor
 // SwanpathPeer (it expects a kernel-libipsec peer).
 func FromOptions(opts Options) (Topology, error) {
+	if opts.Topology != nil {
+		if opts.NAT || opts.IPv6 || opts.SwanpathPeer || opts.KernelPeer || opts.KernelGatewayRoot != "" || opts.GatewayAddrs {
+			return Topology{}, fmt.Errorf("%w: Topology with NAT, IPv6, SwanpathPeer, KernelPeer, KernelGatewayRoot or GatewayAddrs (the topology says it all)", ErrOptions)
+		}
+		return *opts.Topology, opts.Topology.Validate()
+	}
 	if opts.KernelPeer && (opts.NAT || opts.SwanpathPeer) {
 		return Topology{}, fmt.Errorf("%w: KernelPeer with NAT or SwanpathPeer (the peer is one thing)", ErrOptions)
 	}
@@ -233,7 +243,8 @@ func (t Topology) Validate() error {
 		if !hosts[r.Role].Forward {
 			errs = append(errs, fmt.Errorf("router %q: no such host, or it does not forward", r.Role))
 		}
-		if r.Lan.Host != r.Role || r.Wan.Host != r.Role || !ends[r.Lan] || !ends[r.Wan] {
+		noLan := r.Lan == (End{}) && len(r.LanAddrs) == 0
+		if (!noLan && (r.Lan.Host != r.Role || !ends[r.Lan])) || r.Wan.Host != r.Role || !ends[r.Wan] {
 			errs = append(errs, fmt.Errorf("router %q: lan %s and wan %s must be its own link ends", r.Role, r.Lan, r.Wan))
 		}
 		if len(r.WanAddrs) == 0 {

@@ -19,9 +19,22 @@ import (
 // twan. bin and ctlBin are paths of this machine (reached inside through
 // UMLHostDir); the sockets and the state file are in the instance's /run.
 func (l *Lab) NewXFRMSwanpathd(bin, ctlBin string) (*Swanpathd, error) {
-	u, ok := l.Host(GW).(*UML)
+	return l.newKernelSwanpathd(GW, bin, ctlBin, swanpathdconf.Config{
+		Ports: []swanpathdconf.Port{
+			{Name: "lan", Device: "net_af_packet0,iface=" + GWLan, Tap: GWLanTap},
+			{Name: "wan", Device: "net_af_packet1,iface=" + GWWan, Tap: GWWanTap},
+		},
+		Source: swanpathdconf.Source{Kind: "xfrm"},
+	}, "swanpath lab (xfrm gateway)")
+}
+
+// newKernelSwanpathd writes the configuration of swanpathd on kernel host
+// role: conf's ports, source and interfaces, and the lab's settings for a
+// kernel host (NewXFRMSwanpathd).
+func (l *Lab) newKernelSwanpathd(role, bin, ctlBin string, conf swanpathdconf.Config, title string) (*Swanpathd, error) {
+	u, ok := l.Host(role).(*UML)
 	if !ok {
-		return nil, fmt.Errorf("xfrm swanpathd: gw is %T, not a kernel host", l.Host(GW))
+		return nil, fmt.Errorf("swanpathd on %s: %T, not a kernel host", role, l.Host(role))
 	}
 	// the TAPs; nftables for swanpathd's netdev ingress chain that
 	// isolates its ports from the kernel
@@ -37,26 +50,23 @@ func (l *Lab) NewXFRMSwanpathd(bin, ctlBin string) (*Swanpathd, error) {
 		return nil, err
 	}
 	l.t.Cleanup(func() { os.RemoveAll(dir) })
-	conf := filepath.Join(dir, "swanpathd.toml")
-	d := &Swanpathd{l: l, role: GW, Bin: u.HostPath(bin), CtlBin: u.HostPath(ctlBin), Conf: u.HostPath(conf),
+	path := filepath.Join(dir, "swanpathd.toml")
+	d := &Swanpathd{l: l, role: role, Bin: u.HostPath(bin), CtlBin: u.HostPath(ctlBin), Conf: u.HostPath(path),
 		Plugin: "/run/swanpath/charon.sock", Control: "/run/swanpath/ctl.sock"}
-	b, err := swanpathdconf.Config{
-		EAL: swanpathdconf.EAL{Lcores: "0@0,1@0", Memory: 512, FilePrefix: l.prefix + "-" + GW, NoHuge: true},
-		Ports: []swanpathdconf.Port{
-			{Name: "lan", Device: "net_af_packet0,iface=" + GWLan, Tap: GWLanTap},
-			{Name: "wan", Device: "net_af_packet1,iface=" + GWWan, Tap: GWWanTap},
-		},
-		Source:  swanpathdconf.Source{Kind: "xfrm"},
-		Plugin:  swanpathdconf.Socket{Socket: d.Plugin},
-		Control: swanpathdconf.Socket{Socket: d.Control},
-		// one CPU for the worker, pluto and the kernel
-		Fastpath: swanpathdconf.Fastpath{IdleSleepUS: 50, MaxSAs: 1024, StateFile: "/run/swanpath/outbound-seq.json"},
-		Log:      swanpathdconf.Log{Level: "debug"},
-	}.Render("swanpath lab (xfrm gateway)")
+	conf.EAL = swanpathdconf.EAL{Lcores: "0@0,1@0", Memory: 512, FilePrefix: l.prefix + "-" + role, NoHuge: true}
+	conf.Plugin = swanpathdconf.Socket{Socket: d.Plugin}
+	conf.Control = swanpathdconf.Socket{Socket: d.Control}
+	// one CPU for the worker, the IKE daemon and the kernel
+	if conf.Fastpath.IdleSleepUS == 0 {
+		conf.Fastpath.IdleSleepUS = 50
+	}
+	conf.Fastpath.MaxSAs, conf.Fastpath.StateFile = 1024, "/run/swanpath/outbound-seq.json"
+	conf.Log = swanpathdconf.Log{Level: "debug"}
+	b, err := conf.Render(title)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(conf, b, 0o644); err != nil {
+	if err := os.WriteFile(path, b, 0o644); err != nil {
 		return nil, err
 	}
 	return d, nil

@@ -57,6 +57,11 @@ type SA struct {
 	IKEID        uint32 `json:"ike_id,omitempty"`
 	RemoteID     string `json:"remote_id,omitempty"`
 	Remote       string `json:"remote,omitempty"`
+	// a route-based SA: its XFRM interface id, mark (value/mask) and
+	// the route-based interface ([[interface]] name) that carries it
+	IfID      uint32 `json:"if_id,omitempty"`
+	Mark      string `json:"mark,omitempty"`
+	Interface string `json:"interface,omitempty"`
 }
 
 // Policy is a policy as swanpathctl shows it.

@@ -116,6 +116,16 @@ func printSAs(w io.Writer, sas []ctl.SA) {
 		if s.Encap {
 			fmt.Fprintf(w, "\tencap type espinudp sport %d dport %d\n", s.SrcPort, s.DstPort)
 		}
+		if s.IfID != 0 || s.Mark != "" || s.Interface != "" {
+			fmt.Fprint(w, "\t")
+			if s.Mark != "" {
+				fmt.Fprintf(w, "mark %s ", s.Mark)
+			}
+			if s.IfID != 0 {
+				fmt.Fprintf(w, "if_id 0x%x ", s.IfID)
+			}
+			fmt.Fprintf(w, "interface %s\n", orNone(s.Interface))
+		}
 		fmt.Fprintf(w, "\tcrypto-dev %s mode %s\n", s.Crypto, s.CryptoMode)
 		fmt.Fprintf(w, "\tcurrent: %d(bytes), %d(packets)", s.Bytes, s.Packets)
 		if s.LastUse != "" {
@@ -158,6 +168,13 @@ func printPolicies(w io.Writer, ps []ctl.Policy) {
 			fmt.Fprint(w, names(p.Conn, p.Child, p.ChildID, p.IKEID))
 		}
 	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 func orAny(s string) string {

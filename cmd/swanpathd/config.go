@@ -37,16 +37,8 @@ type Config struct {
 	// Interfaces are the route-based interfaces: one TUN device each,
 	// carrying the SAs and policies with its XFRM interface id (strongSwan
 	// if_id_in/if_id_out) or its mark (mark_in/mark_out, libreswan mark=).
-	Interfaces []struct {
-		Name string `toml:"name"`
-		IfID uint32 `toml:"if_id"`
-		Mark uint32 `toml:"mark"`
-		MTU  int    `toml:"mtu"`
-		// MSSClamp: "pmtu" or a number clamps the MSS of TCP SYNs
-		// through the interface (off when absent)
-		MSSClamp any `toml:"mss_clamp"`
-	} `toml:"interface"`
-	Crypto struct {
+	Interfaces []interfaceConf `toml:"interface"`
+	Crypto     struct {
 		PMD  string `toml:"pmd"`
 		Mode string `toml:"mode"`
 	} `toml:"crypto"`
@@ -340,4 +332,15 @@ func mssClamp(v any) (int, error) {
 		return 0, fmt.Errorf("mss_clamp %d out of range 536..65495", x)
 	}
 	return 0, fmt.Errorf("mss_clamp %v: want \"pmtu\" or a number of bytes (536..65495)", v)
+}
+
+// interfaceConf is one [[interface]] (Config.Interfaces).
+type interfaceConf struct {
+	Name string `toml:"name"`
+	IfID uint32 `toml:"if_id"`
+	Mark uint32 `toml:"mark"`
+	MTU  int    `toml:"mtu"`
+	// MSSClamp: "pmtu" or a number clamps the MSS of TCP SYNs
+	// through the interface (off when absent)
+	MSSClamp any `toml:"mss_clamp"`
 }

@@ -267,7 +267,7 @@ func run(log *slog.Logger, cfg Config, rl *reloader) error {
 		notify = plugin.NotifyEngine
 	}
 	rts := newRates()
-	ctlSrv, err := ctl.Listen(ctx, log, cfg.Control.Socket, &views{eng: eng, dp: fp, rates: rts})
+	ctlSrv, err := ctl.Listen(ctx, log, cfg.Control.Socket, &views{eng: eng, dp: fp, rates: rts, ifcs: cfg.Interfaces})
 	if err != nil {
 		return err
 	}

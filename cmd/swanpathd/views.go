@@ -15,6 +15,24 @@ type views struct {
 	eng   *engine.Engine
 	dp    dataplane.Dataplane
 	rates *rates // nil: no rates
+	// ifcs are the route-based interfaces ([[interface]]), to name
+	// the one of a route-based SA or policy
+	ifcs []interfaceConf
+}
+
+// routeBased is the interface ([[interface]] name) and the XFRM interface
+// id and mark of a route-based SA or policy, as the fast path binds them
+// (if_id first, else a whole mark); "" for a policy-based one.
+func (v *views) routeBased(mark, mask, ifID uint32) (name string, id uint32, markStr string) {
+	if mark != 0 || mask != 0 {
+		markStr = fmt.Sprintf("0x%x/0x%x", mark, mask)
+	}
+	for _, ifc := range v.ifcs {
+		if (ifID != 0 && ifc.IfID == ifID) || (ifID == 0 && mark != 0 && mask == 0xffffffff && ifc.Mark == mark) {
+			return ifc.Name, ifID, markStr
+		}
+	}
+	return "", ifID, markStr
 }
 
 func (v *views) SAs() []ctl.SA {
@@ -34,6 +52,7 @@ func (v *views) SAs() []ctl.SA {
 		if s.Encap {
 			row.SrcPort, row.DstPort = s.SrcPort, s.DstPort
 		}
+		row.Interface, row.IfID, row.Mark = v.routeBased(s.Mark, s.MarkMask, s.IfID)
 		row.Aead, row.Enc, row.Auth, row.ICVBits = suiteNames(s.EncAlg, s.IntAlg)
 		if !s.LastUse.IsZero() {
 			row.LastUse = s.LastUse.UTC().Format(time.RFC3339)

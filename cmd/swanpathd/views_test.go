@@ -29,3 +29,25 @@ func TestSuiteNames(t *testing.T) {
 		}
 	}
 }
+
+// swanpathctl sa names a route-based SA's interface as the fast path binds
+// it: the if_id first, else a whole mark; a policy-based SA has none.
+func TestViewsRouteBased(t *testing.T) {
+	v := &views{ifcs: []interfaceConf{{Name: "ipsec0", IfID: 20}, {Name: "vti7", Mark: 7}}}
+	for _, tc := range []struct {
+		mark, mask, ifID uint32
+		name, markStr    string
+	}{
+		{0, 0, 0, "", ""},
+		{0, 0, 20, "ipsec0", ""},
+		{7, 0xffffffff, 0, "vti7", "0x7/0xffffffff"},
+		{7, 0xffffffff, 20, "ipsec0", "0x7/0xffffffff"},
+		{7, 0xff, 0, "", "0x7/0xff"}, // not a whole mark
+		{0, 0, 21, "", ""},           // no such interface
+	} {
+		name, id, m := v.routeBased(tc.mark, tc.mask, tc.ifID)
+		if name != tc.name || id != tc.ifID || m != tc.markStr {
+			t.Errorf("mark 0x%x/0x%x if_id %d: %q %d %q, want %q %d %q", tc.mark, tc.mask, tc.ifID, name, id, m, tc.name, tc.ifID, tc.markStr)
+		}
+	}
+}

@@ -27,6 +27,8 @@ type Config struct {
 	Log        Log         `toml:"log"`
 	Charon     Charon      `toml:"charon,omitempty"`
 	Metrics    Metrics     `toml:"metrics,omitempty"`
+	// Vici is charon's VICI socket; nil keeps swanpathd's default
+	Vici *Socket `toml:"vici,omitempty"`
 }
 
 // Charon is the [charon] table; empty fields keep swanpathd's defaults.

@@ -1,0 +1,380 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/swanpath/swanpath/bridge/ctl"
+	"github.com/swanpath/swanpath/lab"
+)
+
+// TestHubAndSpoke: the seed's deployment (docs/hub-and-spoke.md). The hub
+// is a user-mode-Linux kernel on this machine's root running swanpathd
+// (its WAN port in DPDK, the route-based interface ipsec0 for if_id 20)
+// and charon with the kernel-swanpath plugin, one connection per spoke
+// (remote_addrs = %any, if_id_in/if_id_out = 20); the two spokes are
+// kernel hosts with libreswan 4.10 configured as the seed configures them
+// (IKEv2 PSK, ike=aes256-sha2, esp=aes_gcm128-null, encapsulation=yes,
+// VTI ipsec0 with mark 20, vti-shared, vti-routing, 240.0.0.x/32
+// selectors), each on its own WAN subnet behind one router. GRE runs
+// between the 240.0.0.x addresses over the route-based tunnels, and the
+// spokes' LANs (1500-byte MTU) are routed over GRE through the hub.
+//
+// Shown: both spokes come up (ipsec trafficstatus on the spokes, swanctl
+// --list-sas on the hub, four SAs in swanpathctl sa, each bound to
+// ipsec0); spoke1's LAN host reaches spoke2's (ping both ways, iperf3
+// both ways); the hub's WAN carries nothing but UDP 4500 between the hub
+// and the spokes, most of it ESP (no GRE, no ESP without UDP, no inner
+// address in clear); ipsec0's counters and all four SAs' grow.
+func TestHubAndSpoke(t *testing.T) {
+	if why := lab.UMLAvailable(); why != "" {
+		t.Skip(why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	l, hub, spokes := startHubAndSpoke(t, ctx)
+	s1, s2 := lab.Spokes[0], lab.Spokes[1]
+
+	t.Run("up", func(t *testing.T) {
+		for i, s := range lab.Spokes {
+			ts, err := spokes[i].TrafficStatus(ctx)
+			if err != nil || len(ts) != 1 || ts[0].Conn != s.Conn() {
+				t.Errorf("%s: ipsec trafficstatus: %+v %v", s.Role, ts, err)
+			}
+			st, err := spokes[i].Ipsec(ctx, "status")
+			if err != nil || !strings.Contains(st, "Total IPsec connections: loaded 1, active 1") {
+				t.Errorf("%s: ipsec status: %v\n%s", s.Role, err, lastLines(st, 20))
+			}
+		}
+		ikes, err := hub.Charon.ListSAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range lab.Spokes {
+			ike, c, ok := lab.Child(ikes, s.HubConn())
+			if !ok || ike.Name != s.HubConn() {
+				t.Errorf("hub: no CHILD_SA %s installed: %+v", s.HubConn(), ikes)
+				continue
+			}
+			t.Logf("hub: %s %v <-> %v", c.Name, c.LocalTS, c.RemoteTS)
+		}
+		if _, _, err := hubSAs(ctx, hub); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	sas0, _, err := hubSAs(ctx, hub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifc0 := hubIfcStats(t, ctx, hub)
+	wan, err := l.Capture(lab.Hub, lab.HubWan, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("spoke to spoke", func(t *testing.T) {
+		for _, p := range []struct{ from, to string }{{s1.LanHost, s2.HostAddr()}, {s2.LanHost, s1.HostAddr()}} {
+			if err := l.Ping(ctx, p.from, p.to, 5); err != nil {
+				t.Fatal(err)
+			}
+		}
+		iperfBothWays(t, ctx, l, s2.LanHost, s2.HostAddr(), s1.LanHost, 5)
+	})
+	pkts, err := wan.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("hub WAN carries only ESP-in-UDP", func(t *testing.T) {
+		esp, ike, err := checkHubWAN(pkts)
+		t.Logf("hub WAN: %d frames, %d ESP-in-UDP, %d IKE/keep-alive on 4500", len(pkts), esp, ike)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// two pings of 5 and two iperf3 runs, each crossing the hub's
+		// WAN twice (in from one spoke, out to the other)
+		if esp < 2000 {
+			t.Fatalf("%d ESP-in-UDP frames on the hub's WAN, want at least 2000", esp)
+		}
+	})
+	t.Run("counters grow", func(t *testing.T) {
+		ifc1 := hubIfcStats(t, ctx, hub)
+		for _, k := range []string{"tap_rx", "tap_tx"} {
+			if ifc1[k] < ifc0[k]+1000 {
+				t.Errorf("%s %s: %d -> %d, want 1000 more at least", lab.RouteIf, k, ifc0[k], ifc1[k])
+			}
+		}
+		t.Logf("%s: %v", lab.RouteIf, ifc1)
+		sas1, _, err := hubSAs(ctx, hub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sas1) != 4 {
+			t.Fatalf("the installed CHILD_SAs' SAs changed during the test: %v -> %v", sas0, sas1)
+		}
+		for _, s := range sas1 {
+			if s.Packets < sas0[s.SPI].Packets+500 {
+				t.Errorf("SA %s %s %s -> %s: %d -> %d packets, want 500 more at least", s.SPI, s.Dir, s.Src, s.Dst, sas0[s.SPI].Packets, s.Packets)
+			}
+			t.Logf("SA %s %s %s %s -> %s: %d packets, %d bytes", s.Child, s.SPI, s.Dir, s.Src, s.Dst, s.Packets, s.Bytes)
+		}
+	})
+	t.Run("rekey of a spoke's CHILD_SA under traffic", func(t *testing.T) {
+		if os.Getenv("SWANPATH_HUB_REKEY") == "" {
+			// a known gap (docs/hub-and-spoke.md): seen here, 13 of
+			// 1000 datagrams hub -> spoke lost in ~120 ms around
+			// libreswan's DELETE of the old CHILD_SA (charon installs
+			// the new outbound SA only then, and swanpathd on a busy
+			// user-mode Linux takes that long to switch, while the
+			// spoke has dropped its old inbound SA already)
+			t.Skip("known gap: hub -> spoke datagrams lost at the rekey's DELETE; SWANPATH_HUB_REKEY=1 runs it")
+		}
+		hubRekey(t, ctx, l, hub, spokes[0], s1, s2)
+	})
+}
+
+// hubRekey: spoke s rekeys its CHILD_SA (`ipsec whack --rekey-ipsec`,
+// with PFS as libreswan does by default) while a paced UDP stream runs
+// each way between its LAN and other's LAN: every datagram arrives once,
+// intact; the hub's CHILD_SA for s has new SPIs, bound to ipsec0.
+func hubRekey(t *testing.T, ctx context.Context, l *lab.Lab, hub *lab.HubSite, p *lab.Pluto, s, other lab.Spoke) {
+	before, _, err := hubSAs(ctx, hub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams := []lab.SeqOptions{
+		{From: s.LanHost, To: other.LanHost, ToAddr: other.HostAddr(), Port: 7201, Rate: 100, Duration: 10 * time.Second, Size: 300},
+		{From: other.LanHost, To: s.LanHost, ToAddr: s.HostAddr(), Port: 7202, Rate: 100, Duration: 10 * time.Second, Size: 300},
+	}
+	var seqs []*lab.UDPSeq
+	for _, o := range streams {
+		q, err := l.StartUDPSeq(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, q)
+	}
+	// the streams flow through the hub before the rekey
+	err = lab.PollFor(ctx, "the streams through the hub", 10*time.Second, 100*time.Millisecond, func() (bool, error) {
+		now, _, err := hubSAs(ctx, hub)
+		if err != nil {
+			return false, err
+		}
+		for spi, a := range now {
+			if a.Dir == "in" && a.Src == s.WanAddr() && a.Packets >= before[spi].Packets+100 {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("not 100 packets from %s yet", s.Role)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := p.Ipsec(ctx, "whack", "--rekey-ipsec", "--name", s.Conn())
+	if err != nil {
+		t.Fatalf("rekey: %v\n%s", err, out)
+	}
+	for j, q := range seqs {
+		r, err := q.Wait(ctx)
+		if err != nil || !r.Exact() {
+			t.Errorf("UDP %s -> %s across the rekey: %v: %s", streams[j].From, streams[j].To, err, r)
+		} else {
+			t.Logf("UDP %s -> %s across the rekey: %s", streams[j].From, streams[j].To, r)
+		}
+	}
+	err = lab.PollFor(ctx, "the hub's CHILD_SA "+s.HubConn()+" rekeyed", 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+		after, _, err := hubSAs(ctx, hub)
+		if err != nil {
+			return false, err
+		}
+		for spi, a := range after {
+			if (a.Dir == "in" && a.Src == s.WanAddr()) || (a.Dir == "out" && a.Dst == s.WanAddr()) {
+				if _, old := before[spi]; old {
+					return false, fmt.Errorf("SA %s %s of %s not replaced", spi, a.Dir, s.Role)
+				}
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startHubAndSpoke builds the hub-and-spoke lab, starts the hub, then the
+// spokes (each brings its tunnel up), and waits until the hub's fast path
+// has the four SAs. A failing test gets the hub's and spokes' logs.
+func startHubAndSpoke(t *testing.T, ctx context.Context) (*lab.Lab, *lab.HubSite, []*lab.Pluto) {
+	t.Helper()
+	t0 := time.Now()
+	root, err := lab.LibreswanRoot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo := lab.HubAndSpoke(root)
+	l := lab.New(t, lab.Options{Topology: &topo})
+	t.Logf("lab with three kernel hosts in %v", time.Since(t0).Round(time.Millisecond))
+	t1 := time.Now()
+	hub, spokes, err := l.StartHubAndSpokes(ctx, swanpathdBin, swanpathctlBin, nil)
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		if hub != nil && hub.D != nil {
+			for _, v := range []string{"sa", "policy", "stats"} {
+				out, err := hub.D.Ctl(context.Background(), v)
+				t.Logf("hub swanpathctl %s: %v\n%s", v, err, out)
+			}
+			// where swanpathd's goroutines are (a slow plugin answer
+			// was a FIB rebuild holding the fast path's lock)
+			_, _ = l.Host(lab.Hub).Exec(context.Background(), "sh", "-c", "kill -QUIT $(pidof swanpathd)")
+			_ = hub.D.Proc().Wait(context.Background())
+			path := filepath.Join(l.Dir(), "swanpathd-hub.log")
+			_ = os.WriteFile(path, []byte(hub.D.Output()), 0o644)
+			t.Logf("hub swanpathd (all of it in %s):\n%s", path, lastLines(hub.D.Output(), 150))
+		}
+		for i, p := range spokes {
+			if p != nil {
+				t.Logf("%s pluto:\n%s", lab.Spokes[i].Role, lastLines(p.Output(), 40))
+			}
+		}
+		for _, r := range []string{lab.Hub, lab.Spokes[0].Role, lab.Spokes[1].Role} {
+			out, _ := l.Host(r).Exec(context.Background(), "sh", "-c", "ip -d link; ip addr; ip route; ip -s xfrm state | grep -v -e enc -e aead -e auth; ip xfrm policy; top -bn1 | head -20")
+			t.Logf("%s:\n%s", r, out)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = lab.PollFor(ctx, "the hub's four SAs in the fast path", 30*time.Second, 100*time.Millisecond, func() (bool, error) {
+		_, others, err := hubSAs(ctx, hub)
+		if err == nil && len(others) > 0 {
+			t.Logf("the hub's fast path holds %d SAs of failed tries besides: %+v", len(others), others)
+		}
+		return err == nil, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("hub, spokes and tunnels up in %v", time.Since(t1).Round(time.Millisecond))
+	return l, hub, spokes
+}
+
+// hubSAs are the fast path's SAs of the CHILD_SAs that the hub's charon
+// has installed, in and out per spoke: an error unless each is there,
+// bound to ipsec0 (if_id 20), ESP-in-UDP with the spoke's WAN address.
+// others are SAs the fast path holds besides: left by a CHILD_SA that
+// failed on a busy machine (UpSpoke's retries) while charon could not
+// delete them, until swanpathd's reconciliation does.
+func hubSAs(ctx context.Context, hub *lab.HubSite) (mine map[string]ctl.SA, others []ctl.SA, err error) {
+	ikes, err := hub.Charon.ListSAs(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	sas, err := hub.D.SAs(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	bySPI := map[string]ctl.SA{}
+	for _, s := range sas {
+		bySPI[s.SPI] = s
+	}
+	mine = map[string]ctl.SA{}
+	for _, sp := range lab.Spokes {
+		_, c, ok := lab.Child(ikes, sp.HubConn())
+		if !ok {
+			return nil, nil, fmt.Errorf("hub: no CHILD_SA %s installed", sp.HubConn())
+		}
+		for _, want := range []struct{ spi, dir, src, dst string }{
+			{c.SPIIn, "in", sp.WanAddr(), lab.HubWanAddr}, {c.SPIOut, "out", lab.HubWanAddr, sp.WanAddr()},
+		} {
+			s, ok := bySPI["0x"+want.spi]
+			if !ok {
+				return nil, nil, fmt.Errorf("%s: SA %s %s not in the fast path: %+v", sp.HubConn(), want.dir, want.spi, sas)
+			}
+			if s.Dir != want.dir || s.Src != want.src || s.Dst != want.dst || s.Interface != lab.RouteIf || s.IfID != lab.RouteID || !s.Encap {
+				return nil, nil, fmt.Errorf("%s: SA %s %s %s -> %s, interface %q if_id %d encap %v; want %s %s -> %s on %s (if_id %d), ESP-in-UDP",
+					sp.HubConn(), s.SPI, s.Dir, s.Src, s.Dst, s.Interface, s.IfID, s.Encap, want.dir, want.src, want.dst, lab.RouteIf, lab.RouteID)
+			}
+			if s.Conn != sp.HubConn() || s.Child != sp.HubConn() {
+				return nil, nil, fmt.Errorf("SA %s: charon's names %q/%q, want %s (VICI)", s.SPI, s.Conn, s.Child, sp.HubConn())
+			}
+			mine[s.SPI] = s
+		}
+	}
+	for _, s := range sas {
+		if _, ok := mine[s.SPI]; !ok {
+			others = append(others, s)
+		}
+	}
+	return mine, others, nil
+}
+
+// hubIfcStats are the hub's ipsec0 counters (swanpathctl stats).
+func hubIfcStats(t *testing.T, ctx context.Context, hub *lab.HubSite) map[string]uint64 {
+	t.Helper()
+	st, err := hub.D.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st[lab.RouteIf] == nil {
+		t.Fatalf("swanpathctl stats has no %s: %v", lab.RouteIf, st)
+	}
+	return st[lab.RouteIf]
+}
+
+// checkHubWAN: every IP packet on the hub's WAN is UDP between port 4500
+// of the hub and port 4500 of a spoke (ESP-in-UDP, or IKE after the NAT-T
+// switch and keep-alives); so no GRE, no plain ESP, no inner address
+// (10.x, 240.x) in clear. ARP and IPv6 link-local traffic is not IP
+// between the sites and is skipped.
+func checkHubWAN(pkts []lab.Packet) (esp, ike int, err error) {
+	hub := netip.MustParseAddr(lab.HubWanAddr)
+	spokes := map[netip.Addr]bool{}
+	for _, s := range lab.Spokes {
+		spokes[netip.MustParseAddr(s.WanAddr())] = true
+	}
+	var bad []string
+	for _, p := range pkts {
+		if !p.Src.IsValid() || lab.LinkLocal(p) {
+			continue
+		}
+		pair := (p.Src == hub && spokes[p.Dst]) || (spokes[p.Src] && p.Dst == hub)
+		switch {
+		case pair && p.Proto == 17 && p.SrcPort == 4500 && p.DstPort == 4500 && p.ESPinUDP:
+			esp++
+		case pair && p.Proto == 17 && p.SrcPort == 4500 && p.DstPort == 4500:
+			ike++
+		default:
+			bad = append(bad, p.String())
+		}
+	}
+	if len(bad) > 0 {
+		return esp, ike, fmt.Errorf("%d packets on the hub's WAN that are not UDP 4500 between hub and spokes, first: %s",
+			len(bad), strings.Join(bad[:min(len(bad), 10)], "; "))
+	}
+	return esp, ike, nil
+}
+
+// iperfBothWays runs iperf3 for seconds from client to the server host
+// (at serverAddr), then back (-R), and logs the receivers' rates.
+func iperfBothWays(t *testing.T, ctx context.Context, l *lab.Lab, server, serverAddr, client string, seconds int) {
+	t.Helper()
+	for _, rev := range []bool{false, true} {
+		r, err := l.Iperf3(ctx, server, serverAddr, client, seconds, rev)
+		if err != nil {
+			t.Fatalf("iperf3 (reverse %v): %v", rev, err)
+		}
+		from, to := client, server
+		if rev {
+			from, to = to, from
+		}
+		t.Logf("iperf3 %s -> %s: %.1f Mbit/s, %d bytes received in %.1f s, %d retransmits",
+			from, to, r.BitsPerSec/1e6, r.Bytes, r.Seconds, r.Retransmits)
+	}
+}
