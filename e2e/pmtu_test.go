@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swanpath/swanpath/bench/traffic"
 	"github.com/swanpath/swanpath/lab"
 )
 
@@ -128,7 +129,7 @@ func sendFragNeeded(ctx context.Context, l *lab.Lab, spi uint32, mtu uint16) err
 		binary.BigEndian.PutUint16(h[2:], uint16(total))
 		copy(h[12:], a4(src))
 		copy(h[16:], a4(dst))
-		binary.BigEndian.PutUint16(h[10:], inetChecksum(h))
+		binary.BigEndian.PutUint16(h[10:], traffic.Checksum(h))
 		return h
 	}
 	// the quote: IP, UDP 4500 -> 4500, the SPI and a sequence number
@@ -144,24 +145,9 @@ func sendFragNeeded(ctx context.Context, l *lab.Lab, spi uint32, mtu uint16) err
 	icmp[0], icmp[1] = 3, 4
 	binary.BigEndian.PutUint16(icmp[6:], mtu)
 	icmp = append(icmp, quote...)
-	binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp))
+	binary.BigEndian.PutUint16(icmp[2:], traffic.Checksum(icmp))
 	frame := append(append(append([]byte{}, gwMAC...), mbMAC...), 0x08, 0x00)
 	frame = append(frame, ipv4(20+len(icmp), 1, lab.MBAddr, lab.GWWanAddr)...)
 	frame = append(frame, icmp...)
 	return l.SendFrames(lab.MB, "near", [][]byte{frame})
-}
-
-// inetChecksum is the Internet checksum (RFC 1071) of b.
-func inetChecksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

@@ -98,7 +98,8 @@ func ether(b []byte, dst, src [6]byte) {
 	binary.BigEndian.PutUint16(b[12:14], 0x0800)
 }
 
-func checksum(b []byte) uint16 {
+// Checksum is the Internet checksum (RFC 1071) of b.
+func Checksum(b []byte) uint16 {
 	var sum uint32
 	for i := 0; i+1 < len(b); i += 2 {
 		sum += uint32(binary.BigEndian.Uint16(b[i:]))
@@ -125,7 +126,7 @@ func ipv4(b []byte, total int, proto byte, src, dst netip.Addr, id uint16) {
 	s, d := src.As4(), dst.As4()
 	copy(b[12:16], s[:])
 	copy(b[16:20], d[:])
-	binary.BigEndian.PutUint16(b[10:12], checksum(b[:ipHdr]))
+	binary.BigEndian.PutUint16(b[10:12], Checksum(b[:ipHdr]))
 }
 
 // innerPacket is a UDP/IPv4 packet of ipLen bytes from src to dst.

@@ -82,7 +82,7 @@ func TestInboundESPDecrypts(t *testing.T) {
 				for k, pk := range pkts {
 					sa, size := &p.SAs[p.RoundRobin(k)], m.Sizes[k%len(m.Sizes)]
 					d := pk.Data
-					if checksum(d[14:34]) != 0 {
+					if Checksum(d[14:34]) != 0 {
 						t.Fatalf("frame %d: bad outer IPv4 checksum", k)
 					}
 					esp := d[34:]
@@ -98,7 +98,7 @@ func TestInboundESPDecrypts(t *testing.T) {
 					if len(inner) != size-18 {
 						t.Fatalf("frame %d: inner packet of %d bytes, want %d for a %d B frame", k, len(inner), size-18, size)
 					}
-					if checksum(inner[:20]) != 0 || !bytes.Equal(inner[12:16], sa.RemoteHost().AsSlice()) {
+					if Checksum(inner[:20]) != 0 || !bytes.Equal(inner[12:16], sa.RemoteHost().AsSlice()) {
 						t.Fatalf("frame %d: inner header wrong", k)
 					}
 				}
@@ -117,7 +117,7 @@ func TestPlaintextSizes(t *testing.T) {
 		if want := IMIX.Sizes[k%12] - 4; len(f) != want {
 			t.Fatalf("frame %d: %d bytes, want %d", k, len(f), want)
 		}
-		if checksum(f[14:34]) != 0 {
+		if Checksum(f[14:34]) != 0 {
 			t.Fatalf("frame %d: bad IPv4 checksum", k)
 		}
 	}
