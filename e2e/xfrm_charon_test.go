@@ -50,7 +50,7 @@ func TestXFRMCharonGateway(t *testing.T) {
 	if g != nil && g.D != nil {
 		defer func() {
 			if t.Failed() {
-				t.Logf("swanpathd:\n%s", lastLines(g.D.Output(), 80))
+				t.Logf("gateway at the failure:\n%s", g.Diagnose())
 			}
 		}()
 	}

@@ -16,6 +16,13 @@ type XFRMCharonGateway struct {
 	D  *Swanpathd
 	GW *Charon
 	PR *Charon
+	l  *Lab
+}
+
+// Diagnose is XFRMGateway.Diagnose for this gateway (charon in pluto's
+// place: its log is the lab's, kept for a failing test).
+func (g *XFRMCharonGateway) Diagnose() string {
+	return (&XFRMGateway{D: g.D, PR: g.PR, l: g.l}).Diagnose()
 }
 
 // StartXFRMCharonGateway starts swanpathd (source.kind = "xfrm") on the
@@ -31,7 +38,7 @@ func (l *Lab) StartXFRMCharonGateway(ctx context.Context, bin, ctlBin string, tu
 	if err != nil {
 		return nil, err
 	}
-	g := &XFRMCharonGateway{D: d}
+	g := &XFRMCharonGateway{D: d, l: l}
 	if err := d.Start(ctx); err != nil {
 		return g, err
 	}
