@@ -163,7 +163,14 @@ func TestKernelPolicyBypass(t *testing.T) {
 	if strings.Contains(pols, "dst 10.2.0.0/16") {
 		t.Fatalf("policies left after the daemon's policy went:\n%s", pols)
 	}
+	// the mirror follows the kernel's delete a moment after the kernel
+	// lists it gone
+	deadline = time.Now().Add(5 * time.Second)
 	_, _, refs := eng.snapshot()
+	for len(refs) != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		_, _, refs = eng.snapshot()
+	}
 	if len(refs) != 1 {
 		t.Errorf("engine has %d policies, want 1", len(refs))
 	}
