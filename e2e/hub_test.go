@@ -124,25 +124,29 @@ func TestHubAndSpoke(t *testing.T) {
 			t.Logf("SA %s %s %s %s -> %s: %d packets, %d bytes", s.Child, s.SPI, s.Dir, s.Src, s.Dst, s.Packets, s.Bytes)
 		}
 	})
-	t.Run("rekey of a spoke's CHILD_SA under traffic", func(t *testing.T) {
-		if os.Getenv("SWANPATH_HUB_REKEY") == "" {
-			// a known gap (docs/hub-and-spoke.md): seen here, 13 of
-			// 1000 datagrams hub -> spoke lost in ~120 ms around
-			// libreswan's DELETE of the old CHILD_SA (charon installs
-			// the new outbound SA only then, and swanpathd on a busy
-			// user-mode Linux takes that long to switch, while the
-			// spoke has dropped its old inbound SA already)
-			t.Skip("known gap: hub -> spoke datagrams lost at the rekey's DELETE; SWANPATH_HUB_REKEY=1 runs it")
-		}
-		hubRekey(t, ctx, l, hub, spokes[0], s1, s2)
+	// a spoke's CHILD_SA rekeyed under traffic, by the spoke (libreswan
+	// initiates, charon answers: charon moves the policy to the new
+	// outbound SA only at libreswan's DELETE of the old CHILD_SA) and by
+	// the hub (charon initiates, as strongSwan's shorter default rekey
+	// time has it do first in the field)
+	t.Run("rekey of a spoke's CHILD_SA under traffic, by the spoke", func(t *testing.T) {
+		hubRekey(t, ctx, l, hub, s1, s2, func() (string, error) {
+			return spokes[0].Ipsec(ctx, "whack", "--rekey-ipsec", "--name", s1.Conn())
+		})
+	})
+	t.Run("rekey of a spoke's CHILD_SA under traffic, by the hub", func(t *testing.T) {
+		hubRekey(t, ctx, l, hub, s2, s1, func() (string, error) {
+			return hub.Charon.Swanctl(ctx, "--rekey", "--child", s2.HubConn())
+		})
 	})
 }
 
-// hubRekey: spoke s rekeys its CHILD_SA (`ipsec whack --rekey-ipsec`,
-// with PFS as libreswan does by default) while a paced UDP stream runs
-// each way between its LAN and other's LAN: every datagram arrives once,
+// hubRekey: rekey (spoke s's `ipsec whack --rekey-ipsec`, with PFS as
+// libreswan does by default, or the hub's `swanctl --rekey`) renews the
+// CHILD_SA between the hub and spoke s while a paced UDP stream runs each
+// way between s's LAN and other's LAN: every datagram arrives once,
 // intact; the hub's CHILD_SA for s has new SPIs, bound to ipsec0.
-func hubRekey(t *testing.T, ctx context.Context, l *lab.Lab, hub *lab.HubSite, p *lab.Pluto, s, other lab.Spoke) {
+func hubRekey(t *testing.T, ctx context.Context, l *lab.Lab, hub *lab.HubSite, s, other lab.Spoke, rekey func() (string, error)) {
 	before, _, err := hubSAs(ctx, hub)
 	if err != nil {
 		t.Fatal(err)
@@ -175,17 +179,40 @@ func hubRekey(t *testing.T, ctx context.Context, l *lab.Lab, hub *lab.HubSite, p
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := p.Ipsec(ctx, "whack", "--rekey-ipsec", "--name", s.Conn())
+	// what the hub sent and the spoke dropped, for a failure's log
+	wan, err := l.Capture(lab.Hub, lab.HubWan, "udp port 4500")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat0, _ := l.Host(s.Role).Exec(ctx, "cat", "/proc/net/xfrm_stat")
+	whacked := time.Now()
+	out, err := rekey()
 	if err != nil {
 		t.Fatalf("rekey: %v\n%s", err, out)
 	}
+	var lost []time.Time
 	for j, q := range seqs {
 		r, err := q.Wait(ctx)
 		if err != nil || !r.Exact() {
 			t.Errorf("UDP %s -> %s across the rekey: %v: %s", streams[j].From, streams[j].To, err, r)
+			for _, n := range r.Missing {
+				if n < uint64(len(r.SentAt)) {
+					lost = append(lost, r.Start.Add(r.SentAt[n]))
+				}
+			}
 		} else {
 			t.Logf("UDP %s -> %s across the rekey: %s", streams[j].From, streams[j].To, r)
 		}
+	}
+	pkts, err := wan.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t.Failed() {
+		stat1, _ := l.Host(s.Role).Exec(ctx, "cat", "/proc/net/xfrm_stat")
+		t.Logf("%s xfrm_stat grew: %s", s.Role, xfrmStatDiff(stat0, stat1))
+		t.Logf("hub WAN around the rekey (asked for at %s):\n%s", whacked.Format("15:04:05.000"),
+			spiTimeline(pkts, netip.MustParseAddr(s.WanAddr()), lost))
 	}
 	err = lab.PollFor(ctx, "the hub's CHILD_SA "+s.HubConn()+" rekeyed", 30*time.Second, 200*time.Millisecond, func() (bool, error) {
 		after, _, err := hubSAs(ctx, hub)
@@ -377,4 +404,68 @@ func iperfBothWays(t *testing.T, ctx context.Context, l *lab.Lab, server, server
 		t.Logf("iperf3 %s -> %s: %.1f Mbit/s, %d bytes received in %.1f s, %d retransmits",
 			from, to, r.BitsPerSec/1e6, r.Bytes, r.Seconds, r.Retransmits)
 	}
+}
+
+// xfrmStatDiff lists the /proc/net/xfrm_stat counters that grew from a to b.
+func xfrmStatDiff(a, b string) string {
+	before := map[string]string{}
+	for _, l := range strings.Split(a, "\n") {
+		if f := strings.Fields(l); len(f) == 2 {
+			before[f[0]] = f[1]
+		}
+	}
+	var grew []string
+	for _, l := range strings.Split(b, "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[1] != before[f[0]] {
+			grew = append(grew, fmt.Sprintf("%s %s -> %s", f[0], before[f[0]], f[1]))
+		}
+	}
+	if len(grew) == 0 {
+		return "nothing"
+	}
+	return strings.Join(grew, ", ")
+}
+
+// spiTimeline summarises UDP 4500 between the hub and spoke: per
+// direction and SPI the first and last ESP frame and how many, every IKE
+// message with its time and length, and the times datagrams were lost.
+func spiTimeline(pkts []lab.Packet, spoke netip.Addr, lost []time.Time) string {
+	type span struct {
+		first, last time.Time
+		n           int
+	}
+	var b strings.Builder
+	spans := map[string]*span{}
+	var keys []string
+	for _, p := range pkts {
+		dir := "hub->spoke"
+		switch {
+		case p.Dst == spoke:
+		case p.Src == spoke:
+			dir = "spoke->hub"
+		default:
+			continue
+		}
+		if !p.ESPinUDP {
+			fmt.Fprintf(&b, "  %s IKE %s len %d\n", p.Time.Format("15:04:05.000"), dir, p.Len)
+			continue
+		}
+		k := fmt.Sprintf("%s spi 0x%08x", dir, p.SPI)
+		sp := spans[k]
+		if sp == nil {
+			sp = &span{first: p.Time}
+			spans[k] = sp
+			keys = append(keys, k)
+		}
+		sp.last = p.Time
+		sp.n++
+	}
+	for _, k := range keys {
+		sp := spans[k]
+		fmt.Fprintf(&b, "  %s: %d frames %s .. %s\n", k, sp.n, sp.first.Format("15:04:05.000"), sp.last.Format("15:04:05.000"))
+	}
+	for _, at := range lost {
+		fmt.Fprintf(&b, "  %s lost (sent)\n", at.Format("15:04:05.000"))
+	}
+	return b.String()
 }

@@ -49,7 +49,8 @@
 	X(TAP_TX, "tap_tx")                     /* frames handed to the kernel */ \
 	X(ESP_IN, "esp_in")                     /* ESP packets decrypted */ \
 	X(ESP_OUT, "esp_out")                   /* packets encrypted */ \
-	X(DROP_UNKNOWN_SPI, "drop_unknown_spi") \
+	X(DROP_UNKNOWN_SPI, "drop_unknown_spi") /* no SA of its SPI (after SP_SPI_HOLD_MS held, see spi_held) */ \
+	X(SPI_HELD, "spi_held")                 /* ESP held for an SPI with no SA yet (a rekey's first packets) */ \
 	X(DROP_AUTH, "drop_auth")               /* ICV / integrity check failed */ \
 	X(DROP_REPLAY, "drop_replay") \
 	X(DROP_MALFORMED, "drop_malformed")     /* bad lengths, bad padding, truncated */ \
@@ -497,6 +498,9 @@ struct sp_dp {
 	/* inbound SPI -> struct sp_sa; changed in place (rte_hash with
 	 * reader-writer concurrency), SAs freed after a quiescent period */
 	struct rte_ipsec_sad *sad;
+	/* bumped after every SA added to it: workers holding ESP for an SPI
+	 * with no SA yet look again (see spi_hold) */
+	uint32_t sad_gen;
 	struct rte_mempool *cop_pool;
 	uint32_t n_ports;
 	uint32_t n_workers;

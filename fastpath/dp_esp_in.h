@@ -190,6 +190,76 @@ inbound_done(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf 
 	inbound_decap(c, port, sa, grp, k, ib);
 }
 
+/*
+ * ESP whose SPI has no SA: a rekey's responder (libreswan, for one) sends
+ * on its new SA as soon as it has answered, while the IKE daemon here is
+ * still installing that SA. Held for SP_SPI_HOLD_MS at most and looked up
+ * again when an SA is added (spi_held_retry); when the hold is full its
+ * oldest goes, so that a stream of bogus SPIs holds nothing for long.
+ */
+static __rte_noinline void
+spi_hold(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m)
+{
+	if (c->nspi_held == SP_SPI_HOLD) {
+		drop(c, c->spi_held[0].port, c->spi_held[0].m, SP_CNT_DROP_UNKNOWN_SPI);
+		memmove(&c->spi_held[0], &c->spi_held[1], (SP_SPI_HOLD - 1) * sizeof(c->spi_held[0]));
+		c->nspi_held--;
+	}
+	c->spi_held[c->nspi_held].m = m;
+	c->spi_held[c->nspi_held].since = c->now;
+	c->spi_held[c->nspi_held].port = port;
+	c->nspi_held++;
+	cnt(c, port, SP_CNT_SPI_HELD);
+}
+
+static void esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n);
+
+/*
+ * The held ESP: once an SA was added since they missed (or a millisecond
+ * has passed), those whose SPI has one now go in, in the order they came;
+ * past SP_SPI_HOLD_MS the others are dropped as unknown. While the gateway
+ * is closed nothing held goes in.
+ */
+static __rte_noinline void
+spi_held_retry(struct sp_ctx *c)
+{
+	struct sp_spi_held h[SP_SPI_HOLD];
+	uint32_t gen = __atomic_load_n(&c->dp->sad_gen, __ATOMIC_ACQUIRE);
+	uint16_t n = c->nspi_held, i;
+	int look = gen != c->spi_gen || c->now - c->spi_try >= c->retry_tsc;
+
+	if (look) {
+		c->spi_gen = gen;
+		c->spi_try = c->now;
+	}
+	memcpy(h, c->spi_held, n * sizeof(h[0]));
+	c->nspi_held = 0;
+	for (i = 0; i < n; i++) {
+		if (unlikely(c->closed)) {
+			drop(c, h[i].port, h[i].m, SP_CNT_DROP_CLOSED);
+			continue;
+		}
+		if (look) {
+			union rte_ipsec_sad_key key;
+			const union rte_ipsec_sad_key *kp = &key;
+			void *sa = NULL;
+
+			memset(&key, 0, sizeof(key));
+			key.v4.spi = *rte_pktmbuf_mtod_offset(h[i].m, const uint32_t *,
+				h[i].m->l2_len + h[i].m->l3_len);
+			rte_ipsec_sad_lookup(c->dp->sad, &kp, &sa, 1);
+			if (sa != NULL) {
+				esp_inbound(c, h[i].port, &h[i].m, 1);
+				continue;
+			}
+		}
+		if (c->now - h[i].since > c->spi_hold_tsc)
+			drop(c, h[i].port, h[i].m, SP_CNT_DROP_UNKNOWN_SPI);
+		else
+			c->spi_held[c->nspi_held++] = h[i];
+	}
+}
+
 /* Inbound: n ESP packets (l2_len/l3_len point at the ESP header). */
 static void
 esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
@@ -239,7 +309,12 @@ esp_inbound(struct sp_ctx *c, uint32_t port, struct rte_mbuf *mb[], uint16_t n)
 			if (ahead < u && found[ahead] != NULL)
 				sa_state_prefetch(c, found[ahead], 1);
 		}
-		if (sa == NULL || !sa->inbound) {
+		if (unlikely(sa == NULL)) {
+			spi_hold(c, port, mb[i]);
+			i++;
+			continue;
+		}
+		if (unlikely(!sa->inbound)) {
 			drop(c, port, mb[i], SP_CNT_DROP_UNKNOWN_SPI);
 			i++;
 			continue;

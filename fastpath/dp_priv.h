@@ -26,6 +26,11 @@
 #define ETH_HLEN ((uint16_t)sizeof(struct rte_ether_hdr))
 #define SP_HOLD 64		/* packets held per worker for a neighbour */
 #define SP_HOLD_MS 500		/* how long, at most */
+/* ESP for an SPI with no SA yet, held per worker: a rekey's responder
+ * sends on its new SA as soon as it answers, before the IKE daemon here
+ * has installed it (see spi_hold) */
+#define SP_SPI_HOLD 64
+#define SP_SPI_HOLD_MS 250
 /* IP headers (IPv6 extension headers included; + UDP for ESP in UDP) in
  * front of ESP, inbound, and of an outbound transport packet: at most what
  * an mbuf's 9-bit l3_len and outer_l3_len hold; longer chains are dropped
@@ -68,6 +73,16 @@ struct sp_ctx {
 		uint32_t in_port, out_port;
 	} held[SP_HOLD];
 	struct sp_fib *held_fib;	/* the FIB they last missed in */
+	/* ESP whose SPI had no SA (see spi_hold), oldest first, and the
+	 * dp->sad_gen they last missed in */
+	uint16_t nspi_held;
+	struct sp_spi_held {
+		struct rte_mbuf *m;	/* as esp_inbound takes it */
+		uint64_t since;
+		uint32_t port;
+	} spi_held[SP_SPI_HOLD];
+	uint32_t spi_gen;
+	uint64_t spi_try, spi_hold_tsc;
 	/* the last IPv4 neighbour found in this iteration's FIB (a burst
 	 * mostly goes to one next hop): key and index into f->macs */
 	struct sp_neigh_key nc_key;

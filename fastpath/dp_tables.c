@@ -72,8 +72,13 @@ sp_sad_add(struct sp_dp *dp, struct sp_sa *sa)
 {
 	union rte_ipsec_sad_key key;
 
+	int rc;
+
 	sad_key(sa, &key);
-	return rte_ipsec_sad_add(dp->sad, &key, RTE_IPSEC_SAD_SPI_ONLY, sa);
+	rc = rte_ipsec_sad_add(dp->sad, &key, RTE_IPSEC_SAD_SPI_ONLY, sa);
+	if (rc == 0)
+		__atomic_fetch_add(&dp->sad_gen, 1, __ATOMIC_RELEASE);
+	return rc;
 }
 
 int

@@ -356,6 +356,7 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 			offsetof(struct sp_sa_stats, c);
 	c->hold_tsc = rte_get_tsc_hz() / 1000 * SP_HOLD_MS;
 	c->retry_tsc = rte_get_tsc_hz() / 1000;
+	c->spi_hold_tsc = rte_get_tsc_hz() / 1000 * SP_SPI_HOLD_MS;
 	c->tap_tsc = rte_get_tsc_hz() / 1000000 * SP_TAP_US;
 	c->icmp_cost = rte_get_tsc_hz() / SP_ICMP_RATE;
 	c->icmp_credit = c->icmp_cost * SP_ICMP_BURST;
@@ -413,6 +414,8 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 		}
 		if (c->inflight > 0)
 			crypto_poll(c);
+		if (unlikely(c->nspi_held > 0))
+			spi_held_retry(c);
 		if (c->nheld > 0)
 			sp_held_retry(c);
 		if (unlikely(c->frag_live))
@@ -442,6 +445,9 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 	}
 	/* what the devices still hold: finish it */
 	crypto_drain(c);
+	for (n = 0; n < c->nspi_held; n++)
+		drop(c, c->spi_held[n].port, c->spi_held[n].m, SP_CNT_DROP_UNKNOWN_SPI);
+	c->nspi_held = 0;
 	for (n = 0; n < c->nheld; n++)
 		drop(c, c->held[n].out_port, c->held[n].m, SP_CNT_DROP_NO_NEIGH);
 	c->nheld = 0;

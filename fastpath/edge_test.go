@@ -145,10 +145,10 @@ func edgeCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC 
 	}
 	e.recv("closed: IKE from the gateway", 0x0800, func(ip []byte) bool { return bytes.HasSuffix(ip, []byte("ike-out-closed")) })
 	if now := e.counters(); now["esp_out"] != before["esp_out"] || now["esp_in"] != before["esp_in"] ||
-		now["drop_unknown_spi"] != before["drop_unknown_spi"] {
-		t.Fatalf("closed, yet ESP handled: esp_out %d -> %d, esp_in %d -> %d, drop_unknown_spi %d -> %d",
+		now["drop_unknown_spi"] != before["drop_unknown_spi"] || now["spi_held"] != before["spi_held"] {
+		t.Fatalf("closed, yet ESP handled: esp_out %d -> %d, esp_in %d -> %d, drop_unknown_spi %d -> %d, spi_held %d -> %d",
 			before["esp_out"], now["esp_out"], before["esp_in"], now["esp_in"],
-			before["drop_unknown_spi"], now["drop_unknown_spi"])
+			before["drop_unknown_spi"], now["drop_unknown_spi"], before["spi_held"], now["spi_held"])
 	}
 	fp.SetClosed(false)
 	e.send(plain("reopened"))
@@ -193,11 +193,12 @@ func edgeCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC 
 
 	// D. NAT-T between two LAN hosts, not to us: UDP under policy
 	// (encrypted), not ESP-in-UDP (which would be an unknown SPI here)
-	u0 := e.counters()["drop_unknown_spi"]
+	c0 := e.counters()
 	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 4500, 4500, 64, []byte("\x00\x00\x90\x01\x00\x00\x00\x01transit-natt"))))
 	e.recv("transit NAT-T: encrypted by policy", 0x0800, isOurESP)
-	if now := e.counters()["drop_unknown_spi"]; now != u0 {
-		t.Fatalf("transit NAT-T taken as ESP-in-UDP: drop_unknown_spi %d -> %d", u0, now)
+	if now := e.counters(); now["drop_unknown_spi"] != c0["drop_unknown_spi"] || now["spi_held"] != c0["spi_held"] {
+		t.Fatalf("transit NAT-T taken as ESP-in-UDP: drop_unknown_spi %d -> %d, spi_held %d -> %d",
+			c0["drop_unknown_spi"], now["drop_unknown_spi"], c0["spi_held"], now["spi_held"])
 	}
 
 	// E. our protected LAN behind another interface (a local route), yet

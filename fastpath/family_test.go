@@ -252,9 +252,9 @@ func familyCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMA
 	huge := insertExt6(insertExt6(esp, 60, 29), 60, 29)
 	e.send(huge)
 	e.wait("drop_malformed", before["drop_malformed"]+4)
-	if now := e.counters(); now["drop_unknown_spi"] != before["drop_unknown_spi"] {
-		t.Fatalf("ESP behind 520 header bytes counted as an unknown SPI: %d -> %d",
-			before["drop_unknown_spi"], now["drop_unknown_spi"])
+	if now := e.counters(); now["drop_unknown_spi"] != before["drop_unknown_spi"] || now["spi_held"] != before["spi_held"] {
+		t.Fatalf("ESP behind 520 header bytes taken for an unknown SPI: drop_unknown_spi %d -> %d, spi_held %d -> %d",
+			before["drop_unknown_spi"], now["drop_unknown_spi"], before["spi_held"], now["spi_held"])
 	}
 
 	// A4. trap on an IPv6 policy: the acquire carries IPv6 addresses

@@ -506,6 +506,25 @@ func TestFastpathChild(t *testing.T) {
 		waitCounter(t, fp, "drop_unknown_spi", before["drop_unknown_spi"]+1)
 	})
 
+	step("9b ESP ahead of its SA held until the SA comes", func(t *testing.T) {
+		// 9b. a rekey's responder sends on its new SA before the IKE
+		// daemon here has installed it: the ESP is held (spi_held), and
+		// decrypted once the SA is added, not dropped as unknown
+		before = fp.PortStats()[0].Counters
+		send(back(esp1))
+		waitCounter(t, fp, "spi_held", before["spi_held"]+1)
+		if err := fp.AddSA(mk(true)); err != nil {
+			t.Fatal(err)
+		}
+		recv("held ESP decrypted once its SA came", isPlain("hello-1"))
+		if now := fp.PortStats()[0].Counters; now["drop_unknown_spi"] != before["drop_unknown_spi"] {
+			t.Fatalf("held ESP also dropped as unknown: drop_unknown_spi %d -> %d", before["drop_unknown_spi"], now["drop_unknown_spi"])
+		}
+		if err := fp.DelSA(inID); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	step("10 refused suites get a clear error", func(t *testing.T) {
 		// 10. refused suites get a clear error
 		des := mk(false)

@@ -124,13 +124,22 @@ func (f *Fastpath) SetPolicy(b dataplane.Binding) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if old := f.mu.pols[b.Policy.PolicyID]; old != nil && *old.b.Policy == *b.Policy {
-		// the same policy again (another CHILD_SA using it): a binding
-		// change at most
+	if old := f.mu.pols[b.Policy.PolicyID]; old != nil && sameRule(old.b.Policy, b.Policy) {
+		// the same policy again (another CHILD_SA using it, or a
+		// rekey's move to the new SPI): a binding change at most, in
+		// place, with no rebuild of the tables in between
 		return f.bindInPlaceLocked(b.Policy.PolicyID, b.SA, b.HasSA)
 	}
 	f.putLocked(b)
 	return f.mu.rb.changedLocked()
+}
+
+// sameRule says whether two policies build the same tables: all but the
+// SPI their template names, which only the engine's choice of SA reads.
+func sameRule(a, b *model.Policy) bool {
+	x, y := *a, *b
+	x.SPI, y.SPI = 0, 0
+	return x == y
 }
 
 // DelPolicy removes a policy (with the next rebuild of the tables).

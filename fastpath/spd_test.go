@@ -222,6 +222,33 @@ func spdCases(t *testing.T, fp *Fastpath, wire int, vb *net.Interface, portMAC n
 	settled()
 	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2011, 64, []byte("rebound-in-build"))))
 	e.recv("bound to a new SA during a rebuild, ESP with its SPI", 0x0800, isSPI(0x5003))
+
+	// charon moving a policy to another SA by naming its SPI (a rekey's
+	// responder, at the initiator's DELETE): in place, at once, with no
+	// rebuild of the tables (the 1500 policies take a while to build,
+	// and the old SA may go right after)
+	moved := p("10.1.0.0/16", "10.2.0.0/16", 0, 0, 0, 300, model.ActionIPsec)
+	moved.Policy.SPI, moved.SA, moved.HasSA = out.SPI, out, true
+	fp.mu.Lock()
+	installs0 := fp.mu.rb.installs
+	fp.mu.Unlock()
+	if err := fp.SetPolicy(moved); err != nil {
+		t.Fatal(err)
+	}
+	fp.mu.Lock()
+	rebuilding, installs1 := !fp.mu.rb.settledLocked(), fp.mu.rb.installs
+	fp.mu.Unlock()
+	if rebuilding || installs1 != installs0 {
+		t.Fatalf("a policy's move to the SPI it names rebuilt the tables (pending %v, %d installs)", rebuilding, installs1-installs0)
+	}
+	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2011, 64, []byte("moved-by-spi"))))
+	e.recv("moved by the SPI it names, ESP with that SPI", 0x0800, isSPI(out.SPI))
+	moved.Policy.SPI, moved.SA = 0x5003, out3 // and back
+	if err := fp.SetPolicy(moved); err != nil {
+		t.Fatal(err)
+	}
+	e.send(frame(portMAC, vb.HardwareAddr, ipv4udp(h1, h2, 1000, 2011, 64, []byte("moved-back-by-spi"))))
+	e.recv("moved back by the SPI it names", 0x0800, isSPI(0x5003))
 	gone := p("10.1.0.0/24", "10.2.0.0/24", 17, 3003, 3003, 60, model.ActionDrop)
 	fp.mu.Lock()
 	installs := fp.mu.rb.installs

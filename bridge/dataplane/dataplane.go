@@ -154,7 +154,7 @@ type Note struct {
 // CounterNames lists the per-port counters in display order.
 var CounterNames = []string{
 	"rx", "tx", "tap_rx", "tap_tx", "esp_in", "esp_out",
-	"drop_unknown_spi", "drop_auth", "drop_replay", "drop_malformed",
+	"drop_unknown_spi", "spi_held", "drop_auth", "drop_replay", "drop_malformed",
 	"drop_policy", "drop_no_neigh", "drop_no_route", "drop_no_sa",
 	"drop_crypto", "drop_tx", "drop_nomem", "drop_mtu", "icmp_mtu", "drop_expired",
 	"drop_closed", "frag_in", "frag_out", "drop_frag", "drop_spoof", "icmp_limited", "drop_seq",

@@ -505,3 +505,41 @@ func TestRekeyRebindsInPlace(t *testing.T) {
 		t.Fatalf("after deleting 0x200: %+v, %d publishes", b, dp.publishes)
 	}
 }
+
+// TestPolicyFollowsNamedSPI: charon's order as a rekey's responder (with
+// KERNEL_POLICY_SPI): the new outbound SA is installed at once, the policy
+// moves to it by naming its SPI only when the initiator deletes the old
+// CHILD_SA; until then the old SA carries the traffic.
+func TestPolicyFollowsNamedSPI(t *testing.T) {
+	ctx := context.Background()
+	e, dp := newEngine()
+	pol := outPolicy(7)
+	pol.SPI = 0x100
+	must(t, e.AddSA(ctx, outSA(0x100, 7)))
+	must(t, e.AddPolicy(ctx, pol))
+	if spi := boundSPI(t, dp); spi != 0x100 {
+		t.Fatalf("bound 0x%x, want 0x100", spi)
+	}
+	must(t, e.AddSA(ctx, outSA(0x200, 7))) // registered, not used yet
+	if spi := boundSPI(t, dp); spi != 0x100 {
+		t.Fatalf("the new SA took over before the policy named it: bound 0x%x, want 0x100", spi)
+	}
+	moved := *pol
+	moved.SPI = 0x200
+	must(t, e.AddPolicy(ctx, &moved)) // the new CHILD_SA's reference
+	if spi := boundSPI(t, dp); spi != 0x200 {
+		t.Fatalf("after the policy named 0x200: bound 0x%x", spi)
+	}
+	// the old CHILD_SA goes: its policy reference, then its SA
+	must(t, e.DelPolicy(ctx, pol.PolicyID))
+	must(t, e.DelSA(ctx, model.SAID{Dst: peer, SPI: 0x100, Proto: model.ProtoESP}))
+	if spi := boundSPI(t, dp); spi != 0x200 {
+		t.Fatalf("after the old CHILD_SA's delete: bound 0x%x, want 0x200", spi)
+	}
+	// the named SA gone (a failed CHILD_SA): the newest of the reqid
+	must(t, e.AddSA(ctx, outSA(0x300, 7)))
+	must(t, e.DelSA(ctx, model.SAID{Dst: peer, SPI: 0x200, Proto: model.ProtoESP}))
+	if spi := boundSPI(t, dp); spi != 0x300 {
+		t.Fatalf("after the named SA's delete: bound 0x%x, want 0x300", spi)
+	}
+}

@@ -227,8 +227,9 @@ type Policy struct {
 	Mode     Mode
 	// Tunnel endpoints of the template (tunnel mode).
 	TmplSrc, TmplDst netip.Addr
-	// SPI of the outbound SA when the IKE daemon names it (informative:
-	// the fast path binds by reqid so that rekeys switch without a gap).
+	// SPI of the outbound SA when the IKE daemon names it (charon does,
+	// with KERNEL_POLICY_SPI): the policy uses that SA while it is
+	// installed, else the newest of its reqid (bridge/engine).
 	SPI uint32
 }
 
