@@ -12,8 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -164,21 +162,14 @@ type Server struct {
 	wg  sync.WaitGroup
 }
 
-// Listen creates the socket (parent directory 0700 and owned by us, made
-// so if missing, refused otherwise or if a symlink; socket 0600; root
-// peers only) and serves until ctx is done or Close is called.
+// Listen creates the socket (rundir.Listen: parent directory 0700 and
+// owned by us, made so if missing, refused otherwise or if a symlink; a
+// stale socket removed, a live one refused; socket 0600; root peers only)
+// and serves until ctx is done or Close is called.
 func Listen(ctx context.Context, log *slog.Logger, path string, src Source) (*Server, error) {
-	if err := rundir.Ensure(filepath.Dir(path)); err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	_ = os.Remove(path)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := rundir.Listen(path)
 	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	s := &Server{log: log, src: src, ln: ln}
 	s.wg.Add(1)
