@@ -49,17 +49,24 @@ type SA struct {
 	DropMalform  uint64 `json:"drop_malformed"`
 	DropPolicy   uint64 `json:"drop_policy"`
 	PathMTU      uint16 `json:"path_mtu,omitempty"` // outbound: learned from ICMP
-	Conn         string `json:"conn,omitempty"`
-	Child        string `json:"child,omitempty"`
-	ChildID      uint32 `json:"child_id,omitempty"`
-	IKEID        uint32 `json:"ike_id,omitempty"`
-	RemoteID     string `json:"remote_id,omitempty"`
-	Remote       string `json:"remote,omitempty"`
+	Names
 	// a route-based SA: its XFRM interface id, mark (value/mask) and
 	// the route-based interface ([[interface]] name) that carries it
 	IfID      uint32 `json:"if_id,omitempty"`
 	Mark      string `json:"mark,omitempty"`
 	Interface string `json:"interface,omitempty"`
+}
+
+// Names are charon's names of the CHILD_SA an SA or tunnel belongs to,
+// when VICI tells them (empty otherwise): engine.Names with JSON names
+// (one converts to the other).
+type Names struct {
+	Conn     string `json:"conn,omitempty"`
+	Child    string `json:"child,omitempty"`
+	ChildID  uint32 `json:"child_id,omitempty"`
+	IKEID    uint32 `json:"ike_id,omitempty"`
+	RemoteID string `json:"remote_id,omitempty"`
+	Remote   string `json:"remote,omitempty"`
 }
 
 // Policy is a policy as swanpathctl shows it.
