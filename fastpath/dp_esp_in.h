@@ -28,14 +28,43 @@ struct sp_inb {
 };
 
 /*
+ * The inbound policy check of decrypted packet m of SA sa, from the wire
+ * port port, whose family v classified to res: the first inbound policy
+ * it matches must protect it with the SA's reqid (as XFRM's policy
+ * check). Counts the packet on the SA and the port and returns 0, or
+ * drops it and returns -1. Shared by the policy-based (inbound_flush) and
+ * the route-based (ifc_inbound) paths; once per packet, so inlined.
+ */
+static __rte_always_inline int
+inbound_policy(struct sp_ctx *c, int v, uint32_t res, uint32_t port, struct sp_sa *sa, struct rte_mbuf *m)
+{
+	struct sp_sa_ctr *ct;
+	struct sp_match r;
+
+	if (res != 0)
+		spd_get(c, v, 0, res, &r);
+	if (res == 0 || r.action != SP_ACT_IPSEC || r.reqid != sa->reqid) {
+		ST(c, sa).drop_policy++;
+		drop(c, port, m, SP_CNT_DROP_POLICY);
+		return -1;
+	}
+	ct = CTR(c, sa);
+	ct->bytes += rte_pktmbuf_pkt_len(m);
+	ct->packets++;
+	ct->last_use = c->now;
+	if (unlikely(sa->limited) && sa->hard_bytes != 0)
+		__atomic_fetch_add(&sa->lim_bytes, rte_pktmbuf_pkt_len(m), __ATOMIC_RELAXED);
+	cnt(c, port, SP_CNT_ESP_IN);
+	return 0;
+}
+
+/*
  * The first inbound policy each packet matches must protect it with its
- * SA's reqid (as XFRM's policy check); then they go on their way.
+ * SA's reqid (inbound_policy); then they go on their way.
  */
 static void
 inbound_flush(struct sp_ctx *c, struct sp_inb *ib)
 {
-	struct sp_sa_ctr *ct;
-	struct sp_match r;
 	struct sp_sa *sa;
 	struct rte_mbuf *m;
 	uint32_t port;
@@ -50,20 +79,8 @@ inbound_flush(struct sp_ctx *c, struct sp_inb *ib)
 			sa = ib->sa[v][i];
 			m = ib->m[v][i];
 			port = ib->port[v][i];
-			if (b->res[i] != 0)
-				spd_get(c, v, 0, b->res[i], &r);
-			if (b->res[i] == 0 || r.action != SP_ACT_IPSEC || r.reqid != sa->reqid) {
-				ST(c, sa).drop_policy++;
-				drop(c, port, m, SP_CNT_DROP_POLICY);
+			if (inbound_policy(c, v, b->res[i], port, sa, m) != 0)
 				continue;
-			}
-			ct = CTR(c, sa);
-			ct->bytes += rte_pktmbuf_pkt_len(m);
-			ct->packets++;
-			ct->last_use = c->now;
-			if (unlikely(sa->limited) && sa->hard_bytes != 0)
-				__atomic_fetch_add(&sa->lim_bytes, rte_pktmbuf_pkt_len(m), __ATOMIC_RELAXED);
-			cnt(c, port, SP_CNT_ESP_IN);
 			route_out(c, port, m, !sa->transport);
 		}
 		b->n = 0;

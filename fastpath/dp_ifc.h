@@ -115,8 +115,6 @@ ifc_inbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *
 {
 	uint32_t ip = c->dp->n_ports + sa->ifc - 1;
 	struct sp_ipsec_tables *saved = c->t;
-	struct sp_sa_ctr *ct;
-	struct sp_match r;
 	struct sp_inb ib;
 	struct rte_mbuf *m;
 	uint16_t i;
@@ -137,20 +135,8 @@ ifc_inbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *
 		spd_classify(c, b, v, 0);
 		for (i = 0; i < b->n; i++) {
 			m = ib.m[v][i];
-			if (b->res[i] != 0)
-				spd_get(c, v, 0, b->res[i], &r);
-			if (b->res[i] == 0 || r.action != SP_ACT_IPSEC || r.reqid != sa->reqid) {
-				ST(c, sa).drop_policy++;
-				drop(c, port, m, SP_CNT_DROP_POLICY);
+			if (inbound_policy(c, v, b->res[i], port, sa, m) != 0)
 				continue;
-			}
-			ct = CTR(c, sa);
-			ct->bytes += rte_pktmbuf_pkt_len(m);
-			ct->packets++;
-			ct->last_use = c->now;
-			if (unlikely(sa->limited) && sa->hard_bytes != 0)
-				__atomic_fetch_add(&sa->lim_bytes, rte_pktmbuf_pkt_len(m), __ATOMIC_RELAXED);
-			cnt(c, port, SP_CNT_ESP_IN);
 			if (ifc_eth(m) != 0) {
 				drop(c, ip, m, SP_CNT_DROP_NOMEM);
 				continue;

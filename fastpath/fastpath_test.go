@@ -90,6 +90,24 @@ func runChild(t *testing.T, prefix, child, env, extra string, veth bool) {
 	checkRunDirGone(t, ns)
 }
 
+// childArg is the value runChild set in env for this child test (its
+// namespace, which is also its EAL --file-prefix, then "," and any
+// extra); run other than by runChild from parent, the test is skipped.
+func childArg(t *testing.T, env, parent string) string {
+	t.Helper()
+	v := os.Getenv(env)
+	if v == "" {
+		t.Skip("run by " + parent)
+	}
+	return v
+}
+
+// childEAL is a child test's EAL arguments: lcores (such as "-l", "0,1"),
+// then its own --file-prefix ns, in memory, EAL's log quiet.
+func childEAL(ns string, lcores ...string) []string {
+	return append(lcores, "--file-prefix", ns, "--in-memory", "-m", "256", "--log-level", "lib.eal:error")
+}
+
 // ealRunDir is where EAL keeps its runtime files (the telemetry socket)
 // for a --file-prefix when run as root.
 func ealRunDir(prefix string) string { return filepath.Join("/var/run/dpdk", prefix) }
@@ -116,13 +134,10 @@ var (
 )
 
 func TestFastpathChild(t *testing.T) {
-	ns := os.Getenv(childEnv)
-	if ns == "" {
-		t.Skip("run by TestFastpathRoundTrip")
-	}
+	ns := childArg(t, childEnv, "TestFastpathRoundTrip")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	fp, err := Open(Config{
-		EALArgs:   []string{"-l", "0,1", "--file-prefix", ns, "--in-memory", "-m", "256", "--log-level", "lib.eal:error"},
+		EALArgs:   childEAL(ns, "-l", "0,1"),
 		Ports:     []PortConfig{{Name: "a", Device: "net_af_packet0,iface=va", Tap: "tpa"}},
 		IdleSleep: 10 * time.Microsecond,
 		MaxSAs:    256,
@@ -754,25 +769,7 @@ func settle(fd int) {
 
 // recvMatch returns the first incoming IPv4 frame whose IP packet match accepts.
 func recvMatch(fd int, timeout time.Duration, match func(ip []byte) bool) ([]byte, error) {
-	buf := make([]byte, 4096)
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		n, from, err := syscall.Recvfrom(fd, buf, 0)
-		if err != nil {
-			continue
-		}
-		if ll, ok := from.(*syscall.SockaddrLinklayer); ok && ll.Pkttype == 4 /* PACKET_OUTGOING */ {
-			continue
-		}
-		f := buf[:n]
-		if n < 14+20 || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
-			continue
-		}
-		if match(f[14:]) {
-			return append([]byte(nil), f...), nil
-		}
-	}
-	return nil, errors.New("no matching frame")
+	return recvType(fd, timeout, 0x0800, match)
 }
 
 func frame(dst, src net.HardwareAddr, ip []byte) []byte {

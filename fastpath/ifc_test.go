@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -36,13 +35,10 @@ func TestRouteBasedInterface(t *testing.T) {
 }
 
 func TestRouteBasedInterfaceChild(t *testing.T) {
-	ns := os.Getenv(ifcEnv)
-	if ns == "" {
-		t.Skip("run by TestRouteBasedInterface")
-	}
+	ns := childArg(t, ifcEnv, "TestRouteBasedInterface")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	fp, err := Open(Config{
-		EALArgs:    []string{"-l", "0,1", "--file-prefix", ns, "--in-memory", "-m", "256", "--log-level", "lib.eal:error"},
+		EALArgs:    childEAL(ns, "-l", "0,1"),
 		Ports:      []PortConfig{{Name: "a", Device: "net_af_packet0,iface=va", Tap: "tpa"}},
 		Interfaces: []InterfaceConfig{{Name: "sp0", IfID: 20, MTU: 1400, MSSClamp: MSSClampPMTU}, {Name: "sp1", Mark: 21}},
 		IdleSleep:  10 * time.Microsecond,

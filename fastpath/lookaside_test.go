@@ -65,13 +65,10 @@ func writePcap(t *testing.T, path string, n int) {
 const lookasideSAs = 16
 
 func TestFastpathLookasideChild(t *testing.T) {
-	env := os.Getenv(lookasideEnv)
-	if env == "" {
-		t.Skip("run by TestFastpathLookasideUnderLoad")
-	}
+	env := childArg(t, lookasideEnv, "TestFastpathLookasideUnderLoad")
 	ns, pcap, _ := strings.Cut(env, ",")
 	fp, err := Open(Config{
-		EALArgs: []string{"-l", "0,1", "--file-prefix", ns, "--in-memory", "-m", "256", "--log-level", "lib.eal:error"},
+		EALArgs: childEAL(ns, "-l", "0,1"),
 		Ports: []PortConfig{
 			{Name: "lan", Device: "net_pcap0,rx_pcap=" + pcap + ",infinite_rx=1", Tap: "tla"},
 			{Name: "wan", Device: "net_null0,no-rx=1", Tap: "twa"},

@@ -3,7 +3,6 @@ package fastpath
 import (
 	"io"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 )
@@ -15,12 +14,9 @@ func TestFastpathProgress(t *testing.T) {
 }
 
 func TestFastpathProgressChild(t *testing.T) {
-	ns := os.Getenv(childEnv)
-	if ns == "" {
-		t.Skip("run by TestFastpathProgress")
-	}
+	ns := childArg(t, childEnv, "TestFastpathProgress")
 	fp, err := Open(Config{
-		EALArgs:   []string{"--lcores", "0@0,1@0,2@0", "--file-prefix", ns, "--in-memory", "-m", "256", "--log-level", "lib.eal:error"},
+		EALArgs:   childEAL(ns, "--lcores", "0@0,1@0,2@0"),
 		Ports:     []PortConfig{{Name: "n", Device: "net_null0,no-rx=1", Tap: "tpp"}},
 		IdleSleep: 100 * time.Microsecond,
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -27,13 +26,10 @@ func TestFastpathTwoWorkers(t *testing.T) {
 }
 
 func TestFastpathWorkersChild(t *testing.T) {
-	ns := os.Getenv(workersEnv)
-	if ns == "" {
-		t.Skip("run by TestFastpathTwoWorkers")
-	}
+	ns := childArg(t, workersEnv, "TestFastpathTwoWorkers")
 	fp, err := Open(Config{
 		// three lcores on the first CPU(s): main and two workers
-		EALArgs:   []string{"--lcores", "0@0,1@1,2@0", "--file-prefix", ns, "--in-memory", "-m", "256", "--log-level", "lib.eal:error"},
+		EALArgs:   childEAL(ns, "--lcores", "0@0,1@1,2@0"),
 		Ports:     []PortConfig{{Name: "a", Device: "net_af_packet0,iface=va", Tap: "tpa"}},
 		IdleSleep: 10 * time.Microsecond,
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),

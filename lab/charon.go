@@ -352,32 +352,28 @@ func (c *Charon) Load(ctx context.Context, swanctl string) error {
 // Terminate closes IKE_SA ike (a connection name) with its CHILD_SAs and
 // waits until charon has deleted it (ctx bounds the wait).
 func (c *Charon) Terminate(ctx context.Context, ike string) error {
-	timeout := 30 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	m := vici.NewMessage()
-	_ = m.Set("ike", ike)
-	_ = m.Set("timeout", fmt.Sprint(timeout.Milliseconds()))
-	if _, err := c.call(ctx, "terminate", m); err != nil {
-		return fmt.Errorf("terminate %s in %s: %w", ike, c.host, err)
-	}
-	return nil
+	return c.callUntil(ctx, "terminate", "ike", ike)
 }
 
 // Initiate initiates CHILD_SA child and waits for the result (charon
 // retransmits on its own; ctx bounds the wait).
 func (c *Charon) Initiate(ctx context.Context, child string) error {
+	return c.callUntil(ctx, "initiate", "child", child)
+}
+
+// callUntil sends VICI command cmd for key = name with charon's own
+// timeout set to ctx's deadline (30 s without one), so that charon stops
+// waiting when the caller does.
+func (c *Charon) callUntil(ctx context.Context, cmd, key, name string) error {
 	timeout := 30 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
 	m := vici.NewMessage()
-	_ = m.Set("child", child)
+	_ = m.Set(key, name)
 	_ = m.Set("timeout", fmt.Sprint(timeout.Milliseconds()))
-	_, err := c.call(ctx, "initiate", m)
-	if err != nil {
-		return fmt.Errorf("initiate %s in %s: %w", child, c.host, err)
+	if _, err := c.call(ctx, cmd, m); err != nil {
+		return fmt.Errorf("%s %s in %s: %w", cmd, name, c.host, err)
 	}
 	return nil
 }

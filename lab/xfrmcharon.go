@@ -34,18 +34,12 @@ func (l *Lab) StartXFRMCharonGateway(ctx context.Context, bin, ctlBin string, tu
 	if _, ok := l.Host(GW).(*UML); !ok {
 		return nil, fmt.Errorf("xfrm charon gateway: gw is %T, not a kernel host (Options.KernelGatewayRoot)", l.Host(GW))
 	}
-	d, err := l.NewXFRMSwanpathd(bin, ctlBin)
-	if err != nil {
+	d, pr, err := l.startXFRMSwanpathd(ctx, bin, ctlBin, tun)
+	if d == nil {
 		return nil, err
 	}
-	g := &XFRMCharonGateway{D: d, l: l}
-	if err := d.Start(ctx); err != nil {
-		return g, err
-	}
-	if err := l.ConfigureGateway(GWLanTap, GWWanTap); err != nil {
-		return g, err
-	}
-	if g.PR, err = l.StartPeer(ctx, tun); err != nil {
+	g := &XFRMCharonGateway{D: d, PR: pr, l: l}
+	if err != nil {
 		return g, err
 	}
 	// no Plugins: the base set, whose kernel-netlink is then charon's

@@ -106,18 +106,12 @@ type XFRMGateway struct {
 // its TAPs, starts the peer's charon with tun (the peer's side) and pluto
 // with conn, and brings the connection up with `ipsec auto --up`.
 func (l *Lab) StartXFRMGateway(ctx context.Context, bin, ctlBin string, conn LibreswanConn, tun Tunnel) (*XFRMGateway, error) {
-	d, err := l.NewXFRMSwanpathd(bin, ctlBin)
-	if err != nil {
+	d, pr, err := l.startXFRMSwanpathd(ctx, bin, ctlBin, tun)
+	if d == nil {
 		return nil, err
 	}
-	g := &XFRMGateway{D: d, l: l}
-	if err := d.Start(ctx); err != nil {
-		return g, err
-	}
-	if err := l.ConfigureGateway(GWLanTap, GWWanTap); err != nil {
-		return g, err
-	}
-	if g.PR, err = l.StartPeer(ctx, tun); err != nil {
+	g := &XFRMGateway{D: d, PR: pr, l: l}
+	if err != nil {
 		return g, err
 	}
 	if g.Pluto, err = l.StartPluto(ctx, GW, conn); err != nil {
@@ -128,4 +122,22 @@ func (l *Lab) StartXFRMGateway(ctx context.Context, bin, ctlBin string, conn Lib
 	}
 	_, err = g.PR.WaitEstablished(ctx, ChildName)
 	return g, err
+}
+
+// startXFRMSwanpathd is how both XFRM gateways begin: swanpathd with the
+// XFRM mirror started on gw, the gateway's addresses on its TAPs, then the
+// peer's charon with tun. d is nil only when swanpathd could not be set
+// up; on an error, what did start is returned with it.
+func (l *Lab) startXFRMSwanpathd(ctx context.Context, bin, ctlBin string, tun Tunnel) (d *Swanpathd, pr *Charon, err error) {
+	if d, err = l.NewXFRMSwanpathd(bin, ctlBin); err != nil {
+		return nil, nil, err
+	}
+	if err = d.Start(ctx); err != nil {
+		return d, nil, err
+	}
+	if err = l.ConfigureGateway(GWLanTap, GWWanTap); err != nil {
+		return d, nil, err
+	}
+	pr, err = l.StartPeer(ctx, tun)
+	return d, pr, err
 }

@@ -12,8 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -51,17 +49,24 @@ type SA struct {
 	DropMalform  uint64 `json:"drop_malformed"`
 	DropPolicy   uint64 `json:"drop_policy"`
 	PathMTU      uint16 `json:"path_mtu,omitempty"` // outbound: learned from ICMP
-	Conn         string `json:"conn,omitempty"`
-	Child        string `json:"child,omitempty"`
-	ChildID      uint32 `json:"child_id,omitempty"`
-	IKEID        uint32 `json:"ike_id,omitempty"`
-	RemoteID     string `json:"remote_id,omitempty"`
-	Remote       string `json:"remote,omitempty"`
+	Names
 	// a route-based SA: its XFRM interface id, mark (value/mask) and
 	// the route-based interface ([[interface]] name) that carries it
 	IfID      uint32 `json:"if_id,omitempty"`
 	Mark      string `json:"mark,omitempty"`
 	Interface string `json:"interface,omitempty"`
+}
+
+// Names are charon's names of the CHILD_SA an SA or tunnel belongs to,
+// when VICI tells them (empty otherwise): engine.Names with JSON names
+// (one converts to the other).
+type Names struct {
+	Conn     string `json:"conn,omitempty"`
+	Child    string `json:"child,omitempty"`
+	ChildID  uint32 `json:"child_id,omitempty"`
+	IKEID    uint32 `json:"ike_id,omitempty"`
+	RemoteID string `json:"remote_id,omitempty"`
+	Remote   string `json:"remote,omitempty"`
 }
 
 // Policy is a policy as swanpathctl shows it.
@@ -164,21 +169,14 @@ type Server struct {
 	wg  sync.WaitGroup
 }
 
-// Listen creates the socket (parent directory 0700 and owned by us, made
-// so if missing, refused otherwise or if a symlink; socket 0600; root
-// peers only) and serves until ctx is done or Close is called.
+// Listen creates the socket (rundir.Listen: parent directory 0700 and
+// owned by us, made so if missing, refused otherwise or if a symlink; a
+// stale socket removed, a live one refused; socket 0600; root peers only)
+// and serves until ctx is done or Close is called.
 func Listen(ctx context.Context, log *slog.Logger, path string, src Source) (*Server, error) {
-	if err := rundir.Ensure(filepath.Dir(path)); err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	_ = os.Remove(path)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := rundir.Listen(path)
 	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	s := &Server{log: log, src: src, ln: ln}
 	s.wg.Add(1)

@@ -4,12 +4,7 @@ package ctl
 // what the fast path counted on each, and charon's names when VICI tells
 // them (empty otherwise).
 type Tunnel struct {
-	Conn       string    `json:"conn,omitempty"`
-	Child      string    `json:"child,omitempty"`
-	ChildID    uint32    `json:"child_id,omitempty"`
-	IKEID      uint32    `json:"ike_id,omitempty"`
-	RemoteID   string    `json:"remote_id,omitempty"`
-	Remote     string    `json:"remote,omitempty"`
+	Names
 	State      string    `json:"state,omitempty"` // charon's CHILD_SA state
 	Reqid      uint32    `json:"reqid"`
 	Mode       string    `json:"mode,omitempty"`

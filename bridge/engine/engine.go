@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -287,10 +288,7 @@ func (e *Engine) deleteLocked(ent *saEntry) error {
 // FlushSAs removes every SA.
 func (e *Engine) FlushSAs(ctx context.Context) error {
 	e.mu.Lock()
-	ids := make([]model.SAID, 0, len(e.mu.sas))
-	for id := range e.mu.sas {
-		ids = append(ids, id)
-	}
+	ids := slices.Collect(maps.Keys(e.mu.sas))
 	e.mu.Unlock()
 	for _, id := range ids {
 		if err := e.DelSA(ctx, id); err != nil {

@@ -117,7 +117,13 @@ func linkIn(t *testing.T, ns netns.NsHandle, name string) netlink.Link {
 func startMirror(t *testing.T, l *lab, opts ...Option) *Mirror {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	m := NewMirror(log, append([]Option{WithNamespace(l.gw)}, opts...)...)
+	return runMirror(t, NewMirror(log, append([]Option{WithNamespace(l.gw)}, opts...)...))
+}
+
+// runMirror runs m until the test ends and returns it once it has its
+// first snapshot.
+func runMirror(t *testing.T, m *Mirror) *Mirror {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx, nil) }()
@@ -444,16 +450,7 @@ func TestOverflowResync(t *testing.T) {
 	logs := &lockedWriter{w: &bytes.Buffer{}}
 	m := NewMirror(slog.New(slog.NewTextHandler(logs, nil)), WithNamespace(l.gw))
 	m.rcvBuf = 4096
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	waitFor(t, "first snapshot", m, func(s *Snapshot) bool { return s != nil })
+	runMirror(t, m)
 
 	const n = 4000
 	var batch strings.Builder

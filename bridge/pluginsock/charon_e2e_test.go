@@ -30,6 +30,21 @@ func poll(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	}
 }
 
+// startPluginCharon starts the lab's gateway charon with the
+// kernel-swanpath plugin on socket sock and the tunnel it returns.
+func startPluginCharon(t *testing.T, l *lab.Lab, sock string) (*lab.Charon, lab.Tunnel) {
+	t.Helper()
+	tun := lab.Tunnel{IKEProposals: "aes128-sha256-modp2048", ESPProposals: "aes128gcm16"}
+	gw, err := l.StartCharon(lab.GW, lab.CharonOptions{
+		Plugins: []lab.Plugin{{Name: "kernel-swanpath", Settings: []string{"socket = " + sock}}},
+		Swanctl: tun.GatewayConf(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gw, tun
+}
+
 func TestCharonPluginEndToEnd(t *testing.T) {
 	if _, err := os.Stat(lab.PluginPath); err != nil {
 		t.Skipf("plugin not installed (make -C charon install): %v", err)
@@ -50,14 +65,7 @@ func TestCharonPluginEndToEnd(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tun := lab.Tunnel{IKEProposals: "aes128-sha256-modp2048", ESPProposals: "aes128gcm16"}
-	gw, err := l.StartCharon(lab.GW, lab.CharonOptions{
-		Plugins: []lab.Plugin{{Name: "kernel-swanpath", Settings: []string{"socket = " + sock}}},
-		Swanctl: tun.GatewayConf(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	gw, tun := startPluginCharon(t, l, sock)
 	if err := gw.LoadAll(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -129,14 +129,7 @@ func TestCharonPluginRefusesNonRootDaemon(t *testing.T) {
 		t.Fatal("listener as uid 65534 did not start")
 	}
 
-	tun := lab.Tunnel{IKEProposals: "aes128-sha256-modp2048", ESPProposals: "aes128gcm16"}
-	gw, err := l.StartCharon(lab.GW, lab.CharonOptions{
-		Plugins: []lab.Plugin{{Name: "kernel-swanpath", Settings: []string{"socket = " + sock}}},
-		Swanctl: tun.GatewayConf(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	gw, _ := startPluginCharon(t, l, sock)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	refused := "kernel-swanpath: not connecting to swanpathd at " + sock + ": its listener runs as uid 65534 (pid "

@@ -11,8 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -56,9 +54,10 @@ type serverConn struct {
 	wmu   sync.Mutex  // one frame at a time: results and events interleave
 }
 
-// Listen creates the socket at path (parent directory 0700 and owned by
-// us, made so if missing, refused otherwise or if a symlink; socket 0600;
-// a stale socket is removed) and serves it until ctx ends or Close.
+// Listen creates the socket at path (rundir.Listen: parent directory 0700
+// and owned by us, made so if missing, refused otherwise or if a symlink;
+// socket 0600; a stale socket is removed, a live one refused) and serves
+// it until ctx ends or Close.
 func Listen(ctx context.Context, log *slog.Logger, path string, h Handler) (*Server, error) {
 	return listen(ctx, log, path, h, func(uid uint32) bool { return uid == 0 })
 }
@@ -67,19 +66,9 @@ func listen(ctx context.Context, log *slog.Logger, path string, h Handler, allow
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := rundir.Ensure(filepath.Dir(path)); err != nil {
-		return nil, fmt.Errorf("plugin socket %s: %w", path, err)
-	}
-	if err := removeStale(path); err != nil {
-		return nil, err
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := rundir.Listen(path)
 	if err != nil {
 		return nil, fmt.Errorf("plugin socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("plugin socket %s: %w", path, err)
 	}
 	s := &Server{log: log, h: h, ln: ln, path: path, allow: allow}
 	s.mu.conns = map[*serverConn]struct{}{}
@@ -95,28 +84,6 @@ func listen(ctx context.Context, log *slog.Logger, path string, h Handler, allow
 		s.acceptLoop()
 	}()
 	return s, nil
-}
-
-// removeStale removes a socket nobody listens on; a live one is an error.
-func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("plugin socket %s: %w", path, err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("plugin socket %s: exists and is not a socket", path)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("plugin socket %s: another swanpathd is listening", path)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("plugin socket %s: remove stale: %w", path, err)
-	}
-	return nil
 }
 
 // Path is the socket's path.

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -268,10 +269,7 @@ func (m *Mirror) handle(ctx context.Context, msg Message) {
 		}
 	case nl.XFRM_MSG_FLUSHSA:
 		m.mu.Lock()
-		ids := make([]model.SAID, 0, len(m.mu.sas))
-		for id := range m.mu.sas {
-			ids = append(ids, id)
-		}
+		ids := slices.Collect(maps.Keys(m.mu.sas))
 		m.mu.Unlock()
 		for _, id := range ids {
 			m.delSA(ctx, id)

@@ -30,18 +30,7 @@ func TestRenderedConfigLoads(t *testing.T) {
 		Charon:   swanpathdconf.Charon{ReconcileGrace: "30s"},
 		Metrics:  swanpathdconf.Metrics{Listen: "127.0.0.1:9469"},
 	}
-	b, err := in.Render("render_test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "swanpathd.toml")
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, err := loadConfig(p)
-	if err != nil {
-		t.Fatalf("swanpathd refuses what swanpathdconf renders: %v\n%s", err, b)
-	}
+	c, b := renderAndLoad(t, in)
 	e, f := c.EAL, c.Fastpath
 	if e.Lcores != "0,1" || e.Memory != 128 || e.FilePrefix != "fp" || e.InMemory || !e.NoHuge || e.HugeDir != "/h" ||
 		c.Crypto.PMD != "aesni_mb" || c.Crypto.Mode != "lookaside" || c.Source.Kind != "xfrm" || c.Plugin.Socket != "/p.sock" || c.Control.Socket != "/c.sock" ||
@@ -67,6 +56,23 @@ func TestRenderedInterfacesLoad(t *testing.T) {
 		Fastpath:   swanpathdconf.Fastpath{StateFile: "/seq.json"},
 		Log:        swanpathdconf.Log{Level: "info"},
 	}
+	c, b := renderAndLoad(t, in)
+	if len(c.Interfaces) != 2 || c.Interfaces[0].Name != "ipsec0" || c.Interfaces[0].IfID != 20 || c.Interfaces[0].MTU != 1400 ||
+		c.Interfaces[1].Name != "vti1" || c.Interfaces[1].Mark != 21 || c.Interfaces[1].IfID != 0 {
+		t.Errorf("interfaces differ: %+v\n%s", c.Interfaces, b)
+	}
+	if m0, _ := mssClamp(c.Interfaces[0].MSSClamp); m0 != -1 {
+		t.Errorf("mss_clamp pmtu read back as %d\n%s", m0, b)
+	}
+	if m1, _ := mssClamp(c.Interfaces[1].MSSClamp); m1 != 1300 {
+		t.Errorf("mss_clamp 1300 read back as %d\n%s", m1, b)
+	}
+}
+
+// renderAndLoad renders in as the lab does and loads it as swanpathd
+// does; it returns the loaded config and the rendered text.
+func renderAndLoad(t *testing.T, in swanpathdconf.Config) (Config, []byte) {
+	t.Helper()
 	b, err := in.Render("render_test")
 	if err != nil {
 		t.Fatal(err)
@@ -79,14 +85,5 @@ func TestRenderedInterfacesLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("swanpathd refuses what swanpathdconf renders: %v\n%s", err, b)
 	}
-	if len(c.Interfaces) != 2 || c.Interfaces[0].Name != "ipsec0" || c.Interfaces[0].IfID != 20 || c.Interfaces[0].MTU != 1400 ||
-		c.Interfaces[1].Name != "vti1" || c.Interfaces[1].Mark != 21 || c.Interfaces[1].IfID != 0 {
-		t.Errorf("interfaces differ: %+v\n%s", c.Interfaces, b)
-	}
-	if m0, _ := mssClamp(c.Interfaces[0].MSSClamp); m0 != -1 {
-		t.Errorf("mss_clamp pmtu read back as %d\n%s", m0, b)
-	}
-	if m1, _ := mssClamp(c.Interfaces[1].MSSClamp); m1 != 1300 {
-		t.Errorf("mss_clamp 1300 read back as %d\n%s", m1, b)
-	}
+	return c, b
 }

@@ -98,8 +98,7 @@ func (v *views) Tunnels() []ctl.Tunnel {
 		if i == nil && o == nil {
 			continue // not (or no longer) in the fast path
 		}
-		row := ctl.Tunnel{Conn: c.Conn, Child: c.Child, ChildID: c.ChildID, IKEID: c.IKEID,
-			RemoteID: c.RemoteID, Remote: c.Remote, State: c.State, Reqid: c.Reqid}
+		row := ctl.Tunnel{Names: ctl.Names(c.Names), State: c.State, Reqid: c.Reqid}
 		v.fillTunnel(&row, i, o)
 		used[i], used[o] = true, true
 		rows = append(rows, row)

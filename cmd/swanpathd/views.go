@@ -44,10 +44,10 @@ func (v *views) SAs() []ctl.SA {
 			Reqid: s.Reqid, Encap: s.Encap, ReplayWindow: s.ReplayWindow, ESN: s.ESN,
 			Crypto: s.Crypto, CryptoMode: s.CryptoMode, KeyBits: s.KeyBits, Bytes: s.Bytes, Packets: s.Packets,
 			DropAuth: s.DropAuth, DropReplay: s.DropReplay, DropMalform: s.DropMalformed,
-			DropPolicy: s.DropPolicy, PathMTU: s.PathMTU, Conn: s.Conn, Child: s.Child,
+			DropPolicy: s.DropPolicy, PathMTU: s.PathMTU, Names: ctl.Names{Conn: s.Conn, Child: s.Child},
 		}
 		if n, ok := v.eng.NamesOfSA(&s.SA); ok {
-			row.Conn, row.Child, row.ChildID, row.IKEID, row.RemoteID, row.Remote = n.Conn, n.Child, n.ChildID, n.IKEID, n.RemoteID, n.Remote
+			row.Names = ctl.Names(n)
 		}
 		if s.Encap {
 			row.SrcPort, row.DstPort = s.SrcPort, s.DstPort
