@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -66,124 +65,30 @@ func startLibreswan(t *testing.T, ctx context.Context, conn lab.LibreswanConn, t
 func waitBound(t *testing.T, ctx context.Context, g *lab.XFRMGateway) {
 	t.Helper()
 	err := lab.PollFor(ctx, "pluto's outbound policy bound to its SA in the fast path", 90*time.Second, 100*time.Millisecond, func() (bool, error) {
-		out, err := g.D.Ctl(ctx, "policy", "--json")
-		if err != nil {
-			return false, err
-		}
-		var pols []ctl.Policy
-		if err := json.Unmarshal([]byte(out), &pols); err != nil {
-			return false, err
-		}
-		for _, p := range pols {
-			if p.Dir == "out" && p.SPI != "" {
-				return true, nil
-			}
-		}
-		return false, fmt.Errorf("policies: %s", out)
+		return outBound(ctx, g.D)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 }
 
-// saTimeline polls the fast path's SAs (swanpathctl sa) every 200 ms and
-// keeps every SA it saw: first and last seen, the most packets and bytes.
-type saTimeline struct {
-	d      *lab.Swanpathd
-	cancel context.CancelFunc
-	done   chan struct{}
-	mu     struct {
-		sync.Mutex
-		sas   map[string]*seenSA // dir + SPI
-		polls int
-		err   error
-	}
-}
-
-func watchSAs(t *testing.T, ctx context.Context, d *lab.Swanpathd) *saTimeline {
-	w := &saTimeline{d: d, done: make(chan struct{})}
-	w.mu.sas = map[string]*seenSA{}
-	if err := w.poll(ctx); err != nil {
-		t.Fatalf("SA timeline: %v", err)
-	}
-	ctx, w.cancel = context.WithCancel(ctx)
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			if err := w.poll(ctx); err != nil && ctx.Err() == nil {
-				w.mu.Lock()
-				w.mu.err = err
-				w.mu.Unlock()
-			}
-		}
-	}()
-	t.Cleanup(w.stop)
-	return w
-}
-
-func (w *saTimeline) poll(ctx context.Context) error {
-	sas, err := w.d.SAs(ctx)
+// outBound says whether d's fast path has an outbound policy bound to an
+// SA (the error lists its policies when not).
+func outBound(ctx context.Context, d *lab.Swanpathd) (bool, error) {
+	out, err := d.Ctl(ctx, "policy", "--json")
 	if err != nil {
-		return err
+		return false, err
 	}
-	now := time.Now()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.mu.polls++
-	for _, s := range sas {
-		k := s.Dir + " " + s.SPI
-		seen := w.mu.sas[k]
-		if seen == nil {
-			seen = &seenSA{Dir: s.Dir, SPI: s.SPI, First: now}
-			w.mu.sas[k] = seen
-		}
-		seen.Last = now
-		seen.Bytes = max(seen.Bytes, s.Bytes)
-		seen.Packets = max(seen.Packets, s.Packets)
+	var pols []ctl.Policy
+	if err := json.Unmarshal([]byte(out), &pols); err != nil {
+		return false, err
 	}
-	return nil
-}
-
-func (w *saTimeline) stop() {
-	if w.cancel != nil {
-		w.cancel()
-		<-w.done
-	}
-}
-
-// seen are the SAs of direction dir first seen in [from, to], by time.
-func (w *saTimeline) seen(dir string, from, to time.Time) []seenSA {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var out []seenSA
-	for _, s := range w.mu.sas {
-		if s.Dir == dir && !s.First.Before(from) && !s.First.After(to) {
-			out = append(out, *s)
+	for _, p := range pols {
+		if p.Dir == "out" && p.SPI != "" {
+			return true, nil
 		}
 	}
-	slices.SortFunc(out, func(a, b seenSA) int { return a.First.Compare(b.First) })
-	return out
-}
-
-func (w *saTimeline) report(t0 time.Time) string {
-	var b strings.Builder
-	w.mu.Lock()
-	fmt.Fprintf(&b, "%d polls, last error %v\n", w.mu.polls, w.mu.err)
-	w.mu.Unlock()
-	for _, dir := range []string{"in", "out"} {
-		for _, s := range w.seen(dir, time.Time{}, time.Now().Add(time.Hour)) {
-			fmt.Fprintf(&b, "  %-3s %s seen %+.1fs..%+.1fs: %d packets, %d bytes\n", s.Dir, s.SPI,
-				s.First.Sub(t0).Seconds(), s.Last.Sub(t0).Seconds(), s.Packets, s.Bytes)
-		}
-	}
-	return b.String()
+	return false, fmt.Errorf("policies: %s", out)
 }
 
 // kernelSPIs are the SPIs of the kernel's ESP SAs (ip xfrm state).
@@ -292,6 +197,7 @@ func logLibreswanDrops(t *testing.T, ctx context.Context, g *lab.XFRMGateway, gw
 type espSeq struct {
 	spi, seq uint32
 	at       time.Time
+	p        lab.Packet
 }
 
 // espSeqsFrom are the ESP (in UDP) packets from src in pkts.
@@ -309,7 +215,7 @@ func espSeqsFrom(pkts []lab.Packet, src string) []espSeq {
 		if len(ip) < off+8 {
 			continue
 		}
-		out = append(out, espSeq{binary.BigEndian.Uint32(ip[off:]), binary.BigEndian.Uint32(ip[off+4:]), p.Time})
+		out = append(out, espSeq{binary.BigEndian.Uint32(ip[off:]), binary.BigEndian.Uint32(ip[off+4:]), p.Time, p})
 	}
 	return out
 }
@@ -363,7 +269,7 @@ func TestLibreswanRekey(t *testing.T) {
 	if err := l.Ping(ctx, lab.H1, lab.H2Addr, 2); err != nil {
 		t.Fatal(err)
 	}
-	w := watchSAs(t, ctx, g.D)
+	w := watchSAs(t, ctx, g.D, nil)
 	cw, err := captureWAN(l)
 	if err != nil {
 		t.Fatal(err)
@@ -387,7 +293,7 @@ func TestLibreswanRekey(t *testing.T) {
 	}
 	// two rekeys by time: three outbound SAs seen since the start
 	err = lab.PollFor(ctx, "two Child SA rekeys by time", 45*time.Second, 200*time.Millisecond, func() (bool, error) {
-		n := len(w.seen("out", time.Time{}, time.Now()))
+		n := len(w.newSAs("out", time.Time{}, time.Now()))
 		return n >= 3, fmt.Errorf("%d outbound SAs seen", n)
 	})
 	if err != nil {
@@ -399,7 +305,7 @@ func TestLibreswanRekey(t *testing.T) {
 	if m := softExpire.FindAllString(plutoBefore, -1); len(m) > 0 {
 		t.Errorf("pluto got EXPIREs before the fast stream, the rekeys so far were not by time alone: %q", m)
 	}
-	timeRekeys := len(w.seen("out", t0, tBurst))
+	timeRekeys := len(w.newSAs("out", t0, tBurst))
 	// the fast streams: 150 x 1200 bytes/s each way for 12 s (~2.2 MB)
 	var fast []*lab.UDPSeq
 	for _, o := range []lab.SeqOptions{
@@ -440,7 +346,7 @@ func TestLibreswanRekey(t *testing.T) {
 	pluto := g.Pluto.Output()
 	expires := softExpire.FindAllStringSubmatch(pluto[len(plutoBefore):], -1)
 	mirrored := strings.Count(g.D.Output()[len(swanpathdBefore):], mirrorExpire)
-	byBytes := len(w.seen("out", tBurst, tBurstEnd.Add(2*time.Second)))
+	byBytes := len(w.newSAs("out", tBurst, tBurstEnd.Add(2*time.Second)))
 	t.Logf("rekeys: %d by time before the fast streams, %d outbound SAs new during them; pluto got %d soft EXPIREs, swanpathd sent %d",
 		timeRekeys, byBytes, len(expires), mirrored)
 	if len(expires) == 0 {
@@ -466,7 +372,7 @@ func TestLibreswanRekey(t *testing.T) {
 	}
 	// every SA the fast path had stayed under ipsec-max-bytes
 	for _, dir := range []string{"in", "out"} {
-		for _, s := range w.seen(dir, time.Time{}, t1) {
+		for _, s := range w.newSAs(dir, time.Time{}, t1) {
 			if s.Bytes > maxBytes {
 				t.Errorf("SA %s %s carried %d bytes, past ipsec-max-bytes %d", s.Dir, s.SPI, s.Bytes, maxBytes)
 			}
@@ -488,7 +394,7 @@ func TestLibreswanRekey(t *testing.T) {
 		t.Errorf("ipsec trafficstatus after the rekeys: %v %+v; want the one current Child SA", err, ts)
 	}
 	var outSPIs []string
-	for _, s := range w.seen("out", time.Time{}, t1) {
+	for _, s := range w.newSAs("out", time.Time{}, t1) {
 		outSPIs = append(outSPIs, strings.ToLower(s.SPI))
 	}
 	if len(outSPIs) == 0 || !slices.Contains(final, outSPIs[len(outSPIs)-1]) {

@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -103,20 +101,7 @@ func startLibreswanGateway(t *testing.T, ctx context.Context, c libreswanCase) (
 		if dirs["in"] != 1 || dirs["out"] != 1 {
 			return false, fmt.Errorf("SAs in the fast path: %+v", sas)
 		}
-		out, err := g.D.Ctl(ctx, "policy", "--json")
-		if err != nil {
-			return false, err
-		}
-		var pols []ctl.Policy
-		if err := json.Unmarshal([]byte(out), &pols); err != nil {
-			return false, err
-		}
-		for _, p := range pols {
-			if p.Dir == "out" && p.SPI != "" {
-				return true, nil
-			}
-		}
-		return false, fmt.Errorf("policies: %s", out)
+		return outBound(ctx, g.D)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -135,22 +120,10 @@ func testLibreswanGateway(t *testing.T, c libreswanCase) {
 		t.Fatal(err)
 	}
 	defer cw.stop()
-	for _, p := range []struct{ from, to string }{{lab.H1, lab.H2Addr}, {lab.H2, lab.H1Addr}} {
-		if err := l.Ping(ctx, p.from, p.to, 5); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// the gateway's own traffic for the protected subnets leaves in
 	// clear into the TAP (swanpathd's bypass pair), not through the
 	// kernel's ESP
-	if _, err := gw.Exec(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", lab.GWLanAddr, lab.H2Addr); err != nil {
-		t.Fatalf("ping from the gateway into the tunnel: %v", err)
-	}
-	streams := []lab.SeqOptions{
-		{From: lab.H1, To: lab.H2, ToAddr: lab.H2Addr, Port: 7001, Rate: 200, Duration: 3 * time.Second, Size: 300},
-		{From: lab.H2, To: lab.H1, ToAddr: lab.H1Addr, Port: 7002, Rate: 200, Duration: 3 * time.Second, Size: 300},
-	}
-	l.RunUDPSeqs(ctx, t, streams...)
+	pingAndStream(t, ctx, l, gw)
 	// TCP through the tunnel, 10 s each way (iperf3 in the LAN hosts,
 	// server in h2)
 	iperfBothWays(t, ctx, l, lab.H2, lab.H2Addr, lab.H1, 10)
@@ -273,19 +246,8 @@ func uniqueESPSeq(pkts []lab.Packet, src string) (int, error) {
 	seen := map[key]lab.Packet{}
 	var dups []string
 	n, same := 0, 0
-	for _, p := range pkts {
-		if p.Src.String() != src || !(p.ESPinUDP || p.Proto == 50) || len(p.Data) < 14+20 {
-			continue
-		}
-		ip := p.Data[14:]
-		off := int(ip[0]&0x0f) * 4
-		if p.ESPinUDP {
-			off += 8
-		}
-		if len(ip) < off+8 {
-			continue
-		}
-		k := key{binary.BigEndian.Uint32(ip[off:]), binary.BigEndian.Uint32(ip[off+4:])}
+	for _, e := range espSeqsFrom(pkts, src) {
+		p, k := e.p, key{e.spi, e.seq}
 		if q, ok := seen[k]; ok {
 			if bytes.Equal(q.Data, p.Data) {
 				same++ // the same frame delivered again: not a second encryptor
@@ -318,4 +280,23 @@ func lastLines(s string, n int) string {
 		ls = ls[len(ls)-n:]
 	}
 	return strings.Join(ls, "\n")
+}
+
+// pingAndStream: through a kernel gateway's tunnel, h1 and h2 ping each
+// other, the gateway pings h2 from its LAN address (its own traffic into
+// the tunnel), and a paced UDP stream runs each way (every datagram once,
+// intact).
+func pingAndStream(t *testing.T, ctx context.Context, l *lab.Lab, gw *lab.UML) {
+	t.Helper()
+	for _, p := range []struct{ from, to string }{{lab.H1, lab.H2Addr}, {lab.H2, lab.H1Addr}} {
+		if err := l.Ping(ctx, p.from, p.to, 5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := gw.Exec(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", lab.GWLanAddr, lab.H2Addr); err != nil {
+		t.Fatalf("ping from the gateway into the tunnel: %v", err)
+	}
+	l.RunUDPSeqs(ctx, t,
+		lab.SeqOptions{From: lab.H1, To: lab.H2, ToAddr: lab.H2Addr, Port: 7001, Rate: 200, Duration: 3 * time.Second, Size: 300},
+		lab.SeqOptions{From: lab.H2, To: lab.H1, ToAddr: lab.H1Addr, Port: 7002, Rate: 200, Duration: 3 * time.Second, Size: 300})
 }

@@ -9,15 +9,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swanpath/swanpath/bridge/ctl"
 	"github.com/swanpath/swanpath/lab"
 )
 
 // rekeyWatch polls the gateway while traffic runs and records what rekeys
 // leave behind: every SA the fast path had (swanpathctl sa --json), when it
-// was first seen and the most bytes and packets it carried, and every
-// IKE_SA charon on the gateway had established (VICI list-sas).
+// was first seen and the most bytes and packets it carried, and, with a
+// charon, every IKE_SA it had established (VICI list-sas).
 type rekeyWatch struct {
-	g      *gateway
+	d      *lab.Swanpathd
+	charon *lab.Charon // nil: no IKE_SAs are watched (pluto's gateway)
 	cancel context.CancelFunc
 	done   chan struct{}
 	mu     struct {
@@ -39,58 +41,44 @@ type seenSA struct {
 // until stop.
 func watchRekeys(t *testing.T, ctx context.Context, g *gateway) *rekeyWatch {
 	t.Helper()
-	w := &rekeyWatch{g: g, done: make(chan struct{})}
+	return watchSAs(t, ctx, g.d, g.gw)
+}
+
+// watchSAs is watchRekeys for swanpathd d, and charon's IKE_SAs when it
+// is not nil.
+func watchSAs(t *testing.T, ctx context.Context, d *lab.Swanpathd, charon *lab.Charon) *rekeyWatch {
+	t.Helper()
+	w := &rekeyWatch{d: d, charon: charon, done: make(chan struct{})}
 	w.mu.sas = map[string]*seenSA{}
 	w.mu.ikes = map[string]time.Time{}
 	if err := w.poll(ctx); err != nil {
 		t.Fatalf("rekey watch: %v", err)
 	}
-	ctx, w.cancel = context.WithCancel(ctx)
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			if err := w.poll(ctx); err != nil && ctx.Err() == nil {
-				w.mu.Lock()
-				w.mu.err = err
-				w.mu.Unlock()
-			}
-		}
-	}()
+	w.cancel = pollEvery(ctx, w.done, w.poll, func(err error) {
+		w.mu.Lock()
+		w.mu.err = err
+		w.mu.Unlock()
+	})
 	t.Cleanup(w.stop)
 	return w
 }
 
 func (w *rekeyWatch) poll(ctx context.Context) error {
-	sas, err := w.g.d.SAs(ctx)
+	sas, err := w.d.SAs(ctx)
 	if err != nil {
 		return err
 	}
-	ikes, err := w.g.gw.ListSAs(ctx)
-	if err != nil {
-		return err
+	var ikes []lab.IKESA
+	if w.charon != nil {
+		if ikes, err = w.charon.ListSAs(ctx); err != nil {
+			return err
+		}
 	}
 	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.mu.polls++
-	for _, s := range sas {
-		k := s.Dir + " " + s.SPI
-		seen := w.mu.sas[k]
-		if seen == nil {
-			seen = &seenSA{Dir: s.Dir, SPI: s.SPI, First: now}
-			w.mu.sas[k] = seen
-		}
-		seen.Last = now
-		seen.Bytes = max(seen.Bytes, s.Bytes)
-		seen.Packets = max(seen.Packets, s.Packets)
-	}
+	noteSAs(w.mu.sas, sas, now)
 	for _, ike := range ikes {
 		if ike.State != "ESTABLISHED" {
 			continue
@@ -155,7 +143,9 @@ func (w *rekeyWatch) report(t0 time.Time) string {
 	}
 	w.mu.Unlock()
 	slices.Sort(ikes)
-	fmt.Fprintf(&b, "IKE_SAs established: %s\n", strings.Join(ikes, ", "))
+	if w.charon != nil {
+		fmt.Fprintf(&b, "IKE_SAs established: %s\n", strings.Join(ikes, ", "))
+	}
 	for _, dir := range []string{"in", "out"} {
 		for _, s := range w.newSAs(dir, time.Time{}, time.Now().Add(time.Hour)) {
 			fmt.Fprintf(&b, "  %-3s %s seen %+.1fs..%+.1fs: %d packets, %d bytes\n", s.Dir, s.SPI,
@@ -197,6 +187,20 @@ func warmUp(t *testing.T, ctx context.Context, g *gateway) {
 }
 
 // logDrops logs the gateway's drop counters that are not zero.
+// streamsAcrossRekeys stops w, logs both streams, the SAs w saw (times
+// from t0) and the drops, and fails unless each stream arrived exactly.
+func streamsAcrossRekeys(t *testing.T, ctx context.Context, g *gateway, w *rekeyWatch, t0 time.Time, up, down lab.SeqResult) {
+	t.Helper()
+	w.stop()
+	t.Logf("h1->h2: %s", up)
+	t.Logf("h2->h1: %s", down)
+	t.Logf("SAs (times from the stream's start):\n%s", w.report(t0))
+	logDrops(t, ctx, g)
+	if !up.Exact() || !down.Exact() {
+		t.Errorf("the streams lost, duplicated or damaged datagrams across the rekeys:\nh1->h2: %s\nh2->h1: %s", up, down)
+	}
+}
+
 func logDrops(t *testing.T, ctx context.Context, g *gateway) {
 	t.Helper()
 	st, err := g.d.Stats(ctx)
@@ -233,17 +237,9 @@ func TestGatewayRekeyStream(t *testing.T) {
 	t0 := time.Now()
 	up, down := streamBothWays(t, ctx, g, 300, 200, 60*time.Second)
 	t1 := time.Now()
-	w.stop()
-	t.Logf("h1->h2: %s", up)
-	t.Logf("h2->h1: %s", down)
-	t.Logf("SAs (times from the stream's start):\n%s", w.report(t0))
-	logDrops(t, ctx, g)
-
+	streamsAcrossRekeys(t, ctx, g, w, t0, up, down)
 	child, ike := w.childRekeys(t0, t1), w.newIKEs(t0, t1)
 	t.Logf("during the stream: %d CHILD_SA rekeys, %d IKE_SA rekeys", child, ike)
-	if !up.Exact() || !down.Exact() {
-		t.Errorf("the streams lost, duplicated or damaged datagrams across the rekeys:\nh1->h2: %s\nh2->h1: %s", up, down)
-	}
 	if child < 5 {
 		t.Errorf("%d CHILD_SA rekeys during the stream, want at least 5", child)
 	}
@@ -325,15 +321,7 @@ func TestGatewayRekeyByBytes(t *testing.T) {
 	t0 := time.Now()
 	up, down := streamBothWays(t, ctx, g, 300, 1000, 10*time.Second)
 	t1 := time.Now()
-	w.stop()
-	t.Logf("h1->h2: %s", up)
-	t.Logf("h2->h1: %s", down)
-	t.Logf("SAs (times from the stream's start):\n%s", w.report(t0))
-	logDrops(t, ctx, g)
-
-	if !up.Exact() || !down.Exact() {
-		t.Errorf("the streams lost, duplicated or damaged datagrams across the rekeys:\nh1->h2: %s\nh2->h1: %s", up, down)
-	}
+	streamsAcrossRekeys(t, ctx, g, w, t0, up, down)
 	if !strings.Contains(g.gw.Log(), "kernel-swanpath: soft expire for SA with SPI") {
 		t.Error("charon on the gateway got no soft expire from swanpathd")
 	}
@@ -364,5 +352,44 @@ func TestGatewayRekeyByBytes(t *testing.T) {
 	}
 	if total < 2*lifeBytes {
 		t.Errorf("inbound SAs carried %d bytes in all: too little to need the rekeys", total)
+	}
+}
+
+// pollEvery calls poll every 200 ms until ctx ends or the returned cancel
+// is called, then closes done; an error of poll's not caused by that end
+// goes to failed.
+func pollEvery(ctx context.Context, done chan struct{}, poll func(context.Context) error, failed func(error)) context.CancelFunc {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if err := poll(ctx); err != nil && ctx.Err() == nil {
+				failed(err)
+			}
+		}
+	}()
+	return cancel
+}
+
+// noteSAs records in seen (by direction and SPI) the SAs of one look at
+// now: when each was first and last seen, its most bytes and packets.
+func noteSAs(seen map[string]*seenSA, sas []ctl.SA, now time.Time) {
+	for _, s := range sas {
+		k := s.Dir + " " + s.SPI
+		x := seen[k]
+		if x == nil {
+			x = &seenSA{Dir: s.Dir, SPI: s.SPI, First: now}
+			seen[k] = x
+		}
+		x.Last = now
+		x.Bytes = max(x.Bytes, s.Bytes)
+		x.Packets = max(x.Packets, s.Packets)
 	}
 }

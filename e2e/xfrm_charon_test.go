@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"regexp"
@@ -72,20 +71,7 @@ func TestXFRMCharonGateway(t *testing.T) {
 	// charon's policies reach the fast path a moment after the kernel
 	// has them (see TestLibreswanGateway); wait for the outbound one bound
 	err = lab.PollFor(ctx, "charon's outbound policy bound to its SA in the fast path", 90*time.Second, 50*time.Millisecond, func() (bool, error) {
-		out, err := g.D.Ctl(ctx, "policy", "--json")
-		if err != nil {
-			return false, err
-		}
-		var pols []ctl.Policy
-		if err := json.Unmarshal([]byte(out), &pols); err != nil {
-			return false, err
-		}
-		for _, p := range pols {
-			if p.Dir == "out" && p.SPI != "" {
-				return true, nil
-			}
-		}
-		return false, fmt.Errorf("policies: %s", out)
+		return outBound(ctx, g.D)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -112,22 +98,10 @@ func TestXFRMCharonGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cw.stop()
-	for _, p := range []struct{ from, to string }{{lab.H1, lab.H2Addr}, {lab.H2, lab.H1Addr}} {
-		if err := l.Ping(ctx, p.from, p.to, 5); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// the gateway's own traffic for the remote subnet follows charon's
 	// route in table 220 into swanpathd's WAN TAP, in clear (swanpathd's
 	// bypass policies), and the fast path encrypts it
-	if _, err := gw.Exec(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", lab.GWLanAddr, lab.H2Addr); err != nil {
-		t.Fatalf("ping from the gateway into the tunnel: %v", err)
-	}
-	streams := []lab.SeqOptions{
-		{From: lab.H1, To: lab.H2, ToAddr: lab.H2Addr, Port: 7001, Rate: 200, Duration: 3 * time.Second, Size: 300},
-		{From: lab.H2, To: lab.H1, ToAddr: lab.H1Addr, Port: 7002, Rate: 200, Duration: 3 * time.Second, Size: 300},
-	}
-	l.RunUDPSeqs(ctx, t, streams...)
+	pingAndStream(t, ctx, l, gw)
 	pkts, err := cw.stop()
 	if err != nil {
 		t.Fatal(err)

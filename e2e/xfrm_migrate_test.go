@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -46,12 +45,7 @@ func buildTool(t *testing.T, name string) string {
 // new address; the fast path's counters go on into the kernel's SA at its
 // new address, above what was written before the move.
 func TestXFRMMirrorMigrate(t *testing.T) {
-	if why := lab.UMLAvailable(); why != "" {
-		t.Skip(why)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	l := lab.New(t, lab.Options{KernelPeer: true})
+	ctx, l := kernelPeerLab(t)
 	u := l.Host(lab.PR).(*lab.UML)
 	probe, migrate := buildTool(t, "xfrmprobe"), buildTool(t, "xfrmmigrate")
 
@@ -62,26 +56,11 @@ func TestXFRMMirrorMigrate(t *testing.T) {
 		outKey = "0x3132333435363738393a3b3c3d3e3f4041424344"
 		inKey  = "0x5152535455565758595a5b5c5d5e5f6061626364"
 	)
-	ipx := func(args ...string) string {
-		t.Helper()
-		out, err := u.Exec(ctx, append([]string{"ip"}, args...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	ipx := ipOn(t, ctx, u)
 	var p *lab.Proc // the probe, started below
 	waitOut := func(what string, re string) []string {
 		t.Helper()
-		rx := regexp.MustCompile(re)
-		var m []string
-		if err := lab.PollFor(ctx, what, 20*time.Second, 50*time.Millisecond, func() (bool, error) {
-			m = rx.FindStringSubmatch(p.Output())
-			return m != nil, nil
-		}); err != nil {
-			t.Fatalf("%v; probe output:\n%s", err, p.Output())
-		}
-		return m
+		return waitProbe(t, ctx, p, what, re)
 	}
 	var err error
 	p, err = u.Start(u.HostPath(probe), "-secs", "90")

@@ -29,12 +29,7 @@ import (
 // expire; deletions follow; after a restart the outbound SA continues
 // above what it sent; no key appears in the output.
 func TestXFRMMirrorKernel(t *testing.T) {
-	if why := lab.UMLAvailable(); why != "" {
-		t.Skip(why)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	l := lab.New(t, lab.Options{KernelPeer: true})
+	ctx, l := kernelPeerLab(t)
 	u := l.Host(lab.PR).(*lab.UML)
 
 	// the probe must be readable inside: the instance's root is this
@@ -51,14 +46,7 @@ func TestXFRMMirrorKernel(t *testing.T) {
 		outKey = "0x0102030405060708090a0b0c0d0e0f1011121314"
 		inKey  = "0x2122232425262728292a2b2c2d2e2f3031323334"
 	)
-	ipx := func(args ...string) string {
-		t.Helper()
-		out, err := u.Exec(ctx, append([]string{"ip"}, args...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	ipx := ipOn(t, ctx, u)
 	mon, err := u.Start("ip", "xfrm", "monitor", "expire")
 	if err != nil {
 		t.Fatal(err)
@@ -71,15 +59,7 @@ func TestXFRMMirrorKernel(t *testing.T) {
 	defer p1.Stop()
 	waitOut := func(p *lab.Proc, what string, re string) []string {
 		t.Helper()
-		rx := regexp.MustCompile(re)
-		var m []string
-		if err := lab.PollFor(ctx, what, 20*time.Second, 50*time.Millisecond, func() (bool, error) {
-			m = rx.FindStringSubmatch(p.Output())
-			return m != nil, nil
-		}); err != nil {
-			t.Fatalf("%v; probe output:\n%s", err, p.Output())
-		}
-		return m
+		return waitProbe(t, ctx, p, what, re)
 	}
 	waitOut(p1, "the fast path opens (nothing to replay)", `closed=false`)
 	ipx("xfrm", "state", "add", "src", lab.PRWanAddr, "dst", lab.GWWanAddr, "proto", "esp", "spi", "0x1001",
@@ -197,4 +177,45 @@ func TestXFRMMirrorKernel(t *testing.T) {
 func atou(s string) uint64 {
 	v, _ := strconv.ParseUint(s, 10, 64)
 	return v
+}
+
+// ipOn returns a function that runs `ip ARGS` on the kernel host u and
+// returns its output, failing t when it fails.
+func ipOn(t *testing.T, ctx context.Context, u *lab.UML) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		out, err := u.Exec(ctx, append([]string{"ip"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+}
+
+// waitProbe waits until p's output matches re and returns the match (its
+// groups), failing t with p's output after 20 s.
+func waitProbe(t *testing.T, ctx context.Context, p *lab.Proc, what, re string) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	var m []string
+	if err := lab.PollFor(ctx, what, 20*time.Second, 50*time.Millisecond, func() (bool, error) {
+		m = rx.FindStringSubmatch(p.Output())
+		return m != nil, nil
+	}); err != nil {
+		t.Fatalf("%v; probe output:\n%s", err, p.Output())
+	}
+	return m
+}
+
+// kernelPeerLab skips t without user-mode Linux; else it gives a context
+// of 3 minutes (cancelled when t ends) and a lab whose peer is a kernel
+// host.
+func kernelPeerLab(t *testing.T) (context.Context, *lab.Lab) {
+	t.Helper()
+	if why := lab.UMLAvailable(); why != "" {
+		t.Skip(why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx, lab.New(t, lab.Options{KernelPeer: true})
 }
