@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -30,10 +29,6 @@ func startLibreswan(t *testing.T, ctx context.Context, conn lab.LibreswanConn, t
 	t.Helper()
 	if why := lab.UMLAvailable(); why != "" {
 		t.Skip(why)
-	}
-	// as TestLibreswanGateway (issue 14: flaky on a fresh libreswan root)
-	if os.Getenv("CI") != "" && os.Getenv("SWANPATH_LIBRESWAN") == "" {
-		t.Skip("flaky on a fresh libreswan root (issue 14 open): run with SWANPATH_LIBRESWAN=1")
 	}
 	root, err := lab.LibreswanRoot(ctx)
 	if err != nil {
