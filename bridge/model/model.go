@@ -227,9 +227,8 @@ type Policy struct {
 	Mode     Mode
 	// Tunnel endpoints of the template (tunnel mode).
 	TmplSrc, TmplDst netip.Addr
-	// SPI of the outbound SA when the IKE daemon names it (charon does,
-	// with KERNEL_POLICY_SPI): the policy uses that SA while it is
-	// installed, else the newest of its reqid (bridge/engine).
+	// SPI of the outbound SA when the IKE daemon names it (informative:
+	// the engine binds the newest SA of the reqid, see outSALocked).
 	SPI uint32
 }
 
