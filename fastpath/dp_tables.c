@@ -71,7 +71,6 @@ int
 sp_sad_add(struct sp_dp *dp, struct sp_sa *sa)
 {
 	union rte_ipsec_sad_key key;
-
 	int rc;
 
 	sad_key(sa, &key);
