@@ -377,7 +377,11 @@ struct sp_neigh6_key {
 	uint32_t port;
 };
 
-/* Forwarding tables (mirror of the kernel), immutable once published. */
+/* Forwarding tables (mirror of the kernel), immutable once published. The
+ * route tables (lpm, lpm6) are not the FIB's own: Go keeps two pairs and
+ * builds each FIB on the pair the FIB before the published one used,
+ * changing only the routes that changed (an rte_lpm is 64 MiB, which a
+ * new one per FIB would allocate and clear each time). */
 struct sp_fib {
 	struct rte_lpm *lpm;		/* dst -> index into nh */
 	struct rte_lpm6 *lpm6;
@@ -564,10 +568,14 @@ int sp_sad_add(struct sp_dp *dp, struct sp_sa *sa);
 int sp_sad_del(struct sp_dp *dp, struct sp_sa *sa);
 int sp_ipsec_tables_build_acl(struct sp_ipsec_tables *t, char *err, size_t errlen);
 void sp_ipsec_tables_free(struct sp_ipsec_tables *t);
-struct sp_fib *sp_fib_new(uint32_t n_routes, uint32_t n_neigh);
-int sp_fib_add_route(struct sp_fib *f, uint32_t dst, uint8_t depth, uint32_t nh_idx);
+struct sp_fib *sp_fib_new(uint32_t n_nh, uint32_t n_neigh, struct rte_lpm *lpm,
+	struct rte_lpm6 *lpm6);
+struct rte_lpm *sp_lpm_new(uint32_t max_rules);
+struct rte_lpm6 *sp_lpm6_new(uint32_t max_rules);
+int sp_lpm_add(struct rte_lpm *lpm, uint32_t dst, uint8_t depth, uint32_t nh_idx);
+int sp_lpm_del(struct rte_lpm *lpm, uint32_t dst, uint8_t depth);
+int sp_fib_route(const struct sp_fib *f, int v6, const uint8_t *dst, struct sp_nexthop *nh);
 int sp_fib_add_neigh(struct sp_fib *f, uint32_t ip, uint32_t port, const uint8_t *mac, uint32_t idx);
-int sp_fib_add_route6(struct sp_fib *f, const uint8_t *dst, uint8_t depth, uint32_t nh_idx);
 int sp_fib_add_neigh6(struct sp_fib *f, const uint8_t *ip, uint32_t port, const uint8_t *mac, uint32_t idx);
 int sp_fib_set_own(struct sp_fib *f, uint32_t n4, const uint32_t *own4, uint32_t n6,
 	const uint8_t *own6);

@@ -274,42 +274,91 @@ sp_ipsec_tables_free(struct sp_ipsec_tables *t)
 	rte_free(t);
 }
 
-struct sp_fib *
-sp_fib_new(uint32_t n_routes, uint32_t n_neigh)
+/* A route table pair's IPv4 half (see struct sp_fib) for max_rules routes. */
+struct rte_lpm *
+sp_lpm_new(uint32_t max_rules)
 {
 	struct rte_lpm_config lc;
+	char name[32];
+
+	memset(&lc, 0, sizeof(lc));
+	lc.max_rules = max_rules;
+	lc.number_tbl8s = 256;
+	snprintf(name, sizeof(name), "splpm%u", __atomic_fetch_add(&table_seq, 1, __ATOMIC_RELAXED));
+	return rte_lpm_create(name, SOCKET_ID_ANY, &lc);
+}
+
+struct rte_lpm6 *
+sp_lpm6_new(uint32_t max_rules)
+{
 	struct rte_lpm6_config lc6;
+	char name[32];
+
+	memset(&lc6, 0, sizeof(lc6));
+	lc6.max_rules = max_rules;
+	lc6.number_tbl8s = 1024;
+	snprintf(name, sizeof(name), "splpm6_%u", __atomic_fetch_add(&table_seq, 1, __ATOMIC_RELAXED));
+	return rte_lpm6_create(name, SOCKET_ID_ANY, &lc6);
+}
+
+/* dst in network order */
+int
+sp_lpm_add(struct rte_lpm *lpm, uint32_t dst, uint8_t depth, uint32_t nh_idx)
+{
+	return rte_lpm_add(lpm, rte_be_to_cpu_32(dst), depth, nh_idx);
+}
+
+int
+sp_lpm_del(struct rte_lpm *lpm, uint32_t dst, uint8_t depth)
+{
+	return rte_lpm_delete(lpm, rte_be_to_cpu_32(dst), depth);
+}
+
+/* The next hop of dst (network order; 4 or 16 bytes) in f, as the loop
+ * finds it: 0 and *nh, or -1 when no route has it. */
+int
+sp_fib_route(const struct sp_fib *f, int v6, const uint8_t *dst, struct sp_nexthop *nh)
+{
+	uint32_t idx, a;
+	int rc;
+
+	if (v6) {
+		rc = rte_lpm6_lookup(f->lpm6, dst, &idx);
+	} else {
+		memcpy(&a, dst, 4);
+		rc = rte_lpm_lookup(f->lpm, rte_be_to_cpu_32(a), &idx);
+	}
+	if (rc != 0 || idx >= f->n_nh)
+		return -1;
+	*nh = f->nh[idx];
+	return 0;
+}
+
+/* A FIB on the route tables lpm and lpm6 (which it does not own), with
+ * room for n_nh next hops (all blackholes until set) and n_neigh
+ * neighbours. */
+struct sp_fib *
+sp_fib_new(uint32_t n_nh, uint32_t n_neigh, struct rte_lpm *lpm, struct rte_lpm6 *lpm6)
+{
 	struct rte_hash_parameters hp;
 	struct sp_fib *f;
 	char name[32];
-	uint32_t seq;
+	uint32_t seq, i;
 
 	f = rte_zmalloc("sp_fib", sizeof(*f), RTE_CACHE_LINE_SIZE);
 	if (f == NULL)
 		return NULL;
 	seq = __atomic_fetch_add(&table_seq, 1, __ATOMIC_RELAXED);
 
-	f->nh = rte_zmalloc("sp_nh", sizeof(struct sp_nexthop) * (n_routes + 1), 0);
+	f->nh = rte_zmalloc("sp_nh", sizeof(struct sp_nexthop) * (n_nh + 1), 0);
 	f->macs = rte_zmalloc("sp_macs", sizeof(struct rte_ether_addr) * (n_neigh + 1), 0);
 	if (f->nh == NULL || f->macs == NULL)
 		goto fail;
-	f->n_nh = n_routes;
-
-	memset(&lc, 0, sizeof(lc));
-	lc.max_rules = n_routes < 16 ? 16 : n_routes;
-	lc.number_tbl8s = 256;
-	snprintf(name, sizeof(name), "splpm%u", seq);
-	f->lpm = rte_lpm_create(name, SOCKET_ID_ANY, &lc);
-	if (f->lpm == NULL)
-		goto fail;
-
-	memset(&lc6, 0, sizeof(lc6));
-	lc6.max_rules = n_routes < 16 ? 16 : n_routes;
-	lc6.number_tbl8s = 1024;
-	snprintf(name, sizeof(name), "splpm6_%u", seq);
-	f->lpm6 = rte_lpm6_create(name, SOCKET_ID_ANY, &lc6);
-	if (f->lpm6 == NULL)
-		goto fail;
+	for (i = 0; i <= n_nh; i++)
+		f->nh[i].kind = SP_NH_BLACKHOLE;
+	f->n_nh = n_nh;
+	f->lpm = lpm;
+	f->lpm6 = lpm6;
 
 	memset(&hp, 0, sizeof(hp));
 	snprintf(name, sizeof(name), "spnb%u", seq);
@@ -333,12 +382,6 @@ fail:
 }
 
 int
-sp_fib_add_route(struct sp_fib *f, uint32_t dst, uint8_t depth, uint32_t nh_idx)
-{
-	return rte_lpm_add(f->lpm, rte_be_to_cpu_32(dst), depth, nh_idx);
-}
-
-int
 sp_fib_add_neigh(struct sp_fib *f, uint32_t ip, uint32_t port, const uint8_t *mac,
 	uint32_t idx)
 {
@@ -346,12 +389,6 @@ sp_fib_add_neigh(struct sp_fib *f, uint32_t ip, uint32_t port, const uint8_t *ma
 
 	memcpy(&f->macs[idx], mac, RTE_ETHER_ADDR_LEN);
 	return rte_hash_add_key_data(f->neigh, &k, (void *)(uintptr_t)idx);
-}
-
-int
-sp_fib_add_route6(struct sp_fib *f, const uint8_t *dst, uint8_t depth, uint32_t nh_idx)
-{
-	return rte_lpm6_add(f->lpm6, dst, depth, nh_idx);
 }
 
 int
@@ -396,10 +433,6 @@ sp_fib_free(struct sp_fib *f)
 		return;
 	rte_free(f->own4);
 	rte_free(f->own6);
-	if (f->lpm != NULL)
-		rte_lpm_free(f->lpm);
-	if (f->lpm6 != NULL)
-		rte_lpm6_free(f->lpm6);
 	if (f->neigh != NULL)
 		rte_hash_free(f->neigh);
 	if (f->neigh6 != NULL)

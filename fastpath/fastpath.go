@@ -165,6 +165,16 @@ type Fastpath struct {
 		orphans map[model.SAID][]*polState
 		fib     *C.struct_sp_fib
 	}
+	fib fibSets
+}
+
+// fibSets are the route tables the FIBs alternate between and which of
+// them the next FIB is built on (fib.go); the lock serialises SetFIB and
+// is taken before mu.
+type fibSets struct {
+	sync.Mutex
+	sets [2]*routeSet
+	next int
 }
 
 var _ dataplane.Dataplane = (*Fastpath)(nil)
@@ -548,6 +558,8 @@ func (f *Fastpath) Stop() {
 }
 
 func (f *Fastpath) teardown() {
+	f.fib.Lock()
+	defer f.fib.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// no rebuild starts from now on (nor runs once f.dp is gone)
@@ -559,6 +571,12 @@ func (f *Fastpath) teardown() {
 	C.sp_ipsec_tables_free(f.mu.ipsec)
 	C.sp_fib_free(f.mu.fib)
 	f.mu.ipsec, f.mu.fib = nil, nil
+	for i, rs := range f.fib.sets {
+		if rs != nil {
+			rs.close()
+			f.fib.sets[i] = nil
+		}
+	}
 	for id, e := range f.mu.sas {
 		C.sp_sa_free(e.c)
 		delete(f.mu.sas, id)

@@ -691,6 +691,7 @@ func TestFastpathChild(t *testing.T) {
 	} {
 		step(c.name, func(t *testing.T) { c.run(t, fp, wire, vb, portMAC) })
 	}
+	step("10j route changes (fib_test.go)", func(t *testing.T) { fibCases(t, fp, fib) })
 
 	step("11 nothing leaked every mbuf is back in the", func(t *testing.T) {
 		// 11. nothing leaked: every mbuf is back in the pool (once what is

@@ -7,6 +7,7 @@ package fastpath
 import "C"
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"unsafe"
@@ -14,8 +15,109 @@ import (
 	"github.com/swanpath/swanpath/bridge/dataplane"
 )
 
-// SetFIB replaces the forwarding tables.
+// routeSet is one of the two pairs of route tables (rte_lpm, rte_lpm6)
+// that the FIBs alternate between (see struct sp_fib): what it holds, as
+// next-hop slots, so that the next FIB built on it changes only the routes
+// that changed.
+type routeSet struct {
+	lpm  *C.struct_rte_lpm
+	lpm6 *C.struct_rte_lpm6
+	max  int                     // rules each table has room for
+	slot map[netip.Prefix]uint32 // its rules: prefix -> next-hop slot
+	free []uint32                // slots given back
+	next uint32                  // slots handed out
+}
+
+func newRouteSet(max int) (*routeSet, error) {
+	rs := &routeSet{max: max, slot: map[netip.Prefix]uint32{}}
+	rs.lpm = C.sp_lpm_new(C.uint32_t(max))
+	rs.lpm6 = C.sp_lpm6_new(C.uint32_t(max))
+	if rs.lpm == nil || rs.lpm6 == nil {
+		rs.close()
+		return nil, fmt.Errorf("route tables for %d routes: out of memory", max)
+	}
+	return rs, nil
+}
+
+func (rs *routeSet) close() {
+	if rs.lpm != nil {
+		C.rte_lpm_free(rs.lpm)
+	}
+	if rs.lpm6 != nil {
+		C.rte_lpm6_free(rs.lpm6)
+	}
+	rs.lpm, rs.lpm6 = nil, nil
+}
+
+// update makes the tables hold exactly the prefixes of want, each with a
+// slot of its own: rules that went are deleted, new ones added; a prefix
+// that stays keeps its slot, whatever its next hop is now.
+func (rs *routeSet) update(want map[netip.Prefix]int) error {
+	for p, sl := range rs.slot {
+		if _, ok := want[p]; ok {
+			continue
+		}
+		var rc C.int
+		if p.Addr().Is4() {
+			rc = C.sp_lpm_del(rs.lpm, beFromAddr(p.Addr()), C.uint8_t(p.Bits()))
+		} else {
+			a := addrC(p.Addr())
+			rc = C.rte_lpm6_delete(rs.lpm6, &a[0], C.uint8_t(p.Bits()))
+		}
+		if rc != 0 {
+			return fmt.Errorf("FIB delete %s: errno %d", p, -rc)
+		}
+		delete(rs.slot, p)
+		rs.free = append(rs.free, sl)
+	}
+	for p := range want {
+		if _, ok := rs.slot[p]; ok {
+			continue
+		}
+		var sl uint32
+		if n := len(rs.free); n > 0 {
+			sl, rs.free = rs.free[n-1], rs.free[:n-1]
+		} else {
+			sl = rs.next
+			rs.next++
+		}
+		var rc C.int
+		if p.Addr().Is4() {
+			rc = C.sp_lpm_add(rs.lpm, beFromAddr(p.Addr()), C.uint8_t(p.Bits()), C.uint32_t(sl))
+		} else {
+			a := addrC(p.Addr())
+			rc = C.rte_lpm6_add(rs.lpm6, &a[0], C.uint8_t(p.Bits()), C.uint32_t(sl))
+		}
+		if rc != 0 {
+			rs.free = append(rs.free, sl)
+			return fmt.Errorf("FIB add %s: errno %d", p, -rc)
+		}
+		rs.slot[p] = sl
+	}
+	return nil
+}
+
+// lpmParts are the rules of a route's prefix: rte_lpm and rte_lpm6 take
+// depths from 1, so a default route is two halves.
+func lpmParts(pfx netip.Prefix) []netip.Prefix {
+	pfx = pfx.Masked()
+	switch {
+	case pfx.Bits() == 0 && pfx.Addr().Is4():
+		return []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
+	case pfx.Bits() == 0:
+		return []netip.Prefix{netip.MustParsePrefix("::/1"), netip.MustParsePrefix("8000::/1")}
+	}
+	return []netip.Prefix{pfx}
+}
+
+// SetFIB replaces the forwarding tables. The new FIB's routes go into the
+// route tables that the FIB before the published one used (unreachable
+// since), as a change of the rules they hold; next hops, neighbours and
+// the gateway's own addresses are built anew. A neighbour change thus
+// costs no route table, and a route change only its rules.
 func (f *Fastpath) SetFIB(fib dataplane.FIB) error {
+	f.fib.Lock()
+	defer f.fib.Unlock()
 	routes := fib.Routes
 	var neighs []dataplane.Neigh
 	for _, n := range fib.Neighs {
@@ -23,13 +125,41 @@ func (f *Fastpath) SetFIB(fib dataplane.FIB) error {
 			neighs = append(neighs, n)
 		}
 	}
-	t := C.sp_fib_new(C.uint32_t(len(routes)), C.uint32_t(len(neighs)))
+	// each rule and the route it stands for; of equal prefixes the
+	// later route wins (as rte_lpm_add of an existing rule would have it)
+	want := map[netip.Prefix]int{}
+	for i, r := range routes {
+		for _, p := range lpmParts(r.Dst) {
+			want[p] = i
+		}
+	}
+	rs := f.fib.sets[f.fib.next]
+	if rs != nil && len(want) > rs.max {
+		rs.close()
+		rs = nil
+	}
+	if rs == nil {
+		var err error
+		if rs, err = newRouteSet(max(1024, 2*len(want))); err != nil {
+			f.fib.sets[f.fib.next] = nil
+			return err
+		}
+		f.fib.sets[f.fib.next] = rs
+	}
+	if err := rs.update(want); err != nil {
+		// what it holds is unknown now: the next FIB starts afresh
+		rs.close()
+		f.fib.sets[f.fib.next] = nil
+		return err
+	}
+	t := C.sp_fib_new(C.uint32_t(rs.next), C.uint32_t(len(neighs)), rs.lpm, rs.lpm6)
 	if t == nil {
 		return fmt.Errorf("build FIB: out of memory")
 	}
-	nhs := unsafe.Slice(t.nh, len(routes)+1)
-	for i, r := range routes {
-		nh := &nhs[i]
+	nhs := unsafe.Slice(t.nh, rs.next+1)
+	for p, i := range want {
+		r := routes[i]
+		nh := &nhs[rs.slot[p]]
 		nh.port = C.uint8_t(r.Port)
 		switch {
 		case r.Local:
@@ -47,29 +177,10 @@ func (f *Fastpath) SetFIB(fib dataplane.FIB) error {
 				nh.gw6 = addrC(r.Gateway)
 			}
 		}
-		// rte_lpm and rte_lpm6 take depths from 1: a default route is
-		// two halves
-		pfx := r.Dst.Masked()
-		parts := []netip.Prefix{pfx}
-		if pfx.Bits() == 0 && v4 {
-			parts = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
-		} else if pfx.Bits() == 0 {
-			parts = []netip.Prefix{netip.MustParsePrefix("::/1"), netip.MustParsePrefix("8000::/1")}
-		}
-		for _, p := range parts {
-			var rc C.int
-			if v4 {
-				rc = C.sp_fib_add_route(t, beFromAddr(p.Addr()), C.uint8_t(p.Bits()), C.uint32_t(i))
-			} else {
-				a := addrC(p.Addr())
-				rc = C.sp_fib_add_route6(t, &a[0], C.uint8_t(p.Bits()), C.uint32_t(i))
-			}
-			if rc != 0 {
-				C.sp_fib_free(t)
-				return fmt.Errorf("FIB add %s: errno %d", p, -rc)
-			}
-		}
+	}
+	for _, r := range routes {
 		// the gateway's own addresses: sources of ICMP errors
+		v4 := r.Dst.Addr().Is4()
 		if r.Local && r.Dst.IsSingleIP() && !r.Dst.Addr().IsLoopback() && !r.Dst.Addr().IsLinkLocalUnicast() {
 			if v4 && t.src4 == 0 {
 				t.src4 = beFromAddr(r.Dst.Addr())
@@ -106,11 +217,50 @@ func (f *Fastpath) SetFIB(fib dataplane.FIB) error {
 		}
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	old := f.mu.fib
 	C.sp_publish_fib(f.dp, t)
 	f.mu.fib = t
 	C.sp_synchronize(f.dp)
+	f.mu.Unlock()
+	// no worker reads old any more, nor its route tables: the next FIB
+	// is built on them
+	f.fib.next = 1 - f.fib.next
 	C.sp_fib_free(old)
 	return nil
+}
+
+// routeOf is the route of dst in the published FIB as the loop finds it
+// (Port, Gateway, Local, Blackhole set; Dst not), and whether there is one.
+func (f *Fastpath) routeOf(dst netip.Addr) (dataplane.Route, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mu.fib == nil {
+		return dataplane.Route{}, false
+	}
+	var nh C.struct_sp_nexthop
+	a := dst.As16()
+	v6, b := C.int(1), a[:]
+	if dst.Is4() {
+		v4 := dst.As4()
+		v6, b = 0, v4[:]
+	}
+	if C.sp_fib_route(f.mu.fib, v6, (*C.uint8_t)(unsafe.Pointer(&b[0])), &nh) != 0 {
+		return dataplane.Route{}, false
+	}
+	r := dataplane.Route{Port: int(nh.port), Local: nh.kind == C.SP_NH_LOCAL, Blackhole: nh.kind == C.SP_NH_BLACKHOLE}
+	if dst.Is4() && nh.gw != 0 {
+		var g [4]byte
+		binary.NativeEndian.PutUint32(g[:], uint32(nh.gw)) // the bytes as they are: network order
+		r.Gateway = netip.AddrFrom4(g)
+	} else if !dst.Is4() && nh.gw6 != [16]C.uint8_t{} {
+		var g [16]byte
+		for i := range g {
+			g[i] = byte(nh.gw6[i])
+		}
+		r.Gateway = netip.AddrFrom16(g)
+	}
+	if r.Local || r.Blackhole {
+		r.Port = 0
+	}
+	return r, true
 }

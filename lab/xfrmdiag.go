@@ -43,12 +43,15 @@ func (g *XFRMGateway) Diagnose() string {
 			return withoutKeys(out), err
 		})
 		part("gw xfrm_stat", exec("cat", "/proc/net/xfrm_stat"))
+		part("gw links", exec("ip", "-o", "link"))
+		part("gw routes (main)", exec("ip", "route"))
+		part("gw neighbours", exec("ip", "neigh"))
 	}
 	if g.D != nil {
 		for _, v := range []string{"stats", "sa", "policy"} {
 			part("swanpathctl "+v, func(ctx context.Context) (string, error) { return g.D.Ctl(ctx, v) })
 		}
-		fmt.Fprintf(&b, "--- swanpathd log\n%s\n", tail(g.D.Output(), 80))
+		fmt.Fprintf(&b, "--- swanpathd log\n%s\n", tail(g.D.Output(), 150))
 	}
 	if g.Pluto != nil && g.Pluto.proc != nil {
 		fmt.Fprintf(&b, "--- pluto log\n%s\n", tail(g.Pluto.Output(), 60))

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"time"
 
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/kernel"
@@ -100,6 +101,7 @@ func NewFeeder(log *slog.Logger, dp dataplane.Dataplane, resolver Resolver) (*Fe
 		}
 		taps = append(taps, ifi.Index)
 	}
+	log.Debug("FIB ports", "taps", taps)
 	return New(log, dp, resolver, taps), nil
 }
 
@@ -111,12 +113,13 @@ func (f *Feeder) Update(s *kernel.Snapshot) {
 	if f.last != nil && reflect.DeepEqual(*f.last, fib) {
 		return
 	}
+	t0 := time.Now()
 	if err := f.target.SetFIB(fib); err != nil {
 		f.log.Error("FIB update", "err", err)
 		return
 	}
 	f.last = &fib
-	f.log.Debug("FIB updated", "routes", len(fib.Routes), "neighbours", len(fib.Neighs))
+	f.log.Debug("FIB updated", "routes", len(fib.Routes), "neighbours", len(fib.Neighs), "took", time.Since(t0).Round(time.Microsecond))
 }
 
 // Resolve has the kernel resolve a next hop the fast path had no

@@ -73,6 +73,7 @@ func (m *Mirror) resolveLoop(ctx context.Context, queue <-chan neighKey) {
 		case <-ctx.Done():
 			return
 		case key := <-queue:
+			m.log.Debug("kernel mirror: resolving", "ifindex", key.ifindex, "ip", key.ip)
 			if err := m.resolveOne(h, key); err != nil {
 				m.log.Debug("kernel mirror: resolve failed", "ifindex", key.ifindex, "ip", key.ip, "err", err)
 			}
