@@ -387,6 +387,11 @@ struct sp_fib {
 	struct rte_lpm6 *lpm6;
 	struct sp_nexthop *nh;
 	uint32_t n_nh;
+	/* 1 + the index into nh of the default route of each family (0:
+	 * none): not in the route tables, where it would fill all of the
+	 * first level (and touch every page of it) */
+	uint32_t def4;
+	uint32_t def6;
 	struct rte_hash *neigh;		/* sp_neigh_key -> index into macs */
 	struct rte_hash *neigh6;	/* sp_neigh6_key -> index into macs */
 	struct rte_ether_addr *macs;
@@ -405,6 +410,30 @@ struct sp_fib {
 	uint32_t *own4;
 	uint8_t (*own6)[16];
 };
+
+/* The next hop index of dst (host order) in f: the route tables' longest
+ * match, else the default route; -1 for none. */
+static inline int
+sp_fib_lookup4(const struct sp_fib *f, uint32_t dst, uint32_t *idx)
+{
+	if (rte_lpm_lookup(f->lpm, dst, idx) == 0)
+		return 0;
+	if (f->def4 == 0)
+		return -1;
+	*idx = f->def4 - 1;
+	return 0;
+}
+
+static inline int
+sp_fib_lookup6(const struct sp_fib *f, const uint8_t *dst, uint32_t *idx)
+{
+	if (rte_lpm6_lookup(f->lpm6, dst, idx) == 0)
+		return 0;
+	if (f->def6 == 0)
+		return -1;
+	*idx = f->def6 - 1;
+	return 0;
+}
 
 /* Notes from the loop to Go: a next hop without neighbour (Go asks the
  * kernel to resolve it) or a packet for a policy without SA (Go raises an

@@ -46,13 +46,13 @@ route_out_body(struct sp_ctx *c, uint32_t in_port, struct rte_mbuf *m, int forwa
 		return;
 	}
 	if (v6) {
-		rc = rte_lpm6_lookup(f->lpm6, ip6->dst_addr, &idx);
+		rc = sp_fib_lookup6(f, ip6->dst_addr, &idx);
 	} else if (c->rc_ok && c->rc_dst == ip->dst_addr) {
 		/* a burst mostly goes to few destinations */
 		idx = c->rc_idx;
 		rc = 0;
 	} else {
-		rc = rte_lpm_lookup(f->lpm, rte_be_to_cpu_32(ip->dst_addr), &idx);
+		rc = sp_fib_lookup4(f, rte_be_to_cpu_32(ip->dst_addr), &idx);
 		if (rc == 0) {
 			c->rc_dst = ip->dst_addr;
 			c->rc_idx = idx;
@@ -149,7 +149,7 @@ rpf_ok(struct sp_ctx *c, uint32_t port, const uint8_t *l3, int v6)
 		memcpy(&src, &((const struct rte_ipv4_hdr *)l3)->src_addr, 4);
 		if (c->rp_ok && c->rp_src == src && c->rp_port == port)
 			return c->rp_pass;
-		rc = f == NULL ? -1 : rte_lpm_lookup(f->lpm, rte_be_to_cpu_32(src), &idx);
+		rc = f == NULL ? -1 : sp_fib_lookup4(f, rte_be_to_cpu_32(src), &idx);
 		c->rp_src = src;
 		c->rp_ok = 1;
 	} else {
@@ -157,7 +157,7 @@ rpf_ok(struct sp_ctx *c, uint32_t port, const uint8_t *l3, int v6)
 
 		if (c->rp6_ok && c->rp_port == port && memcmp(c->rp_src6, src6, 16) == 0)
 			return c->rp_pass;
-		rc = f == NULL ? -1 : rte_lpm6_lookup(f->lpm6, src6, &idx);
+		rc = f == NULL ? -1 : sp_fib_lookup6(f, src6, &idx);
 		memcpy(c->rp_src6, src6, 16);
 		c->rp6_ok = 1;
 	}

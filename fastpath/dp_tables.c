@@ -323,10 +323,10 @@ sp_fib_route(const struct sp_fib *f, int v6, const uint8_t *dst, struct sp_nexth
 	int rc;
 
 	if (v6) {
-		rc = rte_lpm6_lookup(f->lpm6, dst, &idx);
+		rc = sp_fib_lookup6(f, dst, &idx);
 	} else {
 		memcpy(&a, dst, 4);
-		rc = rte_lpm_lookup(f->lpm, rte_be_to_cpu_32(a), &idx);
+		rc = sp_fib_lookup4(f, rte_be_to_cpu_32(a), &idx);
 	}
 	if (rc != 0 || idx >= f->n_nh)
 		return -1;

@@ -97,17 +97,14 @@ func (rs *routeSet) update(want map[netip.Prefix]int) error {
 	return nil
 }
 
-// lpmParts are the rules of a route's prefix: rte_lpm and rte_lpm6 take
-// depths from 1, so a default route is two halves.
+// lpmParts are the rules of a route's prefix in the route tables: none
+// for a default route, which the FIB keeps beside them (struct sp_fib's
+// def4, def6).
 func lpmParts(pfx netip.Prefix) []netip.Prefix {
-	pfx = pfx.Masked()
-	switch {
-	case pfx.Bits() == 0 && pfx.Addr().Is4():
-		return []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
-	case pfx.Bits() == 0:
-		return []netip.Prefix{netip.MustParsePrefix("::/1"), netip.MustParsePrefix("8000::/1")}
+	if pfx.Bits() == 0 {
+		return nil
 	}
-	return []netip.Prefix{pfx}
+	return []netip.Prefix{pfx.Masked()}
 }
 
 // SetFIB replaces the forwarding tables. The new FIB's routes go into the
@@ -128,9 +125,17 @@ func (f *Fastpath) SetFIB(fib dataplane.FIB) error {
 	// each rule and the route it stands for; of equal prefixes the
 	// later route wins (as rte_lpm_add of an existing rule would have it)
 	want := map[netip.Prefix]int{}
+	def4, def6 := -1, -1
 	for i, r := range routes {
 		for _, p := range lpmParts(r.Dst) {
 			want[p] = i
+		}
+		switch {
+		case r.Dst.Bits() != 0:
+		case r.Dst.Addr().Is4():
+			def4 = i
+		default:
+			def6 = i
 		}
 	}
 	rs := f.fib.sets[f.fib.next]
@@ -152,14 +157,28 @@ func (f *Fastpath) SetFIB(fib dataplane.FIB) error {
 		f.fib.sets[f.fib.next] = nil
 		return err
 	}
-	t := C.sp_fib_new(C.uint32_t(rs.next), C.uint32_t(len(neighs)), rs.lpm, rs.lpm6)
+	// the rules' slots, then one for each family's default route
+	n := rs.next + 2
+	t := C.sp_fib_new(C.uint32_t(n), C.uint32_t(len(neighs)), rs.lpm, rs.lpm6)
 	if t == nil {
 		return fmt.Errorf("build FIB: out of memory")
 	}
-	nhs := unsafe.Slice(t.nh, rs.next+1)
+	nhs := unsafe.Slice(t.nh, n+1)
+	slots := make(map[uint32]int, len(want)+2)
 	for p, i := range want {
+		slots[rs.slot[p]] = i
+	}
+	if def4 >= 0 {
+		slots[rs.next] = def4
+		t.def4 = C.uint32_t(rs.next + 1)
+	}
+	if def6 >= 0 {
+		slots[rs.next+1] = def6
+		t.def6 = C.uint32_t(rs.next + 2)
+	}
+	for sl, i := range slots {
 		r := routes[i]
-		nh := &nhs[rs.slot[p]]
+		nh := &nhs[sl]
 		nh.port = C.uint8_t(r.Port)
 		switch {
 		case r.Local:
