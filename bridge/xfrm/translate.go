@@ -136,7 +136,10 @@ func toSA(s *kstate, local func(netip.Addr) bool) (*model.SA, error) {
 	for _, t := range s.other {
 		errs = append(errs, fmt.Errorf("XFRM attribute %d: %w", t, model.ErrUnsupported))
 	}
-	if err := sa.Validate(); err != nil {
+	// a mark or XFRM interface id makes the SA route-based (a VTI's, an
+	// XFRM interface's); the fast path takes it when an [[interface]]
+	// has that mark or id and refuses it otherwise
+	if err := sa.ValidateRouted(); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
@@ -218,7 +221,7 @@ func toPolicy(p *kpolicy) (*model.Policy, error) {
 		}
 		mp.SPI = ntohl(esp.XfrmId.Spi)
 	}
-	if err := mp.Validate(); err != nil {
+	if err := mp.ValidateRouted(); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {

@@ -56,8 +56,17 @@ func TestToSA(t *testing.T) {
 			want: func(sa *model.SA) {
 				sa.EncAlg, sa.ICVLen, sa.EncKey, sa.ReplayWindow = model.EncrAESGCM16, 16, key(20, 0xaa), 32
 			}},
-		{name: "mark refused", spec: func() stateSpec { s := gcm; s.mark = &[2]uint32{5, 0xff}; return s }(), err: model.ErrUnsupported, msg: "mark"},
-		{name: "if_id refused", spec: func() stateSpec { s := gcm; s.ifID = 3; return s }(), err: model.ErrUnsupported, msg: "interface id"},
+		{name: "partial mark refused", spec: func() stateSpec { s := gcm; s.mark = &[2]uint32{5, 0xff}; return s }(), err: model.ErrUnsupported, msg: "mark"},
+		{name: "whole mark: route-based (a VTI's)", spec: func() stateSpec { s := gcm; s.mark = &[2]uint32{20, 0xffffffff}; return s }(),
+			want: func(sa *model.SA) {
+				sa.EncAlg, sa.ICVLen, sa.EncKey, sa.Inbound, sa.ReplayWindow, sa.SeqStart = model.EncrAESGCM16, 16, key(20, 0xaa), true, 32, 41
+				sa.Mark, sa.MarkMask = 20, 0xffffffff
+			}},
+		{name: "if_id: route-based (an XFRM interface's)", spec: func() stateSpec { s := gcm; s.ifID = 3; return s }(),
+			want: func(sa *model.SA) {
+				sa.EncAlg, sa.ICVLen, sa.EncKey, sa.Inbound, sa.ReplayWindow, sa.SeqStart = model.EncrAESGCM16, 16, key(20, 0xaa), true, 32, 41
+				sa.IfID = 3
+			}},
 		{name: "unknown AEAD", spec: func() stateSpec { s := gcm; s.aead = "rfc4309(ccm(aes))"; return s }(), err: model.ErrUnsupported, msg: "rfc4309"},
 		{name: "HMAC-SHA256 truncated to 96", spec: stateSpec{src: "198.51.100.2", dst: "192.0.2.1", spi: 5, mode: 1,
 			crypt: "cbc(aes)", key: key(16, 1), auth: "hmac(sha256)", trunc: 96, authKey: key(32, 2)}, err: model.ErrUnsupported, msg: "96 bits"},
@@ -115,17 +124,18 @@ func saEqual(a, b *model.SA) bool {
 func TestToPolicy(t *testing.T) {
 	out := policySpec{src: "10.1.0.0/16", dst: "10.2.0.0/16", dir: xfrmDirOut, prio: 1000,
 		tmpls: []nl.XfrmUserTmpl{tmpl("192.0.2.1", "198.51.100.2", 7, xfrmModeTunnel, 50)}}
+	outWant := model.Policy{
+		PolicyID: model.PolicyID{Sel: model.Selector{Src: netip.MustParsePrefix("10.1.0.0/16"), Dst: netip.MustParsePrefix("10.2.0.0/16"),
+			SrcPortHi: 0xffff, DstPortHi: 0xffff}, Dir: model.DirOut},
+		Action: model.ActionIPsec, Priority: 1000, Reqid: 7, Mode: model.ModeTunnel,
+		TmplSrc: gw, TmplDst: netip.MustParseAddr("198.51.100.2")}
 	tests := []struct {
 		name string
 		spec policySpec
 		want model.Policy
 		err  error
 	}{
-		{name: "out ipsec tunnel", spec: out, want: model.Policy{
-			PolicyID: model.PolicyID{Sel: model.Selector{Src: netip.MustParsePrefix("10.1.0.0/16"), Dst: netip.MustParsePrefix("10.2.0.0/16"),
-				SrcPortHi: 0xffff, DstPortHi: 0xffff}, Dir: model.DirOut},
-			Action: model.ActionIPsec, Priority: 1000, Reqid: 7, Mode: model.ModeTunnel,
-			TmplSrc: gw, TmplDst: netip.MustParseAddr("198.51.100.2")}},
+		{name: "out ipsec tunnel", spec: out, want: outWant},
 		{name: "pass with port", spec: policySpec{src: "10.1.0.0/16", dst: "10.1.0.0/16", proto: 6, dport: 22, dportMask: 0xffff, dir: xfrmDirFwd, prio: 5},
 			want: model.Policy{PolicyID: model.PolicyID{Sel: model.Selector{Src: netip.MustParsePrefix("10.1.0.0/16"),
 				Dst: netip.MustParsePrefix("10.1.0.0/16"), Proto: 6, SrcPortHi: 0xffff, DstPortLo: 22, DstPortHi: 22}, Dir: model.DirFwd},
@@ -133,8 +143,11 @@ func TestToPolicy(t *testing.T) {
 		{name: "block", spec: policySpec{src: "0.0.0.0/0", dst: "10.9.0.0/16", dir: xfrmDirIn, action: xfrmPolicyBlock},
 			want: model.Policy{PolicyID: model.PolicyID{Sel: model.Selector{Src: netip.MustParsePrefix("0.0.0.0/0"),
 				Dst: netip.MustParsePrefix("10.9.0.0/16"), SrcPortHi: 0xffff, DstPortHi: 0xffff}, Dir: model.DirIn}, Action: model.ActionDrop}},
-		{name: "marked", spec: func() policySpec { p := out; p.mark = &[2]uint32{1, 0xffffffff}; return p }(), err: model.ErrUnsupported},
-		{name: "if_id", spec: func() policySpec { p := out; p.ifID = 4; return p }(), err: model.ErrUnsupported},
+		{name: "whole mark: route-based", spec: func() policySpec { p := out; p.mark = &[2]uint32{20, 0xffffffff}; return p }(),
+			want: func() model.Policy { p := outWant; p.Mark, p.MarkMask = 20, 0xffffffff; return p }()},
+		{name: "if_id: route-based", spec: func() policySpec { p := out; p.ifID = 4; return p }(),
+			want: func() model.Policy { p := outWant; p.IfID = 4; return p }()},
+		{name: "partial mark", spec: func() policySpec { p := out; p.mark = &[2]uint32{20, 0xff}; return p }(), err: model.ErrUnsupported},
 		{name: "AH template", spec: func() policySpec {
 			p := out
 			p.tmpls = []nl.XfrmUserTmpl{tmpl("192.0.2.1", "198.51.100.2", 7, 1, 51)}

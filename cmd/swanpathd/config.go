@@ -273,9 +273,6 @@ func (c *Config) validateInterfaces(taps map[string]bool) []error {
 	if n := len(c.Ports) + len(c.Interfaces); n > maxPorts {
 		errs = append(errs, fmt.Errorf("%d [[port]] and %d [[interface]]: at most %d together", len(c.Ports), len(c.Interfaces), maxPorts))
 	}
-	if len(c.Interfaces) > 0 && c.Source.Kind != sourcePlugin {
-		errs = append(errs, fmt.Errorf("[[interface]] with source.kind %q: route-based interfaces need source.kind = \"plugin\" (the XFRM source carries policy-based SAs only)", c.Source.Kind))
-	}
 	names, ids, marks := map[string]bool{}, map[uint32]string{}, map[uint32]string{}
 	for i, ifc := range c.Interfaces {
 		where := fmt.Sprintf("interface %d", i+1)

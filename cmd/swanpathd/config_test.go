@@ -149,6 +149,20 @@ mss_clamp = 1300
 	if m1, _ := mssClamp(c.Interfaces[1].MSSClamp); m1 != 1300 {
 		t.Errorf("mss_clamp 1300 read as %d", m1)
 	}
+	// the XFRM mirror carries route-based SAs too (a libreswan VTI's mark)
+	if _, err := loadConfig(writeConfig(t, `
+[source]
+kind = "xfrm"
+[[port]]
+name = "wan"
+device = "net_tap9"
+tap = "twan"
+[[interface]]
+name = "ipsec0"
+mark = 20
+`)); err != nil {
+		t.Errorf("[[interface]] with source.kind xfrm refused: %v", err)
+	}
 
 	bad := writeConfig(t, `
 [source]
@@ -195,7 +209,7 @@ if_id = 7
 		`interface "this-name-is-far-too-long": name is longer than 15`, `interface "ipsec9": neither if_id nor mark`,
 		`interface "ipsec9": mtu 100 out of range`, `interface "ipsec9": duplicate name`, `interface "ipsec9": mark 3 is interface "this-name-is-far-too-long"'s too`,
 		`1 [[port]] and 9 [[interface]]: at most 8 together`, `interface "ipsec9": mss_clamp auto: want "pmtu"`,
-		`interface "ipsec8": mss_clamp 100 out of range`, `route-based interfaces need source.kind = "plugin"`,
+		`interface "ipsec8": mss_clamp 100 out of range`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
