@@ -753,6 +753,12 @@ func openRaw(t *testing.T, ifindex int) int {
 	}
 	tv := syscall.NsecToTimeval(int64(50 * time.Millisecond))
 	_ = syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+	// The socket also queues a copy of every frame the test sends: with the
+	// default receive buffer (~200 KiB) a burst of a few hundred frames
+	// overflows it under load and the test, not the fast path, loses packets.
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 16<<20); err != nil {
+		t.Fatalf("SO_RCVBUFFORCE: %v", err)
+	}
 	return fd
 }
 

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/swanpath/swanpath/bridge/dataplane"
 	"github.com/swanpath/swanpath/bridge/model"
 )
@@ -93,7 +95,11 @@ func TestFastpathWorkersChild(t *testing.T) {
 		esps = append(esps, e.back(f))
 	}
 	if len(esps) != n {
-		t.Fatalf("%d of %d packets came out encrypted (counters %v)", len(esps), n, e.counters())
+		drops := "unknown"
+		if st, err := unix.GetsockoptTpacketStats(wire, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+			drops = fmt.Sprint(st.Drops)
+		}
+		t.Fatalf("%d of %d packets came out encrypted (counters %v; the test's socket dropped %s)", len(esps), n, e.counters(), drops)
 	}
 	for s := uint32(1); s <= n; s++ {
 		if seqs[s] != 1 {
