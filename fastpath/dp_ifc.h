@@ -113,15 +113,19 @@ ifc_mss(struct sp_ctx *c, uint32_t p, struct rte_mbuf *m, const struct sp_pkt *k
 static __rte_noinline void
 ifc_inbound(struct sp_ctx *c, uint32_t port, struct sp_sa *sa, struct rte_mbuf *grp[], uint16_t k)
 {
-	uint32_t ip = c->dp->n_ports + sa->ifc - 1;
+	/* once: Go moves an SA without a mark of its own between an
+	 * interface and none (sp_sa_set_ifc) */
+	uint8_t ifc = __atomic_load_n(&sa->ifc, __ATOMIC_RELAXED);
+	uint32_t ip = c->dp->n_ports + ifc - 1;
 	struct sp_ipsec_tables *saved = c->t;
 	struct sp_inb ib;
 	struct rte_mbuf *m;
 	uint16_t i;
 	int v;
 
-	if (unlikely(sa->ifc > c->dp->n_ifc)) {
-		/* no such interface (Go never makes such an SA) */
+	if (unlikely(ifc == 0 || ifc > c->dp->n_ifc)) {
+		/* no such interface (just moved off one; Go never makes
+		 * an SA for an interface that does not exist) */
 		for (i = 0; i < k; i++)
 			drop(c, port, grp[i], SP_CNT_DROP_POLICY);
 		return;

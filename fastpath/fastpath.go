@@ -164,6 +164,9 @@ type Fastpath struct {
 		// hold, by the SA their slot points at (until the next install)
 		orphans map[model.SAID][]*polState
 		fib     *C.struct_sp_fib
+		// route-based inbound policies by reqid and interface (count),
+		// which inbound SAs without a mark of their own follow (ifcsa.go)
+		reqIfc map[uint32]map[int]int
 	}
 	fib fibSets
 }

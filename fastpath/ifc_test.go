@@ -26,7 +26,8 @@ import (
 // turned around decrypts and comes out of sp0; the interface's 0.0.0.0/0
 // policy does not capture plaintext arriving on the port; without a policy
 // the interface drops; SAs and policies for an if_id or mark no interface
-// has are refused.
+// has are refused; SAs without a mark under marked policies (libreswan's
+// VTI) follow their policies' interface.
 
 const ifcEnv = "SWANPATH_FASTPATH_IFC"
 
@@ -301,6 +302,81 @@ func TestRouteBasedInterfaceChild(t *testing.T) {
 		if c.ok != (err == nil) {
 			t.Errorf("SetPolicy if_id %d mark %d: %v, want ok=%v", c.ifID, c.mark, err, c.ok)
 		}
+	}
+
+	// 7. libreswan's VTI: the policies carry the mark (sp1's), the SAs
+	// none. The inbound SA takes the interface of its reqid's marked
+	// policies, whether added before them (pluto's order) or after them
+	// (a rekey's new SA); without them it is policy-based again.
+	vti := func(spi uint32, inbound bool) *model.SA {
+		sa := mk(inbound, 0)
+		sa.SPI, sa.Reqid = spi, 10
+		return sa
+	}
+	addPair := func(spi uint32) (out, in model.SAID) {
+		t.Helper()
+		for _, inbound := range []bool{true, false} {
+			sa := vti(spi, inbound)
+			if inbound {
+				in = sa.SAID
+			} else {
+				out = sa.SAID
+			}
+			if err := fp.AddSA(sa); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return out, in
+	}
+	const spiV, spiR = 0x2401, 0x2402
+	outV, inV := addPair(spiV)
+	vtiPol := func(d model.Dir) *model.Policy {
+		p := pol(any4, d, 0)
+		p.Reqid, p.Mark, p.MarkMask = 10, 21, 0xffffffff
+		return p
+	}
+	outPol, inPol := vtiPol(model.DirOut), vtiPol(model.DirIn)
+	for _, b := range []dataplane.Binding{{Policy: outPol, SA: outV, HasSA: true}, {Policy: inPol}} {
+		if err := fp.SetPolicy(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPublished(t, fp)
+	synThrough(sp1, tun1, spiV, 1, 7003)
+	if st, _ := fp.SAStats(inV); st.Packets != 1 || st.Interface != "sp1" {
+		t.Fatalf("unmarked inbound SA under sp1's policies: %d packets, interface %q; want 1, sp1", st.Packets, st.Interface)
+	}
+	if st, _ := fp.SAStats(outV); st.Interface != "sp1" {
+		t.Fatalf("unmarked outbound SA bound to sp1's policy: interface %q, want sp1", st.Interface)
+	}
+	outR, inR := addPair(spiR)
+	if err := fp.Bind(outPol.PolicyID, outR, true); err != nil {
+		t.Fatal(err)
+	}
+	synThrough(sp1, tun1, spiR, 1, 7004)
+	// the inbound policy goes: ESP of the new SA decrypts, and the ports'
+	// policies (none for it) drop it
+	syn := tcpSYN(netip.MustParseAddr("10.9.0.1"), h, 40000, 7005, 1460)
+	if err := syscall.Sendto(tun1, syn, 0, &syscall.SockaddrLinklayer{Ifindex: sp1.Index, Protocol: htons(0x0800)}); err != nil {
+		t.Fatal(err)
+	}
+	esp2, err := recvMatch(wire, 3*time.Second, isESPOf(spiR, 2))
+	if err != nil {
+		t.Fatalf("no ESP for the second SYN through sp1: %v", err)
+	}
+	if err := fp.DelPolicy(inPol.PolicyID); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := fp.SAStats(inR); st.Interface != "" {
+		t.Fatalf("inbound SA without its reqid's marked policies still follows %q", st.Interface)
+	}
+	turn(esp2)
+	deadline := time.Now().Add(3 * time.Second)
+	for st, _ := fp.SAStats(inR); st.DropPolicy < 1; st, _ = fp.SAStats(inR) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ESP of the policy-based SA again: %+v, want a policy drop", st)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -52,10 +52,17 @@ func (f *Fastpath) SetPolicies(b []dataplane.Binding) error {
 	for _, st := range f.mu.pols {
 		f.orphanLocked(st)
 	}
+	was := f.mu.reqIfc
 	f.mu.pols = make(map[model.PolicyID]*polState, len(b))
 	f.mu.bySA = make(map[model.SAID]map[model.PolicyID]struct{})
+	f.mu.reqIfc = nil
 	for _, x := range b {
 		f.putLocked(x)
+	}
+	for reqid := range was { // interfaces no policy names any more
+		if f.mu.reqIfc[reqid] == nil {
+			f.followLocked(reqid, 0)
+		}
 	}
 	f.mu.rb.noteLocked(true)
 	return f.mu.rb.publishLocked()
@@ -69,11 +76,14 @@ func (f *Fastpath) putLocked(b dataplane.Binding) {
 	if old != nil {
 		f.unbindLocked(p.PolicyID, old)
 		f.orphanLocked(old)
+		f.routedLocked(old, -1)
 	}
 	f.mu.rb.noteLocked(old != nil)                      // the old one is out of the tables being built
 	ifc, _ := ifcOf(f.ifcs, p.Mark, p.MarkMask, p.IfID) // checked by checkPolicy
-	f.mu.pols[p.PolicyID] = &polState{b: b, ifc: ifc}
+	st := &polState{b: b, ifc: ifc}
+	f.mu.pols[p.PolicyID] = st
 	f.bindLocked(p.PolicyID, b)
+	f.routedLocked(st, 1)
 }
 
 // orphanLocked keeps a policy taken out of the policy set while the
@@ -153,6 +163,7 @@ func (f *Fastpath) DelPolicy(id model.PolicyID) error {
 	f.unbindLocked(id, st)
 	f.orphanLocked(st)
 	delete(f.mu.pols, id)
+	f.routedLocked(st, -1)
 	f.mu.rb.noteLocked(true)
 	return f.mu.rb.changedLocked()
 }

@@ -35,6 +35,9 @@ func (f *Fastpath) AddSA(sa *model.SA) error {
 		return fmt.Errorf("add SA %s: the fast path holds %d SAs, its fastpath.max_sas", sa.SAID, f.maxSAs)
 	}
 
+	if sa.Inbound && !ownsIfc(sa) {
+		sp.ifc = f.reqIfcLocked(sa.Reqid) // ifcsa.go
+	}
 	// parameters (with the keys) in C memory, wiped right after use
 	p := newParams()
 	defer freeParams(p)

@@ -38,6 +38,9 @@ func (f *Fastpath) SAStats(id model.SAID) (dataplane.SACounters, bool) {
 	if e.sa.Inbound {
 		c.SeqUsed, c.SeqSeen = 0, st.seqSeen
 	}
+	if !ownsIfc(&e.sa) {
+		c.Interface = f.followedLocked(id, e)
+	}
 	return c, true
 }
 

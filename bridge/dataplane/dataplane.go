@@ -118,6 +118,12 @@ type SACounters struct {
 	DropPolicy     uint64
 	Crypto         string // crypto device that runs it
 	CryptoMode     string // "cpu" (synchronous on the worker) or "lookaside" (queue pair)
+	// Interface is the route-based interface whose traffic the SA
+	// carries when the SA has no mark or interface id of its own but its
+	// policies do (libreswan's vti-interface=): inbound, where its
+	// plaintext leaves; outbound, the interface of the policies bound to
+	// it. "" otherwise.
+	Interface string
 	// PathMTU is, for an outbound SA, the path MTU learned from ICMP
 	// about its ESP (0: none learned, or expired)
 	PathMTU uint16

@@ -53,6 +53,9 @@ func (v *views) SAs() []ctl.SA {
 			row.SrcPort, row.DstPort = s.SrcPort, s.DstPort
 		}
 		row.Interface, row.IfID, row.Mark = v.routeBased(s.Mark, s.MarkMask, s.IfID)
+		if row.Interface == "" {
+			row.Interface = s.Interface // through its policies (libreswan's VTI)
+		}
 		row.Aead, row.Enc, row.Auth, row.ICVBits = suiteNames(s.EncAlg, s.IntAlg)
 		if !s.LastUse.IsZero() {
 			row.LastUse = s.LastUse.UTC().Format(time.RFC3339)
