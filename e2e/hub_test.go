@@ -465,14 +465,13 @@ func checkHubKernelSAs(t *testing.T, ctx context.Context, l *lab.Lab, hub *lab.H
 			if err != nil {
 				return false, err
 			}
-			b := regexp.MustCompile(`(\d+)\(bytes\), (\d+)\(packets\)`).FindStringSubmatch(st)
-			o := regexp.MustCompile(`oseq 0x([0-9a-f]+)`).FindStringSubmatch(st)
-			if b == nil || o == nil {
-				return false, fmt.Errorf("no counters in the kernel's SA %s", s.SPI)
+			k, err := parseKernelSA(st)
+			if err != nil {
+				return false, err
 			}
-			if atou(b[1]) != s.Bytes || atou(b[2]) != s.Packets || hexu(o[1]) != s.Packets {
-				return false, fmt.Errorf("SA %s to %s: kernel %s bytes %s packets oseq %d; fast path %d bytes %d packets",
-					s.SPI, s.Dst, b[1], b[2], hexu(o[1]), s.Bytes, s.Packets)
+			if k.bytes != s.Bytes || k.packets != s.Packets || k.oseq != s.Packets {
+				return false, fmt.Errorf("SA %s to %s: kernel %d bytes %d packets oseq %d; fast path %d bytes %d packets",
+					s.SPI, s.Dst, k.bytes, k.packets, k.oseq, s.Bytes, s.Packets)
 			}
 		}
 		return true, nil

@@ -185,12 +185,11 @@ func checkLibreswanCounters(t *testing.T, ctx context.Context, l *lab.Lab, g *la
 		if err != nil {
 			return false, err
 		}
-		b := regexp.MustCompile(`(\d+)\(bytes\), (\d+)\(packets\)`).FindStringSubmatch(st)
-		o2 := regexp.MustCompile(`oseq 0x([0-9a-f]+)`).FindStringSubmatch(st)
-		if b == nil || o2 == nil {
-			return false, fmt.Errorf("no counters in the kernel's SA %s", out.SPI)
+		k, err := parseKernelSA(st)
+		if err != nil {
+			return false, err
 		}
-		kBytes, kPkts, kSeq = atou(b[1]), atou(b[2]), hexu(o2[1])
+		kBytes, kPkts, kSeq = k.bytes, k.packets, k.oseq
 		return kPkts == out.Packets && kBytes == out.Bytes, fmt.Errorf("kernel %d bytes %d packets oseq %d; fast path %d bytes %d packets", kBytes, kPkts, kSeq, out.Bytes, out.Packets)
 	})
 	if err != nil {

@@ -137,12 +137,11 @@ func TestXFRMCharonGateway(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		b := regexp.MustCompile(`(\d+)\(bytes\), (\d+)\(packets\)`).FindStringSubmatch(st)
-		o := regexp.MustCompile(`oseq 0x([0-9a-f]+)`).FindStringSubmatch(st)
-		if b == nil || o == nil {
-			return false, fmt.Errorf("no counters in\n%s", st)
+		k, err := parseKernelSA(st)
+		if err != nil {
+			return false, err
 		}
-		kBytes, kPkts, kSeq = atou(b[1]), atou(b[2]), hexu(o[1])
+		kBytes, kPkts, kSeq = k.bytes, k.packets, k.oseq
 		return kPkts == out.Packets && kBytes == out.Bytes, fmt.Errorf("kernel %d bytes %d packets oseq %d; fast path %d bytes %d packets", kBytes, kPkts, kSeq, out.Bytes, out.Packets)
 	})
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -86,11 +85,11 @@ func TestXFRMMirrorMigrate(t *testing.T) {
 		if err != nil {
 			return 0, false
 		}
-		o := regexp.MustCompile(`oseq 0x([0-9a-f]+)`).FindStringSubmatch(out)
-		if o == nil {
+		k, err := parseKernelSA(out)
+		if err != nil {
 			return 0, false
 		}
-		return hexu(o[1]), true
+		return k.oseq, true
 	}
 	var before uint64
 	if err := lab.PollFor(ctx, "counters in the kernel's outbound SA", 10*time.Second, 100*time.Millisecond, func() (bool, error) {

@@ -84,15 +84,12 @@ func TestXFRMMirrorKernel(t *testing.T) {
 	var sent uint64
 	if err := lab.PollFor(ctx, "counters in the kernel's SA", 10*time.Second, 100*time.Millisecond, func() (bool, error) {
 		out := ipx("-s", "xfrm", "state", "get", "src", lab.PRWanAddr, "dst", lab.GWWanAddr, "proto", "esp", "spi", "0x1001")
-		b := regexp.MustCompile(`(\d+)\(bytes\), (\d+)\(packets\)`).FindStringSubmatch(out)
-		o := regexp.MustCompile(`oseq 0x([0-9a-f]+)`).FindStringSubmatch(out)
-		if b == nil || o == nil {
-			return false, fmt.Errorf("no counters in\n%s", out)
+		k, err := parseKernelSA(out)
+		if err != nil {
+			return false, err
 		}
-		bytes, _ := strconv.ParseUint(b[1], 10, 64)
-		pkts, _ := strconv.ParseUint(b[2], 10, 64)
-		sent, _ = strconv.ParseUint(o[1], 16, 64)
-		return bytes >= 2000 && pkts >= 20 && sent >= 20, nil
+		sent = k.oseq
+		return k.bytes >= 2000 && k.packets >= 20 && sent >= 20, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +104,7 @@ func TestXFRMMirrorKernel(t *testing.T) {
 	// for the limit, not for anything else: the counters written just
 	// before the expire are past it, and the SA was never blocked
 	out := ipx("-s", "xfrm", "state", "get", "src", lab.PRWanAddr, "dst", lab.GWWanAddr, "proto", "esp", "spi", "0x1001")
-	if b := regexp.MustCompile(`(\d+)\(bytes\)`).FindStringSubmatch(out); b == nil || atou(b[1]) < 5000 {
+	if k, err := parseKernelSA(out); err != nil || k.bytes < 5000 {
 		t.Fatalf("soft expire before the byte limit:\n%s", out)
 	}
 	if strings.Contains(p1.Output(), "SA block") || strings.Count(mon.Output(), "spi 0x") != 1 {
@@ -128,8 +125,8 @@ func TestXFRMMirrorKernel(t *testing.T) {
 	// above than what was seen before
 	if err := lab.PollFor(ctx, "the outbound SA's counters written back after the deletions", 10*time.Second, 100*time.Millisecond, func() (bool, error) {
 		out := ipx("-s", "xfrm", "state", "get", "src", lab.PRWanAddr, "dst", lab.GWWanAddr, "proto", "esp", "spi", "0x1001")
-		o := regexp.MustCompile(`oseq 0x([0-9a-f]+)`).FindStringSubmatch(out)
-		return o != nil && hexu(o[1]) > sent, fmt.Errorf("kernel's oseq not above %d:\n%s", sent, out)
+		k, err := parseKernelSA(out)
+		return err == nil && k.oseq > sent, fmt.Errorf("kernel's oseq not above %d:\n%s", sent, out)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -139,15 +136,14 @@ func TestXFRMMirrorKernel(t *testing.T) {
 	waitOut(p1, "a clean stop", `stopped`)
 	// what the kernel's copy says was sent, written back at the stop
 	out = ipx("-s", "xfrm", "state", "get", "src", lab.PRWanAddr, "dst", lab.GWWanAddr, "proto", "esp", "spi", "0x1001")
-	o := regexp.MustCompile(`oseq 0x([0-9a-f]+)`).FindStringSubmatch(out)
-	if o == nil {
-		t.Fatalf("no oseq in\n%s", out)
+	k, err := parseKernelSA(out)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if final, _ := strconv.ParseUint(o[1], 16, 64); final < sent {
-		t.Fatalf("the kernel's oseq went back from %d to %d", sent, final)
-	} else {
-		sent = final
+	if k.oseq < sent {
+		t.Fatalf("the kernel's oseq went back from %d to %d", sent, k.oseq)
 	}
+	sent = k.oseq
 	p2, err := u.Start(u.HostPath(probe), "-secs", "60", "-state", "/run/xfrm-seq.json")
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +168,24 @@ func TestXFRMMirrorKernel(t *testing.T) {
 	if testing.Verbose() {
 		t.Logf("first run:\n%s\nsecond run:\n%s", p1.Output(), p2.Output())
 	}
+}
+
+// kernelSA is what `ip -s xfrm state get` prints of one SA's counters.
+type kernelSA struct{ bytes, packets, oseq uint64 }
+
+var (
+	kernelSABytes = regexp.MustCompile(`(\d+)\(bytes\), (\d+)\(packets\)`)
+	kernelSAOSeq  = regexp.MustCompile(`oseq 0x([0-9a-f]+)`)
+)
+
+// parseKernelSA reads an SA's counters from that output; the error
+// quotes the output when they are not in it.
+func parseKernelSA(out string) (kernelSA, error) {
+	b, o := kernelSABytes.FindStringSubmatch(out), kernelSAOSeq.FindStringSubmatch(out)
+	if b == nil || o == nil {
+		return kernelSA{}, fmt.Errorf("no SA counters in\n%s", out)
+	}
+	return kernelSA{bytes: atou(b[1]), packets: atou(b[2]), oseq: hexu(o[1])}, nil
 }
 
 func atou(s string) uint64 {
