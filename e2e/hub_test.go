@@ -408,12 +408,14 @@ func hubSAs(ctx context.Context, hub *lab.HubSite) (mine map[string]ctl.SA, othe
 		}
 		bound := s.Interface == lab.RouteIf && s.IfID == lab.RouteID
 		if hub.IKE == lab.HubLibreswan {
-			bound = s.Interface == lab.RouteIf && s.Mark == fmt.Sprintf("0x%x/0xffffffff", lab.RouteID)
+			// pluto marks the VTI's policies only: the SA has no mark
+			// and follows the interface of its policies' mark
+			bound = s.Interface == lab.RouteIf && s.Mark == "" && s.IfID == 0
 		}
 		if s.Dir != w.dir || s.Src != w.src || s.Dst != w.dst || !bound || !s.Encap {
-			return nil, nil, fmt.Errorf("%s: SA %s %s %s -> %s, interface %q if_id %d mark %q encap %v; want %s %s -> %s on %s (%s 20), ESP-in-UDP",
+			return nil, nil, fmt.Errorf("%s: SA %s %s %s -> %s, interface %q if_id %d mark %q encap %v; want %s %s -> %s on %s (%s), ESP-in-UDP",
 				w.conn, s.SPI, s.Dir, s.Src, s.Dst, s.Interface, s.IfID, s.Mark, s.Encap, w.dir, w.src, w.dst, lab.RouteIf,
-				map[lab.HubIKE]string{lab.HubStrongSwan: "if_id", lab.HubLibreswan: "mark"}[hub.IKE])
+				map[lab.HubIKE]string{lab.HubStrongSwan: "if_id 20", lab.HubLibreswan: "no mark, its policies' mark 20"}[hub.IKE])
 		}
 		if hub.IKE == lab.HubStrongSwan && (s.Conn != w.conn || s.Child != w.conn) {
 			return nil, nil, fmt.Errorf("SA %s: charon's names %q/%q, want %s (VICI)", s.SPI, s.Conn, s.Child, w.conn)

@@ -43,6 +43,10 @@ type saEntry struct {
 	// when it goes unless that changes (reconcile.go)
 	owner   uint64
 	staleAt time.Time
+	// outbound, a rekey's new SA held back until the peer has the new
+	// CHILD_SA (handover.go): until when at most, and the SA it replaces
+	holdUntil time.Time
+	replaces  *saEntry
 }
 
 type policyEntry struct {
@@ -95,9 +99,15 @@ type Engine struct {
 		// connection (kept after it is gone), the grace period
 		pids  map[uint64]uint32
 		grace time.Duration
+		// new outbound SAs held back (handover.go), and whether
+		// watchHolds runs
+		holds   []*saEntry
+		holding bool
 	}
 	// charon's names of the SAs, from VICI (names.go)
 	names nameTable
+	// unit tests call handover themselves (no watchHolds goroutine)
+	handoverManual bool
 }
 
 // New returns an engine driving dp.
@@ -182,6 +192,7 @@ func (e *Engine) AddSA(ctx context.Context, sa *model.SA) error {
 	if info.Inbound {
 		return nil
 	}
+	e.holdLocked(ent)
 	return e.rebindLocked(info.Reqid)
 }
 
@@ -435,14 +446,23 @@ func (e *Engine) outSALocked(p *model.Policy) *saEntry {
 	if !isOutIPsec(p) {
 		return nil
 	}
-	var best *saEntry
+	var best, held *saEntry
 	for _, s := range e.mu.reqSAs[p.Reqid] {
 		if s.sa.Inbound || p.TmplDst.IsValid() && s.sa.Dst != p.TmplDst {
+			continue
+		}
+		if !s.holdUntil.IsZero() { // a rekey's, not yet (handover.go)
+			if held == nil || s.seq > held.seq {
+				held = s
+			}
 			continue
 		}
 		if best == nil || s.seq > best.seq {
 			best = s
 		}
+	}
+	if best == nil || best.blocked && held != nil {
+		return held
 	}
 	return best
 }

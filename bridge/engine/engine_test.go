@@ -121,7 +121,9 @@ func outPolicy(reqid uint32) *model.Policy {
 
 func newEngine() (*Engine, *fakeDP) {
 	dp := newFake()
-	return New(slog.New(slog.NewTextHandler(io.Discard, nil)), dp), dp
+	e := New(slog.New(slog.NewTextHandler(io.Discard, nil)), dp)
+	e.handoverManual = true // the tests call handover themselves
+	return e, dp
 }
 
 // must fails the test on a setup error.
@@ -161,9 +163,22 @@ func TestPolicyBindsNewestSAOfReqid(t *testing.T) {
 	if spi := boundSPI(t, dp); spi != 0x100 {
 		t.Fatalf("bound 0x%x, want 0x100", spi)
 	}
-	// rekey: the new SA takes over before the old one goes
+	// rekey: the new SA takes over before the old one goes, once the
+	// peer sends on the new CHILD_SA (handover.go)
 	if err := e.AddSA(ctx, outSA(0x200, 7)); err != nil {
 		t.Fatal(err)
+	}
+	if spi := boundSPI(t, dp); spi != 0x100 {
+		t.Fatalf("new SA bound at once (0x%x): want 0x100 until the peer has the new CHILD_SA", spi)
+	}
+	if n := e.handover(time.Now()); n != 1 || boundSPI(t, dp) != 0x100 {
+		t.Fatalf("handed over (%d held, bound 0x%x) with no traffic on a new inbound SA", n, boundSPI(t, dp))
+	}
+	in := outSA(0x201, 7)
+	in.Inbound, in.Dst, in.Src = true, in.Src, in.Dst
+	must(t, e.AddSA(ctx, in)) // the fake counts 2 packets on every SA
+	if n := e.handover(time.Now()); n != 0 {
+		t.Fatalf("%d SAs still held after traffic on the new inbound SA", n)
 	}
 	if spi := boundSPI(t, dp); spi != 0x200 {
 		t.Fatalf("after rekey bound 0x%x, want 0x200", spi)
@@ -475,6 +490,7 @@ func TestMappingOnlyForInboundSAs(t *testing.T) {
 func TestRekeyRebindsInPlace(t *testing.T) {
 	dp := newFake()
 	e := New(slog.New(slog.NewTextHandler(io.Discard, nil)), dp)
+	e.handoverManual = true
 	ctx := context.Background()
 	pol := &model.Policy{PolicyID: model.PolicyID{Sel: model.Selector{Src: netip.MustParsePrefix("10.1.0.0/24"),
 		Dst: netip.MustParsePrefix("10.2.0.0/24")}, Dir: model.DirOut}, Reqid: 7, Mode: model.ModeTunnel}
@@ -492,6 +508,7 @@ func TestRekeyRebindsInPlace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	e.handover(time.Now().Add(handoverMax)) // the newer one's wait is over
 	if dp.publishes != 1 || dp.binds != 2 {
 		t.Fatalf("%d policy publishes, %d binds; want 1 and 2", dp.publishes, dp.binds)
 	}

@@ -96,6 +96,7 @@ func TestHardLifetimeRebindsPolicies(t *testing.T) {
 	newer.Hard = model.Lifetime{Time: time.Minute}
 	must(t, e.AddSA(ctx, older))
 	must(t, e.AddSA(ctx, newer))
+	e.handover(time.Now().Add(handoverMax)) // the newer one takes over
 	if spi := boundSPI(t, dp); spi != 0x200 {
 		t.Fatalf("bound 0x%x, want the newest 0x200", spi)
 	}

@@ -37,7 +37,9 @@ func charonA(t *testing.T, e *Engine) {
 func logEngine() (*Engine, *fakeDP, *bytes.Buffer) {
 	var buf bytes.Buffer
 	dp := newFake()
-	return New(slog.New(slog.NewTextHandler(&buf, nil)), dp), dp, &buf
+	e := New(slog.New(slog.NewTextHandler(&buf, nil)), dp)
+	e.handoverManual = true
+	return e, dp, &buf
 }
 
 func spisOf(e *Engine) map[uint32]bool {
