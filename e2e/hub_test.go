@@ -50,12 +50,6 @@ func TestHubAndSpoke(t *testing.T) {
 // written back), and the hub's `ipsec trafficstatus` agrees with
 // `swanpathctl sa`.
 func TestHubAndSpokeLibreswanHub(t *testing.T) {
-	if os.Getenv("SWANPATH_LIBRESWAN_HUB") == "" {
-		// known gap (issue 17, docs/hub-and-spoke.md): both spokes come
-		// up, but pluto marks only the VTI's policies, not its SAs, and
-		// the fast path binds an SA to ipsec0 by the SA's own mark
-		t.Skip("known gap: pluto's VTI SAs carry no mark; SWANPATH_LIBRESWAN_HUB=1 runs it")
-	}
 	hubAndSpoke(t, lab.HubLibreswan)
 }
 
@@ -430,19 +424,20 @@ func hubSAs(ctx context.Context, hub *lab.HubSite) (mine map[string]ctl.SA, othe
 	return mine, others, nil
 }
 
-// hubPlutoRekey has the hub's pluto rekey its CHILD_SA with spoke s
-// (`ipsec whack --rekey-ipsec` of the connection's instance: right=%any
-// makes one per spoke, named as `ipsec trafficstatus` shows it).
+// hubPlutoRekey has the hub's pluto rekey its CHILD_SA with spoke s:
+// `ipsec whack --rekey-ipsec` of the CHILD_SA's state number, as `ipsec
+// trafficstatus` shows it (right=%any makes an instance per spoke, which
+// whack does not take by the name trafficstatus gives it).
 func hubPlutoRekey(ctx context.Context, hub *lab.HubSite, s lab.Spoke) (string, error) {
 	ts, err := hub.Pluto.Ipsec(ctx, "trafficstatus")
 	if err != nil {
 		return ts, err
 	}
-	m := regexp.MustCompile(`"` + regexp.QuoteMeta(s.HubConn()) + `"(\[\d+\])?`).FindStringSubmatch(ts)
+	m := regexp.MustCompile(`#(\d+): "` + regexp.QuoteMeta(s.HubConn()) + `"`).FindStringSubmatch(ts)
 	if m == nil {
-		return ts, fmt.Errorf("no instance of %s in ipsec trafficstatus", s.HubConn())
+		return ts, fmt.Errorf("no CHILD_SA of %s in ipsec trafficstatus", s.HubConn())
 	}
-	return hub.Pluto.Ipsec(ctx, "whack", "--rekey-ipsec", "--name", s.HubConn()+m[1])
+	return hub.Pluto.Ipsec(ctx, "whack", "--rekey-ipsec", "--name", m[1])
 }
 
 // checkHubKernelSAs: on the libreswan hub, the kernel's copy of each
