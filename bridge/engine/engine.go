@@ -433,15 +433,14 @@ func (e *Engine) rebindLocked(reqid uint32) error {
 
 // outSALocked is the SA that protects an outbound IPsec policy: the newest
 // outbound SA with its reqid (and tunnel destination, when the template
-// names one). nil for other policies or when none is installed yet.
+// names one) that is not a rekey's held back (handover.go; unless the
+// older one is blocked). nil for other policies or when none is installed
+// yet.
 //
-// The SPI the policy names is not followed (yet): charon, as a rekey's
-// responder, moves the policy to the new SA only at the initiator's
-// DELETE, and following that would spare the initiator what it receives
-// before it has installed its new inbound SA (docs/hub-and-spoke.md);
-// but when charon's calls come late (a loaded hub, see lab/hub.go) the
-// SPI a policy names can be that of a CHILD_SA charon gave up, which
-// binding to the newest SA survives.
+// The SPI the policy names is not followed: when charon's calls come late
+// (a loaded hub, see lab/hub.go) it can be that of a CHILD_SA charon gave
+// up, which binding to the newest SA survives; the handover spares the
+// rekey's initiator what it would receive before it has its new SA.
 func (e *Engine) outSALocked(p *model.Policy) *saEntry {
 	if !isOutIPsec(p) {
 		return nil
