@@ -1,0 +1,125 @@
+package fastpath
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/swanpath/swanpath/bridge/dataplane"
+	"github.com/swanpath/swanpath/bridge/model"
+)
+
+// The per-burst caches of the wire path (dp_plain.h's last source whose
+// reverse path passed, rpf_ok's verdict in struct sp_ctx, dp_own.h's last
+// own destination) remember one address for the rest of a burst: a packet
+// with another address in the same burst must be judged on its own. The
+// worker sleeps 100 ms when idle (IdleSleep), so two frames sent back to
+// back wait in the ring together and arrive in one burst:
+//
+//   - a legitimate source, then a spoofed one (a source the FIB routes
+//     elsewhere, which an outbound policy would protect): the first is
+//     encrypted, the second dropped (drop_spoof);
+//   - ESP-in-UDP to the gateway's own address, then NAT-T UDP to a host
+//     behind it (not own): the second is transit UDP under policy,
+//     encrypted, not taken for ESP-in-UDP (spi_held).
+
+const burstEnv = "SWANPATH_FASTPATH_BURST_CHILD"
+
+func TestFastpathBurstCaches(t *testing.T) {
+	runChild(t, "fpc", "TestFastpathBurstCachesChild", burstEnv, "", true)
+}
+
+func TestFastpathBurstCachesChild(t *testing.T) {
+	ns := childArg(t, burstEnv, "TestFastpathBurstCaches")
+	fp, err := Open(Config{
+		EALArgs:   childEAL(ns, "-l", "0,1"),
+		Ports:     []PortConfig{{Name: "a", Device: "net_af_packet0,iface=va", Tap: "tpa"}},
+		IdleSleep: 100 * time.Millisecond,
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fp.Close()
+	fp.SetClosed(false)
+	vb, err := net.InterfaceByName("vb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire := openRaw(t, vb.Index)
+	defer syscall.Close(wire)
+	portMAC := fp.Ports()[0].MAC
+	e, key := newFamEnv(t, fp, wire, vb, portMAC)
+	tun := model.SA{SAID: model.SAID{Dst: peerAddr, SPI: 0x8101, Proto: model.ProtoESP}, Src: gwAddr, Reqid: 81,
+		Mode: model.ModeTunnel, EncAlg: model.EncrAESGCM16, Encap: true, SrcPort: 4500, DstPort: 4500, ReplayWindow: 32}
+	out, _ := e.addPair(tun, key)
+	sel := model.Selector{Src: netip.MustParsePrefix("10.1.0.0/24"), Dst: netip.MustParsePrefix("10.2.0.0/24")}
+	if err := fp.SetPolicies([]dataplane.Binding{{Policy: &model.Policy{PolicyID: model.PolicyID{Sel: sel, Dir: model.DirOut},
+		Reqid: 81, Mode: model.ModeTunnel}, SA: out, HasSA: true}}); err != nil {
+		t.Fatal(err)
+	}
+	// 10.1.0.0/25 is behind another interface (a local route): a source
+	// in it cannot come in on this port; 10.1.0.128/25 can (default route)
+	fib := wireFIB(vb, gwAddr)
+	fib.Routes = append(fib.Routes, dataplane.Route{Dst: netip.MustParsePrefix("10.1.0.0/25"), Local: true})
+	if err := fp.SetFIB(fib); err != nil {
+		t.Fatal(err)
+	}
+	settle(wire)
+	legit, spoofed := netip.MustParseAddr("10.1.0.200"), netip.MustParseAddr("10.1.0.10")
+
+	// pair sends a and b back to back once the worker sleeps, and waits
+	// until both are accounted for in the counters named
+	pair := func(what string, a, b []byte, names ...string) map[string]uint64 {
+		t.Helper()
+		c0 := e.counters()
+		time.Sleep(5 * time.Millisecond) // past the worker's busy polls: asleep
+		e.send(a)
+		e.send(b)
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			c := e.counters()
+			var sum uint64
+			d := map[string]uint64{}
+			for _, n := range names {
+				d[n] = c[n] - c0[n]
+				sum += d[n]
+			}
+			if sum >= 2 {
+				return d
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v after 3 s (counters %v)", what, d, c)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	const rounds = 10
+	for i := range rounds {
+		d := pair("legitimate then spoofed source",
+			frame(portMAC, vb.HardwareAddr, ipv4udp(legit, h2, 1000, 2000, 64, []byte("legit"))),
+			frame(portMAC, vb.HardwareAddr, ipv4udp(spoofed, h2, 1000, 2000, 64, []byte("spoof"))),
+			"esp_out", "drop_spoof")
+		if d["esp_out"] != 1 || d["drop_spoof"] != 1 {
+			t.Fatalf("round %d, a legitimate then a spoofed source in one burst: esp_out +%d, drop_spoof +%d; want +1, +1",
+				i, d["esp_out"], d["drop_spoof"])
+		}
+	}
+	// unknown SPI: held, not decrypted; the transit NAT-T carries a
+	// non-zero "SPI" too
+	espInUDP := ipv4udp(peerAddr, gwAddr, 4500, 4500, 64, []byte("\x00\x00\x99\x01\x00\x00\x00\x01esp-in-udp-to-us!"))
+	for i := range rounds {
+		transit := ipv4udp(legit, h2, 4500, 4500, 64, []byte("\x00\x00\x90\x01\x00\x00\x00\x01transit-natt"))
+		d := pair("ESP-in-UDP to us, then NAT-T in transit",
+			frame(portMAC, vb.HardwareAddr, espInUDP), frame(portMAC, vb.HardwareAddr, transit),
+			"esp_out", "spi_held")
+		if d["esp_out"] != 1 || d["spi_held"] != 1 {
+			t.Fatalf("round %d, ESP-in-UDP to the gateway then transit NAT-T in one burst: esp_out +%d, spi_held +%d; want +1, +1",
+				i, d["esp_out"], d["spi_held"])
+		}
+	}
+}
