@@ -1,6 +1,7 @@
 package fastpath
 
 import (
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
@@ -26,6 +27,10 @@ import (
 //   - ESP-in-UDP to the gateway's own address, then NAT-T UDP to a host
 //     behind it (not own): the second is transit UDP under policy,
 //     encrypted, not taken for ESP-in-UDP (spi_held).
+//
+// And the packets held for a neighbour go out before the packets of the
+// burst that finds the neighbour in a new FIB: the peer's replay window
+// takes ESP in the order of its sequence numbers.
 
 const burstEnv = "SWANPATH_FASTPATH_BURST_CHILD"
 
@@ -120,6 +125,63 @@ func TestFastpathBurstCachesChild(t *testing.T) {
 		if d["esp_out"] != 1 || d["spi_held"] != 1 {
 			t.Fatalf("round %d, ESP-in-UDP to the gateway then transit NAT-T in one burst: esp_out +%d, spi_held +%d; want +1, +1",
 				i, d["esp_out"], d["spi_held"])
+		}
+	}
+
+	// held for the neighbour: three packets while the FIB has none for
+	// the peer; then the neighbour and a fourth packet, which the worker
+	// finds together when it wakes: on the wire in sequence order
+	noNeigh := fib
+	noNeigh.Neighs = nil
+	if err := fp.SetFIB(noNeigh); err != nil {
+		t.Fatal(err)
+	}
+	settle(wire)
+	st0, _ := fp.SAStats(out)
+	plainTo := func(i int) []byte {
+		return frame(portMAC, vb.HardwareAddr, ipv4udp(legit, h2, uint16(3000+i), 2000, 64, []byte("held")))
+	}
+	for i := range 3 {
+		e.send(plainTo(i))
+	}
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(time.Millisecond) {
+		if st, _ := fp.SAStats(out); st.Packets == st0.Packets+3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("three packets not encrypted and held (counters %v)", e.counters())
+		}
+	}
+	time.Sleep(5 * time.Millisecond) // the worker asleep
+	// SetFIB publishes the FIB, then waits for the worker to pass a
+	// quiescent point (to free the old one): the fourth packet goes in
+	// meanwhile, so that the worker wakes to both
+	before := fp.publishedFIB()
+	fibSet := make(chan error, 1)
+	go func() { fibSet <- fp.SetFIB(fib) }()
+	for deadline := time.Now().Add(3 * time.Second); fp.publishedFIB() == before; time.Sleep(50 * time.Microsecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the FIB with the neighbour was not published")
+		}
+	}
+	e.send(plainTo(3))
+	if err := <-fibSet; err != nil {
+		t.Fatal(err)
+	}
+	isOurs := func(ip []byte) bool {
+		return ip[9] == 17 && binary.BigEndian.Uint16(ip[22:]) == 4500 && binary.BigEndian.Uint32(ip[28:]) == 0x8101
+	}
+	var seqs []uint32
+	for range 4 {
+		f, err := recvType(wire, 3*time.Second, 0x0800, isOurs)
+		if err != nil {
+			t.Fatalf("after %v: %v (counters %v)", seqs, err, e.counters())
+		}
+		seqs = append(seqs, binary.BigEndian.Uint32(f[14+32:]))
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			t.Fatalf("ESP left in the order %v: the held packets must go before the one that found the neighbour", seqs)
 		}
 	}
 }

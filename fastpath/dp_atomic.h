@@ -13,6 +13,8 @@ static inline void sp_sa_set_dead(struct sp_sa *sa, uint8_t v) { __atomic_store_
 static inline void sp_slot_set(struct sp_sa **slot, struct sp_sa *sa) { __atomic_store_n(slot, sa, __ATOMIC_RELEASE); }
 static inline struct sp_sa *sp_slot_get(struct sp_sa **slot) { return __atomic_load_n(slot, __ATOMIC_ACQUIRE); }
 
+static inline struct sp_fib *sp_fib_published(struct sp_dp *dp) { return __atomic_load_n(&dp->fib, __ATOMIC_ACQUIRE); }
+
 /* An inbound SA follows a route-based interface (1 + its index) or none
  * (0): ifc_inbound reads inbound, then ifc, and drops when ifc names no
  * interface, so the order of the two stores keeps every packet on a path

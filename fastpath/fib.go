@@ -3,7 +3,7 @@ package fastpath
 // The FIB: routes in rte_lpm/rte_lpm6, neighbours, the gateway's own
 // addresses, built aside and swapped.
 
-// #include "dp.h"
+// #include "dp_atomic.h"
 import "C"
 
 import (
@@ -247,6 +247,10 @@ func (f *Fastpath) SetFIB(fib dataplane.FIB) error {
 	C.sp_fib_free(old)
 	return nil
 }
+
+// publishedFIB is the FIB the workers read from their next iteration on
+// (without f.mu: SetFIB holds it until the workers have moved on).
+func (f *Fastpath) publishedFIB() unsafe.Pointer { return unsafe.Pointer(C.sp_fib_published(f.dp)) }
 
 // routeOf is the route of dst in the published FIB as the loop finds it
 // (Port, Gateway, Local, Blackhole set; Dst not), and whether there is one.
