@@ -28,9 +28,11 @@ import (
 //     behind it (not own): the second is transit UDP under policy,
 //     encrypted, not taken for ESP-in-UDP (spi_held).
 //
-// And the packets held for a neighbour go out before the packets of the
-// burst that finds the neighbour in a new FIB: the peer's replay window
-// takes ESP in the order of its sequence numbers.
+// And held packets go before the burst that releases them: those held
+// for a neighbour out before the packets of the burst that finds it in a
+// new FIB (the peer's replay window takes ESP in the order of its
+// sequence numbers), and ESP held for an SPI that had no SA yet decrypts
+// before ESP of that SA in the burst after the SA came (our own window).
 
 const burstEnv = "SWANPATH_FASTPATH_BURST_CHILD"
 
@@ -182,6 +184,72 @@ func TestFastpathBurstCachesChild(t *testing.T) {
 	for i := 1; i < len(seqs); i++ {
 		if seqs[i] != seqs[i-1]+1 {
 			t.Fatalf("ESP left in the order %v: the held packets must go before the one that found the neighbour", seqs)
+		}
+	}
+
+	// held for the SA: a rekey's new SA (0x8201) that the peer uses
+	// before it is installed here. Its ESP (made by an outbound SA of the
+	// same key and SPI, turned around: both ends are this fast path)
+	// numbers 1-3 held, then the inbound SA and number 40 together: all
+	// four decrypt, none below the 32-packet replay window
+	fib2 := wireFIB(vb, gwAddr, peerAddr)
+	if err := fp.SetFIB(fib2); err != nil {
+		t.Fatal(err)
+	}
+	tun2 := tun
+	tun2.SPI, tun2.Reqid = 0x8201, 82
+	tun2.EncKey = append(model.Key(nil), key...)
+	out2 := tun2.SAID
+	if err := fp.AddSA(&tun2); err != nil {
+		t.Fatal(err)
+	}
+	sel82 := model.Selector{Src: netip.MustParsePrefix("10.1.0.128/25"), Dst: netip.MustParsePrefix("10.2.0.0/24")}
+	for _, b := range []dataplane.Binding{
+		{Policy: &model.Policy{PolicyID: model.PolicyID{Sel: sel82, Dir: model.DirOut}, Reqid: 82, Mode: model.ModeTunnel}, SA: out2, HasSA: true},
+		{Policy: &model.Policy{PolicyID: model.PolicyID{Sel: sel82, Dir: model.DirFwd}, Reqid: 82, Mode: model.ModeTunnel}},
+	} {
+		if err := fp.SetPolicy(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	is82 := func(ip []byte) bool {
+		return ip[9] == 17 && binary.BigEndian.Uint16(ip[22:]) == 4500 && binary.BigEndian.Uint32(ip[28:]) == 0x8201
+	}
+	settle(wire)
+	var esp82 [][]byte
+	for deadline := time.Now().Add(5 * time.Second); len(esp82) < 40; {
+		e.send(plainTo(10 + len(esp82)))
+		f, err := recvType(wire, 500*time.Millisecond, 0x0800, is82)
+		if err == nil {
+			esp82 = append(esp82, e.back(f))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 40 ESP packets of SA 0x8201 (counters %v)", len(esp82), e.counters())
+		}
+	}
+	h0 := e.counters()["spi_held"]
+	for _, f := range esp82[:3] {
+		e.send(f)
+	}
+	e.wait("spi_held", h0+3)
+	time.Sleep(5 * time.Millisecond) // the worker asleep
+	in2 := tun2
+	in2.Inbound, in2.Src, in2.Dst = true, tun2.Dst, tun2.Src
+	in2.EncKey = append(model.Key(nil), key...)
+	if err := fp.AddSA(&in2); err != nil {
+		t.Fatal(err)
+	}
+	e.send(esp82[39])
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(time.Millisecond) {
+		st, _ := fp.SAStats(in2.SAID)
+		if st.Packets+st.DropReplay >= 4 {
+			if st.DropReplay != 0 || st.Packets != 4 {
+				t.Fatalf("held ESP 1-3 and ESP 40 of a new SA: %d decrypted, %d dropped as replays; want 4, 0", st.Packets, st.DropReplay)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("inbound SA 0x8201: %+v (counters %v)", st, e.counters())
 		}
 	}
 }

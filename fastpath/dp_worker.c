@@ -378,13 +378,15 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 		c->nc_ok = c->rc_ok = c->rp_ok = c->rp6_ok = 0;	/* the FIB may be another one now */
 		c->closed = __atomic_load_n(&dp->closed, __ATOMIC_ACQUIRE);
 		c->now = rte_get_tsc_cycles();
-		/* packets held for a neighbour go before this iteration's
-		 * (which may find it in a new FIB): the peer's replay window
-		 * takes ESP in the order of its sequence numbers, and held
-		 * packets behind a burst sent at once would be too far back
-		 * when the hold was full and the packets between were dropped */
+		/* held packets go before this iteration's, which may find
+		 * what they wait for (a neighbour in a new FIB, an SA just
+		 * added): a replay window takes ESP in the order of its
+		 * sequence numbers, and held ESP behind a burst with higher
+		 * numbers would fall below it (the peer's, ours) */
 		if (c->nheld > 0)
 			sp_held_retry(c);
+		if (unlikely(c->nspi_held > 0))
+			spi_held_retry(c);
 		got = 0;
 		for (p = 0; p < dp->n_ports; p++) {
 			n = rte_eth_rx_burst(dp->ports[p].phys, wid, mb, SP_BURST);
@@ -421,8 +423,6 @@ sp_worker_run(struct sp_dp *dp, uint32_t wid)
 		}
 		if (c->inflight > 0)
 			crypto_poll(c);
-		if (unlikely(c->nspi_held > 0))
-			spi_held_retry(c);
 		if (unlikely(c->frag_live))
 			c->frag_live = sp_frag_reap(c->frag, c->now);
 		if (unlikely(c->pmtu_live) && c->now >= c->pmtu_next) {
