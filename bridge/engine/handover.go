@@ -20,6 +20,10 @@ package engine
 // Meanwhile the older SA keeps carrying traffic: the peer still has it.
 // As initiator (the answer came before the new SAs) nothing is lost by
 // the wait either: the older SA is valid until its DELETE.
+// An older SA that another plugin connection installed (a charon that
+// was killed and whose successor brought the CHILD_SA up again in a new
+// IKE_SA) is not the new SA's predecessor in a rekey: the peer has
+// likely dropped it with the IKE_SA it replaced, so no wait for it.
 
 import (
 	"fmt"
@@ -34,11 +38,13 @@ const (
 )
 
 // holdLocked holds ent (a new outbound SA) back when an older outbound
-// SA of its reqid and destination carries traffic (one not blocked).
+// SA of its reqid and destination, installed through the same plugin
+// connection, carries traffic (one not blocked).
 func (e *Engine) holdLocked(ent *saEntry) {
 	var older *saEntry
 	for _, s := range e.mu.reqSAs[ent.sa.Reqid] {
-		if s == ent || s.sa.Inbound || s.sa.Dst != ent.sa.Dst || s.blocked || !s.holdUntil.IsZero() {
+		if s == ent || s.sa.Inbound || s.sa.Dst != ent.sa.Dst || s.blocked || !s.holdUntil.IsZero() ||
+			s.owner != ent.owner {
 			continue
 		}
 		if older == nil || s.seq > older.seq {

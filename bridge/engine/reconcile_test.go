@@ -68,6 +68,13 @@ func TestReconcileRemovesDeadCharonsSAs(t *testing.T) {
 	must(t, e.AddSA(ctx, outSA(0x21, 1)))
 	must(t, e.AddPolicy(ctx, outPolicy(1)))
 	must(t, e.AddPolicy(ctx, inPolicy(1)))
+	// not a rekey of the dead charon's CHILD_SA (the peer replaced that
+	// IKE_SA): the new outbound SA carries traffic at once, no handover
+	for _, b := range dp.bindings {
+		if b.Policy.Dir == model.DirOut && (!b.HasSA || b.SA.SPI != 0x21) {
+			t.Fatalf("out policy bound to %+v, want the new charon's 0x21 at once", b.SA)
+		}
+	}
 
 	e.checkLifetimes(start.Add(29 * time.Second))
 	if got := spisOf(e); len(got) != 4 {
