@@ -431,6 +431,8 @@ func TestLibreswanRekey(t *testing.T) {
 // LAN address crosses the WAN (the streams run and the gateway itself
 // pings into the tunnel): its bypass policies stay in the kernel, which
 // then neither encrypts nor forwards the protected traffic in clear.
+// Then swanpathd crashes (SIGKILL) and starts again: the same, except that
+// the Child SA is rekeyed (swanpathdDownUp).
 //
 // pluto restarted as Debian's ipsec.service restarts it (whack --shutdown,
 // the XFRM flushes before and after): the old SAs leave the kernel and the
@@ -438,161 +440,21 @@ func TestLibreswanRekey(t *testing.T) {
 // (bridge/xfrm: found here, the flush took them for good), and after
 // `ipsec auto --up` the new SAs carry both streams, every datagram once.
 func TestLibreswanRestarts(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	l, g, gw := startLibreswan(t, ctx, lab.LibreswanConn{}, lab.Tunnel{})
+	// the peer takes pluto's Child SA rekey with PFS (its default, as
+	// after swanpathd's crash)
+	l, g, gw := startLibreswan(t, ctx, lab.LibreswanConn{}, lab.Tunnel{ESPProposals: "aes128gcm16-curve25519"})
 	if err := l.Ping(ctx, lab.H1, lab.H2Addr, 2); err != nil {
 		t.Fatal(err)
 	}
 	if n, pols, err := globalBypasses(ctx, gw); err != nil || n != 12 {
 		t.Fatalf("%d global bypass policies in the kernel, want 12 (%v):\n%s", n, err, pols)
 	}
-	cw, err := captureWAN(l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cw.stop()
-	leakCap, err := l.Capture(lab.PR, lab.PRWan, "ip and (net "+lab.LeftNet+" or net "+lab.RightNet+")")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer leakCap.Stop()
-
-	// --- swanpathd restarts under pluto
-	var streams []*lab.UDPSeq
-	for _, o := range []lab.SeqOptions{
-		{From: lab.H1, To: lab.H2, ToAddr: lab.H2Addr, Port: 7001, Rate: 100, Duration: 60 * time.Second, Size: 200},
-		{From: lab.H2, To: lab.H1, ToAddr: lab.H1Addr, Port: 7002, Rate: 100, Duration: 60 * time.Second, Size: 200},
-	} {
-		s, err := l.StartUDPSeq(ctx, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		streams = append(streams, s)
-	}
-	outSA := func() (ctl.SA, error) {
-		sas, err := g.D.SAs(ctx)
-		if err != nil {
-			return ctl.SA{}, err
-		}
-		s, ok := saByDir(sas, "out")
-		if !ok || len(sas) != 2 {
-			return ctl.SA{}, fmt.Errorf("want one SA pair in the fast path: %+v", sas)
-		}
-		return s, nil
-	}
-	flowing := func(what string) ctl.SA {
-		t.Helper()
-		var first, s ctl.SA
-		err := lab.PollFor(ctx, what, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
-			var err error
-			if s, err = outSA(); err != nil {
-				return false, err
-			}
-			if first.SPI == "" {
-				first = s
-			}
-			return s.Packets >= first.Packets+100, fmt.Errorf("outbound SA %s at %d packets", s.SPI, s.Packets)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	flowing("the streams through the tunnel")
-	before, err := fastPathSPIs(ctx, g.D)
-	if err != nil {
-		t.Fatal(err)
-	}
-	children := len(childEstablished.FindAllString(g.Pluto.Output(), -1))
-
-	tStop := time.Now()
-	if err := g.D.Stop(); err != nil {
-		t.Logf("swanpathd stop: %v", err)
-	}
-	// down: what the kernel holds, and traffic that must not leave in
-	// clear (the streams go on; the gateway's own pings and h1's)
-	if n, pols, err := globalBypasses(ctx, gw); err != nil || n != 12 {
-		t.Errorf("swanpathd stopped: %d global bypass policies left in the kernel, want 12 (%v):\n%s", n, err, pols)
-	}
-	if k, err := kernelSPIs(ctx, gw); err != nil || !slices.Equal(k, before) {
-		t.Errorf("swanpathd stopped: kernel SAs %v (%v), want pluto's %v", k, err, before)
-	}
-	if out, err := gw.Exec(ctx, "ping", "-c", "3", "-i", "0.3", "-W", "1", "-I", lab.GWLanAddr, lab.H2Addr); err == nil {
-		t.Errorf("ping from the gateway into the tunnel answered with swanpathd down:\n%s", out)
-	}
-	pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
-	_ = l.Ping(pctx, lab.H1, lab.H2Addr, 3)
-	pcancel()
-	tStart := time.Now()
-	if err := g.D.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	after := flowing("the streams through the tunnel after swanpathd's restart")
-	t.Logf("swanpathd down %v; outbound SA %s after the restart at %d packets",
-		tStart.Sub(tStop).Round(time.Millisecond), after.SPI, after.Packets)
-	if now, err := fastPathSPIs(ctx, g.D); err != nil || !slices.Equal(now, before) {
-		t.Errorf("fast path SAs after swanpathd's restart %v (%v), want the same %v (no negotiation)", now, err, before)
-	}
-	if k, err := kernelSPIs(ctx, gw); err != nil || !slices.Equal(k, before) {
-		t.Errorf("kernel SAs after swanpathd's restart %v (%v), want the same %v", k, err, before)
-	}
-	if n := len(childEstablished.FindAllString(g.Pluto.Output(), -1)); n != children {
-		t.Errorf("pluto logged %d established Child SAs across swanpathd's restart, %d before: it negotiated", n, children)
-	}
-	for i, s := range streams {
-		r, err := s.Wait(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("stream %d across swanpathd's restart: %s", i, r)
-		// lost while down, but never twice or damaged
-		if r.Duplicates != 0 || r.Corrupt != 0 || r.Unexpected != 0 || r.Received == 0 || r.Received == r.Sent {
-			t.Errorf("stream %d across swanpathd's restart: %s; want losses only (while down), nothing twice or damaged", i, r)
-		}
-	}
-	pkts, err := cw.stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := uniqueESPSeq(pkts, lab.GWWanAddr); err != nil {
-		t.Error(err)
-	}
-	outSPI := parseSPI(t, after.SPI)
-	var lastBefore, firstAfter uint32
-	nBefore, nAfter := 0, 0
-	for _, e := range espSeqsFrom(pkts, lab.GWWanAddr) {
-		switch {
-		case e.spi != outSPI:
-		case e.at.Before(tStop):
-			lastBefore = max(lastBefore, e.seq)
-			nBefore++
-		case e.at.After(tStart):
-			if nAfter == 0 || e.seq < firstAfter {
-				firstAfter = e.seq
-			}
-			nAfter++
-		}
-	}
-	t.Logf("outbound SA 0x%08x on the WAN: %d packets up to seq %d before the stop, %d from seq %d after the start",
-		outSPI, nBefore, lastBefore, nAfter, firstAfter)
-	if nBefore == 0 || nAfter == 0 || firstAfter <= lastBefore {
-		t.Errorf("outbound SA 0x%08x: sequence numbers up to %d (%d packets) before swanpathd's restart, from %d (%d packets) after: want it to resume above",
-			outSPI, lastBefore, nBefore, firstAfter, nAfter)
-	}
-	if n := strings.Count(g.PR.Log(), "ESP sequence number verification failed"); n != 0 {
-		t.Errorf("the peer dropped %d ESP packets as replays: sequence numbers used twice", n)
-	}
-	leaked, err := leakCap.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(leaked) > 0 {
-		t.Errorf("%d packets with LAN addresses crossed the WAN (swanpathd down or restarting), e.g. %s", len(leaked), leaked[0])
-	}
-	if leak := plaintextOnWAN(pkts); len(leak) > 0 {
-		t.Errorf("%d packets with LAN addresses on the WAN (both ends' captures), e.g. %s", len(leak), leak[0])
-	}
+	// --- swanpathd stops (SIGTERM) and starts under pluto, then the same
+	// after a crash (SIGKILL)
+	swanpathdDownUp(t, ctx, l, g, gw, false, 7001)
+	swanpathdDownUp(t, ctx, l, g, gw, true, 7011)
 
 	// --- pluto restarts under swanpathd, as `ipsec restart` does
 	old, err := fastPathSPIs(ctx, g.D)
@@ -654,7 +516,7 @@ func TestLibreswanRestarts(t *testing.T) {
 	if _, err := gw.Exec(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", lab.GWLanAddr, lab.H2Addr); err != nil {
 		t.Errorf("ping from the gateway into the tunnel after pluto's restart: %v", err)
 	}
-	out, err := outSA()
+	out, err := oneOutSA(ctx, g.D)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -673,4 +535,203 @@ func TestLibreswanRestarts(t *testing.T) {
 	}
 	t.Logf("pluto restarted: SAs %v -> %v; outbound %s carried %d packets; pluto's log before the restart had %d established Child SAs",
 		old, cur, out.SPI, out.Packets, len(childEstablished.FindAllString(plutoLog, -1)))
+}
+
+// oneOutSA is the outbound SA of the one SA pair in d's fast path.
+func oneOutSA(ctx context.Context, d *lab.Swanpathd) (ctl.SA, error) {
+	sas, err := d.SAs(ctx)
+	if err != nil {
+		return ctl.SA{}, err
+	}
+	s, ok := saByDir(sas, "out")
+	if !ok || len(sas) != 2 {
+		return ctl.SA{}, fmt.Errorf("want one SA pair in the fast path: %+v", sas)
+	}
+	return s, nil
+}
+
+// swanpathdDownUp stops swanpathd under a libreswan gateway (SIGTERM, or
+// SIGKILL when crash) and starts it again, under a paced UDP stream each
+// way (ports port and port+1) and WAN captures at both ends. While it is
+// down nothing leaves in clear (the gateway's own pings included) and
+// the kernel keeps pluto's SAs and swanpathd's global bypass policies.
+// After a stop the same SAs carry the streams again without a
+// negotiation. After a crash the outbound SA resumes above every number
+// the state file's checkpoint allows it to have sent, and the inbound SA,
+// which may have received packets after the last checkpoint, is expired
+// (soft) through the kernel: pluto rekeys the Child SA, within the same
+// IKE SA. Either way no sequence number goes twice on the wire (the
+// peer's replay check finds none), the streams lose only what came while
+// swanpathd was down, and nothing is damaged.
+func swanpathdDownUp(t *testing.T, ctx context.Context, l *lab.Lab, g *lab.XFRMGateway, gw *lab.UML, crash bool, port int) {
+	t.Helper()
+	how := map[bool]string{false: "restart", true: "crash"}[crash]
+	cw, err := captureWAN(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cw.stop()
+	leakCap, err := l.Capture(lab.PR, lab.PRWan, "ip and (net "+lab.LeftNet+" or net "+lab.RightNet+")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leakCap.Stop()
+	replaysBefore := strings.Count(g.PR.Log(), "ESP sequence number verification failed")
+
+	var streams []*lab.UDPSeq
+	for _, o := range []lab.SeqOptions{
+		{From: lab.H1, To: lab.H2, ToAddr: lab.H2Addr, Port: port, Rate: 100, Duration: 60 * time.Second, Size: 200},
+		{From: lab.H2, To: lab.H1, ToAddr: lab.H1Addr, Port: port + 1, Rate: 100, Duration: 60 * time.Second, Size: 200},
+	} {
+		s, err := l.StartUDPSeq(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, s)
+	}
+	outSA := func() (ctl.SA, error) { return oneOutSA(ctx, g.D) }
+	flowing := func(what string) ctl.SA {
+		t.Helper()
+		var first, s ctl.SA
+		err := lab.PollFor(ctx, what, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+			var err error
+			if s, err = outSA(); err != nil {
+				return false, err
+			}
+			if first.SPI != s.SPI {
+				first = s
+			}
+			return s.Packets >= first.Packets+100, fmt.Errorf("outbound SA %s at %d packets", s.SPI, s.Packets)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	beforeSA := flowing("the streams through the tunnel")
+	before, err := fastPathSPIs(ctx, g.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	children := len(childEstablished.FindAllString(g.Pluto.Output(), -1))
+	ikes := len(ikeEstablished.FindAllString(g.Pluto.Output(), -1))
+
+	tStop := time.Now()
+	if crash {
+		if err := g.D.Kill(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// the host's end is gone at once; the instance's process a
+		// moment later
+		err := lab.PollFor(ctx, "swanpathd gone from the gateway instance", 30*time.Second, 100*time.Millisecond, func() (bool, error) {
+			out, err := gw.Exec(ctx, "pgrep", "-x", "swanpathd")
+			return err != nil && strings.TrimSpace(out) == "", fmt.Errorf("still running: %s", out)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	} else if err := g.D.Stop(); err != nil {
+		t.Logf("swanpathd stop: %v", err)
+	}
+	// down: what the kernel holds, and traffic that must not leave in
+	// clear (the streams go on; the gateway's own pings and h1's)
+	if n, pols, err := globalBypasses(ctx, gw); err != nil || n != 12 {
+		t.Errorf("swanpathd %s: %d global bypass policies left in the kernel, want 12 (%v):\n%s", how, n, err, pols)
+	}
+	if k, err := kernelSPIs(ctx, gw); err != nil || !slices.Equal(k, before) {
+		t.Errorf("swanpathd %s: kernel SAs %v (%v), want pluto's %v", how, k, err, before)
+	}
+	if out, err := gw.Exec(ctx, "ping", "-c", "3", "-i", "0.3", "-W", "1", "-I", lab.GWLanAddr, lab.H2Addr); err == nil {
+		t.Errorf("ping from the gateway into the tunnel answered with swanpathd down (%s):\n%s", how, out)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+	_ = l.Ping(pctx, lab.H1, lab.H2Addr, 3)
+	pcancel()
+	tStart := time.Now()
+	if err := g.D.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := flowing("the streams through the tunnel after swanpathd's " + how)
+	t.Logf("swanpathd down (%s) %v; outbound SA %s after the start at %d packets",
+		how, tStart.Sub(tStop).Round(time.Millisecond), after.SPI, after.Packets)
+	if !crash {
+		if now, err := fastPathSPIs(ctx, g.D); err != nil || !slices.Equal(now, before) {
+			t.Errorf("fast path SAs after swanpathd's restart %v (%v), want the same %v (no negotiation)", now, err, before)
+		}
+		if k, err := kernelSPIs(ctx, gw); err != nil || !slices.Equal(k, before) {
+			t.Errorf("kernel SAs after swanpathd's restart %v (%v), want the same %v", k, err, before)
+		}
+		if n := len(childEstablished.FindAllString(g.Pluto.Output(), -1)); n != children {
+			t.Errorf("pluto logged %d established Child SAs across swanpathd's restart, %d before: it negotiated", n, children)
+		}
+	}
+	for i, s := range streams {
+		r, err := s.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("stream %d across swanpathd's %s: %s", i, how, r)
+		// lost while down, but never twice or damaged
+		if r.Duplicates != 0 || r.Corrupt != 0 || r.Unexpected != 0 || r.Received == 0 || r.Received == r.Sent {
+			t.Errorf("stream %d across swanpathd's %s: %s; want losses only (while down), nothing twice or damaged", i, how, r)
+		}
+	}
+	if crash {
+		// the inbound SA replayed after the crash: expired (soft) in the
+		// kernel for pluto, which rekeyed the Child SA in its IKE SA
+		plog := g.Pluto.Output()
+		if n := len(childEstablished.FindAllString(plog, -1)); n <= children {
+			t.Errorf("pluto logged no new Child SA after swanpathd's crash (%d before, %d now): the inbound SA was not rekeyed; pluto:\n%s",
+				children, n, lastLines(plog, 30))
+		}
+		if n := len(ikeEstablished.FindAllString(plog, -1)); n != ikes {
+			t.Errorf("pluto logged %d established IKE SAs across swanpathd's crash, %d before: want the Child SA rekeyed in the same IKE SA", n, ikes)
+		}
+		cur := waitOneSAPair(t, ctx, g, gw, "one SA pair in the kernel and the fast path after the crash's rekey")
+		if slices.Equal(cur, before) {
+			t.Errorf("SAs after swanpathd's crash %v: the same as before, want the Child SA rekeyed", cur)
+		}
+	}
+	pkts, err := cw.stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := uniqueESPSeq(pkts, lab.GWWanAddr); err != nil {
+		t.Error(err)
+	}
+	outSPI := parseSPI(t, beforeSA.SPI)
+	var lastBefore, firstAfter uint32
+	nBefore, nAfter := 0, 0
+	for _, e := range espSeqsFrom(pkts, lab.GWWanAddr) {
+		switch {
+		case e.spi != outSPI:
+		case e.at.Before(tStop):
+			lastBefore = max(lastBefore, e.seq)
+			nBefore++
+		case e.at.After(tStart):
+			if nAfter == 0 || e.seq < firstAfter {
+				firstAfter = e.seq
+			}
+			nAfter++
+		}
+	}
+	t.Logf("outbound SA 0x%08x on the WAN: %d packets up to seq %d before the %s, %d from seq %d after the start",
+		outSPI, nBefore, lastBefore, how, nAfter, firstAfter)
+	if nBefore == 0 || nAfter == 0 || firstAfter <= lastBefore {
+		t.Errorf("outbound SA 0x%08x: sequence numbers up to %d (%d packets) before swanpathd's %s, from %d (%d packets) after: want it to resume above",
+			outSPI, lastBefore, nBefore, how, firstAfter, nAfter)
+	}
+	if n := strings.Count(g.PR.Log(), "ESP sequence number verification failed") - replaysBefore; n != 0 {
+		t.Errorf("the peer dropped %d ESP packets as replays across swanpathd's %s: sequence numbers used twice", n, how)
+	}
+	leaked, err := leakCap.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaked) > 0 {
+		t.Errorf("%d packets with LAN addresses crossed the WAN (swanpathd down or starting after a %s), e.g. %s", len(leaked), how, leaked[0])
+	}
+	if leak := plaintextOnWAN(pkts); len(leak) > 0 {
+		t.Errorf("%d packets with LAN addresses on the WAN (both ends' captures, %s), e.g. %s", len(leak), how, leak[0])
+	}
 }
