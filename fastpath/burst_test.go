@@ -33,6 +33,8 @@ import (
 // new FIB (the peer's replay window takes ESP in the order of its
 // sequence numbers), and ESP held for an SPI that had no SA yet decrypts
 // before ESP of that SA in the burst after the SA came (our own window).
+// A frame addressed to another host's MAC in the same burst as one for
+// the port's goes to the kernel, never out encrypted.
 
 const burstEnv = "SWANPATH_FASTPATH_BURST_CHILD"
 
@@ -127,6 +129,21 @@ func TestFastpathBurstCachesChild(t *testing.T) {
 		if d["esp_out"] != 1 || d["spi_held"] != 1 {
 			t.Fatalf("round %d, ESP-in-UDP to the gateway then transit NAT-T in one burst: esp_out +%d, spi_held +%d; want +1, +1",
 				i, d["esp_out"], d["spi_held"])
+		}
+	}
+
+	// another host's frame (a switch flooded it): the same packet, to a
+	// MAC not the port's, goes to the kernel, not out encrypted; to the
+	// port's MAC it is encrypted
+	other := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
+	for i := range rounds {
+		d := pair("a frame for another host's MAC, then one for the port's",
+			frame(other, vb.HardwareAddr, ipv4udp(legit, h2, 1000, 2000, 64, []byte("flooded"))),
+			frame(portMAC, vb.HardwareAddr, ipv4udp(legit, h2, 1000, 2000, 64, []byte("ours"))),
+			"esp_out", "tap_tx")
+		if d["esp_out"] != 1 || d["tap_tx"] != 1 {
+			t.Fatalf("round %d, a frame for MAC %s then one for the port's: esp_out +%d, tap_tx +%d; want +1 (the port's), +1 (the other to the kernel)",
+				i, other, d["esp_out"], d["tap_tx"])
 		}
 	}
 

@@ -73,7 +73,7 @@ static const struct sp_field sp_fields[] = {
 	SP_F(sp_note_mapping, spi) SP_F(sp_note_mapping, sport) SP_F(sp_note_mapping, pad)
 	SP_S(sp_port)
 	SP_F(sp_port, phys) SP_F(sp_port, tap) SP_F(sp_port, mac) SP_F(sp_port, mtu)
-	SP_F(sp_port, mss4) SP_F(sp_port, mss6)
+	SP_F(sp_port, mss4) SP_F(sp_port, mss6) SP_F(sp_port, l2)
 	SP_S(sp_port_stats)
 	SP_F(sp_port_stats, cnt)
 	SP_S(sp_sa_ctr)

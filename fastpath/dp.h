@@ -479,6 +479,10 @@ struct sp_port {
 	/* route-based interfaces: the TCP MSS that SYNs through them are
 	 * clamped to, IPv4 and IPv6 (0: no clamping, the default) */
 	uint16_t mss4, mss6;
+	/* the wire is a live link, which may deliver frames for other hosts'
+	 * MACs (a bridge or switch that floods): those go to the kernel,
+	 * which drops them (to_us); 0 for a capture file replayed */
+	uint8_t l2;
 };
 
 /* What each worker owns: counters and its ring of notes to Go. */

@@ -194,6 +194,19 @@ to_tap(struct sp_ctx *c, uint32_t port, struct rte_mbuf *m)
 	txq_put(c, &c->tap[port], port, m);
 }
 
+/* Whether frame m from the wire of port p is addressed to the port: its
+ * MAC, or a group address (broadcast, multicast). The kernel forwards
+ * nothing else (PACKET_OTHERHOST), nor may the fast path: on a bridge or
+ * a switch that floods, another router's traffic would go out twice. */
+static inline int
+to_us(const struct sp_ctx *c, uint32_t p, const struct rte_mbuf *m)
+{
+	const struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
+
+	return rte_is_multicast_ether_addr(&eh->dst_addr) ||
+		rte_is_same_ether_addr(&eh->dst_addr, &c->dp->ports[p].mac);
+}
+
 /* Decrement the TTL of a forwarded packet; RFC 1624 incremental checksum. */
 static inline void
 ttl_dec(struct rte_ipv4_hdr *ip)

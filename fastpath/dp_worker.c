@@ -164,6 +164,13 @@ wire_burst(struct sp_ctx *c, uint32_t p, struct rte_mbuf **mb, uint16_t n)
 			to_tap(c, p, m);	/* ARP and the like */
 			continue;
 		}
+		if (unlikely(c->dp->ports[p].l2 && !to_us(c, p, m))) {
+			/* another host's frame (a switch or bridge flooded
+			 * it, or a port that hears its own): not ours to
+			 * route; the kernel drops it as it would */
+			to_tap(c, p, m);
+			continue;
+		}
 		/* parsed in place: the next free slot of the plaintext
 		 * batch (a copy of the fields just written one by one would
 		 * wait for them to reach the cache) */

@@ -435,6 +435,9 @@ func (f *Fastpath) setup(cfg Config, cdevNames []string) error {
 		}
 		f.dp.ports[i].phys = phys
 		f.dp.ports[i].tap = tap
+		if liveLink(p.Device) {
+			f.dp.ports[i].l2 = 1
+		}
 		C.memcpy(unsafe.Pointer(&f.dp.ports[i].mac), unsafe.Pointer(&mac[0]), 6)
 		f.ports = append(f.ports, dataplane.PortInfo{
 			Index: i, Name: p.Name, Device: p.Device, Tap: p.Tap,
@@ -792,4 +795,12 @@ func (f *Fastpath) tscToTime(tsc uint64) time.Time {
 	}
 	d := time.Duration(float64(int64(tsc-f.tscBase)) / f.tscHz * float64(time.Second))
 	return f.wallBase.Add(d)
+}
+
+// liveLink says whether a port's device is a live link, where frames for
+// other hosts' MACs may arrive (a bridge or a switch floods them), rather
+// than a capture file replayed (net_pcap with rx_pcap=, as the benchmarks
+// and some tests feed the fast path) or a null device.
+func liveLink(device string) bool {
+	return !strings.Contains(device, "rx_pcap=") && !strings.HasPrefix(device, "net_null")
 }
