@@ -107,45 +107,35 @@ func TestFastpathBurstCachesChild(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	const rounds = 10
-	for i := range rounds {
-		d := pair("legitimate then spoofed source",
-			frame(portMAC, vb.HardwareAddr, ipv4udp(legit, h2, 1000, 2000, 64, []byte("legit"))),
-			frame(portMAC, vb.HardwareAddr, ipv4udp(spoofed, h2, 1000, 2000, 64, []byte("spoof"))),
-			"esp_out", "drop_spoof")
-		if d["esp_out"] != 1 || d["drop_spoof"] != 1 {
-			t.Fatalf("round %d, a legitimate then a spoofed source in one burst: esp_out +%d, drop_spoof +%d; want +1, +1",
-				i, d["esp_out"], d["drop_spoof"])
+	// oneEach sends a then b back to back, 10 rounds, and wants counters
+	// x and y up by one each every round
+	oneEach := func(what string, a, b []byte, x, y string) {
+		t.Helper()
+		for i := range 10 {
+			d := pair(what, a, b, x, y)
+			if d[x] != 1 || d[y] != 1 {
+				t.Fatalf("round %d, %s in one burst: %s +%d, %s +%d; want +1, +1", i, what, x, d[x], y, d[y])
+			}
 		}
 	}
+	oneEach("a legitimate then a spoofed source",
+		frame(portMAC, vb.HardwareAddr, ipv4udp(legit, h2, 1000, 2000, 64, []byte("legit"))),
+		frame(portMAC, vb.HardwareAddr, ipv4udp(spoofed, h2, 1000, 2000, 64, []byte("spoof"))),
+		"esp_out", "drop_spoof")
 	// unknown SPI: held, not decrypted; the transit NAT-T carries a
 	// non-zero "SPI" too
 	espInUDP := ipv4udp(peerAddr, gwAddr, 4500, 4500, 64, []byte("\x00\x00\x99\x01\x00\x00\x00\x01esp-in-udp-to-us!"))
-	for i := range rounds {
-		transit := ipv4udp(legit, h2, 4500, 4500, 64, []byte("\x00\x00\x90\x01\x00\x00\x00\x01transit-natt"))
-		d := pair("ESP-in-UDP to us, then NAT-T in transit",
-			frame(portMAC, vb.HardwareAddr, espInUDP), frame(portMAC, vb.HardwareAddr, transit),
-			"esp_out", "spi_held")
-		if d["esp_out"] != 1 || d["spi_held"] != 1 {
-			t.Fatalf("round %d, ESP-in-UDP to the gateway then transit NAT-T in one burst: esp_out +%d, spi_held +%d; want +1, +1",
-				i, d["esp_out"], d["spi_held"])
-		}
-	}
-
+	transit := ipv4udp(legit, h2, 4500, 4500, 64, []byte("\x00\x00\x90\x01\x00\x00\x00\x01transit-natt"))
+	oneEach("ESP-in-UDP to the gateway then NAT-T in transit",
+		frame(portMAC, vb.HardwareAddr, espInUDP), frame(portMAC, vb.HardwareAddr, transit),
+		"esp_out", "spi_held")
 	// another host's frame (a switch flooded it): the same packet, to a
-	// MAC not the port's, goes to the kernel, not out encrypted; to the
-	// port's MAC it is encrypted
-	other := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
-	for i := range rounds {
-		d := pair("a frame for another host's MAC, then one for the port's",
-			frame(other, vb.HardwareAddr, ipv4udp(legit, h2, 1000, 2000, 64, []byte("flooded"))),
-			frame(portMAC, vb.HardwareAddr, ipv4udp(legit, h2, 1000, 2000, 64, []byte("ours"))),
-			"esp_out", "tap_tx")
-		if d["esp_out"] != 1 || d["tap_tx"] != 1 {
-			t.Fatalf("round %d, a frame for MAC %s then one for the port's: esp_out +%d, tap_tx +%d; want +1 (the port's), +1 (the other to the kernel)",
-				i, other, d["esp_out"], d["tap_tx"])
-		}
-	}
+	// MAC not the port's, goes to the kernel (tap_tx), not out encrypted;
+	// to the port's MAC it is encrypted (esp_out)
+	oneEach("a frame for another host's MAC then one for the port's",
+		frame(net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}, vb.HardwareAddr, ipv4udp(legit, h2, 1000, 2000, 64, []byte("flooded"))),
+		frame(portMAC, vb.HardwareAddr, ipv4udp(legit, h2, 1000, 2000, 64, []byte("ours"))),
+		"esp_out", "tap_tx")
 
 	// held for the neighbour: three packets while the FIB has none for
 	// the peer; then the neighbour and a fourth packet, which the worker
